@@ -1,0 +1,184 @@
+"""Accounts, sessions and devices: register, login, logout, password change, device registry."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .. import appkeys
+from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, check_password, hash_password
+from ..errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from ..meta import accounts
+from .common import field, principal, read_json
+
+routes = web.RouteTableDef()
+
+SESSION = "session"
+# Routes that work without a bearer token. Block and link routes carry their own signed tokens.
+PUBLIC_API = {"/api/auth/register", "/api/auth/login"}
+
+
+def _email(body: dict) -> str:
+    email = field(body, "email", str).strip()
+    if not (3 <= len(email) <= 254) or "@" not in email or any(c.isspace() for c in email):
+        raise BadRequest("email is not a valid address", code="invalid_field", field="email")
+    return email
+
+
+def _password(body: dict, name: str = "password") -> str:
+    password = field(body, name, str)
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise BadRequest(f"{name} must have at least {MIN_PASSWORD_CHARS} characters",
+                         code="weak_password", field=name)
+    if len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise BadRequest(f"{name} may be at most {MAX_PASSWORD_BYTES} bytes",
+                         code="invalid_field", field=name)
+    return password
+
+
+def _device_fields(body: dict, *, required: bool) -> tuple[str | None, str]:
+    name = field(body, "device_name", str, default=None)
+    if required and name is None:
+        raise BadRequest("field 'device_name' is required", code="missing_field",
+                         field="device_name")
+    if name is not None and not (1 <= len(name) <= 100):
+        raise BadRequest("device_name must have 1 to 100 characters", code="invalid_field",
+                         field="device_name")
+    device_type = field(body, "device_type", str, default="desktop")
+    if device_type not in accounts.DEVICE_TYPES:
+        raise BadRequest(f"device_type must be one of {', '.join(accounts.DEVICE_TYPES)}",
+                         code="invalid_field", field="device_type")
+    return name, device_type
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Resolve ``Authorization: Bearer`` on every /api/ route except the public ones."""
+    if request.path.startswith("/api/") and request.path not in PUBLIC_API:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing bearer token")
+        config = request.app[appkeys.CONFIG]
+        payload = request.app[appkeys.SIGNER].load(SESSION, token.strip(),
+                                                   max_age=config.session_days * 86400)
+        session_id = payload.get("sid") if isinstance(payload, dict) else None
+        p = await accounts.principal_for_session(request.app[appkeys.DB], session_id) \
+            if isinstance(session_id, str) else None
+        if p is None:
+            raise Unauthorized("invalid or expired token")
+        request[appkeys.PRINCIPAL] = p
+        request[appkeys.USER_ID] = p.user_id
+    return await handler(request)
+
+
+@routes.post("/api/auth/register")
+async def register(request: web.Request) -> web.Response:
+    config = request.app[appkeys.CONFIG]
+    if not config.registration_open:
+        raise Forbidden("registration is closed on this server; ask its owner for an account",
+                        code="registration_closed")
+    body = await read_json(request)
+    email, password = _email(body), _password(body)
+    user = await accounts.create_user(request.app[appkeys.DB], email, password,
+                                      config.default_quota_bytes)
+    return web.json_response({"user_id": user["id"], "email": user["email"]}, status=201)
+
+
+@routes.post("/api/auth/login")
+async def login(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    email = field(body, "email", str)
+    password = field(body, "password", str)
+    device_name, device_type = _device_fields(body, required=False)
+    throttle = request.app[appkeys.THROTTLE]
+    keys = (f"acct:{accounts.email_key(email)}", f"addr:{request.remote}")
+    wait = throttle.retry_after(*keys)
+    if wait > 0:
+        raise TooManyRequests("too many failed logins; try again later", retry_after=wait)
+    db = request.app[appkeys.DB]
+    user = await accounts.user_by_email(db, email)
+    if not await check_password(password, user["password_hash"] if user else None):
+        throttle.failed(*keys)
+        raise Unauthorized("wrong email or password", code="bad_credentials")
+    assert user is not None
+    throttle.succeeded(keys[0])
+    config = request.app[appkeys.CONFIG]
+    async with db.transaction() as tx:
+        device_id = None
+        if device_name is not None:
+            device_id = await accounts.register_device(tx, user["id"], device_name, device_type)
+        session_id = await accounts.create_session(tx, user["id"], device_id,
+                                                   config.session_days * 86400)
+    token = request.app[appkeys.SIGNER].sign(SESSION, {"sid": session_id})
+    return web.json_response({"token": token, "user_id": user["id"], "device_id": device_id})
+
+
+@routes.post("/api/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    p = principal(request)
+    async with request.app[appkeys.DB].transaction() as tx:
+        await accounts.revoke_sessions(tx, session_id=p.session_id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/auth/password")
+async def change_password(request: web.Request) -> web.Response:
+    """Change the password; every session of the user (this one too) stops working."""
+    p = principal(request)
+    body = await read_json(request)
+    old = field(body, "old_password", str)
+    new = _password(body, "new_password")
+    db = request.app[appkeys.DB]
+    user = await accounts.user_by_id(db, p.user_id)
+    assert user is not None
+    if not await check_password(old, user["password_hash"]):
+        raise Forbidden("old_password is wrong", code="bad_credentials")
+    new_hash = hash_password(new)
+    async with db.transaction() as tx:
+        await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, p.user_id))
+        await accounts.revoke_sessions(tx, user_id=p.user_id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/sync/register")
+async def register_device(request: web.Request) -> web.Response:
+    p = principal(request)
+    body = await read_json(request)
+    name, device_type = _device_fields(body, required=True)
+    device_id = field(body, "device_id", str, default=None)
+    assert name is not None
+    async with request.app[appkeys.DB].transaction() as tx:
+        device_id = await accounts.register_device(tx, p.user_id, name, device_type, device_id)
+    return web.json_response({"device_id": device_id})
+
+
+@routes.get("/api/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    p = principal(request)
+    rows = await request.app[appkeys.DB].fetchall(
+        "SELECT id, name, type, created_at, last_seen_at FROM devices"
+        " WHERE user_id = ? AND removed_at IS NULL ORDER BY created_at", (p.user_id,))
+    return web.json_response({"devices": [
+        {"device_id": r["id"], "name": r["name"], "type": r["type"],
+         "created_at": r["created_at"], "last_seen_at": r["last_seen_at"],
+         "current": r["id"] == p.device_id} for r in rows]})
+
+
+@routes.delete("/api/devices/{device_id}")
+async def remove_device(request: web.Request) -> web.Response:
+    """Forget a device (lost laptop): its sessions stop working at once."""
+    p = principal(request)
+    device_id = request.match_info["device_id"]
+    async with request.app[appkeys.DB].transaction() as tx:
+        row = await tx.fetchone(
+            "SELECT id FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
+            (device_id, p.user_id))
+        if row is None:
+            raise NotFound("no such device")
+        await tx.execute("UPDATE devices SET removed_at = ? WHERE id = ?", (tx.now, device_id))
+        await accounts.revoke_sessions(tx, device_id=device_id)
+    return web.Response(status=204)

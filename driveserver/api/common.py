@@ -1,0 +1,81 @@
+"""Helpers every API handler uses: the authenticated principal and validated JSON input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .. import appkeys
+from ..errors import BadRequest, PayloadTooLarge, Unauthorized
+from ..meta.accounts import Principal
+from ..sync.journal import Actor
+
+T = TypeVar("T")
+_MISSING = object()
+
+def principal(request: web.Request) -> Principal:
+    p = request.get(appkeys.PRINCIPAL)
+    if p is None:
+        raise Unauthorized("authentication required")
+    return p
+
+
+def actor(request: web.Request, device_id: str | None = None) -> Actor:
+    p = principal(request)
+    return Actor(p.user_id, device_id or p.device_id)
+
+
+async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400/413 that says what is wrong."""
+    limit = request.app[appkeys.CONFIG].max_json_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"JSON body may be at most {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"JSON body may be at most {limit} bytes")
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise BadRequest("a JSON object body is required", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object", code="invalid_json")
+    return body
+
+
+def field(body: dict[str, Any], name: str, kind: type[T], *, default: Any = _MISSING) -> T:
+    """``body[name]`` checked to be of ``kind``; a missing required field or wrong type is a 400.
+
+    ``bool`` is not accepted where an ``int`` is expected (JSON ``true`` is not a size).
+    """
+    if name not in body or body[name] is None:
+        if default is _MISSING:
+            raise BadRequest(f"field {name!r} is required", code="missing_field", field=name)
+        return default  # type: ignore[no-any-return]
+    value = body[name]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise BadRequest(f"field {name!r} must be {_kind_name(kind)}", code="invalid_field",
+                         field=name)
+    return value
+
+
+def _kind_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
+            dict: "an object"}.get(kind, kind.__name__)
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"query parameter {name!r} must be an integer", code="invalid_query",
+                         field=name) from None
+    return max(lo, min(hi, value))

@@ -1,0 +1,177 @@
+"""The file tree over JSON: list, metadata, folders, move/rename, trash, restore, purge, quota."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aiohttp import web
+
+from .. import appkeys
+from ..errors import BadRequest, NotFound
+from ..meta import accounts, tree
+from ..meta.db import Row
+from ..paths import split_path
+from ..permissions import Action, authorize
+from .common import actor, field, principal, query_int, read_json
+
+routes = web.RouteTableDef()
+
+PAGE_DEFAULT, PAGE_MAX = 1000, 5000
+
+
+def entry_json(row: Row) -> dict[str, Any]:
+    return {"name": row["name"], "file_id": row["id"], "is_directory": bool(row["is_directory"]),
+            "size": row["size"], "version": row["version"], "checksum": row["checksum"],
+            "modified_at": row["modified_at"]}
+
+
+async def version_list(q: Any, file_id: str) -> list[dict[str, Any]]:
+    rows = await q.fetchall(
+        "SELECT v.version, v.size, v.checksum, v.created_at, v.user_id, u.email, v.device_id,"
+        " d.name AS device_name, v.restored_from FROM file_versions v"
+        " LEFT JOIN users u ON u.id = v.user_id LEFT JOIN devices d ON d.id = v.device_id"
+        " WHERE v.file_id = ? ORDER BY v.version DESC", (file_id,))
+    return [{"version": r["version"], "size": r["size"], "checksum": r["checksum"],
+             "modified_at": r["created_at"], "modified_by": r["email"],
+             "user_id": r["user_id"], "device": r["device_name"], "device_id": r["device_id"],
+             "restored_from": r["restored_from"]} for r in rows]
+
+
+def _encode_page(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def _decode_page(token: str) -> str:
+    try:
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadRequest("invalid page cursor", code="invalid_query", field="cursor") from None
+
+
+@routes.get("/api/files")
+async def list_folder(request: web.Request) -> web.Response:
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    parts = split_path(request.query.get("path", "/"))
+    root = await accounts.root_of(db, p.user_id)
+    folder = await tree.resolve(db, root["id"], parts)
+    if folder is None:
+        raise NotFound("no such folder")
+    if not folder["is_directory"]:
+        raise BadRequest("path is a file, not a folder", code="not_a_folder")
+    await authorize(db, p.user_id, Action.READ, folder["id"])
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    after = _decode_page(request.query["cursor"]) if "cursor" in request.query else None
+    rows = await tree.list_children(db, folder["id"], limit + 1, after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body: dict[str, Any] = {"path": tree.join_path(parts), "file_id": folder["id"],
+                            "entries": [entry_json(r) for r in rows], "has_more": more}
+    if more:
+        body["next_cursor"] = _encode_page(rows[-1]["name_key"])
+    return web.json_response(body)
+
+
+@routes.get("/api/files/{file_id}")
+async def get_metadata(request: web.Request) -> web.Response:
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    file = await authorize(db, p.user_id, Action.READ, request.match_info["file_id"])
+    body = entry_json(file)
+    body.update(path=await tree.path_of(db, file["id"]), trashed=file["trashed_at"] is not None,
+                versions=[] if file["is_directory"] else await version_list(db, file["id"]))
+    return web.json_response(body)
+
+
+@routes.post("/api/folders")
+async def create_folder(request: web.Request) -> web.Response:
+    p = principal(request)
+    body = await read_json(request)
+    parts = split_path(field(body, "path", str))
+    db = request.app[appkeys.DB]
+    tree_ops = request.app[appkeys.TREE]
+    async with db.transaction() as tx:
+        root = await accounts.root_of(tx, p.user_id)
+        folder = await tree_ops.create_folder(tx, root, parts, actor(request))
+    out = entry_json(folder)
+    out["path"] = tree.join_path(parts)
+    return web.json_response(out, status=201)
+
+
+@routes.patch("/api/files/{file_id}")
+async def move(request: web.Request) -> web.Response:
+    p = principal(request)
+    body = await read_json(request)
+    dest = split_path(field(body, "path", str))
+    db = request.app[appkeys.DB]
+    async with db.transaction() as tx:
+        file = await authorize(tx, p.user_id, Action.WRITE, request.match_info["file_id"])
+        if file["trashed_at"] is not None:
+            raise NotFound("no such file")
+        root = await accounts.root_of(tx, p.user_id)
+        moved = await request.app[appkeys.TREE].move(tx, file, root, dest, actor(request))
+        path = await tree.path_of(tx, moved["id"])
+    out = entry_json(moved)
+    out["path"] = path
+    return web.json_response(out)
+
+
+@routes.delete("/api/files/{file_id}")
+async def delete(request: web.Request) -> web.Response:
+    p = principal(request)
+    async with request.app[appkeys.DB].transaction() as tx:
+        file = await authorize(tx, p.user_id, Action.DELETE, request.match_info["file_id"])
+        await request.app[appkeys.TREE].trash(tx, file, actor(request))
+    return web.Response(status=204)
+
+
+@routes.get("/api/trash")
+async def list_trash(request: web.Request) -> web.Response:
+    p = principal(request)
+    rows = await request.app[appkeys.DB].fetchall(
+        "SELECT f.* FROM files f JOIN workspaces w ON w.id = f.workspace_id"
+        " WHERE w.owner_id = ? AND f.trash_root_id = f.id ORDER BY f.trashed_at DESC",
+        (p.user_id,))
+    return web.json_response({"entries": [
+        {**entry_json(r), "path": r["trashed_path"], "trashed_at": r["trashed_at"]}
+        for r in rows]})
+
+
+async def _trash_item(tx: Any, user_id: str, file_id: str) -> Row:
+    file = await authorize(tx, user_id, Action.DELETE, file_id)
+    if file["trash_root_id"] != file["id"]:
+        raise NotFound("no such item in the trash")
+    return file
+
+
+@routes.post("/api/trash/{file_id}/restore")
+async def restore_from_trash(request: web.Request) -> web.Response:
+    p = principal(request)
+    async with request.app[appkeys.DB].transaction() as tx:
+        file = await _trash_item(tx, p.user_id, request.match_info["file_id"])
+        root = await accounts.root_of(tx, p.user_id)
+        restored = await request.app[appkeys.TREE].restore(tx, file, root, actor(request))
+        path = await tree.path_of(tx, restored["id"])
+    return web.json_response({**entry_json(restored), "path": path})
+
+
+@routes.delete("/api/trash/{file_id}")
+async def purge(request: web.Request) -> web.Response:
+    p = principal(request)
+    async with request.app[appkeys.DB].transaction() as tx:
+        file = await _trash_item(tx, p.user_id, request.match_info["file_id"])
+        await request.app[appkeys.TREE].purge(tx, file)
+    return web.Response(status=204)
+
+
+@routes.get("/api/quota")
+async def quota(request: web.Request) -> web.Response:
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    user = await accounts.user_by_id(db, p.user_id)
+    assert user is not None
+    return web.json_response({"used": await accounts.used_bytes(db, p.user_id),
+                              "total": user["quota_bytes"]})
+

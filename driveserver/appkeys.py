@@ -1,0 +1,35 @@
+"""Typed keys for what ``build_app`` puts on the application (no module-level singletons)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .auth import LoginThrottle, TokenSigner
+    from .blocks.keys import KeyRing
+    from .config import Config
+    from .meta.accounts import Principal
+    from .meta.db import Database
+    from .meta.tree import Tree
+    from .observability import Metrics
+    from .storage.base import BlockStore
+    from .sync.hub import Hub
+    from .sync.journal import Journal
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+DB: web.AppKey[Database] = web.AppKey("db")
+SIGNER: web.AppKey[TokenSigner] = web.AppKey("signer")
+THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
+STORE: web.AppKey[BlockStore] = web.AppKey("store")
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+TREE: web.AppKey[Tree] = web.AppKey("tree")
+JOURNAL: web.AppKey[Journal] = web.AppKey("journal")
+
+# Per-request values set by the auth middleware.
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+USER_ID: web.RequestKey[str] = web.RequestKey("user_id")
+BYTES_IN: web.RequestKey[int] = web.RequestKey("bytes_in")

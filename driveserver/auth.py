@@ -1,0 +1,137 @@
+"""Passwords, session tokens and login throttling.
+
+* Passwords are hashed with scrypt (memory-hard), parameters stored in the hash so they can grow.
+* A session token is an itsdangerous-signed session id. The signature makes forgery impossible
+  without the server's secret; the ``sessions`` row makes it revocable (logout, password change,
+  device removal), which a signature alone cannot be.
+* Failed logins are throttled per account and per client address with an exponential back-off,
+  held in memory: a restart forgets it, which costs an attacker nothing they could not get by
+  waiting, and it keeps the login path free of database writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+MAX_PASSWORD_BYTES = 1024
+MIN_PASSWORD_CHARS = 8
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                          maxmem=256 * 1024 * 1024, dklen=32)
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        actual = _scrypt(password, base64.b64decode(salt), int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, base64.b64decode(digest))
+
+
+# A valid hash to compare against when the account does not exist, so that the response time
+# does not tell an attacker which emails have accounts.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+async def check_password(password: str, stored: str | None) -> bool:
+    """Verify off the event loop (scrypt takes ~50 ms of CPU)."""
+    ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+    return ok and stored is not None
+
+
+class TokenSigner:
+    """Signs and checks the small payloads the server hands out (sessions, upload/download grants).
+
+    Each purpose gets its own salt, so a token minted for one purpose is worthless for another.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self._secret, salt=f"drive.{purpose}")
+
+    def sign(self, purpose: str, payload: object) -> str:
+        return str(self._serializer(purpose).dumps(payload))
+
+    def load(self, purpose: str, token: str, max_age: float) -> object | None:
+        """The payload, or None when the token is forged, altered, for another purpose or expired."""
+        try:
+            return self._serializer(purpose).loads(token, max_age=max_age)
+        except (BadSignature, UnicodeDecodeError, ValueError):
+            return None
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+
+
+class LoginThrottle:
+    """Exponential back-off after repeated failed logins, keyed by account and by client address.
+
+    The first ``free`` failures cost nothing; after that each attempt must wait
+    ``base * 2**(n - free)`` seconds (capped) after the previous failure. A success resets the
+    account's counter.
+    """
+
+    def __init__(self, free: int = 3, base: float = 1.0, cap: float = 300.0,
+                 forget_after: float = 3600.0) -> None:
+        self.free, self.base, self.cap, self.forget_after = free, base, cap, forget_after
+        self._failures: dict[str, _Failures] = {}
+
+    def _delay(self, key: str, now: float) -> float:
+        f = self._failures.get(key)
+        if f is None or now - f.last > self.forget_after:
+            return 0.0
+        if f.count < self.free:
+            return 0.0
+        wait = min(self.cap, self.base * 2 ** (f.count - self.free))
+        return max(0.0, f.last + wait - now)
+
+    def retry_after(self, *keys: str) -> float:
+        now = time.monotonic()
+        return max((self._delay(k, now) for k in keys), default=0.0)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        if len(self._failures) > 100_000:  # bound memory under a spray attack
+            self._failures = {k: v for k, v in self._failures.items()
+                              if now - v.last < self.forget_after}
+        for k in keys:
+            f = self._failures.setdefault(k, _Failures())
+            if now - f.last > self.forget_after:
+                f.count = 0
+            f.count += 1
+            f.last = now
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+def new_id(prefix: str) -> str:
+    """Opaque, unguessable ids: knowing one id tells nothing about another."""
+    return f"{prefix}_{secrets.token_urlsafe(12)}"

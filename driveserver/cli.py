@@ -1,0 +1,203 @@
+"""``drive-server``: serve, manage users, check the installation.
+
+Every subcommand takes ``--config FILE`` and ``--data-dir DIR``, so administration commands work
+on the same data directory as a running ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+from .errors import ApiError
+
+EXIT_CONFIG = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (see config.example.toml)")
+    p.add_argument("--data-dir", type=Path, help="data directory (default ./drive-data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drive-server", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server in the foreground")
+    _common(serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080; 0 = any free port)")
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="create a user")
+    _common(add)
+    add.add_argument("email")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input instead of prompting")
+    lst = user_sub.add_parser("list", help="list users")
+    _common(lst)
+    quota = user_sub.add_parser("quota", help="set a user's quota (e.g. 50G, 500M, 1T)")
+    _common(quota)
+    quota.add_argument("email")
+    quota.add_argument("size")
+    check = sub.add_parser("check", help="validate config, database schema and block storage")
+    _common(check)
+    gc = sub.add_parser("gc", help="delete unreferenced blocks older than the grace period")
+    _common(gc)
+    return parser
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units else ""
+    number = t[: len(t) - len(unit)] if unit else t
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (try 10G or 500M)") from None
+    if value <= 0:
+        raise ValueError(f"size must be positive: {text!r}")
+    return int(value)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {"data_dir": getattr(args, "data_dir", None),
+                                 "host": getattr(args, "host", None),
+                                 "port": getattr(args, "port", None)}
+    return load_config(args.config, overrides=overrides)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise SystemExit("passwords differ")
+    return first
+
+
+async def _with_db(config: Config, fn: Any) -> Any:
+    from .app import prepare_data_dir
+    from .meta.db import Database
+
+    prepare_data_dir(config)
+    db = Database(config.database_path)
+    await db.open()
+    try:
+        return await fn(db)
+    finally:
+        await db.close()
+
+
+async def _user_add(config: Config, email: str, password: str) -> str:
+    from .auth import MIN_PASSWORD_CHARS
+    from .meta.accounts import create_user
+
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise SystemExit(f"password must have at least {MIN_PASSWORD_CHARS} characters")
+    if "@" not in email:
+        raise SystemExit(f"not an email address: {email}")
+    row = await _with_db(config, lambda db: create_user(db, email, password,
+                                                        config.default_quota_bytes))
+    return str(row["id"])
+
+
+async def _user_list(config: Config) -> list[Any]:
+    from .meta.accounts import used_bytes
+
+    async def run(db: Any) -> list[Any]:
+        rows = await db.fetchall("SELECT id, email, quota_bytes FROM users ORDER BY created_at")
+        return [(r["email"], r["id"], await used_bytes(db, r["id"]), r["quota_bytes"])
+                for r in rows]
+
+    result: list[Any] = await _with_db(config, run)
+    return result
+
+
+async def _user_quota(config: Config, email: str, size: int) -> None:
+    from .meta.accounts import user_by_email
+
+    async def run(db: Any) -> None:
+        user = await user_by_email(db, email)
+        if user is None:
+            raise SystemExit(f"no such user: {email}")
+        async with db.transaction() as tx:
+            await tx.execute("UPDATE users SET quota_bytes = ? WHERE id = ?", (size, user["id"]))
+
+    await _with_db(config, run)
+
+
+async def _check(config: Config) -> list[str]:
+    from .meta.db import Database
+
+    report = [f"config ok (data dir {config.data_dir}, storage {config.backend})"]
+    db = Database(config.database_path)
+    await db.open()
+    try:
+        report.append(f"database ok ({config.database_path}, schema {await db.schema_version()})")
+    finally:
+        await db.close()
+    from .app import open_storage
+
+    store, keyring = await open_storage(config)
+    try:
+        await store.check()
+        report.append(f"block storage ok ({config.backend}); master key {keyring.active_key_id}")
+    finally:
+        await store.close()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"drive-server: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            from .app import serve
+            asyncio.run(serve(config))
+        elif args.command == "user" and args.user_command == "add":
+            user_id = asyncio.run(_user_add(config, args.email, _read_password(args)))
+            print(f"created user {args.email} ({user_id})")
+        elif args.command == "user" and args.user_command == "list":
+            for email, user_id, used, quota in asyncio.run(_user_list(config)):
+                print(f"{email}\t{user_id}\t{used}/{quota} bytes")
+        elif args.command == "user" and args.user_command == "quota":
+            try:
+                size = parse_size(args.size)
+            except ValueError as exc:
+                print(f"drive-server: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            asyncio.run(_user_quota(config, args.email, size))
+            print(f"quota of {args.email} set to {size} bytes")
+        elif args.command == "check":
+            for line in asyncio.run(_check(config)):
+                print(line)
+        elif args.command == "gc":
+            from .app import run_gc_once
+            print(asyncio.run(run_gc_once(config)))
+    except ApiError as exc:
+        print(f"drive-server: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line, not a traceback, for operational failures
+        logging.getLogger("driveserver").debug("failure", exc_info=True)
+        print(f"drive-server: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Numbered schema migrations; ``PRAGMA user_version`` records how many have been applied.
+
+Never edit a migration that has shipped: append a new one. Statements are separated by ``;``
+at the end of a line.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: accounts, devices, workspaces, the file tree, versions, blocks, journal, shares.
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL,
+        email_key TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        quota_bytes INTEGER NOT NULL,
+        workspace_id TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_seen_at REAL NOT NULL,
+        removed_at REAL,
+        cursor TEXT
+    );
+    CREATE INDEX devices_user ON devices(user_id);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        device_id TEXT REFERENCES devices(id),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        owner_id TEXT NOT NULL REFERENCES users(id),
+        kind TEXT NOT NULL,
+        root_id TEXT NOT NULL,
+        seq INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE files (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        parent_id TEXT REFERENCES files(id),
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        is_directory INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0,
+        size INTEGER NOT NULL DEFAULT 0,
+        checksum TEXT,
+        created_at REAL NOT NULL,
+        modified_at REAL NOT NULL,
+        trashed_at REAL,
+        trash_root_id TEXT,
+        trashed_by TEXT,
+        trashed_path TEXT
+    );
+    CREATE UNIQUE INDEX files_live_name ON files(parent_id, name_key) WHERE trashed_at IS NULL;
+    CREATE INDEX files_parent ON files(parent_id);
+    CREATE INDEX files_workspace_trash ON files(workspace_id, trashed_at);
+    CREATE INDEX files_trash_root ON files(trash_root_id);
+    CREATE TABLE file_versions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        checksum TEXT NOT NULL,
+        chunking TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        user_id TEXT NOT NULL,
+        device_id TEXT,
+        restored_from INTEGER,
+        UNIQUE (file_id, version)
+    );
+    CREATE TABLE version_blocks (
+        version_id INTEGER NOT NULL REFERENCES file_versions(id) ON DELETE CASCADE,
+        ord INTEGER NOT NULL,
+        block_hash TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (version_id, ord)
+    );
+    CREATE INDEX version_blocks_hash ON version_blocks(block_hash);
+    CREATE TABLE blocks (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        tier TEXT NOT NULL DEFAULT 'hot'
+    );
+    CREATE TABLE journal (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        seq INTEGER NOT NULL,
+        file_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        path TEXT NOT NULL,
+        old_path TEXT,
+        is_directory INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        checksum TEXT,
+        user_id TEXT NOT NULL,
+        device_id TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (workspace_id, seq)
+    );
+    CREATE INDEX journal_file ON journal(file_id);
+    CREATE TABLE shares (
+        id TEXT PRIMARY KEY,
+        file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        grantee_id TEXT NOT NULL REFERENCES users(id),
+        permission TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        UNIQUE (file_id, grantee_id)
+    );
+    CREATE INDEX shares_grantee ON shares(grantee_id)
+    """,
+]

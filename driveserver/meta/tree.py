@@ -1,0 +1,238 @@
+"""The file tree: lookups, and the units of work that change it (each one transaction, journalled).
+
+Folders are files with ``is_directory``. A file points at its parent, so moving a folder is one
+row update and its children follow. Names are unique per folder by ``name_key`` (case-folded
+NFC) among live files, enforced by a partial unique index as well as checked here (the check
+gives a clear 409; the index makes a race impossible).
+
+Trash: trashing an item marks it and every live descendant with ``trashed_at`` and
+``trash_root_id`` (the item the user trashed); restore clears exactly those rows, so items the
+user had trashed one by one before stay in the trash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..auth import new_id
+from ..errors import BadRequest, Conflict, NotFound
+from ..paths import join_path, name_key, validate_name
+from ..sync.journal import Actor, Journal
+from .db import Row, Tx
+
+
+async def get_file(q: Any, file_id: str) -> Row | None:
+    return await q.fetchone("SELECT * FROM files WHERE id = ?", (file_id,))
+
+
+async def live_child(q: Any, parent_id: str, name: str) -> Row | None:
+    return await q.fetchone(
+        "SELECT * FROM files WHERE parent_id = ? AND name_key = ? AND trashed_at IS NULL",
+        (parent_id, name_key(name)))
+
+
+async def resolve(q: Any, root_id: str, parts: list[str]) -> Row | None:
+    """The live file at ``parts`` below ``root_id``, or None."""
+    node = await get_file(q, root_id)
+    for part in parts:
+        if node is None or not node["is_directory"]:
+            return None
+        node = await live_child(q, node["id"], part)
+    return node
+
+
+async def path_parts(q: Any, file_id: str) -> list[str]:
+    """Names from the workspace root down to ``file_id`` (``[]`` for the root itself)."""
+    rows = await q.fetchall(
+        "WITH RECURSIVE up(id, parent_id, name, depth) AS ("
+        "  SELECT id, parent_id, name, 0 FROM files WHERE id = ?"
+        "  UNION ALL SELECT f.id, f.parent_id, f.name, up.depth + 1"
+        "  FROM files f JOIN up ON f.id = up.parent_id)"
+        " SELECT name FROM up WHERE parent_id IS NOT NULL ORDER BY depth DESC", (file_id,))
+    return [r["name"] for r in rows]
+
+
+async def path_of(q: Any, file_id: str) -> str:
+    return join_path(await path_parts(q, file_id))
+
+
+async def is_ancestor(q: Any, ancestor_id: str, file_id: str) -> bool:
+    row = await q.fetchone(
+        "WITH RECURSIVE up(id, parent_id) AS ("
+        "  SELECT id, parent_id FROM files WHERE id = ?"
+        "  UNION ALL SELECT f.id, f.parent_id FROM files f JOIN up ON f.id = up.parent_id)"
+        " SELECT 1 FROM up WHERE id = ?", (file_id, ancestor_id))
+    return row is not None
+
+
+async def list_children(q: Any, folder_id: str, limit: int, after: str | None) -> list[Row]:
+    """Live children ordered by name key, starting after the name key ``after`` (paging)."""
+    return await q.fetchall(
+        "SELECT * FROM files WHERE parent_id = ? AND trashed_at IS NULL AND name_key > ?"
+        " ORDER BY name_key LIMIT ?", (folder_id, after or "", limit))
+
+
+class Tree:
+    """Mutations of the tree. Each public method is one transaction and journals what it did."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def _insert(self, tx: Tx, workspace_id: str, parent_id: str, name: str,
+                      is_directory: bool) -> Row:
+        file_id = new_id("f")
+        await tx.execute(
+            "INSERT INTO files (id, workspace_id, parent_id, name, name_key, is_directory,"
+            " version, size, checksum, created_at, modified_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (file_id, workspace_id, parent_id, name, name_key(name), int(is_directory),
+             1 if is_directory else 0, 0, None, tx.now, tx.now))
+        row = await get_file(tx, file_id)
+        assert row is not None
+        return row
+
+    async def ensure_folders(self, tx: Tx, root: Row, parts: list[str], actor: Actor
+                             ) -> tuple[Row, bool]:
+        """Walk ``parts`` below ``root``, creating missing folders; return (last, created_any)."""
+        node, created = root, False
+        for i, part in enumerate(parts):
+            child = await live_child(tx, node["id"], part)
+            if child is None:
+                child = await self._insert(tx, node["workspace_id"], node["id"], part, True)
+                await self.journal.record(tx, child, "create", join_path(parts[: i + 1]), actor)
+                created = True
+            elif not child["is_directory"]:
+                raise Conflict(f"{join_path(parts[: i + 1])} is a file, not a folder",
+                               code="not_a_folder")
+            node = child
+        return node, created
+
+    async def create_folder(self, tx: Tx, root: Row, parts: list[str], actor: Actor) -> Row:
+        """Create the folder at ``parts`` (parents as needed); 409 if the name is taken."""
+        if not parts:
+            raise Conflict("the root folder already exists", code="exists")
+        parent, _ = await self.ensure_folders(tx, root, parts[:-1], actor)
+        existing = await live_child(tx, parent["id"], parts[-1])
+        if existing is not None:
+            raise Conflict(f"{existing['name']!r} already exists in this folder", code="exists",
+                           file_id=existing["id"], is_directory=bool(existing["is_directory"]))
+        folder = await self._insert(tx, root["workspace_id"], parent["id"], parts[-1], True)
+        await self.journal.record(tx, folder, "create", join_path(parts), actor)
+        return folder
+
+    async def create_file(self, tx: Tx, root: Row, parts: list[str], actor: Actor) -> Row:
+        """An empty file entry (version 0) that a first upload completes; parents as needed."""
+        if not parts:
+            raise BadRequest("the root is a folder", code="invalid_path")
+        parent, _ = await self.ensure_folders(tx, root, parts[:-1], actor)
+        existing = await live_child(tx, parent["id"], parts[-1])
+        if existing is not None:
+            raise Conflict(f"{existing['name']!r} already exists in this folder", code="exists",
+                           file_id=existing["id"], is_directory=bool(existing["is_directory"]),
+                           version=existing["version"])
+        return await self._insert(tx, root["workspace_id"], parent["id"], parts[-1], False)
+
+    async def move(self, tx: Tx, file: Row, root: Row, dest_parts: list[str], actor: Actor
+                   ) -> Row:
+        """Move/rename ``file`` to ``dest_parts`` inside the same workspace."""
+        if file["parent_id"] is None:
+            raise BadRequest("the root folder cannot be moved", code="invalid_move")
+        if file["trashed_at"] is not None:
+            raise NotFound("no such file")
+        if not dest_parts:
+            raise BadRequest("cannot move onto the root folder", code="invalid_move")
+        old_path = await path_of(tx, file["id"])
+        new_name = validate_name(dest_parts[-1])
+        # Refuse a folder into itself before creating any parent folder.
+        probe = await resolve(tx, root["id"], dest_parts[:-1])
+        if file["is_directory"] and probe is not None and await is_ancestor(
+                tx, file["id"], probe["id"]):
+            raise BadRequest("cannot move a folder into itself", code="invalid_move")
+        for i in range(len(dest_parts) - 1):
+            node = await resolve(tx, root["id"], dest_parts[: i + 1])
+            if node is not None and node["id"] == file["id"]:
+                raise BadRequest("cannot move a folder into itself", code="invalid_move")
+        parent, _ = await self.ensure_folders(tx, root, dest_parts[:-1], actor)
+        clash = await live_child(tx, parent["id"], new_name)
+        if clash is not None and clash["id"] != file["id"]:
+            raise Conflict(f"{clash['name']!r} already exists in the destination folder",
+                           code="exists", file_id=clash["id"])
+        if parent["id"] == file["parent_id"] and new_name == file["name"]:
+            return file  # nothing to do; no journal entry
+        await tx.execute(
+            "UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
+            (parent["id"], new_name, name_key(new_name), file["id"]))
+        moved = await get_file(tx, file["id"])
+        assert moved is not None
+        await self.journal.record(tx, moved, "move", join_path(dest_parts), actor,
+                                  old_path=old_path)
+        return moved
+
+    async def trash(self, tx: Tx, file: Row, actor: Actor) -> None:
+        if file["parent_id"] is None:
+            raise BadRequest("the root folder cannot be deleted", code="invalid_delete")
+        if file["trashed_at"] is not None:
+            raise NotFound("no such file")
+        path = await path_of(tx, file["id"])
+        await tx.execute(
+            "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
+            "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id"
+            "  WHERE f.trashed_at IS NULL)"
+            " UPDATE files SET trashed_at = ?, trash_root_id = ?, trashed_by = ?"
+            " WHERE id IN (SELECT id FROM down)",
+            (file["id"], tx.now, file["id"], actor.user_id))
+        await tx.execute("UPDATE files SET trashed_path = ? WHERE id = ?", (path, file["id"]))
+        row = await get_file(tx, file["id"])
+        assert row is not None
+        await self.journal.record(tx, row, "delete", path, actor)
+
+    async def restore(self, tx: Tx, file: Row, root: Row, actor: Actor) -> Row:
+        """Bring a trashed item back to its old path (parents recreated, name made unique)."""
+        if file["trashed_at"] is None or file["trash_root_id"] != file["id"]:
+            raise NotFound("no such item in the trash")
+        old_parts = [p for p in (file["trashed_path"] or "/").split("/") if p]
+        parent = await get_file(tx, file["parent_id"])
+        if parent is None or parent["trashed_at"] is not None:
+            parent, _ = await self.ensure_folders(tx, root, old_parts[:-1], actor)
+        name = await self._free_name(tx, parent["id"], file["name"])
+        await tx.execute("UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
+                         (parent["id"], name, name_key(name), file["id"]))
+        await tx.execute(
+            "UPDATE files SET trashed_at = NULL, trash_root_id = NULL, trashed_by = NULL,"
+            " trashed_path = NULL WHERE trash_root_id = ?", (file["id"],))
+        # Journal every restored item, parents first, so a device can recreate the subtree.
+        rows = await tx.fetchall(
+            "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION ALL"
+            "  SELECT f.id, down.depth + 1 FROM files f JOIN down ON f.parent_id = down.id"
+            "  WHERE f.trashed_at IS NULL)"
+            " SELECT files.* FROM files JOIN down USING (id) ORDER BY down.depth, files.name_key",
+            (file["id"],))
+        for row in rows:
+            await self.journal.record(tx, row, "restore", await path_of(tx, row["id"]), actor)
+        restored = await get_file(tx, file["id"])
+        assert restored is not None
+        return restored
+
+    async def _free_name(self, tx: Tx, parent_id: str, name: str) -> str:
+        if await live_child(tx, parent_id, name) is None:
+            return name
+        stem, dot, ext = name.rpartition(".")
+        if not stem:
+            stem, dot, ext = name, "", ""
+        for n in range(1, 10_000):
+            suffix = " (restored)" if n == 1 else f" (restored {n})"
+            candidate = f"{stem}{suffix}{dot}{ext}"
+            if await live_child(tx, parent_id, candidate) is None:
+                return validate_name(candidate)
+        raise Conflict("no free name to restore into", code="exists")
+
+    async def purge(self, tx: Tx, file: Row) -> list[str]:
+        """Delete a trash item and everything below it for good; return the ids removed."""
+        if file["trashed_at"] is None or file["trash_root_id"] != file["id"]:
+            raise NotFound("no such item in the trash")
+        down = ("WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
+                "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)")
+        ids = [r["id"] for r in await tx.fetchall(f"{down} SELECT id FROM down", (file["id"],))]
+        # One statement, so the parent/child foreign keys are checked only once all are gone.
+        await tx.execute(f"{down} DELETE FROM files WHERE id IN (SELECT id FROM down)",
+                         (file["id"],))
+        return ids

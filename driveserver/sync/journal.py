@@ -1,0 +1,52 @@
+"""The change journal: every committed change to a tree, in order, written in the same transaction.
+
+Each workspace has its own sequence (``workspaces.seq``), bumped inside the transaction that makes
+the change, so a change that commits is always journalled and one that rolls back never is. The
+long-poll hub is woken by a post-commit hook, never before the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..meta.db import Row, Tx
+
+ACTIONS = ("create", "modify", "move", "delete", "restore", "share", "unshare")
+
+# Called after commit with (workspace_id, seq, device_id); build_app wires the hub here.
+CommitListener = Callable[[str, int, str | None], None]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: the user and the device their token is bound to (if any)."""
+
+    user_id: str
+    device_id: str | None = None
+
+
+class Journal:
+    def __init__(self) -> None:
+        self._listeners: list[CommitListener] = []
+
+    def subscribe(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    async def record(self, tx: Tx, file: Row, action: str, path: str, actor: Actor,
+                     old_path: str | None = None) -> int:
+        """Append one entry for ``file`` (its row as it is after the change) and return its seq."""
+        assert action in ACTIONS, action
+        workspace_id = file["workspace_id"]
+        await tx.execute("UPDATE workspaces SET seq = seq + 1 WHERE id = ?", (workspace_id,))
+        seq = int(await tx.fetchval("SELECT seq FROM workspaces WHERE id = ?", (workspace_id,)))
+        await tx.execute(
+            "INSERT INTO journal (workspace_id, seq, file_id, action, path, old_path, is_directory,"
+            " version, size, checksum, user_id, device_id, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (workspace_id, seq, file["id"], action, path, old_path, file["is_directory"],
+             file["version"], file["size"], file["checksum"], actor.user_id, actor.device_id,
+             tx.now))
+        for listener in self._listeners:
+            tx.on_commit(lambda lst=listener: lst(workspace_id, seq, actor.device_id))
+        return seq

@@ -1,0 +1,33 @@
+"""Shared fixtures: a real server on a real port over a temp data directory, and API clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ApiClient, RunningServer, start_server
+
+pytest_plugins = ["tests.s3server"] if (Path(__file__).parent / "s3server.py").exists() else []  # TEMP
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    srv = await start_server(tmp_path / "data")
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def alice(server: RunningServer) -> AsyncIterator[ApiClient]:
+    async with server.user("alice@example.com", device="alice-laptop") as client:
+        yield client
+
+
+@pytest.fixture
+async def bob(server: RunningServer) -> AsyncIterator[ApiClient]:
+    async with server.user("bob@example.com", device="bob-laptop") as client:
+        yield client

@@ -1,0 +1,145 @@
+"""Test helpers: start the real app on a free port, and a thin JSON client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from driveserver.app import build_app, start_site
+from driveserver.config import Config, load_config
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any = None
+
+    def error_code(self) -> str | None:
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
+            return self.body["error"].get("code")
+        return None
+
+
+@dataclass
+class ApiClient:
+    base_url: str
+    session: aiohttp.ClientSession
+    token: str | None = None
+    user_id: str | None = None
+    device_id: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def call(self, method: str, path: str, json: Any = None, data: Any = None,
+                   params: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        hdrs = {**self.headers, **(headers or {})}
+        async with self.session.request(method, self.base_url + path, json=json, data=data,
+                                        params=params, headers=hdrs) as resp:
+            raw = await resp.read()
+            try:
+                body: Any = await resp.json(content_type=None) if raw else None
+            except ValueError:
+                body = raw
+            return Reply(resp.status, body, resp.headers)
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.call("GET", path, **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.call("POST", path, json=json, **kw)
+
+    async def patch(self, path: str, json: Any = None, **kw: Any) -> Reply:
+        return await self.call("PATCH", path, json=json, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.call("DELETE", path, **kw)
+
+    async def mkdir(self, path: str) -> dict[str, Any]:
+        r = await self.post("/api/folders", {"path": path})
+        assert r.status == 201, r
+        return r.body
+
+    async def listdir(self, path: str = "/") -> list[str]:
+        r = await self.get("/api/files", params={"path": path})
+        assert r.status == 200, r
+        return [e["name"] for e in r.body["entries"]]
+
+
+@dataclass
+class RunningServer:
+    config: Config
+    app: web.Application
+    runner: web.AppRunner
+    port: int
+    _sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        for s in self._sessions:
+            await s.close()
+        await self.runner.cleanup()
+
+    def anonymous(self) -> ApiClient:
+        s = aiohttp.ClientSession()
+        self._sessions.append(s)
+        return ApiClient(self.url, s)
+
+    async def register(self, email: str, password: str = PASSWORD) -> None:
+        r = await self.anonymous().post("/api/auth/register", {"email": email,
+                                                               "password": password})
+        assert r.status == 201, r
+
+    async def login(self, email: str, password: str = PASSWORD,
+                    device: str | None = None) -> ApiClient:
+        client = self.anonymous()
+        body: dict[str, Any] = {"email": email, "password": password}
+        if device:
+            body["device_name"] = device
+        r = await client.post("/api/auth/login", body)
+        assert r.status == 200, r
+        client.token, client.user_id = r.body["token"], r.body["user_id"]
+        client.device_id = r.body["device_id"]
+        return client
+
+    @asynccontextmanager
+    async def user(self, email: str, device: str | None = None) -> AsyncIterator[ApiClient]:
+        await self.register(email)
+        yield await self.login(email, device=device)
+
+
+async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
+    config = load_config(None, env={}, overrides={"data_dir": data_dir, "port": 0, **overrides})
+    app = build_app(config)
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    return RunningServer(config, app, runner, port)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], within: float = 10.0,
+                   interval: float = 0.02, what: str = "condition") -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(interval)

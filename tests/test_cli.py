@@ -1,0 +1,142 @@
+"""The drive-server command line, run as a real subprocess the way the README runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("DRIVE_")}
+
+
+def drive_server(*args: str, stdin: str | None = None, cwd: Path | None = None,
+                 env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "driveserver", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60, cwd=cwd,
+                          env={**ENV, **(env or {})})
+
+
+class Serve:
+    """``drive-server serve`` in the background; the URL is read from its own log line."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "driveserver", "serve", "--port", "0", *args],
+            stderr=subprocess.PIPE, text=True, cwd=cwd, env=ENV)
+        self.log: list[str] = []
+        deadline = time.monotonic() + 30
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+                # Keep draining the log so the server never blocks on a full pipe.
+                self._drain = threading.Thread(target=self._read_rest, daemon=True)
+                self._drain.start()
+                return
+        self.stop()
+        raise AssertionError("server did not start:\n" + "".join(self.log))
+
+    def _read_rest(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        if getattr(self, "_drain", None) is not None:
+            self._drain.join(timeout=10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
+
+
+def test_serve_on_embedded_defaults_creates_data_dir_and_answers_healthz(tmp_path: Path) -> None:
+    srv = Serve(cwd=tmp_path)  # no --data-dir, no config: ./drive-data
+    try:
+        assert srv.get("/healthz") == (200, '{"status": "ok"}')
+    finally:
+        assert srv.stop() == 0
+    data = tmp_path / "drive-data"
+    assert (data / "meta.sqlite3").exists()
+    assert (data.stat().st_mode & 0o777) == 0o700
+    key = data / "secrets" / "session.key"
+    assert (key.stat().st_mode & 0o777) == 0o600
+    mode = (data / "meta.sqlite3").stat().st_mode
+    assert mode & 0o077 == 0 or (data.stat().st_mode & 0o077) == 0
+    wal = subprocess.run(["sqlite3", str(data / "meta.sqlite3"), "PRAGMA journal_mode"],
+                         capture_output=True, text=True) if _has_sqlite3() else None
+    if wal is not None:
+        assert wal.stdout.strip() == "wal"
+
+
+def _has_sqlite3() -> bool:
+    from shutil import which
+    return which("sqlite3") is not None
+
+
+def test_user_add_and_list_on_a_served_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    srv = Serve("--data-dir", str(data))
+    try:
+        r = drive_server("user", "add", "zoe@example.com", "--password-stdin",
+                         "--data-dir", str(data), stdin="a long password\n")
+        assert r.returncode == 0, r.stderr
+        assert "created user zoe@example.com" in r.stdout
+        r = drive_server("user", "list", "--data-dir", str(data))
+        assert r.returncode == 0 and "zoe@example.com" in r.stdout
+        # The running server sees the new user at once: log in over HTTP.
+        import json
+        req = urllib.request.Request(
+            srv.url + "/api/auth/login", method="POST",
+            data=json.dumps({"email": "zoe@example.com", "password": "a long password"}).encode())
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200 and "token" in json.loads(resp.read())
+        r = drive_server("user", "quota", "zoe@example.com", "2G", "--data-dir", str(data))
+        assert r.returncode == 0, r.stderr
+        assert f"/{2 * 1024**3} bytes" in drive_server("user", "list", "--data-dir",
+                                                        str(data)).stdout
+    finally:
+        srv.stop()
+
+
+def test_user_add_refuses_duplicates_and_short_passwords(tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    assert drive_server("user", "add", "a@example.com", "--password-stdin", "--data-dir", data,
+                        stdin="password 123\n").returncode == 0
+    r = drive_server("user", "add", "A@example.com", "--password-stdin", "--data-dir", data,
+                     stdin="password 123\n")
+    assert r.returncode == 1 and "already exists" in r.stderr
+    r = drive_server("user", "add", "b@example.com", "--password-stdin", "--data-dir", data,
+                     stdin="short\n")
+    assert r.returncode != 0 and "at least" in r.stderr
+
+
+@pytest.mark.parametrize("args, env, fragment", [
+    (["serve", "--port", "99999"], {}, "server.port (command line)"),
+    (["user", "list"], {"DRIVE_STORAGE_BACKEND": "nfs"}, "storage.backend (env"),
+])
+def test_bad_config_is_one_clear_line_and_no_start(tmp_path: Path, args, env, fragment) -> None:
+    r = drive_server(*args, "--data-dir", str(tmp_path / "d"), env=env)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], r.stderr
+    assert not (tmp_path / "d").exists()
