@@ -6,6 +6,7 @@ Nothing here is global: tests build as many apps as they like, each on its own d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -14,14 +15,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import appkeys
-from .api import auth_routes, files_routes
+from .api import auth_routes, files_routes, upload_routes
 from .auth import LoginThrottle, TokenSigner
+from .blocks import routes as block_routes
+from .blocks.grants import Grants
+from .blocks.keys import KeyRing
+from .blocks.pipeline import BlockPipeline
 from .config import Config
 from .errors import error_middleware
 from .fsutil import ensure_private_dir, load_or_create_secret
+from .gc import collect_garbage, move_cold_blocks
 from .meta.db import Database
 from .meta.tree import Tree
+from .meta.versions import Versions
 from .observability import AccessLogger, Metrics
+from .storage import BlockStore, LocalBlockStore, S3BlockStore, TieredBlockStore
 from .sync.journal import Journal
 
 log = logging.getLogger("driveserver")
@@ -45,29 +53,107 @@ def prepare_data_dir(config: Config) -> None:
     ensure_private_dir(config.secrets_dir)
 
 
+def make_store(config: Config) -> TieredBlockStore:
+    """The configured block store: a hot tier and a cold tier behind one interface."""
+    hot: BlockStore
+    cold: BlockStore
+    if config.backend == "s3":
+        common = dict(endpoint_url=config.s3_endpoint_url, region=config.s3_region,
+                      access_key_id=config.s3_access_key_id,
+                      secret_access_key=config.s3_secret_access_key)
+        hot = S3BlockStore(bucket=config.s3_bucket, prefix=config.s3_prefix, **common)
+        cold = S3BlockStore(bucket=config.s3_cold_bucket or config.s3_bucket,
+                            prefix=config.s3_cold_prefix,
+                            storage_class=config.s3_cold_storage_class or None, **common)
+    else:
+        hot = LocalBlockStore(config.blocks_dir)
+        cold = LocalBlockStore(config.blocks_dir.with_name(config.blocks_dir.name + "-cold"))
+    return TieredBlockStore(hot, cold)
+
+
+async def open_storage(config: Config) -> tuple[TieredBlockStore, KeyRing]:
+    """Load (or create) the master key and start the block store."""
+    prepare_data_dir(config)
+    keyring = await asyncio.to_thread(KeyRing.load_or_create, config.master_key_file)
+    store = make_store(config)
+    await store.start()
+    return store, keyring
+
+
 def build_app(config: Config) -> web.Application:
     prepare_data_dir(config)
     app = web.Application(middlewares=[error_middleware, auth_routes.auth_middleware],
                           client_max_size=config.max_json_bytes)
     app[appkeys.CONFIG] = config
     app[appkeys.DB] = db = Database(config.database_path)
-    app[appkeys.SIGNER] = TokenSigner(load_or_create_secret(config.secrets_dir / "session.key"))
+    app[appkeys.SIGNER] = signer = TokenSigner(
+        load_or_create_secret(config.secrets_dir / "session.key"))
+    app[appkeys.GRANTS] = Grants(signer, config.upload_token_seconds,
+                                 config.download_token_seconds)
     app[appkeys.THROTTLE] = LoginThrottle()
     app[appkeys.METRICS] = Metrics()
     app[appkeys.JOURNAL] = journal = Journal()
     app[appkeys.TREE] = Tree(journal)
+    app[appkeys.VERSIONS] = Versions(journal, config.keep_versions, config.keep_days)
 
     async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.open()
         yield
         await db.close()
 
-    app.cleanup_ctx.append(database_ctx)
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        store, keyring = await open_storage(config)
+        app[appkeys.STORE], app[appkeys.KEYRING] = store, keyring
+        app[appkeys.PIPELINE] = BlockPipeline(keyring, store)
+        yield
+        await store.close()
+
+    async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = None
+        if config.gc_interval_seconds > 0:
+            task = asyncio.create_task(_maintenance_loop(app))
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.extend([database_ctx, storage_ctx, maintenance_ctx])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.add_routes(auth_routes.routes)
+    app.add_routes(upload_routes.routes)
     app.add_routes(files_routes.routes)
+    app.add_routes(block_routes.routes)
     return app
+
+
+async def _maintenance_loop(app: web.Application) -> None:
+    """Garbage collection and cold tiering, every ``gc_interval_seconds``."""
+    config = app[appkeys.CONFIG]
+    while True:
+        await asyncio.sleep(config.gc_interval_seconds)
+        try:
+            await collect_garbage(app[appkeys.DB], app[appkeys.STORE],
+                                  config.gc_grace_days * 86400)
+            await move_cold_blocks(app[appkeys.DB], app[appkeys.STORE],
+                                   config.cold_after_days * 86400)
+        except Exception:
+            log.exception("maintenance run failed; will retry next interval")
+
+
+async def run_gc_once(config: Config) -> str:
+    """``drive-server gc``: one collection and tiering run on the configured storage."""
+    db = Database(config.database_path)
+    await db.open()
+    store, _ = await open_storage(config)
+    try:
+        report = await collect_garbage(db, store, config.gc_grace_days * 86400)
+        moved = await move_cold_blocks(db, store, config.cold_after_days * 86400)
+        return f"{report}; {moved} block(s) moved to the cold tier"
+    finally:
+        await store.close()
+        await db.close()
 
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:

@@ -8,11 +8,14 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .auth import LoginThrottle, TokenSigner
+    from .blocks.grants import Grants
     from .blocks.keys import KeyRing
+    from .blocks.pipeline import BlockPipeline
     from .config import Config
     from .meta.accounts import Principal
     from .meta.db import Database
     from .meta.tree import Tree
+    from .meta.versions import Versions
     from .observability import Metrics
     from .storage.base import BlockStore
     from .sync.hub import Hub
@@ -27,6 +30,9 @@ KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
 STORE: web.AppKey[BlockStore] = web.AppKey("store")
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 TREE: web.AppKey[Tree] = web.AppKey("tree")
+VERSIONS: web.AppKey[Versions] = web.AppKey("versions")
+GRANTS: web.AppKey[Grants] = web.AppKey("grants")
+PIPELINE: web.AppKey[BlockPipeline] = web.AppKey("pipeline")
 JOURNAL: web.AppKey[Journal] = web.AppKey("journal")
 
 # Per-request values set by the auth middleware.

@@ -64,3 +64,32 @@ async def authorize(q: Query, user_id: str, action: Action, file_id: str) -> Row
     if action not in ROLE_ALLOWS[role]:
         raise Forbidden(f"your access to this file is {role!r}, which does not allow {action.value}")
     return file
+
+
+async def readable_block_sizes(q: Query, user_id: str, hashes: list[str]) -> dict[str, int]:
+    """Of ``hashes``, those the user may already read, with their sizes.
+
+    A block is readable when a version of a file the user can read references it (their own
+    workspaces, or anything below a folder shared with them). Only such blocks may be skipped on
+    upload: knowing a hash must never be enough to claim someone else's data.
+    """
+    found: dict[str, int] = {}
+    unique = sorted(set(hashes))
+    for i in range(0, len(unique), 500):
+        chunk = unique[i: i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = await q.fetchall(
+            "SELECT vb.block_hash, vb.size FROM version_blocks vb"
+            " JOIN file_versions v ON v.id = vb.version_id JOIN files f ON f.id = v.file_id"
+            " JOIN workspaces w ON w.id = f.workspace_id"
+            f" WHERE w.owner_id = ? AND vb.block_hash IN ({marks})", (user_id, *chunk))
+        rows += await q.fetchall(
+            "WITH RECURSIVE shared(id) AS ("
+            "  SELECT file_id FROM shares WHERE grantee_id = ?"
+            "  UNION SELECT f.id FROM files f JOIN shared s ON f.parent_id = s.id)"
+            " SELECT vb.block_hash, vb.size FROM version_blocks vb"
+            " JOIN file_versions v ON v.id = vb.version_id JOIN shared s ON s.id = v.file_id"
+            f" WHERE vb.block_hash IN ({marks})", (user_id, *chunk))
+        for r in rows:
+            found[r["block_hash"]] = r["size"]
+    return found

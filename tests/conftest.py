@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import ApiClient, RunningServer, start_server
 
-pytest_plugins = ["tests.s3server"] if (Path(__file__).parent / "s3server.py").exists() else []  # TEMP
+pytest_plugins = ["tests.s3server"]
 
 
 @pytest.fixture

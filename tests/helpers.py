@@ -143,3 +143,39 @@ async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], within: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def upload(client: ApiClient, path: str, data: bytes, **init: Any) -> dict[str, Any]:
+    """The 3-step upload: upload-init, stream the body to upload_url, complete."""
+    r = await client.post("/api/files/upload-init", {"path": path, "size": len(data), **init})
+    assert r.status == 200, r
+    file_id, url = r.body["file_id"], r.body["upload_url"]
+    async with client.session.post(url, data=data) as resp:
+        assert resp.status == 200, await resp.text()
+        blocks = (await resp.json())["blocks"]
+    base = {"base_version": init["base_version"]} if "base_version" in init else {}
+    r = await client.post(f"/api/files/{file_id}/complete", {"blocks": blocks, **base})
+    assert r.status == 200, r
+    return r.body
+
+
+async def download_blocks(client: ApiClient, file_id: str, version: int | None = None) -> bytes:
+    """Fetch a version block by block through the signed block URLs, verifying each hash."""
+    from driveserver.blocks.format import block_hash, decompress_from_wire
+
+    params = {"version": str(version)} if version is not None else None
+    r = await client.get(f"/api/files/{file_id}/download", params=params)
+    assert r.status == 200, r
+    out = bytearray()
+    for b in r.body["blocks"]:
+        async with client.session.get(b["url"]) as resp:
+            assert resp.status == 200, await resp.text()
+            data = decompress_from_wire(resp.headers["X-Block-Encoding"], await resp.read())
+        assert block_hash(data) == b["hash"] and len(data) == b["size"]
+        out += data
+    assert len(out) == r.body["size"]
+    return bytes(out)
+
+
+async def content(client: ApiClient, file_id: str, **kw: Any) -> Reply:
+    return await client.get(f"/api/files/{file_id}/content", **kw)

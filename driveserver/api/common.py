@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .. import appkeys
-from ..errors import BadRequest, PayloadTooLarge, Unauthorized
+from ..errors import BadRequest, Unauthorized
+from ..httputil import read_body
 from ..meta.accounts import Principal
 from ..sync.journal import Actor
 
@@ -29,12 +30,7 @@ def actor(request: web.Request, device_id: str | None = None) -> Actor:
 
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, or a 400/413 that says what is wrong."""
-    limit = request.app[appkeys.CONFIG].max_json_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"JSON body may be at most {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"JSON body may be at most {limit} bytes")
+    raw = await read_body(request, request.app[appkeys.CONFIG].max_json_bytes, "JSON body")
     if not raw.strip():
         if allow_empty:
             return {}

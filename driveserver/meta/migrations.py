@@ -88,6 +88,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX version_blocks_hash ON version_blocks(block_hash);
     CREATE TABLE blocks (
         hash TEXT PRIMARY KEY,
+        object_name TEXT NOT NULL UNIQUE,
         size INTEGER NOT NULL,
         created_at REAL NOT NULL,
         tier TEXT NOT NULL DEFAULT 'hot'

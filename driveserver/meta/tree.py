@@ -69,6 +69,7 @@ async def list_children(q: Any, folder_id: str, limit: int, after: str | None) -
     """Live children ordered by name key, starting after the name key ``after`` (paging)."""
     return await q.fetchall(
         "SELECT * FROM files WHERE parent_id = ? AND trashed_at IS NULL AND name_key > ?"
+        " AND (is_directory = 1 OR version > 0)"  # a file whose first upload is pending is hidden
         " ORDER BY name_key LIMIT ?", (folder_id, after or "", limit))
 
 

@@ -1,0 +1,412 @@
+"""File content over the API: upload-init, complete (single and batch), download, content,
+versions and restore. These routes own the metadata; the block routes only move bytes."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .. import appkeys
+from ..blocks.format import BLOCK_SIZE, BlockCorrupt, is_block_hash
+from ..blocks.grants import UploadGrant
+from ..blocks.routes import CorruptBlockError
+from ..errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    InsufficientStorage,
+    NotFound,
+    PayloadTooLarge,
+)
+from ..meta import accounts, tree
+from ..meta.db import Tx
+from ..meta.versions import BlockRef, version_blocks, version_row
+from ..paths import split_path
+from ..permissions import Action, authorize, readable_block_sizes
+from ..storage.base import StorageError
+from ..sync.journal import Actor
+from .common import field, principal, read_json
+from .files_routes import version_list
+
+routes = web.RouteTableDef()
+
+BATCH_MAX_FILES = 1000
+
+
+def _base_url(request: web.Request) -> str:
+    return request.app[appkeys.CONFIG].public_url.rstrip("/") or str(request.url.origin())
+
+
+def _int_field(body: dict, name: str, *, default: Any = ..., minimum: int = 0) -> Any:
+    value = field(body, name, int) if default is ... else field(body, name, int, default=default)
+    if value is not None and value < minimum:
+        raise BadRequest(f"field {name!r} must be at least {minimum}", code="invalid_field",
+                         field=name)
+    return value
+
+
+def _planned_blocks(body: dict, size: int) -> list[BlockRef] | None:
+    raw = field(body, "blocks", list, default=None)
+    if raw is None:
+        return None
+    planned: list[BlockRef] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not is_block_hash(item.get("hash")) or \
+                not isinstance(item.get("size"), int) or isinstance(item.get("size"), bool) or \
+                not 0 < item["size"] <= BLOCK_SIZE or item.get("order", i) != i:
+            raise BadRequest(f"blocks[{i}] must be {{order: {i}, hash, size}} with a SHA-256 hex"
+                             f" hash and 1..{BLOCK_SIZE} bytes", code="invalid_field",
+                             field="blocks")
+        planned.append(BlockRef(item["hash"], item["size"]))
+    if sum(b.size for b in planned) != size:
+        raise BadRequest("the sizes of blocks do not add up to size", code="invalid_field",
+                         field="blocks")
+    return planned
+
+
+@dataclass
+class InitResult:
+    file_id: str
+    version: int
+    size: int
+    planned: list[BlockRef] | None
+    body: dict[str, Any]
+
+
+async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitResult:
+    """Check one file of an upload-init and create its pending entry if it is new."""
+    p = principal(request)
+    config = request.app[appkeys.CONFIG]
+    size = _int_field(body, "size")
+    if size > config.max_file_bytes:
+        raise PayloadTooLarge(f"a file may be at most {config.max_file_bytes} bytes")
+    planned = _planned_blocks(body, size)
+    base_version = _int_field(body, "base_version", default=None)
+    file_id = field(body, "file_id", str, default=None)
+    if file_id is not None:
+        file = await authorize(tx, p.user_id, Action.WRITE, file_id)
+        if file["trashed_at"] is not None:
+            raise NotFound("no such file")
+    else:
+        parts = split_path(field(body, "path", str))
+        root = await accounts.root_of(tx, p.user_id)
+        file = await tree.resolve(tx, root["id"], parts)
+        if file is None:
+            file = await request.app[appkeys.TREE].create_file(tx, root, parts, Actor(p.user_id))
+        else:
+            await authorize(tx, p.user_id, Action.WRITE, file["id"])
+    if file["is_directory"]:
+        raise Conflict("a folder exists at this path", code="exists", file_id=file["id"],
+                       is_directory=True)
+    if base_version is not None and base_version != file["version"]:
+        raise Conflict("the file changed since base_version", code="version_conflict",
+                       current_version=file["version"], base_version=base_version)
+    owner = await tx.fetchone(
+        "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
+        " WHERE w.id = ?", (file["workspace_id"],))
+    assert owner is not None
+    if await accounts.used_bytes(tx, owner["id"]) - file["size"] + size > owner["quota_bytes"]:
+        raise InsufficientStorage("this upload would exceed the owner's quota",
+                                  quota=owner["quota_bytes"])
+    out: dict[str, Any] = {"file_id": file["id"], "version": file["version"]}
+    if planned is not None:
+        known = await readable_block_sizes(tx, p.user_id, [b.hash for b in planned])
+        out["blocks_already_exist"] = sorted({b.hash for b in planned if b.hash in known})
+        out["blocks_to_upload"] = sorted({b.hash for b in planned if b.hash not in known})
+    return InitResult(file["id"], file["version"], size, planned, out)
+
+
+def _grant_urls(request: web.Request, file_ids: list[str], max_bytes: int) -> dict[str, str]:
+    token = request.app[appkeys.GRANTS].upload_token(
+        UploadGrant(principal(request).user_id, tuple(file_ids), max_bytes))
+    base = _base_url(request)
+    q = urllib.parse.quote(token)
+    return {"token": token, "upload_url": f"{base}/blocks/upload?token={q}",
+            "block_url": f"{base}/blocks/{{hash}}?token={q}",
+            "batch_url": f"{base}/blocks/batch?token={q}"}
+
+
+@routes.post("/api/files/upload-init")
+async def upload_init(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    async with request.app[appkeys.DB].transaction() as tx:
+        result = await _init_one(request, tx, body)
+    return web.json_response({**result.body,
+                              **_grant_urls(request, [result.file_id], result.size)})
+
+
+async def _in_savepoint(tx: Tx, fn: Any) -> dict[str, Any]:
+    """Run one file of a batch; its failure rolls back only its own writes."""
+    await tx.execute("SAVEPOINT one_file")
+    try:
+        out = await fn()
+    except ApiError as exc:
+        await tx.execute("ROLLBACK TO one_file")
+        await tx.execute("RELEASE one_file")
+        return {"error": {"code": exc.code, "message": exc.message, "status": exc.status,
+                          **exc.details}}
+    await tx.execute("RELEASE one_file")
+    return out
+
+
+def _batch_items(body: dict) -> list[Any]:
+    files = field(body, "files", list)
+    if not 1 <= len(files) <= BATCH_MAX_FILES:
+        raise BadRequest(f"files must hold 1 to {BATCH_MAX_FILES} items", code="invalid_field",
+                         field="files")
+    return files
+
+
+@routes.post("/api/files/upload-init/batch")
+async def upload_init_batch(request: web.Request) -> web.Response:
+    """Many files in one round trip; each gets its own result (or error)."""
+    items = _batch_items(await read_json(request))
+    results: list[dict[str, Any]] = []
+    ok: list[InitResult] = []
+    async with request.app[appkeys.DB].transaction() as tx:
+        for item in items:
+            async def one(item: Any = item) -> dict[str, Any]:
+                if not isinstance(item, dict):
+                    raise BadRequest("each file must be an object", code="invalid_field")
+                r = await _init_one(request, tx, item)
+                ok.append(r)
+                return r.body
+            results.append(await _in_savepoint(tx, one))
+    total = sum(r.size for r in ok)
+    return web.json_response({"results": results,
+                              **_grant_urls(request, [r.file_id for r in ok], total)})
+
+
+async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockRef]:
+    """Turn the client's block list into sizes it is entitled to: either the user can already
+    read the block, or it carries a receipt the block routes signed for this user; and the block
+    must really be stored. Anything else is listed in a 400."""
+    if not isinstance(raw, list):
+        raise BadRequest("field 'blocks' must be a list", code="invalid_field", field="blocks")
+    p = principal(request)
+    grants = request.app[appkeys.GRANTS]
+    hashes: list[str] = []
+    receipts: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        h = item if isinstance(item, str) else item.get("hash") if isinstance(item, dict) else None
+        if not is_block_hash(h):
+            raise BadRequest(f"blocks[{i}] is not a block hash or block object",
+                             code="invalid_field", field="blocks")
+        assert isinstance(h, str)
+        hashes.append(h)
+        if isinstance(item, dict) and "receipt" in item:
+            receipt = grants.load_receipt(item["receipt"])
+            if receipt is not None and receipt.user_id == p.user_id and receipt.block_hash == h:
+                receipts[h] = receipt.size
+    known = await readable_block_sizes(tx, p.user_id, hashes)
+    sizes = {**receipts, **known}
+    missing = sorted({h for h in hashes if h not in sizes})
+    # A receipt proves the upload happened; the block must still be stored (GC takes the same
+    # write lock, so it cannot delete it between this check and the commit).
+    unrecorded = [h for h in receipts if h not in known]
+    if unrecorded:
+        recorded = {r["hash"] for r in await tx.fetchall(
+            f"SELECT hash FROM blocks WHERE hash IN ({','.join('?' * len(unrecorded))})",
+            unrecorded)}
+        pipeline = request.app[appkeys.PIPELINE]
+        for h in unrecorded:
+            if h not in recorded and not await pipeline.exists(h):
+                missing.append(h)
+    if missing:
+        raise BadRequest(f"{len(missing)} block(s) were never uploaded by you; upload them first",
+                         code="missing_blocks", missing=sorted(set(missing)))
+    return [BlockRef(h, sizes[h]) for h in hashes]
+
+
+async def _device(request: web.Request, tx: Tx, body: dict) -> str | None:
+    p = principal(request)
+    device_id = field(body, "device_id", str, default=None)
+    if device_id is None:
+        return p.device_id
+    row = await tx.fetchone(
+        "SELECT 1 FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
+        (device_id, p.user_id))
+    if row is None:
+        raise BadRequest("device_id is not one of your devices", code="invalid_field",
+                         field="device_id")
+    return device_id
+
+
+async def _complete_one(request: web.Request, tx: Tx, file_id: str, body: dict[str, Any]
+                        ) -> dict[str, Any]:
+    p = principal(request)
+    await authorize(tx, p.user_id, Action.WRITE, file_id)
+    base_version = _int_field(body, "base_version", default=None)
+    blocks = await _resolve_blocks(request, tx, body.get("blocks"))
+    actor = Actor(p.user_id, await _device(request, tx, body))
+    keyring = request.app[appkeys.KEYRING]
+    names = {b.hash: keyring.object_name(b.hash) for b in blocks}
+    result = await request.app[appkeys.VERSIONS].commit(tx, file_id, actor, blocks,
+                                                        base_version, names)
+    return {"status": result.status, "file_id": result.file_id, "version": result.version}
+
+
+@routes.post("/api/files/{file_id}/complete")
+async def complete(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    if "blocks" not in body:
+        raise BadRequest("field 'blocks' is required", code="missing_field", field="blocks")
+    async with request.app[appkeys.DB].transaction() as tx:
+        out = await _complete_one(request, tx, request.match_info["file_id"], body)
+    return web.json_response(out)
+
+
+@routes.post("/api/files/complete/batch")
+async def complete_batch(request: web.Request) -> web.Response:
+    """Complete many files in one transaction; each is its own compare-and-swap and result."""
+    items = _batch_items(await read_json(request))
+    results: list[dict[str, Any]] = []
+    async with request.app[appkeys.DB].transaction() as tx:
+        for item in items:
+            async def one(item: Any = item) -> dict[str, Any]:
+                if not isinstance(item, dict):
+                    raise BadRequest("each file must be an object", code="invalid_field")
+                return await _complete_one(request, tx, field(item, "file_id", str), item)
+            results.append(await _in_savepoint(tx, one))
+    return web.json_response({"results": results})
+
+
+async def _readable_version(request: web.Request) -> tuple[Any, Any]:
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    file = await authorize(db, p.user_id, Action.READ, request.match_info["file_id"])
+    if file["is_directory"]:
+        raise BadRequest("a folder has no content", code="not_a_file")
+    raw = request.query.get("version")
+    try:
+        wanted = int(raw) if raw is not None else None
+    except ValueError:
+        raise BadRequest("version must be an integer", code="invalid_query") from None
+    version = await version_row(db, file["id"], wanted)
+    if version is None:
+        raise NotFound("no such version")
+    return file, version
+
+
+@routes.get("/api/files/{file_id}/download")
+async def download(request: web.Request) -> web.Response:
+    """The block list of a version with one short-lived URL per block."""
+    p = principal(request)
+    file, version = await _readable_version(request)
+    blocks = await version_blocks(request.app[appkeys.DB], version["id"])
+    grants = request.app[appkeys.GRANTS]
+    base = _base_url(request)
+    return web.json_response({
+        "file_id": file["id"], "version": version["version"], "size": version["size"],
+        "checksum": version["checksum"], "chunking": version["chunking"],
+        "blocks": [{"order": i, "hash": b.hash, "size": b.size,
+                    "url": f"{base}/blocks/{b.hash}?token="
+                           f"{urllib.parse.quote(grants.read_token(p.user_id, b.hash))}"}
+                   for i, b in enumerate(blocks)]})
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end exclusive) of a single byte range, None for the whole file, or 416."""
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # malformed or multi-range: serve the whole file, as RFC 9110 allows
+    if m.group(1):
+        start = int(m.group(1))
+        end = int(m.group(2)) + 1 if m.group(2) else size
+    else:
+        start, end = max(0, size - int(m.group(2))), size
+    end = min(end, size)
+    if start >= size or start >= end:
+        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+@routes.get("/api/files/{file_id}/content")
+async def content(request: web.Request) -> web.StreamResponse:
+    """The whole file (or one byte range), streamed block by block, each block verified."""
+    file, version = await _readable_version(request)
+    etag = f'"{version["checksum"]}"'
+    size = int(version["size"])
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={"ETag": etag})
+    rng = _parse_range(request.headers.get("Range", ""), size) \
+        if "Range" in request.headers and request.headers.get("If-Range", etag) == etag else None
+    start, end = rng if rng else (0, size)
+    blocks = await version_blocks(request.app[appkeys.DB], version["id"])
+    name = urllib.parse.quote(file["name"])
+    resp = web.StreamResponse(status=206 if rng else 200, headers={
+        "ETag": etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream",
+        "Content-Length": str(end - start),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
+    if rng:
+        resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    # Only the blocks that overlap the range are fetched.
+    wanted, offsets, pos = [], [], 0
+    for b in blocks:
+        if pos + b.size > start and pos < end:
+            wanted.append(b.hash)
+            offsets.append(pos)
+        pos += b.size
+    stream = request.app[appkeys.PIPELINE].stream(wanted)
+    try:
+        # The first block is fetched before the headers go out, so a missing or corrupt block
+        # at the start is a clean JSON error rather than a cut connection.
+        first = await anext(stream) if wanted else None
+    except BlockCorrupt:
+        raise CorruptBlockError("a stored block of this file is corrupt; it was not served") \
+            from None
+    await resp.prepare(request)
+    try:
+        i = 0
+        data = first
+        while data is not None:
+            off = offsets[i]
+            await resp.write(memoryview(data)[max(0, start - off): max(0, end - off)])
+            i += 1
+            data = await anext(stream) if i < len(wanted) else None
+    except (BlockCorrupt, StorageError):
+        # Headers are gone: the only honest signal left is to cut the connection short.
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError("block read failed mid-stream") from None
+    finally:
+        await stream.aclose()
+    await resp.write_eof()
+    return resp
+
+
+@routes.get("/api/files/{file_id}/versions")
+async def versions(request: web.Request) -> web.Response:
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    file = await authorize(db, p.user_id, Action.READ, request.match_info["file_id"])
+    return web.json_response({"file_id": file["id"], "versions": await version_list(db, file["id"])})
+
+
+@routes.post("/api/files/{file_id}/restore/{version}")
+async def restore_version(request: web.Request) -> web.Response:
+    """A new version with the content of an old one; no block is copied."""
+    p = principal(request)
+    try:
+        number = int(request.match_info["version"])
+    except ValueError:
+        raise BadRequest("version must be an integer", code="invalid_path") from None
+    async with request.app[appkeys.DB].transaction() as tx:
+        file = await authorize(tx, p.user_id, Action.WRITE, request.match_info["file_id"])
+        old = await version_row(tx, file["id"], number)
+        if old is None or file["trashed_at"] is not None:
+            raise NotFound("no such version")
+        blocks = await version_blocks(tx, old["id"])
+        keyring = request.app[appkeys.KEYRING]
+        result = await request.app[appkeys.VERSIONS].commit(
+            tx, file["id"], Actor(p.user_id, p.device_id), blocks, file["version"],
+            {b.hash: keyring.object_name(b.hash) for b in blocks}, restored_from=number)
+    return web.json_response({"status": result.status, "file_id": result.file_id,
+                              "version": result.version, "restored_from": number})

@@ -1,0 +1,248 @@
+"""The block format shared by the server and the sync client.
+
+Both sides import this one module so that they split files at the same offsets
+and hash blocks the same way: a file's identity on the server is the list of
+its block hashes, and a client that computed them differently would upload
+every file again and never see its own changes come back as "already synced".
+
+A file is cut into fixed 4 MiB blocks (the last one shorter, an empty file has
+no blocks). A block is named by the SHA-256 of its plaintext. The scheme is
+recorded per file version as :data:`CHUNKING_SCHEME` so that content-defined
+chunking can be added later without reinterpreting old versions.
+
+Blocks travel between client and server either as-is (``identity``) or
+zstd-compressed (``zstd``); :func:`decompress_from_wire` never produces more
+than one block's worth of output, whatever the payload claims, so a small
+upload cannot make the server allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+
+__all__ = [
+    "BLOCK_SIZE",
+    "CHUNKING_SCHEME",
+    "WIRE_IDENTITY",
+    "WIRE_ZSTD",
+    "WIRE_ENCODINGS",
+    "BlockCorrupt",
+    "BlockInfo",
+    "BlockSplitter",
+    "block_hash",
+    "is_block_hash",
+    "iter_file_blocks",
+    "hash_file",
+    "compress_for_wire",
+    "decompress_from_wire",
+]
+
+BLOCK_SIZE = 4 * 1024 * 1024
+"""Size of every block but a file's last one."""
+
+CHUNKING_SCHEME = "fixed-4MiB-v1"
+"""Name of the chunking rule above; stored with each file version."""
+
+WIRE_IDENTITY = "identity"
+WIRE_ZSTD = "zstd"
+WIRE_ENCODINGS = frozenset({WIRE_IDENTITY, WIRE_ZSTD})
+
+_ZSTD_LEVEL = 3
+"""zstd's default level: most of the gain at a fraction of the CPU of higher levels."""
+
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class BlockCorrupt(Exception):
+    """A block's bytes are not what they claim to be.
+
+    Raised for anything that fails verification: a hash mismatch, a damaged or
+    tampered sealed blob, an undecodable or oversized wire payload. Callers
+    treat all of these the same way (refuse the data), so one type suffices;
+    the message says which check failed.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    """Where one block sits in a file: its hash, its length and its offset."""
+
+    hash: str
+    size: int
+    offset: int
+
+
+def block_hash(data: bytes | bytearray | memoryview) -> str:
+    """Return the lowercase hex SHA-256 of a plaintext block."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_block_hash(value: object) -> bool:
+    """Tell whether ``value`` is a well-formed block hash (64 lowercase hex digits).
+
+    Routes validate hashes taken from URLs and JSON with this before using
+    them, so a malformed one is a clean 400 instead of a failure deep inside.
+    """
+    return isinstance(value, str) and _HASH_RE.fullmatch(value) is not None
+
+
+def iter_file_blocks(path: str | os.PathLike[str]) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(hash, data)`` for each block of the file at ``path``.
+
+    Reads one block at a time, so memory stays at one block whatever the file
+    size. An empty file yields nothing.
+    """
+    with open(path, "rb") as f:
+        while True:
+            data = _read_full(f, BLOCK_SIZE)
+            if not data:
+                return
+            yield block_hash(data), data
+            if len(data) < BLOCK_SIZE:
+                return
+
+
+def hash_file(path: str | os.PathLike[str]) -> list[BlockInfo]:
+    """Return the block list of the file at ``path`` (memory-bounded like :func:`iter_file_blocks`)."""
+    blocks: list[BlockInfo] = []
+    offset = 0
+    for digest, data in iter_file_blocks(path):
+        blocks.append(BlockInfo(hash=digest, size=len(data), offset=offset))
+        offset += len(data)
+    return blocks
+
+
+def _read_full(f: BinaryIO, size: int) -> bytes:
+    """Read exactly ``size`` bytes unless the file ends first.
+
+    A single ``read`` may return less on pipes and some file systems; a short
+    read in the middle of a file would shift every later block boundary.
+    """
+    data = f.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    remaining = size - len(data)
+    while remaining:
+        more = f.read(remaining)
+        if not more:
+            break
+        parts.append(more)
+        remaining -= len(more)
+    return b"".join(parts)
+
+
+class BlockSplitter:
+    """Cut a stream of arbitrarily sized chunks into blocks.
+
+    Used where the bytes arrive in pieces (an aiohttp request body read with
+    ``iter_chunked``): it holds at most one partial block, so memory stays
+    bounded by :data:`BLOCK_SIZE` plus the size of the chunk being fed. The
+    blocks it produces are exactly those of :func:`iter_file_blocks` for the
+    same bytes.
+    """
+
+    def __init__(self, block_size: int = BLOCK_SIZE) -> None:
+        if block_size <= 0:
+            raise ValueError("block_size must be positive")
+        self._block_size = block_size
+        self._buffer = bytearray()
+        self._finished = False
+
+    @property
+    def pending(self) -> int:
+        """Number of buffered bytes not yet returned as a block."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Add ``data``; return the blocks it completed (possibly none)."""
+        if self._finished:
+            raise RuntimeError("BlockSplitter.feed() called after finish()")
+        size = self._block_size
+        view = memoryview(data)
+        blocks: list[bytes] = []
+        if self._buffer:
+            take = min(size - len(self._buffer), len(view))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) < size:
+                return blocks
+            blocks.append(bytes(self._buffer))
+            self._buffer.clear()
+        # Whole blocks straight from the input, without copying through the buffer.
+        while len(view) >= size:
+            blocks.append(bytes(view[:size]))
+            view = view[size:]
+        self._buffer += view
+        return blocks
+
+    def finish(self) -> bytes | None:
+        """Return the final short block, or ``None`` if the stream ended on a boundary."""
+        self._finished = True
+        if not self._buffer:
+            return None
+        tail = bytes(self._buffer)
+        self._buffer.clear()
+        return tail
+
+
+def compress_for_wire(data: bytes) -> tuple[str, bytes]:
+    """Compress a block for transfer.
+
+    Returns ``("zstd", compressed)``, or ``("identity", data)`` when zstd does
+    not make it smaller (already-compressed media, random data) so the receiver
+    does not pay for a useless decompression.
+    """
+    compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
+    if len(compressed) < len(data):
+        return WIRE_ZSTD, compressed
+    return WIRE_IDENTITY, data
+
+
+def decompress_from_wire(encoding: str, payload: bytes, max_size: int = BLOCK_SIZE) -> bytes:
+    """Undo :func:`compress_for_wire`, producing at most ``max_size`` bytes.
+
+    The payload is untrusted. A zstd frame header may declare any content size,
+    and python-zstandard would allocate it up front, so the declared size is
+    checked before decompressing, and frames that do not declare one are
+    decompressed into a buffer of ``max_size`` that fails rather than grows.
+    Trailing bytes after the frame are rejected, so one payload has exactly one
+    meaning.
+
+    :raises BlockCorrupt: unknown encoding, undecodable payload, or output over ``max_size``.
+    """
+    if encoding == WIRE_IDENTITY:
+        if len(payload) > max_size:
+            raise BlockCorrupt(f"block of {len(payload)} bytes exceeds the limit of {max_size}")
+        return bytes(payload)
+    if encoding != WIRE_ZSTD:
+        raise BlockCorrupt(f"unknown block encoding {encoding!r}")
+    try:
+        params = zstandard.get_frame_parameters(payload)
+    except zstandard.ZstdError as exc:
+        raise BlockCorrupt(f"invalid zstd frame header: {exc}") from None
+    declared = params.content_size
+    dctx = zstandard.ZstdDecompressor()
+    try:
+        if declared == zstandard.CONTENTSIZE_UNKNOWN:
+            data = dctx.decompress(payload, max_output_size=max_size, allow_extra_data=False)
+        elif declared > max_size:
+            raise BlockCorrupt(
+                f"zstd frame declares {declared} bytes, over the limit of {max_size}"
+            )
+        else:
+            data = dctx.decompress(payload, allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise BlockCorrupt(
+            f"zstd payload is corrupt or decompresses to more than {max_size} bytes: {exc}"
+        ) from None
+    if len(data) > max_size:  # belt and braces; the paths above already bound it
+        raise BlockCorrupt(f"block of {len(data)} bytes exceeds the limit of {max_size}")
+    return data

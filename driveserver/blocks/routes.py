@@ -1,0 +1,203 @@
+"""Block routes: stateless, no metadata database — they trust only signed grants.
+
+* ``POST /blocks/upload?token=`` — a whole file as a streamed body; split, sealed, stored.
+* ``PUT /blocks/{hash}?token=`` — one block (the delta path); the hash is checked.
+* ``POST /blocks/batch?token=`` — many small blocks in one request (see :func:`parse_batch`).
+* ``GET /blocks/{hash}?token=`` — one verified block, zstd-compressed on the wire when it helps.
+
+Uploads answer with a signed receipt per block, which ``complete`` checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import deque
+
+from aiohttp import web
+
+from .. import appkeys
+from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
+from ..httputil import read_body
+from ..storage.base import BlockNotFound
+from .format import (
+    BLOCK_SIZE,
+    WIRE_ENCODINGS,
+    WIRE_IDENTITY,
+    BlockCorrupt,
+    BlockSplitter,
+    compress_for_wire,
+    decompress_from_wire,
+    is_block_hash,
+)
+from .grants import UploadGrant
+
+routes = web.RouteTableDef()
+
+READ_CHUNK = 1024 * 1024
+IN_FLIGHT = 3  # blocks being sealed/stored at once while the body streams in
+BATCH_MAX_BYTES = 64 * 1024 * 1024
+_FRAME = struct.Struct(">64sBI")  # hash (hex), encoding (0 identity, 1 zstd), payload length
+
+
+class CorruptBlockError(ApiError):
+    status, code = 500, "block_corrupt"
+
+
+def _upload_grant(request: web.Request) -> UploadGrant:
+    token = request.query.get("token", "")
+    grant = request.app[appkeys.GRANTS].load_upload(token) if token else None
+    if grant is None:
+        raise Unauthorized("missing, invalid or expired upload token", code="invalid_token")
+    return grant
+
+
+def _receipt_json(request: web.Request, user_id: str, h: str, size: int) -> dict:
+    return {"hash": h, "size": size,
+            "receipt": request.app[appkeys.GRANTS].receipt(user_id, h, size)}
+
+
+def _count(request: web.Request, direction: str, nbytes: int, nblocks: int = 1) -> None:
+    m = request.app[appkeys.METRICS]
+    m.block_bytes.labels(direction).inc(nbytes)
+    m.blocks.labels(direction).inc(nblocks)
+
+
+@routes.post("/blocks/upload")
+async def upload_stream(request: web.Request) -> web.Response:
+    """Split a streamed body into blocks; memory stays bounded by a few blocks whatever its size."""
+    grant = _upload_grant(request)
+    if request.content_length is not None and request.content_length > grant.max_bytes:
+        raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
+    pipeline = request.app[appkeys.PIPELINE]
+    splitter = BlockSplitter()
+    in_flight: deque[asyncio.Task[str]] = deque()
+    sizes: deque[int] = deque()
+    results: list[dict] = []
+    received = 0
+
+    async def settle(limit: int) -> None:
+        while len(in_flight) > limit:
+            h = await in_flight.popleft()
+            size = sizes.popleft()
+            _count(request, "in", size)
+            results.append(_receipt_json(request, grant.user_id, h, size))
+
+    def start(block: bytes) -> None:
+        in_flight.append(asyncio.ensure_future(pipeline.put(block)))
+        sizes.append(len(block))
+
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            received += len(chunk)
+            if received > grant.max_bytes:
+                raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
+            for block in splitter.feed(chunk):
+                start(block)
+                await settle(IN_FLIGHT - 1)
+        tail = splitter.finish()
+        if tail is not None:
+            start(tail)
+        await settle(0)
+    finally:
+        for task in in_flight:
+            task.cancel()
+        request[appkeys.BYTES_IN] = received
+    return web.json_response({"blocks": results, "size": received})
+
+
+@routes.put("/blocks/{hash}")
+async def put_block(request: web.Request) -> web.Response:
+    grant = _upload_grant(request)
+    h = request.match_info["hash"]
+    if not is_block_hash(h):
+        raise BadRequest("block hash must be 64 lowercase hex digits", code="invalid_hash")
+    encoding = request.headers.get("X-Block-Encoding", WIRE_IDENTITY)
+    if encoding not in WIRE_ENCODINGS:
+        raise BadRequest(f"unknown X-Block-Encoding {encoding!r}", code="invalid_encoding")
+    payload = await read_body(request, BLOCK_SIZE, "a block")
+    data = _decode(encoding, payload)
+    if len(data) > grant.max_bytes:
+        raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
+    try:
+        await request.app[appkeys.PIPELINE].put(data, expected_hash=h)
+    except BlockCorrupt:
+        raise BadRequest("block content does not match its hash", code="hash_mismatch") from None
+    _count(request, "in", len(data))
+    return web.json_response(_receipt_json(request, grant.user_id, h, len(data)))
+
+
+def _decode(encoding: str, payload: bytes) -> bytes:
+    try:
+        return decompress_from_wire(encoding, payload)
+    except BlockCorrupt as exc:
+        raise BadRequest(f"undecodable block payload: {exc}", code="invalid_encoding") from None
+
+
+def parse_batch(body: bytes) -> list[tuple[str, bytes]]:
+    """Frames of ``hash (64 ASCII hex) | encoding (1 byte: 0 identity, 1 zstd) | length (u32 BE)
+    | payload``, back to back. Returns (hash, plaintext) pairs; any malformed frame is a 400."""
+    out: list[tuple[str, bytes]] = []
+    pos = 0
+    while pos < len(body):
+        if len(body) - pos < _FRAME.size:
+            raise BadRequest("truncated batch frame header", code="invalid_batch")
+        raw_hash, enc, length = _FRAME.unpack_from(body, pos)
+        pos += _FRAME.size
+        h = raw_hash.decode("ascii", "replace")
+        if not is_block_hash(h) or enc not in (0, 1) or length > BLOCK_SIZE:
+            raise BadRequest(f"invalid batch frame for block {h[:16]}…", code="invalid_batch")
+        if len(body) - pos < length:
+            raise BadRequest("truncated batch frame payload", code="invalid_batch")
+        out.append((h, _decode("zstd" if enc else WIRE_IDENTITY, body[pos: pos + length])))
+        pos += length
+    return out
+
+
+def encode_batch(blocks: list[tuple[str, bytes]]) -> bytes:
+    """The client side of :func:`parse_batch` (compresses each block when that helps)."""
+    parts = []
+    for h, data in blocks:
+        encoding, payload = compress_for_wire(data)
+        parts.append(_FRAME.pack(h.encode(), 1 if encoding == "zstd" else 0, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+@routes.post("/blocks/batch")
+async def put_batch(request: web.Request) -> web.Response:
+    grant = _upload_grant(request)
+    limit = min(BATCH_MAX_BYTES, grant.max_bytes + 4096)
+    body = await read_body(request, limit, "a batch")
+    blocks = parse_batch(body)
+    if sum(len(d) for _, d in blocks) > grant.max_bytes:
+        raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
+    pipeline = request.app[appkeys.PIPELINE]
+    results = []
+    for h, data in blocks:
+        try:
+            await pipeline.put(data, expected_hash=h)
+        except BlockCorrupt:
+            raise BadRequest(f"block {h} does not match its hash", code="hash_mismatch") from None
+        results.append(_receipt_json(request, grant.user_id, h, len(data)))
+    _count(request, "in", sum(len(d) for _, d in blocks), len(blocks))
+    return web.json_response({"blocks": results})
+
+
+@routes.get("/blocks/{hash}")
+async def get_block(request: web.Request) -> web.Response:
+    h = request.match_info["hash"]
+    token = request.query.get("token", "")
+    if not is_block_hash(h) or not token or \
+            request.app[appkeys.GRANTS].load_read(token, h) is None:
+        raise Unauthorized("missing, invalid or expired block token", code="invalid_token")
+    try:
+        encoding, payload, size = await request.app[appkeys.PIPELINE].get_for_wire(h)
+    except BlockCorrupt:
+        raise CorruptBlockError("the stored block is corrupt; it was not served") from None
+    except BlockNotFound:
+        raise NotFound("no such block") from None
+    _count(request, "out", size)
+    return web.Response(body=payload, content_type="application/octet-stream",
+                        headers={"X-Block-Encoding": encoding, "X-Block-Size": str(size),
+                                 "Cache-Control": "private, max-age=31536000, immutable"})

@@ -1,0 +1,151 @@
+"""File versions: the compare-and-swap commit of a block list, version history and retention.
+
+A version is an ordered list of block hashes. Committing one is a single transaction that moves
+``files.version`` by compare-and-swap (``UPDATE ... WHERE id = ? AND version = ?``; the row count
+decides), records the version and its blocks, and journals the change. Nothing else ever changes
+a version number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..blocks.format import CHUNKING_SCHEME
+from ..errors import Conflict, InsufficientStorage, NotFound
+from ..sync.journal import Actor, Journal
+from .accounts import used_bytes
+from .db import Row, Tx
+from .tree import get_file, path_of
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    hash: str
+    size: int
+
+
+def content_checksum(hashes: list[str]) -> str:
+    """A file's checksum: SHA-256 over its blocks' binary SHA-256s, in order (Dropbox-style).
+
+    Computable from the block list alone, so client and server agree without rereading data.
+    """
+    h = hashlib.sha256()
+    for block in hashes:
+        h.update(bytes.fromhex(block))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    status: str  # "created" (a new version) or "unchanged" (a retry, or identical content)
+    file_id: str
+    version: int
+
+
+async def version_row(q: Any, file_id: str, version: int | None) -> Row | None:
+    if version is None:
+        return await q.fetchone(
+            "SELECT v.* FROM file_versions v JOIN files f ON f.id = v.file_id"
+            " WHERE v.file_id = ? AND v.version = f.version", (file_id,))
+    return await q.fetchone("SELECT * FROM file_versions WHERE file_id = ? AND version = ?",
+                            (file_id, version))
+
+
+async def version_blocks(q: Any, version_id: int) -> list[BlockRef]:
+    rows = await q.fetchall(
+        "SELECT block_hash, size FROM version_blocks WHERE version_id = ? ORDER BY ord",
+        (version_id,))
+    return [BlockRef(r["block_hash"], r["size"]) for r in rows]
+
+
+class Versions:
+    def __init__(self, journal: Journal, keep_versions: int, keep_days: float) -> None:
+        self.journal = journal
+        self.keep_versions = keep_versions
+        self.keep_days = keep_days
+
+    async def commit(self, tx: Tx, file_id: str, actor: Actor, blocks: list[BlockRef],
+                     base_version: int | None, object_names: dict[str, str],
+                     restored_from: int | None = None) -> CommitResult:
+        """Make ``blocks`` the file's new version, if ``base_version`` is still current.
+
+        ``base_version=None`` means "whatever is current" (last writer wins). Retrying with the
+        same blocks after a lost response returns the version the first attempt made.
+        ``object_names`` maps every hash to its storage name, for the ``blocks`` table.
+        """
+        file = await get_file(tx, file_id)
+        if file is None or file["trashed_at"] is not None or file["is_directory"]:
+            raise NotFound("no such file")
+        hashes = [b.hash for b in blocks]
+        checksum = content_checksum(hashes)
+        size = sum(b.size for b in blocks)
+        current = int(file["version"])
+        if restored_from is None:
+            retry = await self._earlier_identical(tx, file, base_version, checksum, actor)
+            if retry is not None:
+                return retry
+        expected = current if base_version is None else base_version
+        if current != expected:
+            raise Conflict("the file changed since base_version", code="version_conflict",
+                           current_version=current, base_version=base_version)
+        owner = await tx.fetchone(
+            "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
+            " WHERE w.id = ?", (file["workspace_id"],))
+        assert owner is not None
+        if await used_bytes(tx, owner["id"]) - file["size"] + size > owner["quota_bytes"]:
+            raise InsufficientStorage("this version would exceed the owner's quota",
+                                      quota=owner["quota_bytes"])
+        cur = await tx.execute(
+            "UPDATE files SET version = version + 1, size = ?, checksum = ?, modified_at = ?"
+            " WHERE id = ? AND version = ?", (size, checksum, tx.now, file_id, expected))
+        if cur.rowcount != 1:  # cannot happen under the single writer, but the CAS decides
+            raise Conflict("the file changed since base_version", code="version_conflict")
+        new_version = expected + 1
+        cur = await tx.execute(
+            "INSERT INTO file_versions (file_id, version, size, checksum, chunking, created_at,"
+            " user_id, device_id, restored_from) VALUES (?,?,?,?,?,?,?,?,?)",
+            (file_id, new_version, size, checksum, CHUNKING_SCHEME, tx.now, actor.user_id,
+             actor.device_id, restored_from))
+        version_id = cur.lastrowid
+        await tx.executemany(
+            "INSERT INTO version_blocks (version_id, ord, block_hash, size) VALUES (?,?,?,?)",
+            [(version_id, i, b.hash, b.size) for i, b in enumerate(blocks)])
+        await tx.executemany(
+            "INSERT OR IGNORE INTO blocks (hash, object_name, size, created_at) VALUES (?,?,?,?)",
+            [(b.hash, object_names[b.hash], b.size, tx.now) for b in {b.hash: b for b in blocks}.values()])
+        row = await get_file(tx, file_id)
+        assert row is not None
+        await self.journal.record(tx, row, "create" if current == 0 else "modify",
+                                  await path_of(tx, file_id), actor)
+        await self._prune(tx, file_id, new_version)
+        return CommitResult("created", file_id, new_version)
+
+    async def _earlier_identical(self, tx: Tx, file: Row, base_version: int | None,
+                                 checksum: str, actor: Actor) -> CommitResult | None:
+        """The version a previous attempt of this same commit made, if any (idempotent retry)."""
+        current = int(file["version"])
+        if base_version is None:
+            if current > 0 and file["checksum"] == checksum:
+                return CommitResult("unchanged", file["id"], current)
+            return None
+        if current == base_version + 1:
+            made = await version_row(tx, file["id"], current)
+            if made is not None and made["checksum"] == checksum and \
+                    made["user_id"] == actor.user_id:
+                return CommitResult("unchanged", file["id"], current)
+        return None
+
+    async def _prune(self, tx: Tx, file_id: str, current: int) -> None:
+        """Version retention: keep the newest ``keep_versions`` and those younger than
+        ``keep_days`` (0 = no limit); the current version is always kept. Blocks left
+        unreferenced are collected by the GC after its grace period."""
+        if self.keep_versions:
+            await tx.execute(
+                "DELETE FROM file_versions WHERE file_id = ? AND version <= ? AND version < ?",
+                (file_id, current - self.keep_versions, current))
+        if self.keep_days:
+            await tx.execute(
+                "DELETE FROM file_versions WHERE file_id = ? AND version < ? AND created_at < ?",
+                (file_id, current, tx.now - self.keep_days * 86400))

@@ -1,0 +1,394 @@
+"""The BlockStore contract, run against every backend: a directory, a real S3 server
+(SeaweedFS started by tests/s3server.py) and a hot/cold pair; then what is
+specific to each."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiobotocore.session import get_session
+
+from driveserver.blocks.format import block_hash
+from driveserver.blocks.keys import KeyRing
+from driveserver.storage import (
+    BlockNotFound,
+    BlockStore,
+    LocalBlockStore,
+    S3BlockStore,
+    StorageError,
+    StorageUnavailable,
+    TieredBlockStore,
+)
+from tests.s3server import S3Server
+
+
+def _name(label: str) -> str:
+    """A valid object name (names are hex digests)."""
+    return block_hash(label.encode())
+
+
+def _s3_store(server: S3Server, bucket: str, **kwargs: Any) -> S3BlockStore:
+    return S3BlockStore(
+        server.endpoint_url,
+        bucket,
+        server.region,
+        kwargs.pop("access_key_id", server.access_key),
+        kwargs.pop("secret_access_key", server.secret_key),
+        **kwargs,
+    )
+
+
+@dataclass
+class Backend:
+    kind: str
+    make: Callable[[], BlockStore]
+    server: S3Server | None = None
+    bucket: str | None = None
+
+
+@pytest.fixture(params=["local", "s3", "tiered"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    kind = request.param
+    if kind == "local":
+        return Backend(kind, lambda: LocalBlockStore(tmp_path / "blocks"))
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket: str = request.getfixturevalue("s3_bucket")
+    if kind == "s3":
+        return Backend(kind, lambda: _s3_store(server, bucket), server, bucket)
+    return Backend(
+        kind,
+        lambda: TieredBlockStore(
+            LocalBlockStore(tmp_path / "hot"),
+            _s3_store(server, bucket, prefix="cold/", storage_class="GLACIER_IR"),
+        ),
+        server,
+        bucket,
+    )
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[BlockStore]:
+    s = backend.make()
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def _names(store: BlockStore) -> list[str]:
+    return [name async for name in store.iterate()]
+
+
+# -- the contract ------------------------------------------------------------------
+
+
+async def test_put_get_exists_delete(store: BlockStore) -> None:
+    assert isinstance(store, BlockStore)
+    name = _name("one")
+    assert not await store.exists(name)
+    assert await store.stat_mtime(name) is None
+    with pytest.raises(BlockNotFound) as info:
+        await store.get(name)
+    assert info.value.name == name
+
+    before = time.time()
+    assert await store.put_if_absent(name, b"first") is True
+    assert await store.put_if_absent(name, b"second") is False  # the first copy stays
+    assert await store.get(name) == b"first"
+    assert await store.exists(name)
+    mtime = await store.stat_mtime(name)
+    assert mtime is not None and before - 2 <= mtime <= time.time() + 2  # S3: whole seconds
+
+    await store.delete(name)
+    await store.delete(name)  # idempotent
+    assert not await store.exists(name)
+    with pytest.raises(BlockNotFound):
+        await store.get(name)
+    assert await store.put_if_absent(name, b"again") is True
+    assert await store.get(name) == b"again"
+
+
+async def test_empty_and_large_objects(store: BlockStore) -> None:
+    big = os.urandom(4 * 1024 * 1024 + 102)  # a sealed incompressible 4 MiB block
+    assert await store.put_if_absent(_name("empty"), b"")
+    assert await store.put_if_absent(_name("big"), big)
+    assert await store.get(_name("empty")) == b""
+    assert await store.get(_name("big")) == big
+
+
+async def test_iterate_lists_every_name_once(store: BlockStore) -> None:
+    assert await _names(store) == []
+    names = {_name(f"block {i}") for i in range(25)}
+    await asyncio.gather(*(store.put_if_absent(n, n.encode()) for n in names))
+    listed = await _names(store)
+    assert sorted(listed) == sorted(names)
+    await store.delete(next(iter(names)))
+    assert len(await _names(store)) == 24
+
+
+async def test_concurrent_writers_of_one_name_have_one_winner(store: BlockStore) -> None:
+    name = _name("contended")
+    # Only three: SeaweedFS answers each losing conditional PUT after about a second.
+    results = await asyncio.gather(*(store.put_if_absent(name, b"x%d" % i) for i in range(3)))
+    assert results.count(True) == 1
+    assert await store.get(name) == b"x%d" % results.index(True)
+
+
+async def test_check_and_idempotent_lifecycle(store: BlockStore) -> None:
+    await store.check()
+    await store.start()  # again: no effect
+    await store.check()
+    await store.close()
+    await store.close()
+
+
+async def test_malformed_names_are_refused(store: BlockStore) -> None:
+    for bad in ["", "../../etc/passwd", "ABCDEF0123", "abc", "0123456789abcdef/x", "g" * 64]:
+        with pytest.raises(ValueError):
+            await store.put_if_absent(bad, b"x")
+        with pytest.raises(ValueError):
+            await store.get(bad)
+
+
+async def test_storage_sees_only_ciphertext_under_opaque_names(
+    store: BlockStore, backend: Backend, tmp_path: Path
+) -> None:
+    ring = KeyRing.generate()
+    marker = f"PLAINTEXT-MARKER-{uuid.uuid4()}".encode()
+    blocks = [
+        marker * 1000,  # compressible: stored zstd'ed, then encrypted
+        os.urandom(50_000) + marker + os.urandom(50_000),  # incompressible
+    ]
+    sealed_blobs = []
+    for data in blocks:
+        digest = block_hash(data)
+        sealed = ring.seal(digest, data)
+        sealed_blobs.append(sealed)
+        assert await store.put_if_absent(ring.object_name(digest), sealed)
+        assert ring.open(digest, await store.get(ring.object_name(digest))) == data
+    if isinstance(store, TieredBlockStore):  # one block in each tier
+        await store.move_to_cold(ring.object_name(block_hash(blocks[1])))
+
+    raw = await _raw_objects(store, backend)
+    assert len(raw) == 2
+    for sealed in sealed_blobs:  # control: the scan really sees the stored bytes
+        assert sealed in raw.values()
+    for data in blocks:
+        digest = block_hash(data)
+        for where, content in raw.items():
+            assert marker not in content
+            assert digest not in where and digest.encode() not in content
+            assert bytes.fromhex(digest) not in content
+
+    if backend.server is not None:
+        # Below the S3 API too: nothing in SeaweedFS's files on disk.
+        files = [p for p in backend.server.data_dir.rglob("*") if p.is_file()]
+        assert not [p for p in files if _file_contains(p, marker)]
+        assert any(_file_contains(p, sealed_blobs[1][200:264]) for p in files)  # control
+
+
+def _file_contains(path: Path, needle: bytes, chunk: int = 8 * 1024 * 1024) -> bool:
+    """Search a possibly large file in overlapping chunks (SeaweedFS volumes grow big)."""
+    overlap = b""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            if needle in overlap + block:
+                return True
+            overlap = block[-(len(needle) - 1) :]
+    return False
+
+
+async def _raw_objects(store: BlockStore, backend: Backend) -> dict[str, bytes]:
+    """Every stored object, read around the store: file paths or bucket keys -> raw bytes."""
+    if isinstance(store, TieredBlockStore):
+        return await _raw_objects(store.hot, backend) | await _raw_objects(store.cold, backend)
+    if isinstance(store, LocalBlockStore):
+        return {
+            str(p.relative_to(store.root)): p.read_bytes()
+            for p in store.root.rglob("*")
+            if p.is_file()
+        }
+    assert backend.server is not None and backend.bucket is not None
+    found: dict[str, bytes] = {}
+    async with get_session().create_client("s3", **backend.server.client_kwargs()) as client:
+        paginator = client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=backend.bucket):
+            for obj in page.get("Contents", ()):
+                response = await client.get_object(Bucket=backend.bucket, Key=obj["Key"])
+                async with response["Body"] as body:
+                    found[obj["Key"]] = await body.read()
+    return found
+
+
+# -- local directory -------------------------------------------------------------
+
+
+async def test_local_leftover_temp_files_are_not_blocks(tmp_path: Path) -> None:
+    root = tmp_path / "blocks"
+    async with LocalBlockStore(root) as store:
+        name = _name("real")
+        await store.put_if_absent(name, b"data")
+        leaf = root / name[:2] / name[2:4]
+        (leaf / ".tmp-abandoned").write_bytes(b"partial")
+        (root / ".tmp" / "put-crashed").write_bytes(b"partial")
+        (root / "README").write_text("not a block")
+        assert await _names(store) == [name]
+
+    fresh = root / ".tmp" / "put-in-progress"
+    fresh.write_bytes(b"another process is writing this")
+    old = root / ".tmp" / "put-crashed"
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    async with LocalBlockStore(root, stale_temp_age=3600) as store:
+        assert not old.exists()  # abandoned long ago: removed at start
+        assert fresh.exists()  # may belong to a live writer: kept
+        assert await _names(store) == [name]
+
+
+async def test_local_failed_write_leaves_no_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "blocks"
+    async with LocalBlockStore(root) as store:
+        name = _name("doomed")
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(StorageError, match="No space left"):
+            await store.put_if_absent(name, b"x" * 100_000)
+        monkeypatch.undo()
+
+        assert not await store.exists(name)
+        assert list((root / ".tmp").iterdir()) == []
+        assert await store.put_if_absent(name, b"ok")
+
+
+async def test_local_check_reports_a_missing_directory(tmp_path: Path) -> None:
+    store = LocalBlockStore(tmp_path / "nowhere")
+    with pytest.raises(StorageUnavailable, match="does not exist"):
+        await store.check()
+
+
+# -- S3 --------------------------------------------------------------------------
+
+
+async def test_s3_wrong_secret_is_refused(s3_server: S3Server, s3_bucket: str) -> None:
+    async with _s3_store(s3_server, s3_bucket, secret_access_key="wrong-secret") as store:
+        with pytest.raises(StorageUnavailable, match="refused access"):
+            await store.check()
+        with pytest.raises(StorageUnavailable, match="refused access"):
+            await store.put_if_absent(_name("x"), b"x")
+    async with _s3_store(s3_server, s3_bucket, access_key_id="nobody") as store:
+        with pytest.raises(StorageUnavailable, match="InvalidAccessKeyId"):
+            await store.check()
+
+
+async def test_s3_missing_bucket_and_ensure_bucket(s3_server: S3Server) -> None:
+    bucket = f"made-{uuid.uuid4().hex[:16]}"
+    async with _s3_store(s3_server, bucket) as store:
+        with pytest.raises(StorageUnavailable, match="does not exist"):
+            await store.check()
+        with pytest.raises(StorageUnavailable, match="does not exist"):
+            await store.put_if_absent(_name("x"), b"x")  # not auto-created
+        await store.ensure_bucket()
+        await store.ensure_bucket()  # idempotent
+        await store.check()
+        assert await store.put_if_absent(_name("x"), b"x")
+    async with get_session().create_client("s3", **s3_server.client_kwargs()) as client:
+        await client.delete_bucket(Bucket=bucket)
+
+
+async def test_s3_unreachable_endpoint(s3_server: S3Server) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = S3BlockStore(
+        f"http://127.0.0.1:{port}", "bucket", "us-east-1", "test", "test", max_attempts=1
+    )
+    async with store:
+        with pytest.raises(StorageUnavailable, match="cannot reach"):
+            await store.check()
+
+
+async def test_s3_prefix_isolates_and_foreign_keys_are_skipped(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    async with (
+        _s3_store(s3_server, s3_bucket, prefix="a/") as a,
+        _s3_store(s3_server, s3_bucket, prefix="b/") as b,
+        get_session().create_client("s3", **s3_server.client_kwargs()) as client,
+    ):
+        name = _name("shared name")
+        assert await a.put_if_absent(name, b"in a")
+        assert not await b.exists(name)
+        await client.put_object(Bucket=s3_bucket, Key="a/not-a-block-name", Body=b"x")
+        await client.put_object(Bucket=s3_bucket, Key="a/sub/" + _name("nested"), Body=b"x")
+        assert await _names(a) == [name]
+        assert await _names(b) == []
+
+
+async def test_s3_without_conditional_writes(s3_server: S3Server, s3_bucket: str) -> None:
+    async with _s3_store(s3_server, s3_bucket, conditional_writes=False) as store:
+        name = _name("fallback")
+        assert await store.put_if_absent(name, b"1") is True
+        assert await store.put_if_absent(name, b"2") is False
+        assert await store.get(name) == b"1"
+
+
+def test_s3_refuses_archive_storage_classes() -> None:
+    with pytest.raises(ValueError, match="restore"):
+        S3BlockStore("http://127.0.0.1:1", "bucket", storage_class="DEEP_ARCHIVE")
+    with pytest.raises(ValueError, match="both"):
+        S3BlockStore("http://127.0.0.1:1", "bucket", access_key_id="only-half")
+
+
+# -- hot and cold tiers ----------------------------------------------------------
+
+
+async def test_tiered_move_to_cold(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    hot = _s3_store(s3_server, s3_bucket, prefix="hot/")
+    cold = _s3_store(s3_server, s3_bucket, prefix="cold/", storage_class="GLACIER_IR")
+    async with (
+        TieredBlockStore(hot, cold) as store,
+        get_session().create_client("s3", **s3_server.client_kwargs()) as client,
+    ):
+        name, other = _name("ageing"), _name("fresh")
+        await store.put_if_absent(name, b"old data")
+        await store.put_if_absent(other, b"new data")
+        assert await hot.exists(name) and not await cold.exists(name)
+
+        assert await store.move_to_cold(name) is True
+        assert not await hot.exists(name) and await cold.exists(name)
+        assert await store.get(name) == b"old data"
+        assert await store.exists(name)
+        head = await client.head_object(Bucket=s3_bucket, Key="cold/" + name)
+        assert head.get("StorageClass") == "GLACIER_IR"
+
+        assert await store.move_to_cold(name) is False  # already cold
+        assert await store.put_if_absent(name, b"old data") is False  # not copied back to hot
+        assert not await hot.exists(name)
+        assert sorted(await _names(store)) == sorted([name, other])
+
+        # An interrupted move leaves the block in both tiers: still one name, still readable.
+        await cold.put_if_absent(other, b"new data")
+        assert sorted(await _names(store)) == sorted([name, other])
+        assert await store.move_to_cold(other) is True
+        assert await store.get(other) == b"new data"
+        assert not await hot.exists(other)
+
+        with pytest.raises(BlockNotFound):
+            await store.move_to_cold(_name("never stored"))
+        await store.delete(name)
+        assert not await store.exists(name)

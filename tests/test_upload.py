@@ -1,0 +1,389 @@
+"""Blocks and versions over the API: 3-step and delta upload, download, content, versions,
+restore, deduplication security, idempotency, quota, GC — on the local store."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from driveserver import appkeys
+from driveserver.blocks.format import BLOCK_SIZE, block_hash
+from driveserver.blocks.routes import encode_batch
+from driveserver.gc import collect_garbage
+from tests.helpers import ApiClient, RunningServer, content, download_blocks, upload
+
+MiB = 1024 * 1024
+
+
+def blob(n: int, seed: int = 0) -> bytes:
+    """Deterministic, incompressible-ish bytes."""
+    import random
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4 * MiB, 4 * MiB + 1, 9 * MiB + 123])
+async def test_round_trip_sizes(alice: ApiClient, size: int) -> None:
+    data = blob(size, size)
+    done = await upload(alice, f"/f{size}.bin", data)
+    assert done["status"] == "created" and done["version"] == 1
+    assert await download_blocks(alice, done["file_id"]) == data
+    r = await content(alice, done["file_id"])
+    assert r.status == 200 and r.body == data or (size == 0 and r.body is None)
+    meta = (await alice.get(f"/api/files/{done['file_id']}")).body
+    assert meta["size"] == size and meta["version"] == 1 and meta["path"] == f"/f{size}.bin"
+    n_blocks = len((await alice.get(f"/api/files/{done['file_id']}/download")).body["blocks"])
+    assert n_blocks == -(-size // BLOCK_SIZE)
+
+
+async def test_stored_bytes_contain_no_plaintext(alice: ApiClient, server: RunningServer) -> None:
+    marker = b"TAX-RETURN-MARKER-7f3a9c"
+    await upload(alice, "/secret.txt", marker * 5000)  # compressible: also exercises zstd
+    await upload(alice, "/secret2.bin", blob(300_000) + marker + blob(1000, 1))
+    hashes = {block_hash(marker * 5000), block_hash(blob(300_000) + marker + blob(1000, 1))}
+    stored = [p for p in server.config.blocks_dir.rglob("*") if p.is_file()]
+    assert len(stored) >= 2
+    for p in stored:  # the storage provider sees neither content nor plaintext hashes
+        data = p.read_bytes()
+        assert marker not in data and not any(h in str(p) or h.encode() in data for h in hashes)
+    for p in server.config.data_dir.rglob("*"):  # nor does anything else on disk hold content
+        if p.is_file():
+            assert marker not in p.read_bytes(), p
+
+
+async def test_delta_upload_sends_only_changed_blocks(alice: ApiClient,
+                                                      server: RunningServer) -> None:
+    data = bytearray(blob(3 * BLOCK_SIZE + 10))
+    first = await upload(alice, "/big.bin", bytes(data))
+    data[BLOCK_SIZE + 5] ^= 0xFF  # one byte in the second block
+    hashes = [block_hash(bytes(data[i:i + BLOCK_SIZE])) for i in range(0, len(data), BLOCK_SIZE)]
+    plan = [{"order": i, "hash": h, "size": min(BLOCK_SIZE, len(data) - i * BLOCK_SIZE)}
+            for i, h in enumerate(hashes)]
+    r = await alice.post("/api/files/upload-init", {"file_id": first["file_id"],
+                                                    "size": len(data), "base_version": 1,
+                                                    "blocks": plan})
+    assert r.status == 200
+    assert r.body["blocks_to_upload"] == [hashes[1]]
+    assert sorted(r.body["blocks_already_exist"]) == sorted({hashes[0], hashes[2], hashes[3]})
+    block_url = r.body["block_url"]
+    async with alice.session.put(block_url.replace("{hash}", hashes[1]),
+                                 data=bytes(data[BLOCK_SIZE:2 * BLOCK_SIZE])) as resp:
+        assert resp.status == 200
+        receipt = await resp.json()
+    blocks = [h if h != hashes[1] else receipt for h in hashes]
+    r = await alice.post(f"/api/files/{first['file_id']}/complete",
+                         {"blocks": blocks, "base_version": 1})
+    assert r.status == 200 and r.body["version"] == 2
+    assert await download_blocks(alice, first["file_id"]) == bytes(data)
+    assert await download_blocks(alice, first["file_id"], version=1) != bytes(data)
+
+
+async def test_wrong_hash_on_put_block_is_refused(alice: ApiClient) -> None:
+    r = await alice.post("/api/files/upload-init", {"path": "/x", "size": 5})
+    url = r.body["block_url"].replace("{hash}", block_hash(b"hello"))
+    async with alice.session.put(url, data=b"HELLO") as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "hash_mismatch"
+
+
+async def test_block_never_stored_cannot_be_completed(alice: ApiClient) -> None:
+    r = await alice.post("/api/files/upload-init", {"path": "/x", "size": 5})
+    fake = block_hash(b"never uploaded")
+    r = await alice.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": [fake]})
+    assert r.status == 400 and r.error_code() == "missing_blocks"
+    assert r.body["error"]["missing"] == [fake]
+    assert await alice.listdir("/") == []  # the pending file is not visible
+
+
+async def test_forged_and_expired_tokens_are_refused(alice: ApiClient,
+                                                     server: RunningServer) -> None:
+    done = await upload(alice, "/t.bin", b"token test")
+    dl = (await alice.get(f"/api/files/{done['file_id']}/download")).body["blocks"][0]
+    h = dl["hash"]
+    base = server.url
+    async with alice.session.get(f"{base}/blocks/{h}?token=forged") as resp:
+        assert resp.status == 401
+    async with alice.session.get(f"{base}/blocks/{h}") as resp:
+        assert resp.status == 401
+    # A valid read token for one block does not open another.
+    other = await upload(alice, "/u.bin", b"another block")
+    oh = (await alice.get(f"/api/files/{other['file_id']}/download")).body["blocks"][0]["hash"]
+    token = dl["url"].split("token=")[1]
+    async with alice.session.get(f"{base}/blocks/{oh}?token={token}") as resp:
+        assert resp.status == 401
+    # An upload token is not a read token, and vice versa.
+    init = (await alice.post("/api/files/upload-init", {"path": "/v", "size": 3})).body
+    async with alice.session.get(f"{base}/blocks/{h}?token={init['token']}") as resp:
+        assert resp.status == 401
+    async with alice.session.post(f"{base}/blocks/upload?token={token}", data=b"abc") as resp:
+        assert resp.status == 401
+
+    class OldSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 10 * 86400
+
+    secret = (server.config.secrets_dir / "session.key").read_text().strip()
+    for purpose, payload, url in [
+            ("block-read", {"u": alice.user_id, "h": h}, f"{base}/blocks/{h}"),
+            ("upload", {"u": alice.user_id, "f": [init["file_id"]], "n": 3},
+             f"{base}/blocks/upload")]:
+        old = URLSafeTimedSerializer(bytes.fromhex(secret), salt=f"drive.{purpose}",
+                                     signer=OldSigner).dumps(payload)
+        fresh = URLSafeTimedSerializer(bytes.fromhex(secret), salt=f"drive.{purpose}").dumps(
+            payload)
+        method = alice.session.get if purpose == "block-read" else alice.session.post
+        async with method(f"{url}?token={old}", data=None if purpose == "block-read" else b"abc"
+                          ) as resp:
+            assert resp.status == 401, purpose
+        async with method(f"{url}?token={fresh}", data=None if purpose == "block-read" else b"abc"
+                          ) as resp:
+            assert resp.status == 200, purpose  # the same payload, fresh, is accepted
+
+
+async def test_other_user_cannot_read_or_claim_a_block(alice: ApiClient, bob: ApiClient) -> None:
+    data = b"alice's thesis draft " * 1000
+    done = await upload(alice, "/thesis.txt", data)
+    h = block_hash(data)
+    # Bob cannot get a download grant for Alice's file...
+    assert (await bob.get(f"/api/files/{done['file_id']}/download")).status == 404
+    assert (await content(bob, done["file_id"])).status == 404
+    # ...and knowing the hash does not let him skip the upload (no Dropship).
+    r = await bob.post("/api/files/upload-init", {"path": "/steal.txt", "size": len(data),
+                                                  "blocks": [{"order": 0, "hash": h,
+                                                              "size": len(data)}]})
+    assert r.body["blocks_to_upload"] == [h] and r.body["blocks_already_exist"] == []
+    r2 = await bob.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": [h]})
+    assert r2.status == 400 and r2.body["error"]["missing"] == [h]
+    # A receipt Alice got is worthless to Bob.
+    a_init = (await alice.post("/api/files/upload-init", {"path": "/again.txt",
+                                                          "size": len(data)})).body
+    async with alice.session.post(a_init["upload_url"], data=data) as resp:
+        alice_receipt = (await resp.json())["blocks"][0]
+    r3 = await bob.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": [alice_receipt]})
+    assert r3.status == 400 and r3.error_code() == "missing_blocks"
+    # If Bob really has the bytes he can upload them; storage dedups, he gets his own copy.
+    async with bob.session.post(r.body["upload_url"], data=data) as resp:
+        bob_blocks = (await resp.json())["blocks"]
+    r4 = await bob.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": bob_blocks})
+    assert r4.status == 200
+    assert await download_blocks(bob, r.body["file_id"]) == data
+
+
+async def test_stale_base_version_is_409_and_retry_is_idempotent(alice: ApiClient) -> None:
+    v1 = await upload(alice, "/doc.txt", b"version one")
+    fid = v1["file_id"]
+    init = (await alice.post("/api/files/upload-init",
+                             {"file_id": fid, "size": 11, "base_version": 1})).body
+    async with alice.session.post(init["upload_url"], data=b"version two") as resp:
+        blocks = (await resp.json())["blocks"]
+    r = await alice.post(f"/api/files/{fid}/complete", {"blocks": blocks, "base_version": 1})
+    assert r.status == 200 and r.body == {"status": "created", "file_id": fid, "version": 2}
+    # The response was "lost": the same request again gives the same version, no new one.
+    again = await alice.post(f"/api/files/{fid}/complete", {"blocks": blocks, "base_version": 1})
+    assert again.status == 200 and again.body["version"] == 2
+    assert again.body["status"] == "unchanged"
+    # Another device still on version 1 with different content loses the race: 409.
+    init = (await alice.post("/api/files/upload-init", {"file_id": fid, "size": 13})).body
+    async with alice.session.post(init["upload_url"], data=b"version three") as resp:
+        other = (await resp.json())["blocks"]
+    r = await alice.post(f"/api/files/{fid}/complete", {"blocks": other, "base_version": 1})
+    assert r.status == 409 and r.error_code() == "version_conflict"
+    assert r.body["error"]["current_version"] == 2
+    versions = (await alice.get(f"/api/files/{fid}/versions")).body["versions"]
+    assert [v["version"] for v in versions] == [2, 1]
+    assert versions[0]["modified_by"] == "alice@example.com"
+    assert versions[0]["device"] == "alice-laptop"
+    # upload-init refuses a stale base_version up front too.
+    r = await alice.post("/api/files/upload-init", {"file_id": fid, "size": 1, "base_version": 1})
+    assert r.status == 409
+
+
+async def test_two_writers_one_base_version_one_winner(alice: ApiClient) -> None:
+    import asyncio
+
+    v1 = await upload(alice, "/race.txt", b"base")
+    fid = v1["file_id"]
+    payloads = [b"writer A", b"writer B"]
+    blocks = []
+    for p in payloads:
+        init = (await alice.post("/api/files/upload-init", {"file_id": fid, "size": len(p)})).body
+        async with alice.session.post(init["upload_url"], data=p) as resp:
+            blocks.append((await resp.json())["blocks"])
+    results = await asyncio.gather(*[
+        alice.post(f"/api/files/{fid}/complete", {"blocks": b, "base_version": 1})
+        for b in blocks])
+    assert sorted(r.status for r in results) == [200, 409]
+
+
+async def test_restore_makes_a_new_version_with_old_content(alice: ApiClient) -> None:
+    v1 = await upload(alice, "/r.txt", b"original words")
+    await upload(alice, "/r.txt", b"overwritten!!")
+    fid = v1["file_id"]
+    r = await alice.post(f"/api/files/{fid}/restore/1")
+    assert r.status == 200 and r.body["version"] == 3 and r.body["restored_from"] == 1
+    assert (await content(alice, fid)).body == b"original words"
+    assert (await alice.post(f"/api/files/{fid}/restore/99")).status == 404
+    versions = (await alice.get(f"/api/files/{fid}/versions")).body["versions"]
+    assert versions[0]["restored_from"] == 1
+
+
+async def test_content_range_etag_and_disposition(alice: ApiClient) -> None:
+    data = blob(BLOCK_SIZE + 1000, 7)
+    done = await upload(alice, "/Résumé final.pdf", data)
+    fid = done["file_id"]
+    r = await content(alice, fid)
+    etag = r.headers["ETag"]
+    assert "filename*=UTF-8''R%C3%A9sum%C3%A9%20final.pdf" in r.headers["Content-Disposition"]
+    r = await content(alice, fid, headers={"Range": f"bytes={BLOCK_SIZE - 10}-{BLOCK_SIZE + 9}"})
+    assert r.status == 206 and r.body == data[BLOCK_SIZE - 10: BLOCK_SIZE + 10]
+    assert r.headers["Content-Range"] == f"bytes {BLOCK_SIZE - 10}-{BLOCK_SIZE + 9}/{len(data)}"
+    r = await content(alice, fid, headers={"Range": "bytes=-5"})
+    assert r.status == 206 and r.body == data[-5:]
+    r = await content(alice, fid, headers={"Range": f"bytes={len(data)}-"})
+    assert r.status == 416
+    r = await content(alice, fid, headers={"If-None-Match": etag})
+    assert r.status == 304
+
+
+async def test_tampered_block_is_detected_and_not_served(alice: ApiClient,
+                                                         server: RunningServer) -> None:
+    data = b"precious bytes " * 100
+    done = await upload(alice, "/p.txt", data)
+    name = server.app[appkeys.KEYRING].object_name(block_hash(data))
+    paths = [p for p in server.config.blocks_dir.rglob(name)]
+    assert len(paths) == 1
+    raw = bytearray(paths[0].read_bytes())
+    raw[-1] ^= 0x01
+    paths[0].chmod(0o600)
+    paths[0].write_bytes(bytes(raw))
+    dl = (await alice.get(f"/api/files/{done['file_id']}/download")).body["blocks"][0]
+    async with alice.session.get(dl["url"]) as resp:
+        assert resp.status == 500
+        assert (await resp.json())["error"]["code"] == "block_corrupt"
+    r = await content(alice, done["file_id"])
+    assert r.status == 500 and data not in (r.body if isinstance(r.body, bytes) else b"")
+
+
+async def test_body_longer_than_token_size_is_refused(alice: ApiClient) -> None:
+    init = (await alice.post("/api/files/upload-init", {"path": "/small", "size": 10})).body
+
+    async def body():
+        yield b"0123456789"
+        yield b"and more than promised"
+
+    async with alice.session.post(init["upload_url"], data=body()) as resp:
+        assert resp.status == 413
+
+
+async def test_quota_is_enforced_with_507(alice: ApiClient, server: RunningServer) -> None:
+    async with server.app[appkeys.DB].transaction() as tx:
+        await tx.execute("UPDATE users SET quota_bytes = 1000 WHERE id = ?", (alice.user_id,))
+    await upload(alice, "/fits.bin", b"x" * 600)
+    r = await alice.post("/api/files/upload-init", {"path": "/too-much.bin", "size": 500})
+    assert r.status == 507 and r.error_code() == "over_quota"
+    assert (await alice.get("/api/quota")).body == {"used": 600, "total": 1000}
+    # Replacing a file counts only the difference.
+    r = await alice.post("/api/files/upload-init", {"path": "/fits.bin", "size": 900})
+    assert r.status == 200
+
+
+async def test_batch_upload_of_small_files(alice: ApiClient) -> None:
+    files = {f"/many/f{i}.txt": f"small file {i}".encode() for i in range(20)}
+    r = await alice.post("/api/files/upload-init/batch", {"files": [
+        {"path": p, "size": len(d), "blocks": [{"order": 0, "hash": block_hash(d),
+                                                "size": len(d)}]} for p, d in files.items()]
+        + [{"path": "/bad/../x", "size": 1}]})
+    assert r.status == 200
+    results = r.body["results"]
+    assert results[-1]["error"]["code"] == "invalid_name"
+    body = encode_batch([(block_hash(d), d) for d in files.values()])
+    async with alice.session.post(r.body["batch_url"], data=body) as resp:
+        assert resp.status == 200
+        receipts = {b["hash"]: b for b in (await resp.json())["blocks"]}
+    r = await alice.post("/api/files/complete/batch", {"files": [
+        {"file_id": res["file_id"], "blocks": [receipts[block_hash(d)]]}
+        for res, d in zip(results, files.values(), strict=False)]
+        + [{"file_id": results[0]["file_id"], "blocks": [receipts[block_hash(files["/many/f0.txt"])]],
+            "base_version": 7}]})
+    assert r.status == 200
+    out = r.body["results"]
+    assert all(o.get("status") == "created" for o in out[:20])
+    assert out[20]["error"]["code"] == "version_conflict"
+    assert len(await alice.listdir("/many")) == 20
+    assert (await content(alice, results[3]["file_id"])).body == b"small file 3"
+
+
+async def test_trash_purge_and_gc(alice: ApiClient, server: RunningServer) -> None:
+    app = server.app
+    keep = await upload(alice, "/keep.txt", b"keep me " * 100)
+    gone = await upload(alice, "/gone.txt", b"delete me " * 100)
+    # An upload that was never completed leaves an orphan block.
+    init = (await alice.post("/api/files/upload-init", {"path": "/never", "size": 9})).body
+    async with alice.session.post(init["upload_url"], data=b"abandoned") as resp:
+        assert resp.status == 200
+    assert (await alice.delete(f"/api/files/{gone['file_id']}")).status == 204
+    pipeline = app[appkeys.PIPELINE]
+    h_gone, h_keep = block_hash(b"delete me " * 100), block_hash(b"keep me " * 100)
+    h_orphan = block_hash(b"abandoned")
+    db, store = app[appkeys.DB], app[appkeys.STORE]
+    # Within the grace period nothing is deleted.
+    await collect_garbage(db, store, 7 * 86400)
+    assert await pipeline.exists(h_gone) and await pipeline.exists(h_orphan)
+    # Past it, the never-committed block goes; one in the trash is still referenced and stays.
+    report = await collect_garbage(db, store, -1)
+    assert "0 unreferenced" in report and "1 never-committed" in report
+    assert await pipeline.exists(h_gone) and not await pipeline.exists(h_orphan)
+    assert (await alice.delete(f"/api/trash/{gone['file_id']}")).status == 204
+    await collect_garbage(db, store, 7 * 86400)
+    assert await pipeline.exists(h_gone)
+    # Purged and past the grace period: deleted; referenced blocks never are.
+    report = await collect_garbage(db, store, -1)
+    assert "1 unreferenced" in report and "0 never-committed" in report
+    assert not await pipeline.exists(h_gone)
+    assert await pipeline.exists(h_keep)
+    assert (await content(alice, keep["file_id"])).body == b"keep me " * 100
+
+
+async def test_gc_never_breaks_a_concurrent_complete(alice: ApiClient,
+                                                     server: RunningServer) -> None:
+    """An orphan block re-uploaded and completed while GC runs is either kept or reported
+    missing — never referenced after deletion."""
+    app = server.app
+    await upload(alice, "/g", b"first version")
+    data = b"race with gc"
+    init = (await alice.post("/api/files/upload-init", {"path": "/g", "size": len(data)})).body
+    async with alice.session.post(init["upload_url"], data=data) as resp:
+        blocks = (await resp.json())["blocks"]
+    await collect_garbage(app[appkeys.DB], app[appkeys.STORE], -1)  # deletes the orphan
+    r = await alice.post(f"/api/files/{init['file_id']}/complete", {"blocks": blocks})
+    assert r.status == 400 and r.error_code() == "missing_blocks"
+    async with alice.session.post(init["upload_url"], data=data) as resp:
+        blocks = (await resp.json())["blocks"]
+    r = await alice.post(f"/api/files/{init['file_id']}/complete", {"blocks": blocks})
+    assert r.status == 200
+    await collect_garbage(app[appkeys.DB], app[appkeys.STORE], -1)
+    assert (await content(alice, init["file_id"])).body == data
+
+
+async def test_upload_init_bad_input(alice: ApiClient) -> None:
+    await alice.mkdir("/dir")
+    cases = [
+        ({"path": "/a", "size": -1}, 400), ({"path": "/a"}, 400), ({"size": 1}, 400),
+        ({"path": "/a", "size": "1"}, 400), ({"path": "/dir", "size": 1}, 409),
+        ({"path": "/a", "size": 3, "blocks": [{"order": 0, "hash": "zz", "size": 3}]}, 400),
+        ({"path": "/a", "size": 3, "blocks": [{"order": 0, "hash": "a" * 64, "size": 4}]}, 400),
+        ({"file_id": "f_nope", "size": 1}, 404),
+        ({"path": "/a", "size": 10**15}, 413),
+    ]
+    for body, status in cases:
+        r = await alice.post("/api/files/upload-init", body)
+        assert r.status == status, (body, r)
+    assert await alice.listdir("/") == ["dir"]
+
+
+async def test_block_batch_bad_frames(alice: ApiClient) -> None:
+    init = (await alice.post("/api/files/upload-init", {"path": "/b", "size": 100})).body
+    for body in (b"short", b"z" * 64 + b"\x00\x00\x00\x00\x05abc"):
+        async with alice.session.post(init["batch_url"], data=io.BytesIO(body)) as resp:
+            assert resp.status == 400
