@@ -104,8 +104,9 @@ def build_app(config: Config) -> web.Application:
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         store, keyring = await open_storage(config)
         app[appkeys.STORE], app[appkeys.KEYRING] = store, keyring
-        app[appkeys.PIPELINE] = BlockPipeline(keyring, store)
+        app[appkeys.PIPELINE] = pipeline = BlockPipeline(keyring, store)
         yield
+        pipeline.close()
         await store.close()
 
     async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -140,3 +140,28 @@ def test_bad_config_is_one_clear_line_and_no_start(tmp_path: Path, args, env, fr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_check_and_gc_on_a_fresh_data_dir(tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    r = drive_server("check", "--data-dir", data)
+    assert r.returncode == 0, r.stderr
+    assert "database ok" in r.stdout and "block storage ok (local)" in r.stdout
+    assert (tmp_path / "d" / "secrets" / "master.key").stat().st_mode & 0o777 == 0o600
+    r = drive_server("gc", "--data-dir", data)
+    assert r.returncode == 0 and "gc: 0 unreferenced" in r.stdout, r.stderr
+
+
+def test_check_reports_unreachable_s3_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = drive_server("check", "--data-dir", str(tmp_path / "d"), env={
+        "DRIVE_STORAGE_BACKEND": "s3", "DRIVE_STORAGE_S3_BUCKET": "b",
+        "DRIVE_STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "DRIVE_STORAGE_S3_ACCESS_KEY_ID": "x", "DRIVE_STORAGE_S3_SECRET_ACCESS_KEY": "y"})
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("drive-server: ") and "connect" in last, r.stderr

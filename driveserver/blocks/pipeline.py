@@ -1,26 +1,40 @@
 """Block pipeline: plaintext block → hash, compress, encrypt → store, and back, verified.
 
 The CPU work (SHA-256, zstd, AES-GCM) runs in worker threads — all three release the GIL — so
-the event loop keeps serving while a 4 MiB block is sealed, and two cores are used at once.
+the event loop keeps serving while a 4 MiB block is sealed. The pool is small and dedicated: one
+thread per core is all the CPU there is, and fewer threads mean fewer malloc arenas holding on to
+freed 4 MiB buffers (which is what keeps the server's RSS flat during a 10 GB upload).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from ..storage.base import BlockNotFound, BlockStore
 from .format import BlockCorrupt, block_hash
 from .keys import KeyRing
 
 log = logging.getLogger("driveserver.blocks")
+T = TypeVar("T")
 
 
 class BlockPipeline:
-    def __init__(self, keyring: KeyRing, store: BlockStore) -> None:
+    def __init__(self, keyring: KeyRing, store: BlockStore, threads: int | None = None) -> None:
         self.keyring = keyring
         self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 2),
+                                        thread_name_prefix="blocks")
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _seal(self, data: bytes, expected: str | None) -> tuple[str, bytes]:
         h = block_hash(data)
@@ -33,7 +47,7 @@ class BlockPipeline:
 
         :raises BlockCorrupt: ``expected_hash`` is given and the data does not match it.
         """
-        h, sealed = await asyncio.to_thread(self._seal, data, expected_hash)
+        h, sealed = await self._cpu(self._seal, data, expected_hash)
         await self.store.put_if_absent(self.keyring.object_name(h), sealed)
         return h
 
@@ -45,7 +59,7 @@ class BlockPipeline:
         """
         sealed = await self.store.get(self.keyring.object_name(h))
         try:
-            return await asyncio.to_thread(self.keyring.open, h, sealed)
+            return await self._cpu(self.keyring.open, h, sealed)
         except BlockCorrupt as exc:
             log.error("CORRUPT BLOCK %s (object %s): %s", h, self.keyring.object_name(h), exc)
             raise
@@ -54,7 +68,7 @@ class BlockPipeline:
         """Like :meth:`get`, verified the same way, but as ``(encoding, payload, size)`` to send."""
         sealed = await self.store.get(self.keyring.object_name(h))
         try:
-            return await asyncio.to_thread(self.keyring.open_for_wire, h, sealed)
+            return await self._cpu(self.keyring.open_for_wire, h, sealed)
         except BlockCorrupt as exc:
             log.error("CORRUPT BLOCK %s (object %s): %s", h, self.keyring.object_name(h), exc)
             raise
