@@ -49,7 +49,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +69,7 @@ from driveserver.blocks.format import (
     decompress_from_wire,
     is_block_hash,
 )
+from driveserver.fsutil import atomic_write, fsync_dir
 
 __all__ = [
     "KEY_FILE_FORMAT",
@@ -436,52 +436,17 @@ def _ensure_private_dir(directory: Path) -> None:
         return
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    _fsync_dir(directory.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory.parent)
 
 
 def _write_atomic(path: Path, data: bytes, *, replace: bool) -> bool:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    Temp file in the same directory (mode 0600 from the start), fsync, then
-    rename over ``path`` (``replace=True``) or hard-link it into place, which
-    fails if ``path`` exists (``replace=False``; returns False then), and fsync
-    the directory so the new name survives a crash.
-    """
+    """Write the key file so readers see the old file or the whole new one (mode 0600 from the
+    start); with ``replace=False`` an existing file wins and False is returned."""
     _ensure_private_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp_name, path)
-        else:
-            try:
-                os.link(tmp_name, path)
-            except FileExistsError:
-                return False
-        _fsync_dir(path.parent)
-        return True
+        return atomic_write(path, data, 0o600, overwrite=replace)
     except OSError as exc:
         raise KeyRingError(f"cannot write key file {path}: {exc.strerror or exc}") from None
-    finally:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
 
 
 @contextmanager
