@@ -387,3 +387,25 @@ async def test_block_batch_bad_frames(alice: ApiClient) -> None:
     for body in (b"short", b"z" * 64 + b"\x00\x00\x00\x00\x05abc"):
         async with alice.session.post(init["batch_url"], data=io.BytesIO(body)) as resp:
             assert resp.status == 400
+
+
+async def test_corrupt_block_mid_stream_cuts_the_content_response(alice: ApiClient,
+                                                                  server: RunningServer) -> None:
+    import aiohttp
+
+    data = blob(BLOCK_SIZE, 1) + b"second block, which will be corrupted"
+    done = await upload(alice, "/two.bin", data)
+    name = server.app[appkeys.KEYRING].object_name(block_hash(data[BLOCK_SIZE:]))
+    (path,) = list(server.config.blocks_dir.rglob(name))
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0x01
+    path.chmod(0o600)
+    path.write_bytes(bytes(raw))
+    got = bytearray()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with alice.session.get(f"{server.url}/api/files/{done['file_id']}/content",
+                                     headers=alice.headers) as resp:
+            assert resp.status == 200
+            async for chunk in resp.content.iter_chunked(65536):
+                got += chunk
+    assert bytes(got) == data[: len(got)] and len(got) <= BLOCK_SIZE  # never the corrupt bytes

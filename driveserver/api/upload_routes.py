@@ -29,7 +29,7 @@ from ..paths import split_path
 from ..permissions import Action, authorize, readable_block_sizes
 from ..storage.base import StorageError
 from ..sync.journal import Actor
-from .common import field, principal, read_json
+from .common import actor, field, principal, read_json
 from .files_routes import version_list
 
 routes = web.RouteTableDef()
@@ -96,7 +96,7 @@ async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitR
         root = await accounts.root_of(tx, p.user_id)
         file = await tree.resolve(tx, root["id"], parts)
         if file is None:
-            file = await request.app[appkeys.TREE].create_file(tx, root, parts, Actor(p.user_id))
+            file = await request.app[appkeys.TREE].create_file(tx, root, parts, actor(request))
         else:
             await authorize(tx, p.user_id, Action.WRITE, file["id"])
     if file["is_directory"]:
