@@ -45,7 +45,10 @@ class Metrics:
 
 
 def route_label(request: web.BaseRequest) -> str:
-    match = getattr(request, "match_info", None)
+    try:  # a request the HTTP parser rejected (e.g. an 8 KB URL) was never routed
+        match = getattr(request, "match_info", None)
+    except AssertionError:
+        return "unmatched"
     route = getattr(match, "route", None)
     resource = getattr(route, "resource", None)
     return resource.canonical if resource is not None else "unmatched"

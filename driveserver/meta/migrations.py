@@ -121,4 +121,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX shares_grantee ON shares(grantee_id)
     """,
+    # 2: change feed bookkeeping: how far each workspace's journal was pruned (older cursors are
+    # reset), notifications for people, and how far the notifier has read each journal.
+    """
+    CREATE TABLE journal_floors (
+        workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id),
+        pruned_through INTEGER NOT NULL
+    );
+    CREATE INDEX journal_created ON journal(created_at);
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        workspace_id TEXT NOT NULL,
+        file_id TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        path TEXT NOT NULL,
+        is_directory INTEGER NOT NULL,
+        seq INTEGER,
+        count INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        read_at REAL
+    );
+    CREATE INDEX notifications_user ON notifications(user_id, id);
+    CREATE INDEX notifications_unread ON notifications(user_id, file_id, actor_id, action)
+        WHERE read_at IS NULL;
+    CREATE TABLE notify_marks (
+        workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id),
+        seq INTEGER NOT NULL
+    )
+    """,
 ]

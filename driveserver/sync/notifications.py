@@ -1,0 +1,295 @@
+"""Notifications for people: what others did to files you own or can see.
+
+They are derived from the journal rather than written by each route: every change is already
+there, in order, with who made it. After a commit the :class:`Notifier` reads the workspace's new
+journal entries and, for each one made by someone other than the workspace owner or a share
+grantee, notifies those of them who can see the file (``permissions.role_for`` decides). How far
+it has read each journal is kept in ``notify_marks``, written in the same transaction as the
+notifications, so a crash neither loses nor duplicates any: the next run reads on from the mark.
+
+While nobody but the owner touches a workspace (no sharing yet), entries produce nothing, and
+the mark is then stored only now and then, so the common case costs no extra write.
+
+Repeated unread notifications of one kind (Bob edits the same file ten times) are folded into
+one, with a ``count``, moved to the top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .. import appkeys
+from ..api.common import field, principal, query_int, read_json
+from ..errors import BadRequest
+from ..meta.db import Database, Row, Tx
+from ..meta.tree import path_of
+from ..paths import name_key
+from ..permissions import role_for
+
+log = logging.getLogger("driveserver.notifications")
+
+# Journal action → what the notification says happened.
+NOTE_FOR_ACTION = {"create": "added", "modify": "edited", "move": "moved", "delete": "deleted",
+                   "restore": "restored", "share": "shared", "unshare": "unshared"}
+BATCH = 500
+MARK_EVERY = 1000  # store a mark that produced nothing at least this often (bounds catch-up)
+PAGE_DEFAULT, PAGE_MAX = 50, 500
+MAX_IDS = 1000
+
+routes = web.RouteTableDef()
+
+
+async def add_notification(tx: Tx, *, user_id: str, actor_id: str, action: str, file_id: str,
+                           workspace_id: str, path: str, is_directory: bool,
+                           seq: int | None = None) -> int:
+    """Notify ``user_id`` (inside the caller's transaction); return the notification id.
+
+    Public so that a route can notify directly when the journal cannot say whom to tell (the
+    sharing route: "shared with you"). An unread notification of the same kind about the same
+    file by the same person is replaced by this one, with its count carried over.
+    """
+    old = await tx.fetchone(
+        "SELECT id, count FROM notifications WHERE user_id = ? AND file_id = ? AND actor_id = ?"
+        " AND action = ? AND read_at IS NULL", (user_id, file_id, actor_id, action))
+    count = 1
+    if old is not None:
+        count += int(old["count"])
+        await tx.execute("DELETE FROM notifications WHERE id = ?", (old["id"],))
+    cur = await tx.execute(
+        "INSERT INTO notifications (user_id, workspace_id, file_id, actor_id, action, path,"
+        " is_directory, seq, count, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (user_id, workspace_id, file_id, actor_id, action, path, int(is_directory), seq, count,
+         tx.now))
+    return int(cur.lastrowid or 0)
+
+
+async def _candidates(q: Any, entry: Row, owner_id: str) -> list[tuple[str, str | None]]:
+    """Who may hear of ``entry``: (user id, id of the shared folder they see it through)."""
+    if entry["action"] in ("share", "unshare"):
+        # Only those the share is about, not everyone who can see a folder above it.
+        rows = await q.fetchall("SELECT grantee_id, file_id FROM shares WHERE file_id = ?",
+                                (entry["file_id"],))
+    else:
+        rows = await q.fetchall(
+            "WITH RECURSIVE up(id, parent_id, depth) AS ("
+            "  SELECT id, parent_id, 0 FROM files WHERE id = ?"
+            "  UNION ALL SELECT f.id, f.parent_id, up.depth + 1 FROM files f"
+            "  JOIN up ON f.id = up.parent_id)"
+            " SELECT s.grantee_id, s.file_id FROM shares s JOIN up ON s.file_id = up.id"
+            " ORDER BY up.depth DESC", (entry["file_id"],))
+    out: dict[str, str | None] = {owner_id: None}
+    for r in rows:
+        out.setdefault(r["grantee_id"], r["file_id"])  # the top-most share wins
+    return list(out.items())
+
+
+async def _path_for(q: Any, path: str, share_root: str | None) -> str:
+    """``path`` as a grantee sees it: from the shared folder down, never the owner's folders."""
+    if share_root is None:
+        return path
+    root_path = await path_of(q, share_root)
+    parent = root_path.rsplit("/", 1)[0]
+    if name_key(path) == name_key(root_path) or name_key(path).startswith(
+            name_key(root_path) + "/"):
+        return path[len(parent):] if parent else path
+    return "/" + path.rsplit("/", 1)[-1]
+
+
+class Notifier:
+    """Turns journal entries into notifications, after their commit, one workspace at a time."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._dirty: set[str] = set()
+        self._marks: dict[str, int] = {}
+        self._stored_marks: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def on_commit(self, workspace_id: str, seq: int, device_id: str | None) -> None:
+        """The journal's post-commit listener: remember the workspace and start the worker."""
+        if self._closed:
+            return
+        self._dirty.add(workspace_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def start(self) -> None:
+        """Catch up on what a previous run (a crash) left unread."""
+        rows = await self._db.fetchall(
+            "SELECT w.id FROM workspaces w LEFT JOIN notify_marks m ON m.workspace_id = w.id"
+            " WHERE w.seq > COALESCE(m.seq, 0)")
+        for r in rows:
+            self.on_commit(r["id"], 0, None)
+
+    async def _drain(self) -> None:
+        while self._dirty and not self._closed:
+            workspace_id = self._dirty.pop()
+            try:
+                await self.process(workspace_id)
+            except Exception:
+                log.exception("notifications for workspace %s failed; will retry on its next"
+                              " change", workspace_id)
+
+    async def _mark(self, workspace_id: str) -> int:
+        if workspace_id not in self._marks:
+            value = await self._db.fetchval(
+                "SELECT seq FROM notify_marks WHERE workspace_id = ?", (workspace_id,))
+            self._marks[workspace_id] = self._stored_marks[workspace_id] = int(value or 0)
+        return self._marks[workspace_id]
+
+    async def process(self, workspace_id: str) -> int:
+        """Read the workspace's unread journal entries; return how many notifications resulted."""
+        created = 0
+        async with self._lock:
+            while True:
+                mark = await self._mark(workspace_id)
+                entries = await self._db.fetchall(
+                    "SELECT j.*, w.owner_id FROM journal j JOIN workspaces w"
+                    " ON w.id = j.workspace_id WHERE j.workspace_id = ? AND j.seq > ?"
+                    " ORDER BY j.seq LIMIT ?", (workspace_id, mark, BATCH))
+                if not entries:
+                    return created
+                notes = await self._notes_for(workspace_id, entries)
+                through = int(entries[-1]["seq"])
+                if notes or through - self._stored_marks[workspace_id] >= MARK_EVERY:
+                    async with self._db.transaction() as tx:
+                        for note in notes:
+                            await add_notification(tx, **note)
+                        await self._store_mark(tx, workspace_id, through)
+                    self._stored_marks[workspace_id] = through
+                    created += len(notes)
+                self._marks[workspace_id] = through
+                if len(entries) < BATCH:
+                    return created
+
+    async def _notes_for(self, workspace_id: str, entries: list[Row]) -> list[dict[str, Any]]:
+        db = self._db
+        owner_id = entries[0]["owner_id"]
+        shared = await db.fetchval(
+            "SELECT 1 FROM shares s JOIN files f ON f.id = s.file_id"
+            " WHERE f.workspace_id = ? LIMIT 1", (workspace_id,))
+        notes: list[dict[str, Any]] = []
+        for e in entries:
+            if not shared and e["user_id"] == owner_id:
+                continue  # the owner alone in their own workspace: nobody to tell
+            file = await db.fetchone("SELECT * FROM files WHERE id = ?", (e["file_id"],))
+            for user_id, share_root in await _candidates(db, e, owner_id):
+                if user_id == e["user_id"]:
+                    continue
+                if user_id != owner_id and (file is None
+                                            or await role_for(db, user_id, file) is None):
+                    continue
+                notes.append({
+                    "user_id": user_id, "actor_id": e["user_id"],
+                    "action": NOTE_FOR_ACTION.get(e["action"], e["action"]),
+                    "file_id": e["file_id"], "workspace_id": workspace_id,
+                    "path": await _path_for(db, e["path"], share_root),
+                    "is_directory": bool(e["is_directory"]), "seq": e["seq"]})
+        return notes
+
+    @staticmethod
+    async def _store_mark(tx: Tx, workspace_id: str, seq: int) -> None:
+        await tx.execute(
+            "INSERT INTO notify_marks (workspace_id, seq) VALUES (?, ?) ON CONFLICT"
+            " (workspace_id) DO UPDATE SET seq = MAX(seq, excluded.seq)", (workspace_id, seq))
+
+    async def close(self) -> None:
+        """Stop the worker and store every mark that moved, so a clean restart reads nothing."""
+        self._closed = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        moved = {ws: seq for ws, seq in self._marks.items()
+                 if seq > self._stored_marks.get(ws, 0)}
+        if moved:
+            async with self._db.transaction() as tx:
+                for ws, seq in moved.items():
+                    await self._store_mark(tx, ws, seq)
+            self._stored_marks.update(moved)
+
+
+async def prune_notifications(db: Database, retention_days: float, *,
+                              now: float | None = None) -> int:
+    """Delete notifications older than ``retention_days`` (for the periodic maintenance task)."""
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    async with db.transaction() as tx:
+        cur = await tx.execute("DELETE FROM notifications WHERE created_at < ?", (cutoff,))
+    return max(cur.rowcount, 0)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+def _note_json(row: Row) -> dict[str, Any]:
+    return {"id": row["id"], "action": row["action"], "file_id": row["file_id"],
+            "path": row["path"], "is_directory": bool(row["is_directory"]),
+            "actor": {"user_id": row["actor_id"], "email": row["email"]},
+            "count": row["count"], "created_at": row["created_at"],
+            "read": row["read_at"] is not None, "read_at": row["read_at"]}
+
+
+async def _unread_count(db: Database, user_id: str) -> int:
+    return int(await db.fetchval(
+        "SELECT COUNT(*) FROM notifications WHERE user_id = ? AND read_at IS NULL", (user_id,)))
+
+
+@routes.get("/api/notifications")
+async def list_notifications(request: web.Request) -> web.Response:
+    """Newest first, paged by ``before`` (an id); ``unread=true`` lists only unread ones."""
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    before = query_int(request, "before", 2**62, 0, 2**62)
+    unread = request.query.get("unread", "false").lower()
+    if unread not in ("true", "false", "1", "0"):
+        raise BadRequest("unread must be true or false", code="invalid_query", field="unread")
+    only_unread = " AND n.read_at IS NULL" if unread in ("true", "1") else ""
+    rows = await db.fetchall(
+        "SELECT n.*, u.email FROM notifications n LEFT JOIN users u ON u.id = n.actor_id"
+        f" WHERE n.user_id = ? AND n.id < ?{only_unread} ORDER BY n.id DESC LIMIT ?",
+        (p.user_id, before, limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body: dict[str, Any] = {"notifications": [_note_json(r) for r in rows], "has_more": more,
+                            "unread_count": await _unread_count(db, p.user_id)}
+    if more:
+        body["next_before"] = rows[-1]["id"]
+    return web.json_response(body)
+
+
+@routes.post("/api/notifications/read")
+async def mark_read(request: web.Request) -> web.Response:
+    """``{"ids": [...]}`` marks those (the caller's own only), ``{"all": true}`` marks all."""
+    p = principal(request)
+    body = await read_json(request)
+    mark_all = field(body, "all", bool, default=False)
+    ids = field(body, "ids", list, default=None)
+    if mark_all == (ids is not None):
+        raise BadRequest("give either 'ids' or 'all': true", code="missing_field", field="ids")
+    if ids is not None and (len(ids) > MAX_IDS or not all(
+            type(i) is int and 0 <= i < 2**63 for i in ids)):
+        raise BadRequest(f"ids must be a list of at most {MAX_IDS} integers",
+                         code="invalid_field", field="ids")
+    db = request.app[appkeys.DB]
+    marked = 0
+    async with db.transaction() as tx:
+        if ids is None:
+            cur = await tx.execute(
+                "UPDATE notifications SET read_at = ? WHERE user_id = ? AND read_at IS NULL",
+                (tx.now, p.user_id))
+            marked = max(cur.rowcount, 0)
+        for i in range(0, len(ids or ()), 500):
+            chunk = (ids or [])[i: i + 500]
+            cur = await tx.execute(
+                "UPDATE notifications SET read_at = ? WHERE user_id = ? AND read_at IS NULL"
+                f" AND id IN ({','.join('?' * len(chunk))})", (tx.now, p.user_id, *chunk))
+            marked += max(cur.rowcount, 0)
+    return web.json_response({"marked": marked,
+                              "unread_count": await _unread_count(db, p.user_id)})

@@ -1,0 +1,243 @@
+"""The change feed over HTTP (cursor, long poll, snapshot) and ``setup_sync``, which wires it.
+
+The long poll registers its waiter *before* it reads the journal, so a commit that lands between
+the read and the wait still wakes it; the waiter is removed in ``finally``, so a client that
+disconnects (the app runs with handler cancellation) frees it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .. import appkeys
+from ..api.common import principal, query_int
+from ..config import Config
+from ..errors import BadRequest, NotFound
+from ..meta.accounts import Principal
+from . import notifications
+from .cursor import Cursor, DeviceCursors, decode_cursor, encode_cursor
+from .feed import Change, Feed, Page, current_positions, snapshot_page, visible_workspaces
+from .hub import Hub
+from .notifications import Notifier
+
+FEED: web.AppKey[Feed] = web.AppKey("sync.feed", Feed)
+DEVICE_CURSORS: web.AppKey[DeviceCursors] = web.AppKey("sync.device_cursors", DeviceCursors)
+NOTIFIER: web.AppKey[Notifier] = web.AppKey("sync.notifier", Notifier)
+
+PAGE_DEFAULT, PAGE_MAX = 1000, 5000
+RESET: dict[str, Any] = {"reset": True, "changes": [], "next_cursor": "0", "has_more": True}
+
+routes = web.RouteTableDef()
+
+
+def setup_sync(app: web.Application) -> None:
+    """Create the hub, feed, device cursors and notifier, subscribe them to the journal, and
+    register the sync and notification routes with their startup and shutdown hooks."""
+    db = app[appkeys.DB]
+    hub = Hub()
+    app[appkeys.HUB] = hub
+    app[FEED] = Feed(db)
+    app[DEVICE_CURSORS] = cursors = DeviceCursors(db)
+    app[NOTIFIER] = notifier = Notifier(db)
+    journal = app[appkeys.JOURNAL]
+    journal.subscribe(hub.notify)
+    journal.subscribe(notifier.on_commit)
+
+    async def wake_waiters(app: web.Application) -> None:
+        # Shutdown waits for running handlers: answer long polls now, not at their timeout.
+        hub.close()
+
+    async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
+        await notifier.start()
+        yield
+        # Registered after the database context, so this runs while the database is open.
+        await notifier.close()
+        await cursors.close()
+
+    app.on_shutdown.append(wake_waiters)
+    app.cleanup_ctx.append(sync_ctx)
+    app.add_routes(routes)
+    app.add_routes(notifications.routes)
+
+
+# --- request parsing --------------------------------------------------------------------------
+
+async def _device(request: web.Request, p: Principal) -> str | None:
+    """The device the request speaks for: ``device_id`` if given (one of the user's), else the
+    device the token is bound to, else None."""
+    device_id = request.query.get("device_id")
+    if device_id is None:
+        return p.device_id
+    row = await request.app[appkeys.DB].fetchone(
+        "SELECT id FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
+        (device_id, p.user_id))
+    if row is None:
+        raise NotFound("no such device")
+    return device_id
+
+
+def _timeout(request: web.Request, config: Config) -> float:
+    raw = request.query.get("timeout")
+    if raw is None:
+        return config.longpoll_default_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
+        raise BadRequest("timeout must be a number of seconds", code="invalid_query",
+                         field="timeout")
+    return max(0.0, min(config.longpoll_max_seconds, value))
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise BadRequest(f"{name} must be true or false", code="invalid_query", field=name)
+    return raw in ("true", "1")
+
+
+def _visible(positions: Mapping[str, int], roots: Mapping[str, str]) -> dict[str, int]:
+    """Positions for exactly the workspaces the user sees now (a new one starts at 0)."""
+    return {ws: positions.get(ws, 0) for ws in roots}
+
+
+async def _snapshot(request: web.Request, p: Principal, cursor: Cursor, limit: int
+                    ) -> tuple[list[Change], str, bool]:
+    db = request.app[appkeys.DB]
+    roots = await visible_workspaces(db, p.user_id)
+    if cursor.positions is None:
+        # Taken before the tree is read: whatever changes from here on reaches the client
+        # through the journal, even what the listing misses while it is paged.
+        positions = await current_positions(db, roots)
+    else:
+        positions = _visible(cursor.positions, roots)
+    entries, mark = await snapshot_page(db, roots, cursor.snapshot, limit)
+    next_cursor = encode_cursor(request.app[appkeys.SIGNER], Cursor(p.user_id, positions, mark))
+    return entries, next_cursor, mark is not None
+
+
+async def _long_poll(app: web.Application, positions: dict[str, int], own: str | None,
+                     limit: int, seconds: float) -> tuple[Page, list[Change], float | None]:
+    """Read the feed after ``positions``; if nothing is there for this device, wait for a commit
+    (or ``seconds``) and read again. Returns the last page read, its changes for the device
+    (``own`` device's own left out), and when the waking commit was announced."""
+    hub, feed, metrics = app[appkeys.HUB], app[FEED], app[appkeys.METRICS]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    woke_at: float | None = None
+    last_read = False
+    waiter = hub.add(positions, own)  # before the first read, so no commit slips through
+    metrics.open_longpolls.inc()
+    try:
+        while True:
+            waiter.arm()
+            page = await feed.page(positions, limit, hub.generation)
+            if page.reset:
+                return page, [], None
+            out = [c for c in page.changes if not c.only_from(own)]
+            positions = page.positions
+            if out or last_read or hub.closed:
+                return page, out, woke_at
+            if page.has_more:
+                continue  # a full page of this device's own changes: read on
+            remaining = deadline - loop.time()
+            if remaining > 0 and await waiter.wait(remaining):
+                woke_at = waiter.woken_at
+            elif own is None or remaining <= 0:
+                return page, out, woke_at
+            else:
+                # Timed out. The device's own commits did not wake it, so read once more to
+                # move its cursor past them (they would otherwise come back next time).
+                last_read = True
+    finally:
+        hub.remove(waiter)
+        metrics.open_longpolls.dec()
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+@routes.get("/api/sync/cursor")
+async def get_cursor(request: web.Request) -> web.Response:
+    """The current position ("start from now")."""
+    p = principal(request)
+    db = request.app[appkeys.DB]
+    positions = await current_positions(db, await visible_workspaces(db, p.user_id))
+    return web.json_response(
+        {"cursor": encode_cursor(request.app[appkeys.SIGNER], Cursor(p.user_id, positions))})
+
+
+@routes.get("/api/sync/changes")
+async def get_changes(request: web.Request) -> web.Response:
+    """Changes after a cursor: at once if there are any, else when one commits, else at the
+    timeout. Without ``cursor``, the device's stored (acknowledged) cursor is used."""
+    p = principal(request)
+    app = request.app
+    device_id = await _device(request, p)
+    include_own = _flag(request, "include_own")
+    timeout = _timeout(request, app[appkeys.CONFIG])
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    signer, cursors = app[appkeys.SIGNER], app[DEVICE_CURSORS]
+    token = request.query.get("cursor")
+    if token is None:
+        if device_id is None:
+            raise BadRequest("cursor is required when the token is not bound to a device",
+                             code="missing_field", field="cursor")
+        token = await cursors.stored(device_id)
+        if token is None:
+            raise BadRequest("this device has no stored cursor: start with cursor=0",
+                             code="no_cursor", field="cursor")
+        cursor = decode_cursor(signer, token, p.user_id)
+    else:
+        cursor = decode_cursor(signer, token, p.user_id)
+        if device_id is not None:
+            cursors.ack(device_id, token)  # polling with a cursor acknowledges it
+    if cursor.in_snapshot:
+        entries, next_cursor, more = await _snapshot(request, p, cursor, limit)
+        return web.json_response({"changes": [c.to_json() for c in entries],
+                                  "next_cursor": next_cursor, "has_more": more})
+
+    assert cursor.positions is not None
+    positions = _visible(cursor.positions,
+                         await visible_workspaces(app[appkeys.DB], p.user_id))
+    own = None if include_own else device_id
+    page, out, woke_at = await _long_poll(app, positions, own, limit, timeout)
+    if page.reset:
+        return web.json_response(RESET)
+    positions = page.positions
+    if positions == cursor.positions:
+        text = json.dumps({"changes": [c.to_json() for c in out], "next_cursor": token,
+                           "has_more": page.has_more})
+    else:
+        # Everyone who shared this page and asks for the same user and device gets the same
+        # answer: build it once.
+        key = (p.user_id, own, tuple(sorted(positions.items())))
+        text = page.answers.get(key) or page.answers.setdefault(key, json.dumps({
+            "changes": [c.to_json() for c in out],
+            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions)),
+            "has_more": page.has_more}))
+    if out and woke_at is not None:
+        app[appkeys.METRICS].wake_latency.observe(time.monotonic() - woke_at)
+    return web.json_response(text=text)
+
+
+@routes.get("/api/sync/snapshot")
+async def get_snapshot(request: web.Request) -> web.Response:
+    """The whole live tree, paged; the last page's ``next_cursor`` continues with changes."""
+    p = principal(request)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    token = request.query.get("cursor", "").strip() or "0"
+    cursor = decode_cursor(request.app[appkeys.SIGNER], token, p.user_id)
+    if not cursor.in_snapshot:
+        raise BadRequest("not a snapshot cursor: pass it to /api/sync/changes",
+                         code="invalid_cursor", field="cursor")
+    entries, next_cursor, more = await _snapshot(request, p, cursor, limit)
+    return web.json_response({"entries": [c.to_json() for c in entries],
+                              "next_cursor": next_cursor, "has_more": more})
