@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import appkeys
-from .api import auth_routes, files_routes, upload_routes
+from .api import auth_routes, files_routes, links_routes, share_routes, upload_routes
 from .auth import LoginThrottle, TokenSigner
 from .blocks import routes as block_routes
 from .blocks.grants import Grants
@@ -129,6 +129,8 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(auth_routes.routes)
     app.add_routes(upload_routes.routes)
     app.add_routes(files_routes.routes)
+    app.add_routes(links_routes.routes)
+    app.add_routes(share_routes.routes)
     setup_sync(app)
     app.add_routes(block_routes.routes)
     return app

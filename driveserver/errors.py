@@ -107,5 +107,7 @@ async def error_middleware(
     except ConnectionResetError:
         raise
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
+        from .observability import loggable_path  # tokens in /s/ paths must not reach logs
+
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request.path))
         return error_response(500, "internal_error", "internal server error")

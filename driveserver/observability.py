@@ -1,7 +1,8 @@
 """Access log and Prometheus metrics.
 
 The access log is one JSON object per request. It logs the path without its query string,
-because block URLs carry signed tokens in the query and tokens must never reach a log. Metrics
+because block URLs carry signed tokens in the query, and with a public link's token (the secret
+in ``/s/{token}/...``) replaced by ``<redacted>``: tokens must never reach a log. Metrics
 are counted in the same place, after the response is complete, so streamed bodies are counted
 by what was really sent.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -44,6 +46,18 @@ class Metrics:
                                      registry=self.registry)
 
 
+_LINK_TOKEN = re.compile(r"^/+s/+[^/]*", re.IGNORECASE)
+
+
+def loggable_path(path: str) -> str:
+    """``path`` with a link token replaced: ``/s/{token}/content`` → ``/s/<redacted>/content``.
+
+    Lenient on purpose (extra slashes, any case): a mistyped link URL still carries a working
+    token, and it must not reach the log either.
+    """
+    return _LINK_TOKEN.sub("/s/<redacted>", path)
+
+
 def route_label(request: web.BaseRequest) -> str:
     try:  # a request the HTTP parser rejected (e.g. an 8 KB URL) was never routed
         match = getattr(request, "match_info", None)
@@ -72,7 +86,8 @@ class AccessLogger(AbstractAccessLogger):
             metrics.bytes.labels("out", route).inc(bytes_out)
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info(json.dumps({
-                "remote": request.remote, "method": request.method, "path": request.path,
+                "remote": request.remote, "method": request.method,
+                "path": loggable_path(request.path),
                 "route": route, "status": response.status, "in": bytes_in, "out": bytes_out,
                 "ms": round(time * 1000, 2), "user": request.get(appkeys.USER_ID),
             }))

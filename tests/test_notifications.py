@@ -1,8 +1,8 @@
 """Notifications for people: produced from the journal when someone else changes a file a user
 owns or can see; listed newest first; marked read.
 
-Sharing has no API yet, so the tests insert a share row directly and make another user's change
-through the same tree code the routes use (``app[TREE]``), with that user as the actor.
+The tests share through the API, then make another user's change through the same tree code
+the routes use (``app[TREE]``), with that user as the actor.
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from tests.helpers import ApiClient, RunningServer, start_server, wait_for
 
 async def share(server: RunningServer, file_id: str, grantee: ApiClient, owner: ApiClient,
                 permission: str = "edit") -> None:
-    async with server.app[appkeys.DB].transaction() as tx:
-        await tx.execute(
-            "INSERT INTO shares (id, file_id, grantee_id, permission, created_by, created_at)"
-            " VALUES (?,?,?,?,?,?)",
-            (f"sh_{file_id}_{grantee.user_id}", file_id, grantee.user_id, permission,
-             owner.user_id, tx.now))
+    """Share through the API; the "shared with you" note is checked in its own test, so it is
+    removed here to keep the counts below about the journal's notifications."""
+    db = server.app[appkeys.DB]
+    email = await db.fetchval("SELECT email FROM users WHERE id = ?", (grantee.user_id,))
+    r = await owner.post(f"/api/files/{file_id}/share", {"user_email": email,
+                                                         "permission": permission})
+    assert r.status == 201, r
+    async with db.transaction() as tx:
+        await tx.execute("DELETE FROM notifications WHERE action = 'shared'")
 
 
 async def act_in(server: RunningServer, owner: ApiClient, actor: ApiClient, op: str,
@@ -74,7 +77,7 @@ async def test_owner_hears_what_a_grantee_did_and_the_grantee_hears_the_owner(
     # Alice deletes it: Bob hears, with the path as he sees it (from the shared folder down).
     assert (await alice.delete(f"/api/files/{made['id']}")).status == 204
     [deleted] = await wait_notes(bob, 1)
-    assert deleted["action"] == "deleted" and deleted["path"] == "/Shared/from-bob"
+    assert deleted["action"] == "deleted" and deleted["path"] == "/Shared with me/Shared/from-bob"
     assert deleted["actor"]["email"] == "alice@example.com"
     # Nobody hears of their own changes, or of changes outside what they can see.
     await alice.mkdir("/Private/more")
@@ -188,3 +191,14 @@ async def test_marks_survive_a_restart_without_duplicates(tmp_path: Path) -> Non
         assert len((await notes(alice))["notifications"]) == 1
     finally:
         await srv.stop()
+
+
+async def test_sharing_notifies_the_recipient(server: RunningServer, alice: ApiClient,
+                                              bob: ApiClient) -> None:
+    folder = await alice.mkdir("/Thesis")
+    r = await alice.post(f"/api/files/{folder['file_id']}/share",
+                         {"user_email": "bob@example.com", "permission": "view"})
+    assert r.status == 201
+    [note] = await wait_notes(bob, 1)
+    assert note["action"] == "shared" and note["path"] == "/Shared with me/Thesis"
+    assert note["actor"]["email"] == "alice@example.com"

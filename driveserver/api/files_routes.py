@@ -10,9 +10,9 @@ from aiohttp import web
 
 from .. import appkeys
 from ..errors import BadRequest, NotFound
-from ..meta import accounts, tree
+from ..meta import accounts, mounts, tree
 from ..meta.db import Row
-from ..paths import split_path
+from ..paths import name_key, split_path
 from ..permissions import Action, authorize
 from .common import actor, field, principal, query_int, read_json
 
@@ -55,23 +55,52 @@ async def list_folder(request: web.Request) -> web.Response:
     p = principal(request)
     db = request.app[appkeys.DB]
     parts = split_path(request.query.get("path", "/"))
-    root = await accounts.root_of(db, p.user_id)
-    folder = await tree.resolve(db, root["id"], parts)
+    base, rest = await mounts.view_base(db, p.user_id, parts)
+    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+    after = _decode_page(request.query["cursor"]) if "cursor" in request.query else None
+    if base is None:
+        return web.json_response(await _shared_root_listing(db, p.user_id))
+    folder = await tree.resolve(db, base["id"], rest)
     if folder is None:
         raise NotFound("no such folder")
     if not folder["is_directory"]:
         raise BadRequest("path is a file, not a folder", code="not_a_folder")
     await authorize(db, p.user_id, Action.READ, folder["id"])
-    limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
-    after = _decode_page(request.query["cursor"]) if "cursor" in request.query else None
     rows = await tree.list_children(db, folder["id"], limit + 1, after)
     more = len(rows) > limit
     rows = rows[:limit]
+    entries = [entry_json(r) for r in rows]
+    if not parts and await _has_mounts(db, p.user_id):
+        entries.append(_shared_root_entry())
+        entries.sort(key=lambda e: name_key(e["name"]))
     body: dict[str, Any] = {"path": tree.join_path(parts), "file_id": folder["id"],
-                            "entries": [entry_json(r) for r in rows], "has_more": more}
+                            "entries": entries, "has_more": more}
     if more:
         body["next_cursor"] = _encode_page(rows[-1]["name_key"])
     return web.json_response(body)
+
+
+async def _has_mounts(db: Any, user_id: str) -> bool:
+    return any(m.share_id for m in (await mounts.mounts_for(db, user_id)).values())
+
+
+def _shared_root_entry() -> dict[str, Any]:
+    return {"name": mounts.SHARED_ROOT, "file_id": None, "is_directory": True, "size": 0,
+            "version": 0, "checksum": None, "modified_at": None, "virtual": True}
+
+
+async def _shared_root_listing(db: Any, user_id: str) -> dict[str, Any]:
+    """The virtual ``/Shared with me``: one folder per share, under its mount name."""
+    entries = []
+    for m in (await mounts.mounts_for(db, user_id)).values():
+        if m.share_id is None:
+            continue
+        root = await tree.get_file(db, m.root_id)
+        assert root is not None
+        entries.append({**entry_json(root), "name": m.mount_name, "permission": m.role})
+    entries.sort(key=lambda e: name_key(e["name"]))
+    return {"path": f"/{mounts.SHARED_ROOT}", "file_id": None, "entries": entries,
+            "has_more": False}
 
 
 @routes.get("/api/files/{file_id}")
@@ -80,7 +109,8 @@ async def get_metadata(request: web.Request) -> web.Response:
     db = request.app[appkeys.DB]
     file = await authorize(db, p.user_id, Action.READ, request.match_info["file_id"])
     body = entry_json(file)
-    body.update(path=await tree.path_of(db, file["id"]), trashed=file["trashed_at"] is not None,
+    body.update(path=await mounts.view_path(db, p.user_id, file),
+                trashed=file["trashed_at"] is not None,
                 versions=[] if file["is_directory"] else await version_list(db, file["id"]))
     return web.json_response(body)
 
@@ -91,13 +121,13 @@ async def create_folder(request: web.Request) -> web.Response:
     body = await read_json(request)
     parts = split_path(field(body, "path", str))
     db = request.app[appkeys.DB]
-    tree_ops = request.app[appkeys.TREE]
     async with db.transaction() as tx:
-        root = await accounts.root_of(tx, p.user_id)
-        folder = await tree_ops.create_folder(tx, root, parts, actor(request))
-    out = entry_json(folder)
-    out["path"] = tree.join_path(parts)
-    return web.json_response(out, status=201)
+        base, rest = await mounts.view_base(tx, p.user_id, parts, for_write=True)
+        assert base is not None
+        await authorize(tx, p.user_id, Action.WRITE, base["id"])
+        folder = await request.app[appkeys.TREE].create_folder(tx, base, rest, actor(request))
+        path = await mounts.view_path(tx, p.user_id, folder)
+    return web.json_response({**entry_json(folder), "path": path}, status=201)
 
 
 @routes.patch("/api/files/{file_id}")
@@ -110,12 +140,15 @@ async def move(request: web.Request) -> web.Response:
         file = await authorize(tx, p.user_id, Action.WRITE, request.match_info["file_id"])
         if file["trashed_at"] is not None:
             raise NotFound("no such file")
-        root = await accounts.root_of(tx, p.user_id)
-        moved = await request.app[appkeys.TREE].move(tx, file, root, dest, actor(request))
-        path = await tree.path_of(tx, moved["id"])
-    out = entry_json(moved)
-    out["path"] = path
-    return web.json_response(out)
+        if await mounts.is_mount_root(tx, p.user_id, file):
+            raise BadRequest("a folder shared with you keeps its place under"
+                             f" /{mounts.SHARED_ROOT}", code="invalid_move")
+        base, rest = await mounts.view_base(tx, p.user_id, dest, for_write=True)
+        assert base is not None
+        await authorize(tx, p.user_id, Action.WRITE, base["id"])
+        moved = await request.app[appkeys.TREE].move(tx, file, base, rest, actor(request))
+        path = await mounts.view_path(tx, p.user_id, moved)
+    return web.json_response({**entry_json(moved), "path": path})
 
 
 @routes.delete("/api/files/{file_id}")
@@ -153,7 +186,7 @@ async def restore_from_trash(request: web.Request) -> web.Response:
         file = await _trash_item(tx, p.user_id, request.match_info["file_id"])
         root = await accounts.root_of(tx, p.user_id)
         restored = await request.app[appkeys.TREE].restore(tx, file, root, actor(request))
-        path = await tree.path_of(tx, restored["id"])
+        path = await mounts.view_path(tx, p.user_id, restored)
     return web.json_response({**entry_json(restored), "path": path})
 
 

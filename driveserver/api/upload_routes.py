@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +23,8 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
 )
-from ..meta import accounts, tree
-from ..meta.db import Tx
+from ..meta import accounts, mounts, tree
+from ..meta.db import Row, Tx
 from ..meta.versions import BlockRef, version_blocks, version_row
 from ..paths import split_path
 from ..permissions import Action, authorize, readable_block_sizes
@@ -93,10 +94,12 @@ async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitR
             raise NotFound("no such file")
     else:
         parts = split_path(field(body, "path", str))
-        root = await accounts.root_of(tx, p.user_id)
-        file = await tree.resolve(tx, root["id"], parts)
+        root, rest = await mounts.view_base(tx, p.user_id, parts, for_write=True)
+        assert root is not None
+        file = await tree.resolve(tx, root["id"], rest)
         if file is None:
-            file = await request.app[appkeys.TREE].create_file(tx, root, parts, actor(request))
+            await authorize(tx, p.user_id, Action.WRITE, root["id"])
+            file = await request.app[appkeys.TREE].create_file(tx, root, rest, actor(request))
         else:
             await authorize(tx, p.user_id, Action.WRITE, file["id"])
     if file["is_directory"]:
@@ -332,19 +335,31 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 async def content(request: web.Request) -> web.StreamResponse:
     """The whole file (or one byte range), streamed block by block, each block verified."""
     file, version = await _readable_version(request)
+    return await stream_version(request, file["name"], version)
+
+
+async def stream_version(request: web.Request, name: str, version: Row,
+                         headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+    """Serve one stored version as a download: ETag/304, single Range (206/416), streaming.
+
+    Shared by every route that hands out file bytes (the API's content route, public links), so
+    all of them verify blocks, honour ranges and fail the same way. The caller has already
+    decided that the requester may read ``version``; ``headers`` are added to the response.
+    """
     etag = f'"{version["checksum"]}"'
     size = int(version["size"])
     if etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(status=304, headers={**(headers or {}), "ETag": etag})
     rng = _parse_range(request.headers.get("Range", ""), size) \
         if "Range" in request.headers and request.headers.get("If-Range", etag) == etag else None
     start, end = rng if rng else (0, size)
     blocks = await version_blocks(request.app[appkeys.DB], version["id"])
-    name = urllib.parse.quote(file["name"])
+    quoted = urllib.parse.quote(name)
     resp = web.StreamResponse(status=206 if rng else 200, headers={
+        **(headers or {}),
         "ETag": etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream",
         "Content-Length": str(end - start),
-        "Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}"})
     if rng:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     # Only the blocks that overlap the range are fetched.

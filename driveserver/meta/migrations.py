@@ -151,4 +151,21 @@ MIGRATIONS: list[str] = [
         seq INTEGER NOT NULL
     )
     """,
+    # 3: sharing: the name a shared folder has under the recipient's "/Shared with me", and
+    # links that let anyone with the URL read a file or folder.
+    """
+    ALTER TABLE shares ADD COLUMN mount_name TEXT NOT NULL DEFAULT '';
+    CREATE TABLE links (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        created_by TEXT NOT NULL REFERENCES users(id),
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        password_hash TEXT,
+        allow_download INTEGER NOT NULL DEFAULT 1,
+        revoked_at REAL
+    );
+    CREATE INDEX links_file ON links(file_id)
+    """,
 ]

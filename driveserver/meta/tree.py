@@ -19,10 +19,24 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..paths import join_path, name_key, validate_name
 from ..sync.journal import Actor, Journal
 from .db import Row, Tx
+from .mounts import workspace_path
 
 
 async def get_file(q: Any, file_id: str) -> Row | None:
     return await q.fetchone("SELECT * FROM files WHERE id = ?", (file_id,))
+
+
+async def child_workspace(q: Any, parent: Row) -> str:
+    """The workspace of a new item in ``parent``: a shared folder's own, else the parent's."""
+    row = await q.fetchone("SELECT id FROM workspaces WHERE root_id = ? AND kind = 'shared'",
+                           (parent["id"],))
+    return str(row["id"]) if row else str(parent["workspace_id"])
+
+
+async def _is_workspace_root(q: Any, file: Row) -> bool:
+    """A shared folder's own row stays in its owner's tree when it moves there."""
+    return await q.fetchone("SELECT 1 FROM workspaces WHERE root_id = ?", (file["id"],)) \
+        is not None
 
 
 async def live_child(q: Any, parent_id: str, name: str) -> Row | None:
@@ -79,9 +93,9 @@ class Tree:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    async def _insert(self, tx: Tx, workspace_id: str, parent_id: str, name: str,
-                      is_directory: bool) -> Row:
+    async def _insert(self, tx: Tx, parent: Row, name: str, is_directory: bool) -> Row:
         file_id = new_id("f")
+        workspace_id, parent_id = await child_workspace(tx, parent), parent["id"]
         await tx.execute(
             "INSERT INTO files (id, workspace_id, parent_id, name, name_key, is_directory,"
             " version, size, checksum, created_at, modified_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -98,8 +112,8 @@ class Tree:
         for i, part in enumerate(parts):
             child = await live_child(tx, node["id"], part)
             if child is None:
-                child = await self._insert(tx, node["workspace_id"], node["id"], part, True)
-                await self.journal.record(tx, child, "create", join_path(parts[: i + 1]), actor)
+                child = await self._insert(tx, node, part, True)
+                await self.journal.record(tx, child, "create", actor)
                 created = True
             elif not child["is_directory"]:
                 raise Conflict(f"{join_path(parts[: i + 1])} is a file, not a folder",
@@ -116,8 +130,8 @@ class Tree:
         if existing is not None:
             raise Conflict(f"{existing['name']!r} already exists in this folder", code="exists",
                            file_id=existing["id"], is_directory=bool(existing["is_directory"]))
-        folder = await self._insert(tx, root["workspace_id"], parent["id"], parts[-1], True)
-        await self.journal.record(tx, folder, "create", join_path(parts), actor)
+        folder = await self._insert(tx, parent, parts[-1], True)
+        await self.journal.record(tx, folder, "create", actor)
         return folder
 
     async def create_file(self, tx: Tx, root: Row, parts: list[str], actor: Actor) -> Row:
@@ -130,7 +144,7 @@ class Tree:
             raise Conflict(f"{existing['name']!r} already exists in this folder", code="exists",
                            file_id=existing["id"], is_directory=bool(existing["is_directory"]),
                            version=existing["version"])
-        return await self._insert(tx, root["workspace_id"], parent["id"], parts[-1], False)
+        return await self._insert(tx, parent, parts[-1], False)
 
     async def move(self, tx: Tx, file: Row, root: Row, dest_parts: list[str], actor: Actor
                    ) -> Row:
@@ -141,7 +155,7 @@ class Tree:
             raise NotFound("no such file")
         if not dest_parts:
             raise BadRequest("cannot move onto the root folder", code="invalid_move")
-        old_path = await path_of(tx, file["id"])
+        old_path = await workspace_path(tx, file)
         new_name = validate_name(dest_parts[-1])
         # Refuse a folder into itself before creating any parent folder.
         probe = await resolve(tx, root["id"], dest_parts[:-1])
@@ -162,10 +176,37 @@ class Tree:
         await tx.execute(
             "UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
             (parent["id"], new_name, name_key(new_name), file["id"]))
+        target_ws = await child_workspace(tx, parent)
+        if target_ws != file["workspace_id"] and not await _is_workspace_root(tx, file):
+            return await self._move_across(tx, file, target_ws, old_path, actor)
         moved = await get_file(tx, file["id"])
         assert moved is not None
-        await self.journal.record(tx, moved, "move", join_path(dest_parts), actor,
-                                  old_path=old_path)
+        await self.journal.record(tx, moved, "move", actor, old_path=old_path)
+        return moved
+
+    async def _move_across(self, tx: Tx, file: Row, target_ws: str, old_path: str,
+                           actor: Actor) -> Row:
+        """Into or out of a shared folder: the subtree changes workspace. Those who follow the
+        old workspace see a delete, those who follow the new one see it appear (parents first),
+        as in Dropbox."""
+        await self.journal.record(tx, file, "delete", actor, path=old_path)
+        rows = await tx.fetchall(
+            "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION ALL"
+            "  SELECT f.id, down.depth + 1 FROM files f JOIN down ON f.parent_id = down.id)"
+            " SELECT id FROM down ORDER BY depth", (file["id"],))
+        ids = [r["id"] for r in rows]
+        await tx.execute(
+            "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
+            "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"
+            " UPDATE files SET workspace_id = ? WHERE id IN (SELECT id FROM down)",
+            (file["id"], target_ws))
+        for file_id in ids:
+            row = await get_file(tx, file_id)
+            assert row is not None
+            if row["trashed_at"] is None:
+                await self.journal.record(tx, row, "create", actor)
+        moved = await get_file(tx, file["id"])
+        assert moved is not None
         return moved
 
     async def trash(self, tx: Tx, file: Row, actor: Actor) -> None:
@@ -184,7 +225,7 @@ class Tree:
         await tx.execute("UPDATE files SET trashed_path = ? WHERE id = ?", (path, file["id"]))
         row = await get_file(tx, file["id"])
         assert row is not None
-        await self.journal.record(tx, row, "delete", path, actor)
+        await self.journal.record(tx, row, "delete", actor)
 
     async def restore(self, tx: Tx, file: Row, root: Row, actor: Actor) -> Row:
         """Bring a trashed item back to its old path (parents recreated, name made unique)."""
@@ -208,7 +249,7 @@ class Tree:
             " SELECT files.* FROM files JOIN down USING (id) ORDER BY down.depth, files.name_key",
             (file["id"],))
         for row in rows:
-            await self.journal.record(tx, row, "restore", await path_of(tx, row["id"]), actor)
+            await self.journal.record(tx, row, "restore", actor)
         restored = await get_file(tx, file["id"])
         assert restored is not None
         return restored

@@ -17,7 +17,7 @@ from ..errors import Conflict, InsufficientStorage, NotFound
 from ..sync.journal import Actor, Journal
 from .accounts import used_bytes
 from .db import Row, Tx
-from .tree import get_file, path_of
+from .tree import get_file
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,7 @@ class Versions:
             [(b.hash, object_names[b.hash], b.size, tx.now) for b in {b.hash: b for b in blocks}.values()])
         row = await get_file(tx, file_id)
         assert row is not None
-        await self.journal.record(tx, row, "create" if current == 0 else "modify",
-                                  await path_of(tx, file_id), actor)
+        await self.journal.record(tx, row, "create" if current == 0 else "modify", actor)
         await self._prune(tx, file_id, new_version)
         return CommitResult("created", file_id, new_version)
 

@@ -51,6 +51,9 @@ class Cursor:
     user_id: str
     positions: dict[str, int] | None
     snapshot: SnapshotMark | None = None
+    # Folders shared with the user that this cursor's holder has: workspace → (mount folder id,
+    # mount path). When one disappears from the user's view, the holder is told to delete it.
+    mounts: dict[str, tuple[str, str]] | None = None
 
     @property
     def in_snapshot(self) -> bool:
@@ -62,6 +65,8 @@ def encode_cursor(signer: TokenSigner, cursor: Cursor) -> str:
     if cursor.snapshot is not None:
         s = cursor.snapshot
         payload["s"] = [s.workspace_id, s.depth, s.file_id]
+    if cursor.mounts:
+        payload["m"] = {ws: list(v) for ws, v in cursor.mounts.items()}
     return signer.sign(PURPOSE, payload)
 
 
@@ -92,7 +97,13 @@ def decode_cursor(signer: TokenSigner, token: str, user_id: str) -> Cursor:
                 and type(s[1]) is int and isinstance(s[2], str)):
             raise _invalid("malformed cursor")
         mark = SnapshotMark(s[0], s[1], s[2])
-    return Cursor(user_id, dict(raw_positions), mark)
+    raw_mounts = payload.get("m", {})
+    if not isinstance(raw_mounts, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)
+            for v in raw_mounts.values()):
+        raise _invalid("malformed cursor")
+    mounts = {ws: (v[0], v[1]) for ws, v in raw_mounts.items()}
+    return Cursor(user_id, dict(raw_positions), mark, mounts)
 
 
 class DeviceCursors:

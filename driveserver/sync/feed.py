@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..meta.db import Database, Row
+from ..meta.mounts import Mount, mounts_for
 from ..paths import name_key
 from .cursor import SnapshotMark
 
@@ -280,15 +281,20 @@ def compact(entries: Sequence[Entry]) -> list[Change]:
 # --- reading the feed -------------------------------------------------------------------------
 
 async def visible_workspaces(q: Any, user_id: str) -> dict[str, str]:
-    """Workspace id → root folder id for every workspace whose changes ``user_id`` receives.
+    """Workspace id → root folder id for every workspace whose changes ``user_id`` receives:
+    the user's own (their drive, and folders of theirs that are shared) and the folders shared
+    with them. The one place that decides what the feed covers (``meta.mounts`` decides the
+    paths)."""
+    return {ws: m.root_id for ws, m in (await mounts_for(q, user_id)).items()}
 
-    The one place that decides what the feed covers. Today that is the workspaces the user owns;
-    when sharing lands, workspaces holding folders shared with the user join here (and entries
-    outside the shared folders must then be filtered through ``permissions.role_for``).
-    """
-    rows = await q.fetchall("SELECT id, root_id FROM workspaces WHERE owner_id = ? ORDER BY id",
-                            (user_id,))
-    return {r["id"]: r["root_id"] for r in rows}
+
+def in_view(change: Change, mount: Mount) -> Change:
+    """``change`` with its paths as the mount's viewer sees them."""
+    if not mount.prefix:
+        return change
+    return dataclasses.replace(
+        change, path=mount.prefix + change.path,
+        old_path=None if change.old_path is None else mount.prefix + change.old_path)
 
 
 async def current_positions(q: Any, workspace_ids: Iterable[str]) -> dict[str, int]:
@@ -386,7 +392,8 @@ SNAPSHOT_SQL = (
     "WITH RECURSIVE t(id, path, depth) AS ("
     "  SELECT id, '', 0 FROM files WHERE id = ?"
     "  UNION ALL SELECT f.id, t.path || '/' || f.name, t.depth + 1"
-    "  FROM files f JOIN t ON f.parent_id = t.id WHERE f.trashed_at IS NULL)"
+    "  FROM files f JOIN t ON f.parent_id = t.id"
+    "  WHERE f.trashed_at IS NULL AND f.workspace_id = ?)"  # a shared folder is listed apart
     " SELECT f.*, t.path AS full_path, t.depth AS depth FROM t JOIN files f ON f.id = t.id"
     " WHERE t.depth > 0 AND (f.is_directory = 1 OR f.version > 0)"  # not a pending first upload
     "  AND (t.depth > ? OR (t.depth = ? AND t.id > ?))"
@@ -409,7 +416,7 @@ async def snapshot_page(q: Any, roots: Mapping[str, str], mark: SnapshotMark | N
             continue
         depth, after = ((mark.depth, mark.file_id) if mark is not None
                         and ws == mark.workspace_id else (0, ""))
-        rows = await q.fetchall(SNAPSHOT_SQL, (roots[ws], depth, depth, after,
+        rows = await q.fetchall(SNAPSHOT_SQL, (roots[ws], ws, depth, depth, after,
                                                limit - len(out) + 1))
         for r in rows:
             if len(out) == limit:

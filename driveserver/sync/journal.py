@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..meta.db import Row, Tx
+from ..meta.mounts import workspace_path
 
 ACTIONS = ("create", "modify", "move", "delete", "restore", "share", "unshare")
 
@@ -33,10 +34,17 @@ class Journal:
     def subscribe(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
-    async def record(self, tx: Tx, file: Row, action: str, path: str, actor: Actor,
-                     old_path: str | None = None) -> int:
-        """Append one entry for ``file`` (its row as it is after the change) and return its seq."""
+    async def record(self, tx: Tx, file: Row, action: str, actor: Actor,
+                     old_path: str | None = None, path: str | None = None) -> int:
+        """Append one entry for ``file`` (its row as it is after the change) and return its seq.
+
+        The entry's path is relative to the file's workspace (see ``meta.mounts``), so one entry
+        serves the owner and everyone the workspace is shared with; ``old_path`` (of a move) must
+        be relative to the same workspace.
+        """
         assert action in ACTIONS, action
+        if path is None:  # given only for an item that just left the workspace ``file`` names
+            path = await workspace_path(tx, file)
         workspace_id = file["workspace_id"]
         await tx.execute("UPDATE workspaces SET seq = seq + 1 WHERE id = ?", (workspace_id,))
         seq = int(await tx.fetchval("SELECT seq FROM workspaces WHERE id = ?", (workspace_id,)))
@@ -50,3 +58,12 @@ class Journal:
         for listener in self._listeners:
             tx.on_commit(lambda lst=listener: lst(workspace_id, seq, actor.device_id))
         return seq
+
+    def touch(self, tx: Tx, workspace_id: str) -> None:
+        """Wake ``workspace_id``'s listeners after commit although no entry was written.
+
+        For changes to what a user can see rather than to a tree (a folder shared with them or
+        unshared): their devices must ask the feed again now, not at their poll's timeout.
+        """
+        for listener in self._listeners:
+            tx.on_commit(lambda lst=listener: lst(workspace_id, 0, None))

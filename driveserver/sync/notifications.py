@@ -28,6 +28,7 @@ from .. import appkeys
 from ..api.common import field, principal, query_int, read_json
 from ..errors import BadRequest
 from ..meta.db import Database, Row, Tx
+from ..meta.mounts import view_path
 from ..meta.tree import path_of
 from ..paths import name_key
 from ..permissions import role_for
@@ -174,8 +175,9 @@ class Notifier:
         db = self._db
         owner_id = entries[0]["owner_id"]
         shared = await db.fetchval(
-            "SELECT 1 FROM shares s JOIN files f ON f.id = s.file_id"
-            " WHERE f.workspace_id = ? LIMIT 1", (workspace_id,))
+            "SELECT 1 FROM workspaces WHERE id = ? AND kind = 'shared' UNION ALL"
+            " SELECT 1 FROM shares s JOIN files f ON f.id = s.file_id"
+            " WHERE f.workspace_id = ? LIMIT 1", (workspace_id, workspace_id))
         notes: list[dict[str, Any]] = []
         for e in entries:
             if not shared and e["user_id"] == owner_id:
@@ -191,7 +193,8 @@ class Notifier:
                     "user_id": user_id, "actor_id": e["user_id"],
                     "action": NOTE_FOR_ACTION.get(e["action"], e["action"]),
                     "file_id": e["file_id"], "workspace_id": workspace_id,
-                    "path": await _path_for(db, e["path"], share_root),
+                    "path": await view_path(db, user_id, file) if file is not None
+                    else await _path_for(db, e["path"], share_root),
                     "is_directory": bool(e["is_directory"]), "seq": e["seq"]})
         return notes
 

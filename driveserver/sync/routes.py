@@ -8,10 +8,11 @@ disconnects (the app runs with handler cancellation) frees it at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -21,9 +22,10 @@ from ..api.common import principal, query_int
 from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..meta.accounts import Principal
+from ..meta.mounts import SHARED_ROOT, Mount, mounts_for
 from . import notifications
 from .cursor import Cursor, DeviceCursors, decode_cursor, encode_cursor
-from .feed import Change, Feed, Page, current_positions, snapshot_page, visible_workspaces
+from .feed import Change, Feed, Page, current_positions, in_view, snapshot_page
 from .hub import Hub
 from .notifications import Notifier
 
@@ -104,28 +106,96 @@ def _flag(request: web.Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-def _visible(positions: Mapping[str, int], roots: Mapping[str, str]) -> dict[str, int]:
+def _visible(positions: Mapping[str, int], roots: Mapping[str, Any]) -> dict[str, int]:
     """Positions for exactly the workspaces the user sees now (a new one starts at 0)."""
     return {ws: positions.get(ws, 0) for ws in roots}
+
+
+def _grantee_mounts(view: Mapping[str, Mount]) -> dict[str, tuple[str, str]]:
+    return {ws: (m.root_id, m.prefix) for ws, m in view.items() if m.share_id is not None}
+
+
+def _synthetic(ws: str, file_id: str, path: str, action: str, at: float) -> Change:
+    return Change(seq=None, workspace_id=ws, file_id=file_id, path=path, old_path=None,
+                  action=action, version=0, size=0, checksum=None, is_directory=True,
+                  device_id=None, user_id=None, modified_at=at)
+
+
+SHARED_ROOT_ID = "virtual:shared-with-me"
+
+
+async def _mount_listing(db: Any, mount: Mount, first: bool) -> list[Change]:
+    """A folder shared with the user, as creates: ``/Shared with me`` (if ``first``), the mount
+    folder, then everything in it, parents first."""
+    now = time.time()
+    root = await db.fetchone("SELECT * FROM files WHERE id = ?", (mount.root_id,))
+    out = [_synthetic(mount.workspace_id, SHARED_ROOT_ID, f"/{SHARED_ROOT}", "create", now)] \
+        if first else []
+    out.append(dataclasses.replace(
+        _synthetic(mount.workspace_id, mount.root_id, mount.prefix, "create", now),
+        version=root["version"], modified_at=root["modified_at"]))
+    mark = None
+    while True:
+        page, mark = await snapshot_page(db, {mount.workspace_id: mount.root_id}, mark, 5000)
+        out += [in_view(c, mount) for c in page]
+        if mark is None:
+            return out
+
+
+async def _view_changes(db: Any, cursor: Cursor, view: Mapping[str, Mount]
+                        ) -> tuple[list[Change], dict[str, int]] | None:
+    """What changed in *which folders are shared with the user* since ``cursor``: a folder
+    shared since comes as a full listing (its journal does not hold what was there before),
+    one unshared since as a delete. None when nothing changed."""
+    assert cursor.positions is not None
+    had = cursor.mounts or {}
+    added = [m for ws, m in view.items() if m.share_id is not None and ws not in had]
+    gone = [ws for ws in had if ws not in view]
+    if not added and not gone:
+        return None
+    now = time.time()
+    out = [_synthetic(ws, had[ws][0], had[ws][1], "delete", now) for ws in gone]
+    positions = {ws: p for ws, p in cursor.positions.items() if ws in view}
+    current = await current_positions(db, [m.workspace_id for m in added])
+    first = not any(m.share_id is not None for ws, m in view.items() if ws in had)
+    for m in added:
+        positions[m.workspace_id] = current[m.workspace_id]  # taken before the listing
+        out += await _mount_listing(db, m, first)
+        first = False
+    return out, positions
 
 
 async def _snapshot(request: web.Request, p: Principal, cursor: Cursor, limit: int
                     ) -> tuple[list[Change], str, bool]:
     db = request.app[appkeys.DB]
-    roots = await visible_workspaces(db, p.user_id)
+    view = await mounts_for(db, p.user_id)
+    roots = {ws: m.root_id for ws, m in view.items()}
+    entries: list[Change] = []
     if cursor.positions is None:
         # Taken before the tree is read: whatever changes from here on reaches the client
         # through the journal, even what the listing misses while it is paged.
         positions = await current_positions(db, roots)
+        # The mount points of folders shared with the user come first, as folders.
+        shared = [m for m in view.values() if m.share_id is not None]
+        if shared:
+            now = time.time()
+            entries.append(_synthetic(shared[0].workspace_id, SHARED_ROOT_ID,
+                                      f"/{SHARED_ROOT}", "create", now))
+            entries += [_synthetic(m.workspace_id, m.root_id, m.prefix, "create", now)
+                        for m in shared]
     else:
         positions = _visible(cursor.positions, roots)
-    entries, mark = await snapshot_page(db, roots, cursor.snapshot, limit)
-    next_cursor = encode_cursor(request.app[appkeys.SIGNER], Cursor(p.user_id, positions, mark))
+    page, mark = await snapshot_page(db, roots, cursor.snapshot, limit)
+    entries += [in_view(c, view[c.workspace_id]) for c in page]
+    next_cursor = encode_cursor(request.app[appkeys.SIGNER],
+                                Cursor(p.user_id, positions, mark, _grantee_mounts(view)))
     return entries, next_cursor, mark is not None
 
 
 async def _long_poll(app: web.Application, positions: dict[str, int], own: str | None,
-                     limit: int, seconds: float) -> tuple[Page, list[Change], float | None]:
+                     limit: int, seconds: float,
+                     view_changed: Callable[[], Awaitable[bool]] | None = None,
+                     ) -> tuple[Page, list[Change], float | None]:
     """Read the feed after ``positions``; if nothing is there for this device, wait for a commit
     (or ``seconds``) and read again. Returns the last page read, its changes for the device
     (``own`` device's own left out), and when the waking commit was announced."""
@@ -151,6 +221,8 @@ async def _long_poll(app: web.Application, positions: dict[str, int], own: str |
             remaining = deadline - loop.time()
             if remaining > 0 and await waiter.wait(remaining):
                 woke_at = waiter.woken_at
+                if view_changed is not None and await view_changed():
+                    return page, out, woke_at
             elif own is None or remaining <= 0:
                 return page, out, woke_at
             else:
@@ -169,9 +241,10 @@ async def get_cursor(request: web.Request) -> web.Response:
     """The current position ("start from now")."""
     p = principal(request)
     db = request.app[appkeys.DB]
-    positions = await current_positions(db, await visible_workspaces(db, p.user_id))
-    return web.json_response(
-        {"cursor": encode_cursor(request.app[appkeys.SIGNER], Cursor(p.user_id, positions))})
+    view = await mounts_for(db, p.user_id)
+    positions = await current_positions(db, view)
+    return web.json_response({"cursor": encode_cursor(
+        request.app[appkeys.SIGNER], Cursor(p.user_id, positions, None, _grantee_mounts(view)))})
 
 
 @routes.get("/api/sync/changes")
@@ -205,13 +278,35 @@ async def get_changes(request: web.Request) -> web.Response:
                                   "next_cursor": next_cursor, "has_more": more})
 
     assert cursor.positions is not None
-    positions = _visible(cursor.positions,
-                         await visible_workspaces(app[appkeys.DB], p.user_id))
+    db = app[appkeys.DB]
+    view = await mounts_for(db, p.user_id)
+    shared_change = await _view_changes(db, cursor, view)
+    if shared_change is not None:
+        extra, positions = shared_change
+        return web.json_response({
+            "changes": [c.to_json() for c in extra], "has_more": True,
+            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions, None,
+                                                        _grantee_mounts(view)))})
+    positions = _visible(cursor.positions, view)
+
+    async def view_changed() -> bool:
+        return _grantee_mounts(await mounts_for(db, p.user_id)) != _grantee_mounts(view)
+
     own = None if include_own else device_id
-    page, out, woke_at = await _long_poll(app, positions, own, limit, timeout)
+    page, out, woke_at = await _long_poll(app, positions, own, limit, timeout, view_changed)
     if page.reset:
         return web.json_response(RESET)
     positions = page.positions
+    out = [in_view(c, view[c.workspace_id]) for c in out if c.workspace_id in view]
+    new_view = await mounts_for(db, p.user_id)
+    shared_change = await _view_changes(db, Cursor(p.user_id, positions, None, cursor.mounts),
+                                        new_view)
+    if shared_change is not None:  # a folder was shared or unshared while this poll waited
+        extra, positions = shared_change
+        return web.json_response({
+            "changes": [c.to_json() for c in out + extra], "has_more": True,
+            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions, None,
+                                                        _grantee_mounts(new_view)))})
     if positions == cursor.positions:
         text = json.dumps({"changes": [c.to_json() for c in out], "next_cursor": token,
                            "has_more": page.has_more})
@@ -221,7 +316,8 @@ async def get_changes(request: web.Request) -> web.Response:
         key = (p.user_id, own, tuple(sorted(positions.items())))
         text = page.answers.get(key) or page.answers.setdefault(key, json.dumps({
             "changes": [c.to_json() for c in out],
-            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions)),
+            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions, None,
+                                                        _grantee_mounts(view))),
             "has_more": page.has_more}))
     if out and woke_at is not None:
         app[appkeys.METRICS].wake_latency.observe(time.monotonic() - woke_at)

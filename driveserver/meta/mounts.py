@@ -1,0 +1,145 @@
+"""Where each workspace appears in a user's view of their drive.
+
+A user's own drive is their personal workspace, mounted at ``/``. A shared folder is a workspace
+of its own (its contents move into it when it is first shared), hanging from a folder of the
+owner's tree: the owner sees it where it is; each person it is shared with sees it at
+``/Shared with me/<mount name>`` (the name is chosen once, when shared, and stays put).
+
+Journal entries carry paths relative to their workspace, so one entry serves every viewer:
+the viewer's path is the mount's prefix plus the entry's path. All path mapping goes through
+this module.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from ..paths import join_path, name_key
+from .db import Row
+
+SHARED_ROOT = "Shared with me"
+SHARED_ROOT_KEY = name_key(SHARED_ROOT)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A workspace as one user sees it."""
+
+    workspace_id: str
+    root_id: str   # the folder the workspace's tree hangs from
+    prefix: str    # the viewer's path of that folder: "" for the personal root
+    role: str      # "owner", "edit" or "view"
+    share_id: str | None = None
+    mount_name: str | None = None
+
+
+async def workspace_path(q: Any, file: Row) -> str:
+    """``file``'s path relative to its workspace's root folder (``""`` for the root itself)."""
+    rows = await q.fetchall(
+        "WITH RECURSIVE up(id, parent_id, name, workspace_id, depth) AS ("
+        "  SELECT id, parent_id, name, workspace_id, 0 FROM files WHERE id = ?"
+        "  UNION ALL SELECT f.id, f.parent_id, f.name, f.workspace_id, up.depth + 1"
+        "  FROM files f JOIN up ON f.id = up.parent_id"
+        "  WHERE up.id != (SELECT root_id FROM workspaces WHERE id = ?))"
+        " SELECT id, name FROM up ORDER BY depth DESC", (file["id"], file["workspace_id"]))
+    root_id = (await q.fetchone("SELECT root_id FROM workspaces WHERE id = ?",
+                                (file["workspace_id"],)))["root_id"]
+    names = [r["name"] for r in rows if r["id"] != root_id]
+    # The walk stops at the workspace root; if the file is the root itself the path is "".
+    return join_path(names) if names else ""
+
+
+async def _owner_path(q: Any, file_id: str) -> str:
+    rows = await q.fetchall(
+        "WITH RECURSIVE up(id, parent_id, name, depth) AS ("
+        "  SELECT id, parent_id, name, 0 FROM files WHERE id = ?"
+        "  UNION ALL SELECT f.id, f.parent_id, f.name, up.depth + 1"
+        "  FROM files f JOIN up ON f.id = up.parent_id)"
+        " SELECT name FROM up WHERE parent_id IS NOT NULL ORDER BY depth DESC", (file_id,))
+    return join_path([r["name"] for r in rows])
+
+
+async def mounts_for(q: Any, user_id: str) -> dict[str, Mount]:
+    """Workspace id → mount, for every workspace whose files ``user_id`` can see.
+
+    A shared workspace whose folder sits in its owner's trash is not mounted for anyone.
+    """
+    out: dict[str, Mount] = {}
+    for w in await q.fetchall(
+            "SELECT w.id, w.kind, w.root_id, f.trashed_at FROM workspaces w"
+            " JOIN files f ON f.id = w.root_id WHERE w.owner_id = ?", (user_id,)):
+        if w["kind"] == "personal":
+            out[w["id"]] = Mount(w["id"], w["root_id"], "", "owner")
+        elif w["trashed_at"] is None:
+            out[w["id"]] = Mount(w["id"], w["root_id"], await _owner_path(q, w["root_id"]),
+                                 "owner")
+    for s in await q.fetchall(
+            "SELECT s.id, s.permission, s.mount_name, w.id AS workspace_id, w.root_id"
+            " FROM shares s JOIN workspaces w ON w.root_id = s.file_id"
+            " JOIN files f ON f.id = w.root_id"
+            " WHERE s.grantee_id = ? AND f.trashed_at IS NULL", (user_id,)):
+        out[s["workspace_id"]] = Mount(
+            s["workspace_id"], s["root_id"], f"/{SHARED_ROOT}/{s['mount_name']}",
+            s["permission"], s["id"], s["mount_name"])
+    return out
+
+
+async def view_path(q: Any, user_id: str, file: Row) -> str:
+    """``file``'s path as ``user_id`` sees it (the caller has checked they may see it)."""
+    mounts = await mounts_for(q, user_id)
+    for m in mounts.values():
+        if m.root_id == file["id"]:
+            return m.prefix or "/"
+    mount = mounts.get(file["workspace_id"])
+    if mount is None:  # e.g. an item of the owner's trash seen by its owner
+        return await _owner_path(q, file["id"])
+    rel = await workspace_path(q, file)
+    return (mount.prefix + rel) or "/"
+
+
+async def is_mount_root(q: Any, user_id: str, file: Row) -> bool:
+    """Whether ``file`` is a folder shared with ``user_id`` (its mount point)."""
+    row = await q.fetchone("SELECT 1 FROM shares WHERE file_id = ? AND grantee_id = ?",
+                           (file["id"], user_id))
+    return row is not None
+
+
+def is_shared_root(parts: list[str]) -> bool:
+    return bool(parts) and name_key(parts[0]) == SHARED_ROOT_KEY
+
+
+async def grantee_mount(q: Any, user_id: str, name: str) -> Mount | None:
+    key = name_key(unicodedata.normalize("NFC", name))
+    for m in (await mounts_for(q, user_id)).values():
+        if m.mount_name is not None and name_key(m.mount_name) == key:
+            return m
+    return None
+
+
+async def view_base(q: Any, user_id: str, parts: list[str], *, for_write: bool = False
+                    ) -> tuple[Row | None, list[str]]:
+    """Split a view path into (the folder to resolve the rest under, the rest).
+
+    ``/Shared with me/<mount>/rest`` resolves under the shared folder; anything else under the
+    user's own root. ``(None, [])`` is the virtual ``/Shared with me`` folder itself. The names
+    ``/Shared with me`` and its mounts cannot be created, moved onto or uploaded to.
+    """
+    from ..errors import Conflict, NotFound  # local: errors must not depend on meta
+
+    if is_shared_root(parts):
+        if for_write and len(parts) <= 2:
+            raise Conflict(f"/{SHARED_ROOT} and its folders are managed by sharing",
+                           code="reserved_name")
+        if len(parts) == 1:
+            return None, []
+        mount = await grantee_mount(q, user_id, parts[1])
+        if mount is None:
+            raise NotFound("no such folder")
+        root = await q.fetchone("SELECT * FROM files WHERE id = ?", (mount.root_id,))
+        return root, parts[2:]
+    root = await q.fetchone(
+        "SELECT f.* FROM users u JOIN workspaces w ON w.id = u.workspace_id"
+        " JOIN files f ON f.id = w.root_id WHERE u.id = ?", (user_id,))
+    return root, parts

@@ -1,0 +1,126 @@
+"""Sharing folders with people: the units of work behind the share routes.
+
+Sharing a folder the first time turns it into a workspace of its own: everything below it moves
+into the new workspace (one UPDATE), while the folder itself stays in its owner's tree as the
+mount point. From then on its changes are journalled in that workspace, which the owner and
+every recipient follow (see ``meta.mounts`` and ``sync.feed``). Unsharing keeps the workspace;
+it simply stops being visible to that person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..auth import new_id
+from ..errors import BadRequest, Conflict, NotFound
+from ..paths import name_key
+from ..sync.journal import Journal
+from ..sync.notifications import add_notification
+from .accounts import user_by_email
+from .db import Row, Tx
+
+PERMISSIONS = ("view", "edit")
+
+
+async def shared_workspace_of(q: Any, folder_id: str) -> str | None:
+    row = await q.fetchone("SELECT id FROM workspaces WHERE root_id = ? AND kind = 'shared'",
+                           (folder_id,))
+    return None if row is None else str(row["id"])
+
+
+async def _free_mount_name(tx: Tx, grantee_id: str, name: str) -> str:
+    taken = {name_key(r["mount_name"]) for r in await tx.fetchall(
+        "SELECT mount_name FROM shares WHERE grantee_id = ?", (grantee_id,))}
+    candidate, n = name, 1
+    while name_key(candidate) in taken:
+        n += 1
+        candidate = f"{name} ({n})"
+    return candidate
+
+
+async def share_folder(tx: Tx, journal: Journal, owner_id: str, folder: Row, email: str,
+                       permission: str) -> tuple[str, str]:
+    """Share ``folder`` with the user ``email``; return (share id, mount name)."""
+    if permission not in PERMISSIONS:
+        raise BadRequest("permission must be 'view' or 'edit'", code="invalid_field",
+                         field="permission")
+    if not folder["is_directory"]:
+        raise BadRequest("only folders can be shared with people; share a file with a link",
+                         code="not_a_folder")
+    if folder["parent_id"] is None:
+        raise BadRequest("your whole drive cannot be shared; share a folder in it",
+                         code="invalid_share")
+    if folder["trashed_at"] is not None:
+        raise NotFound("no such file")
+    grantee = await user_by_email(tx, email)
+    if grantee is None:
+        raise NotFound(f"no user with the email {email!r}; they need an account first",
+                       code="unknown_user")
+    if grantee["id"] == owner_id:
+        raise BadRequest("you cannot share a folder with yourself", code="invalid_share")
+    personal = (await tx.fetchone("SELECT workspace_id FROM users WHERE id = ?",
+                                  (owner_id,)))["workspace_id"]
+    workspace_id = await shared_workspace_of(tx, folder["id"])
+    if workspace_id is None:
+        if folder["workspace_id"] != personal:
+            raise Conflict("this folder is inside a shared folder; share that one instead",
+                           code="nested_share")
+        inner = await tx.fetchone(
+            "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
+            "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"
+            " SELECT w.id FROM workspaces w JOIN down ON w.root_id = down.id"
+            " WHERE w.kind = 'shared' AND down.id != ? LIMIT 1", (folder["id"], folder["id"]))
+        if inner is not None:
+            raise Conflict("this folder contains a shared folder; folders cannot be nested",
+                           code="nested_share")
+        workspace_id = new_id("w")
+        await tx.execute(
+            "INSERT INTO workspaces (id, owner_id, kind, root_id, created_at)"
+            " VALUES (?,?, 'shared', ?, ?)", (workspace_id, owner_id, folder["id"], tx.now))
+        await tx.execute(
+            "WITH RECURSIVE down(id) AS (SELECT id FROM files WHERE parent_id = ? UNION ALL"
+            "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"
+            " UPDATE files SET workspace_id = ? WHERE id IN (SELECT id FROM down)",
+            (folder["id"], workspace_id))
+    if await tx.fetchone("SELECT 1 FROM shares WHERE file_id = ? AND grantee_id = ?",
+                         (folder["id"], grantee["id"])):
+        raise Conflict("this folder is already shared with that person; change the permission"
+                       " of the existing share instead", code="exists")
+    share_id = new_id("sh")
+    mount_name = await _free_mount_name(tx, grantee["id"], folder["name"])
+    await tx.execute(
+        "INSERT INTO shares (id, file_id, grantee_id, permission, created_by, created_at,"
+        " mount_name) VALUES (?,?,?,?,?,?,?)",
+        (share_id, folder["id"], grantee["id"], permission, owner_id, tx.now, mount_name))
+    await add_notification(tx, user_id=grantee["id"], actor_id=owner_id, action="shared",
+                           file_id=folder["id"], workspace_id=workspace_id,
+                           path=f"/Shared with me/{mount_name}", is_directory=True)
+    journal.touch(tx, grantee["workspace_id"])  # wake the recipient's devices now
+    return share_id, mount_name
+
+
+async def share_for_owner(tx: Any, owner_id: str, share_id: str) -> Row:
+    row = await tx.fetchone(
+        "SELECT s.*, u.workspace_id AS grantee_workspace FROM shares s"
+        " JOIN files f ON f.id = s.file_id JOIN workspaces w ON w.id = f.workspace_id"
+        " JOIN users u ON u.id = s.grantee_id WHERE s.id = ? AND w.owner_id = ?",
+        (share_id, owner_id))
+    if row is None:
+        raise NotFound("no such share")
+    return row
+
+
+async def set_permission(tx: Tx, journal: Journal, owner_id: str, share_id: str,
+                         permission: str) -> None:
+    if permission not in PERMISSIONS:
+        raise BadRequest("permission must be 'view' or 'edit'", code="invalid_field",
+                         field="permission")
+    share = await share_for_owner(tx, owner_id, share_id)
+    await tx.execute("UPDATE shares SET permission = ? WHERE id = ?", (permission, share_id))
+    journal.touch(tx, share["grantee_workspace"])
+
+
+async def revoke(tx: Tx, journal: Journal, owner_id: str, share_id: str) -> None:
+    share = await share_for_owner(tx, owner_id, share_id)
+    await tx.execute("DELETE FROM shares WHERE id = ?", (share_id,))
+    journal.touch(tx, share["grantee_workspace"])
