@@ -64,6 +64,12 @@ class Hub:
         # commit announced before g, which lets waiters share one read (see feed.Feed.page).
         self.generation = 0
         self.closed = False
+        # Bumped by Journal.touch (seq 0): what a workspace's owner can see changed (a folder was
+        # shared with them or unshared). A woken poll compares it instead of asking the database.
+        self._view_epochs: dict[str, int] = {}
+
+    def view_epoch(self, workspace_id: str) -> int:
+        return self._view_epochs.get(workspace_id, 0)
 
     def add(self, workspaces: Iterable[str], ignore_device: str | None) -> Waiter:
         waiter = Waiter(tuple(workspaces), ignore_device)
@@ -90,6 +96,8 @@ class Hub:
     def notify(self, workspace_id: str, seq: int, device_id: str | None) -> None:
         """A change to ``workspace_id`` committed: wake its waiters except the device's own."""
         self.generation += 1
+        if seq == 0:
+            self._view_epochs[workspace_id] = self._view_epochs.get(workspace_id, 0) + 1
         waiters = self._by_workspace.get(workspace_id)
         if not waiters:
             return

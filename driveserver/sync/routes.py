@@ -288,9 +288,11 @@ async def get_changes(request: web.Request) -> web.Response:
             "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions, None,
                                                         _grantee_mounts(view)))})
     positions = _visible(cursor.positions, view)
+    hub = app[appkeys.HUB]
+    epoch = hub.view_epoch(p.workspace_id)
 
-    async def view_changed() -> bool:
-        return _grantee_mounts(await mounts_for(db, p.user_id)) != _grantee_mounts(view)
+    async def view_changed() -> bool:  # no database query: thousands of polls wake at once
+        return hub.view_epoch(p.workspace_id) != epoch
 
     own = None if include_own else device_id
     page, out, woke_at = await _long_poll(app, positions, own, limit, timeout, view_changed)
@@ -298,9 +300,11 @@ async def get_changes(request: web.Request) -> web.Response:
         return web.json_response(RESET)
     positions = page.positions
     out = [in_view(c, view[c.workspace_id]) for c in out if c.workspace_id in view]
-    new_view = await mounts_for(db, p.user_id)
-    shared_change = await _view_changes(db, Cursor(p.user_id, positions, None, cursor.mounts),
-                                        new_view)
+    shared_change = None
+    if await view_changed():
+        new_view = await mounts_for(db, p.user_id)
+        shared_change = await _view_changes(
+            db, Cursor(p.user_id, positions, None, cursor.mounts), new_view)
     if shared_change is not None:  # a folder was shared or unshared while this poll waited
         extra, positions = shared_change
         return web.json_response({
