@@ -409,3 +409,24 @@ async def test_corrupt_block_mid_stream_cuts_the_content_response(alice: ApiClie
             async for chunk in resp.content.iter_chunked(65536):
                 got += chunk
     assert bytes(got) == data[: len(got)] and len(got) <= BLOCK_SIZE  # never the corrupt bytes
+
+
+async def test_version_retention_keeps_the_newest(tmp_path) -> None:
+    from tests.helpers import start_server
+
+    srv = await start_server(tmp_path / "d", keep_versions=2)
+    try:
+        async with srv.user("ret@example.com") as c:
+            for i in range(4):
+                done = await upload(c, "/r.txt", f"version {i}".encode())
+            versions = (await c.get(f"/api/files/{done['file_id']}/versions")).body["versions"]
+            assert [v["version"] for v in versions] == [4, 3]
+            assert (await content(c, done["file_id"], params={"version": "1"})).status == 404
+            # The pruned versions' blocks are garbage now; the kept ones are not.
+            app = srv.app
+            report = await collect_garbage(app[appkeys.DB], app[appkeys.STORE], -1)
+            assert "2 unreferenced" in report
+            assert (await content(c, done["file_id"], params={"version": "3"})).body == \
+                b"version 2"
+    finally:
+        await srv.stop()
