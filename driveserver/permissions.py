@@ -24,7 +24,8 @@ class Query(Protocol):
 class Action(Enum):
     READ = "read"          # metadata, listing, download, versions
     WRITE = "write"        # new version, create inside, rename/move, restore a version
-    DELETE = "delete"      # move to trash, restore from trash, purge
+    DELETE = "delete"      # move to the trash (which is the owner's)
+    PURGE = "purge"        # restore from the trash, delete for good: the owner's trash, the owner's call
     SHARE = "share"        # share with people, create links
 
 
@@ -47,7 +48,9 @@ async def role_for(q: Query, user_id: str, file: Row) -> str | None:
         "WITH RECURSIVE up(id, parent_id) AS ("
         "  SELECT id, parent_id FROM files WHERE id = ?"
         "  UNION ALL SELECT f.id, f.parent_id FROM files f JOIN up ON f.id = up.parent_id)"
-        " SELECT s.permission FROM shares s JOIN up ON s.file_id = up.id WHERE s.grantee_id = ?",
+        " SELECT s.permission FROM shares s JOIN up ON s.file_id = up.id"
+        # A shared folder in its owner's trash gives nobody access any more.
+        " JOIN files sf ON sf.id = s.file_id AND sf.trashed_at IS NULL WHERE s.grantee_id = ?",
         (file["id"], user_id))
     roles = [r["permission"] for r in rows]
     return max(roles, key=_ROLE_STRENGTH.__getitem__) if roles else None
@@ -85,7 +88,8 @@ async def readable_block_sizes(q: Query, user_id: str, hashes: list[str]) -> dic
             f" WHERE w.owner_id = ? AND vb.block_hash IN ({marks})", (user_id, *chunk))
         rows += await q.fetchall(
             "WITH RECURSIVE shared(id) AS ("
-            "  SELECT file_id FROM shares WHERE grantee_id = ?"
+            "  SELECT s.file_id FROM shares s JOIN files sf ON sf.id = s.file_id"
+            "  WHERE s.grantee_id = ? AND sf.trashed_at IS NULL"
             "  UNION SELECT f.id FROM files f JOIN shared s ON f.parent_id = s.id)"
             " SELECT vb.block_hash, vb.size FROM version_blocks vb"
             " JOIN file_versions v ON v.id = vb.version_id JOIN shared s ON s.id = v.file_id"

@@ -99,3 +99,24 @@ async def test_folder_over_a_file_path_component(alice: ApiClient) -> None:
     # A path whose middle component is not a folder cannot be listed.
     r = await alice.get("/api/files", params={"path": "/missing/child"})
     assert_error(r, 404)
+
+
+async def test_lone_surrogates_are_a_400_not_a_500(alice: ApiClient, server: RunningServer
+                                                   ) -> None:
+    body = b'{"path": "/bad\\ud800name"}'
+    r = await alice.call("POST", "/api/folders", data=body,
+                         headers={"Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_json")
+    r = await server.anonymous().call("POST", "/api/auth/login",
+                                      data=b'{"email": "\\udfff@x.y", "password": "12345678"}')
+    assert_error(r, 400, "invalid_json")
+
+
+async def test_huge_version_numbers_are_404(alice: ApiClient) -> None:
+    from tests.helpers import upload
+
+    done = await upload(alice, "/v.txt", b"v")
+    huge = "9" * 30
+    assert_error(await alice.get(f"/api/files/{done['file_id']}/content",
+                                 params={"version": huge}), 404)
+    assert_error(await alice.post(f"/api/files/{done['file_id']}/restore/{huge}"), 404)

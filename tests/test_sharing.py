@@ -242,3 +242,41 @@ async def test_moving_into_and_out_of_a_shared_folder(alice: ApiClient, bob: Api
     seen, bob_cursor = await drain(bob, bob_cursor)
     assert seen == [("delete", "/Shared with me/Proj/now-shared.txt")]
     assert (await content(bob, doc["file_id"])).status == 404
+
+
+async def test_review_fixes_editor_limits(server: RunningServer, alice: ApiClient,
+                                          bob: ApiClient) -> None:
+    """An editor cannot destroy the owner's data or take it out of the share."""
+    proj = await alice.mkdir("/Proj")
+    doc = await upload(alice, "/Proj/a.txt", b"alice's")
+    await share(alice, proj["file_id"], "bob@example.com", "edit")
+    assert (await bob.delete(f"/api/files/{proj['file_id']}")).status == 403
+    r = await bob.patch(f"/api/files/{doc['file_id']}", {"path": "/stolen.txt"})
+    assert r.status == 403
+    assert (await bob.delete(f"/api/files/{doc['file_id']}")).status == 204
+    assert (await bob.delete(f"/api/trash/{doc['file_id']}")).status == 403
+    assert (await bob.post(f"/api/trash/{doc['file_id']}/restore")).status == 403
+    assert (await alice.post(f"/api/trash/{doc['file_id']}/restore")).status == 200
+    assert (await content(alice, doc["file_id"])).body == b"alice's"
+
+
+async def test_trashing_a_shared_folder_ends_access(alice: ApiClient, bob: ApiClient) -> None:
+    proj = await alice.mkdir("/Proj")
+    doc = await upload(alice, "/Proj/a.txt", b"secret")
+    await share(alice, proj["file_id"], "bob@example.com", "view")
+    assert (await content(bob, doc["file_id"])).status == 200
+    assert (await alice.delete(f"/api/files/{proj['file_id']}")).status == 204
+    assert (await content(bob, doc["file_id"])).status == 404
+    assert (await bob.get(f"/api/files/{doc['file_id']}")).status == 404
+
+
+async def test_no_shared_folder_inside_another(alice: ApiClient, bob: ApiClient) -> None:
+    x = await alice.mkdir("/Outer/X")
+    y = await alice.mkdir("/Y")
+    outer = (await alice.get("/api/files", params={"path": "/"})).body["entries"][0]
+    await share(alice, x["file_id"], "bob@example.com")
+    await share(alice, y["file_id"], "bob@example.com")
+    r = await alice.patch(f"/api/files/{outer['file_id']}", {"path": "/Y/Outer"})
+    assert r.status == 409 and r.error_code() == "nested_share"
+    r = await alice.patch(f"/api/files/{x['file_id']}", {"path": "/Y/X"})
+    assert r.status == 409 and r.error_code() == "nested_share"

@@ -430,3 +430,32 @@ async def test_version_retention_keeps_the_newest(tmp_path) -> None:
                 b"version 2"
     finally:
         await srv.stop()
+
+
+async def test_retention_keeps_versions_within_either_limit(tmp_path) -> None:
+    from tests.helpers import start_server
+
+    srv = await start_server(tmp_path / "d", keep_versions=2, keep_days=30)
+    try:
+        async with srv.user("ret2@example.com") as c:
+            for i in range(4):
+                done = await upload(c, "/r.txt", f"v{i}".encode())
+            versions = (await c.get(f"/api/files/{done['file_id']}/versions")).body["versions"]
+            assert [v["version"] for v in versions] == [4, 3, 2, 1]  # all younger than 30 days
+            async with srv.app[appkeys.DB].transaction() as tx:
+                await tx.execute("UPDATE file_versions SET created_at = created_at - 40 * 86400")
+            await upload(c, "/r.txt", b"v4")
+            versions = (await c.get(f"/api/files/{done['file_id']}/versions")).body["versions"]
+            assert [v["version"] for v in versions] == [5, 4]
+    finally:
+        await srv.stop()
+
+
+async def test_restore_from_trash_respects_quota(alice: ApiClient, server: RunningServer) -> None:
+    done = await upload(alice, "/big.bin", b"x" * 600)
+    assert (await alice.delete(f"/api/files/{done['file_id']}")).status == 204
+    await upload(alice, "/other.bin", b"y" * 600)
+    async with server.app[appkeys.DB].transaction() as tx:
+        await tx.execute("UPDATE users SET quota_bytes = 1000 WHERE id = ?", (alice.user_id,))
+    r = await alice.post(f"/api/trash/{done['file_id']}/restore")
+    assert r.status == 507 and r.error_code() == "over_quota"

@@ -41,6 +41,11 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
         raise BadRequest(f"malformed JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the JSON body must be an object", code="invalid_json")
+    try:  # JSON allows lone UTF-16 surrogates ("\ud800"); nothing downstream can store them
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the JSON body contains an invalid Unicode string",
+                         code="invalid_json") from None
     return body
 
 

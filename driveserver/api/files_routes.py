@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import appkeys
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Forbidden, NotFound
 from ..meta import accounts, mounts, tree
 from ..meta.db import Row
 from ..paths import name_key, split_path
@@ -156,6 +156,9 @@ async def delete(request: web.Request) -> web.Response:
     p = principal(request)
     async with request.app[appkeys.DB].transaction() as tx:
         file = await authorize(tx, p.user_id, Action.DELETE, request.match_info["file_id"])
+        if await mounts.is_mount_root(tx, p.user_id, file):
+            raise Forbidden("only its owner can delete a shared folder; you can leave it by"
+                            " asking the owner to unshare it", code="forbidden")
         await request.app[appkeys.TREE].trash(tx, file, actor(request))
     return web.Response(status=204)
 
@@ -173,7 +176,7 @@ async def list_trash(request: web.Request) -> web.Response:
 
 
 async def _trash_item(tx: Any, user_id: str, file_id: str) -> Row:
-    file = await authorize(tx, user_id, Action.DELETE, file_id)
+    file = await authorize(tx, user_id, Action.PURGE, file_id)
     if file["trash_root_id"] != file["id"]:
         raise NotFound("no such item in the trash")
     return file

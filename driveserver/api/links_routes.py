@@ -109,7 +109,7 @@ def parse_expiry(raw: object, now: float) -> float | None:
         when = datetime.fromisoformat(raw)
     except ValueError:
         raise bad from None
-    if when.tzinfo is None:
+    if when.tzinfo is None or not 1970 < when.astimezone(UTC).year < 9999:
         raise bad
     ts = when.timestamp()
     if ts <= now:

@@ -61,10 +61,10 @@ async def share_folder(tx: Tx, journal: Journal, owner_id: str, folder: Row, ema
     personal = (await tx.fetchone("SELECT workspace_id FROM users WHERE id = ?",
                                   (owner_id,)))["workspace_id"]
     workspace_id = await shared_workspace_of(tx, folder["id"])
+    if folder["workspace_id"] != personal:
+        raise Conflict("this folder is inside a shared folder; share that one instead",
+                       code="nested_share")
     if workspace_id is None:
-        if folder["workspace_id"] != personal:
-            raise Conflict("this folder is inside a shared folder; share that one instead",
-                           code="nested_share")
         inner = await tx.fetchone(
             "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
             "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..auth import new_id
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, Forbidden, InsufficientStorage, NotFound
 from ..paths import join_path, name_key, validate_name
 from ..sync.journal import Actor, Journal
 from .db import Row, Tx
@@ -31,6 +31,37 @@ async def child_workspace(q: Any, parent: Row) -> str:
     row = await q.fetchone("SELECT id FROM workspaces WHERE root_id = ? AND kind = 'shared'",
                            (parent["id"],))
     return str(row["id"]) if row else str(parent["workspace_id"])
+
+
+async def _check_quota_for_restore(tx: Tx, file: Row) -> None:
+    """Trashed files do not count against the quota; bringing them back does."""
+    owner = await tx.fetchone(
+        "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
+        " WHERE w.id = ?", (file["workspace_id"],))
+    back = await tx.fetchval(
+        "SELECT COALESCE(SUM(size), 0) FROM files WHERE trash_root_id = ? AND is_directory = 0",
+        (file["id"],))
+    from .accounts import used_bytes  # accounts imports nothing from here; keep it that way
+    if await used_bytes(tx, owner["id"]) + int(back) > owner["quota_bytes"]:
+        raise InsufficientStorage("restoring this would exceed the owner's quota",
+                                  quota=owner["quota_bytes"])
+
+
+async def _kind(q: Any, workspace_id: str) -> str:
+    return str(await q.fetchval("SELECT kind FROM workspaces WHERE id = ?", (workspace_id,)))
+
+
+async def _owner(q: Any, workspace_id: str) -> str:
+    return str(await q.fetchval("SELECT owner_id FROM workspaces WHERE id = ?", (workspace_id,)))
+
+
+async def _contains_shared_folder(q: Any, file: Row) -> bool:
+    row = await q.fetchone(
+        "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
+        "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"
+        " SELECT 1 FROM workspaces w JOIN down ON w.root_id = down.id WHERE w.kind = 'shared'"
+        " LIMIT 1", (file["id"],))
+    return row is not None
 
 
 async def _is_workspace_root(q: Any, file: Row) -> bool:
@@ -177,7 +208,14 @@ class Tree:
             "UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
             (parent["id"], new_name, name_key(new_name), file["id"]))
         target_ws = await child_workspace(tx, parent)
+        if await _kind(tx, target_ws) == "shared" and await _contains_shared_folder(tx, file):
+            raise Conflict("a shared folder cannot be moved into another shared folder",
+                           code="nested_share")
         if target_ws != file["workspace_id"] and not await _is_workspace_root(tx, file):
+            owners = {await _owner(tx, file["workspace_id"]), await _owner(tx, target_ws)}
+            if owners != {actor.user_id}:
+                raise Forbidden("only the owner can move items into or out of a shared folder",
+                                code="forbidden")
             return await self._move_across(tx, file, target_ws, old_path, actor)
         moved = await get_file(tx, file["id"])
         assert moved is not None
@@ -235,6 +273,7 @@ class Tree:
         parent = await get_file(tx, file["parent_id"])
         if parent is None or parent["trashed_at"] is not None:
             parent, _ = await self.ensure_folders(tx, root, old_parts[:-1], actor)
+        await _check_quota_for_restore(tx, file)
         name = await self._free_name(tx, parent["id"], file["name"])
         await tx.execute("UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
                          (parent["id"], name, name_key(name), file["id"]))

@@ -140,11 +140,12 @@ class Versions:
         """Version retention: keep the newest ``keep_versions`` and those younger than
         ``keep_days`` (0 = no limit); the current version is always kept. Blocks left
         unreferenced are collected by the GC after its grace period."""
-        if self.keep_versions:
-            await tx.execute(
-                "DELETE FROM file_versions WHERE file_id = ? AND version <= ? AND version < ?",
-                (file_id, current - self.keep_versions, current))
-        if self.keep_days:
-            await tx.execute(
-                "DELETE FROM file_versions WHERE file_id = ? AND version < ? AND created_at < ?",
-                (file_id, current, tx.now - self.keep_days * 86400))
+        if not self.keep_versions and not self.keep_days:
+            return
+        # A version goes only when it is past *both* limits that are set: outside the newest
+        # keep_versions and older than keep_days.
+        count_cut = current - self.keep_versions if self.keep_versions else current - 1
+        age_cut = tx.now - self.keep_days * 86400 if self.keep_days else float("inf")
+        await tx.execute(
+            "DELETE FROM file_versions WHERE file_id = ? AND version < ? AND version <= ?"
+            " AND created_at < ?", (file_id, current, count_cut, age_cut))
