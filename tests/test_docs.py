@@ -24,3 +24,26 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
         if (route.method, path) not in documented:
             missing.append(f"{route.method} {path}")
     assert not missing, f"routes missing from docs/api.md: {missing}"
+
+
+def _sh_blocks(text: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", text, re.S)
+
+
+def test_readme_walkthrough_is_the_tested_one() -> None:
+    """The README's first five minutes are the commands tests/test_quickstart.py runs."""
+    readme = (ROOT / "README.md").read_text()
+    tested = _sh_blocks((ROOT / "docs" / "first-five-minutes.md").read_text())[0]
+    section = readme.split("## Your first five minutes", 1)[1].split("\n## ", 1)[0]
+    assert _sh_blocks(section) == [tested]
+
+
+def test_readme_commands_match_ci() -> None:
+    """The README's two commands: the test one is exactly what .ci/run runs."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    start = _sh_blocks(readme.split("## Quick start", 1)[1])
+    assert start[0].strip() == ("python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+                                ".venv/bin/drive-server serve")
+    test_command = start[1].strip()
+    assert test_command in ci.splitlines()
