@@ -75,7 +75,10 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         route = route_label(request)
-        app = getattr(request, "app", None)
+        try:  # a request the HTTP parser rejected never reached an application
+            app = getattr(request, "app", None)
+        except AssertionError:
+            app = None
         metrics = app.get(appkeys.METRICS) if app is not None else None
         bytes_in = request.get(appkeys.BYTES_IN, request.content_length or 0)
         bytes_out = response.body_length

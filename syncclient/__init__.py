@@ -1,0 +1,1 @@
+"""``drive-sync``: the desktop sync client (see ``docs/sync-logic.md``)."""

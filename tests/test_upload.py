@@ -459,3 +459,20 @@ async def test_restore_from_trash_respects_quota(alice: ApiClient, server: Runni
         await tx.execute("UPDATE users SET quota_bytes = 1000 WHERE id = ?", (alice.user_id,))
     r = await alice.post(f"/api/trash/{done['file_id']}/restore")
     assert r.status == 507 and r.error_code() == "over_quota"
+
+
+async def test_a_batch_of_a_thousand_tiny_files(alice: ApiClient) -> None:
+    """The grant stays short enough for a URL and the frames' headers do not count against it."""
+    files = {f"/tiny/{i}.txt": f"{i}".encode() for i in range(1000)}
+    r = await alice.post("/api/files/upload-init/batch", {"files": [
+        {"path": p, "size": len(d)} for p, d in files.items()]})
+    assert r.status == 200 and len(r.body["batch_url"]) < 1024
+    body = encode_batch(list({block_hash(d): d for d in files.values()}.items()))
+    async with alice.session.post(r.body["batch_url"], data=body) as resp:
+        assert resp.status == 200, await resp.text()
+        receipts = {b["hash"]: b for b in (await resp.json())["blocks"]}
+    r = await alice.post("/api/files/complete/batch", {"files": [
+        {"file_id": res["file_id"], "blocks": [receipts[block_hash(d)]]}
+        for res, d in zip(r.body["results"], files.values(), strict=True)]})
+    assert all(x.get("status") == "created" for x in r.body["results"])
+    assert len(await alice.listdir("/tiny")) == 1000

@@ -1,0 +1,7 @@
+"""``python -m syncclient`` is ``drive-sync``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,599 @@
+"""The sync engine: pull the change feed, scan the folder, plan, execute, repeat until quiet.
+
+``Engine.sync_once`` is one complete two-way sync (``drive-sync run --once``); the daemon calls
+it whenever the watcher or the long poll says something changed. The decisions are made by the
+pure :func:`syncclient.planner.plan`; this module only gathers the three trees and carries out
+the operations, writing the state database *after* each effect is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checksum import content_checksum
+from .config import MARKER, Config
+from .errors import ApiError, FolderMissing
+from .ignore import Ignore
+from .localtree import LocalFile, Scan, scan
+from .planner import Node, Op, plan
+from .state import State, SyncedEntry
+from .transfer import (
+    SMALL_FILE_BYTES,
+    BatchItem,
+    FileChanged,
+    Uploaded,
+    download_small,
+    download_to_temp,
+    read_local_block,
+    upload_batch,
+    upload_file,
+    write_from_local,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 12
+# Files per upload batch. The batch's upload grant names every file and travels in the block
+# URL's query string, which the server's HTTP parser limits to 8190 bytes: 100 ids fit.
+BATCH_FILES = 100
+PARALLEL_FILES = 8  # downloads in flight at once
+PARALLEL_BATCHES = 3  # upload batches in flight at once
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+UP_KINDS = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
+DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local", "conflict"})
+
+
+class _Progress:
+    """Progress of one long transfer: a bar on a terminal; otherwise a log line (and
+    ``drive-sync status``) every 2 s."""
+
+    def __init__(self, engine: Engine, verb: str, path: str, total: int) -> None:
+        self.engine, self.verb, self.path, self.total = engine, verb, path, total
+        self.done = 0
+        self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.verb == "uploading":
+            self.engine.bytes_sent += n
+        else:
+            self.engine.bytes_fetched += n
+        now = time.monotonic()
+        if self.tty and self.total >= PROGRESS_MIN_BYTES:
+            share = min(1.0, self.done / self.total)
+            bar = "#" * int(share * 30)
+            end = "\n" if self.done >= self.total else ""
+            sys.stderr.write(f"\r{self.verb} {self.path} [{bar:<30}] {share:4.0%}{end}")
+            sys.stderr.flush()
+        elif self.total >= PROGRESS_MIN_BYTES and now - self.last >= 2.0:
+            self.last = now
+            text = (f"{self.verb} {self.path}: {self.done / 2**20:.1f} of "
+                    f"{self.total / 2**20:.1f} MiB to transfer")
+            log.info("%s", text)
+            self.engine._status("syncing", progress=text)
+
+
+class Paused(Exception):
+    """The deletion guard stopped the sync; ``drive-sync resume`` lets it go on."""
+
+
+@dataclass
+class RoundResult:
+    """What one round executed (or deferred to the next round) and what failed."""
+
+    ops: list[Op] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SyncResult:
+    rounds: int = 0
+    done: list[Op] = field(default_factory=list)
+    pending: list[Op] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.pending and not self.errors
+
+
+class Engine:
+    """Owns one folder's sync. Built from its parts (``remote``, ``state``) so tests can too."""
+
+    def __init__(self, config: Config, state: State, remote: Any,
+                 on_status: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config, self.state, self.remote = config, state, remote
+        self.root = config.root
+        self.lock = asyncio.Lock()
+        self.on_status = on_status
+        self.bytes_sent = 0
+        self.bytes_fetched = 0
+        self._sources: dict[str, tuple[Path, int]] | None = None
+        self._single: dict[str, str] = {}  # checksum of a one-block file -> its block hash
+
+    # --- guards ---------------------------------------------------------------------------------
+
+    def check_folder(self) -> None:
+        """Stop with a clear error if the folder or its marker is gone (an unmounted disk, a
+        wrong path): an empty folder must never look like "the user deleted everything"."""
+        if not self.root.is_dir():
+            raise FolderMissing(f"the sync folder {self.root} does not exist; not syncing "
+                                "(nothing was deleted on the server)")
+        if not (self.root / MARKER).is_dir():
+            raise FolderMissing(f"the sync folder {self.root} has no {MARKER} marker; it may be "
+                                "a different or unmounted folder, so nothing is synced. If it "
+                                f"is right, create the folder {self.root / MARKER} to go on")
+
+    # --- the remote tree from the change feed ---------------------------------------------------
+
+    async def pull(self, wait_seconds: float = 0) -> int:
+        """Apply the change feed to the remote tree cache until it is current; the number of
+        changes applied. With ``wait_seconds`` the first request is a long poll."""
+        applied = 0
+        while True:
+            cursor = self.state.get("cursor") or "0"
+            answer = await self.remote.changes(cursor, wait_seconds)
+            wait_seconds = 0
+            if self.state.get("cursor") not in (cursor, None) and cursor != "0":
+                continue  # someone else advanced the cursor meanwhile: this answer is stale
+            with self.state.transaction():
+                if answer.get("reset"):
+                    self.state.clear_remote()
+                    self.state.set("cursor", "0")
+                    continue
+                if cursor == "0":
+                    self.state.clear_remote()  # a full listing starts from nothing
+                for change in answer["changes"]:
+                    self._apply_change(change)
+                    applied += 1
+                self.state.set("cursor", answer["next_cursor"])
+            if not answer.get("has_more"):
+                return applied
+
+    def _apply_change(self, c: dict[str, Any]) -> None:
+        st = self.state
+        known = st.remote_path_of(c["file_id"])
+        if c["action"] == "delete":
+            where = known or c.get("old_path") or c["path"]
+            st.db.execute("DELETE FROM remote WHERE file_id = ?", (c["file_id"],))
+            st.drop_remote(where)
+            return
+        if known is not None and known != c["path"]:
+            st.move_remote(known, c["path"])
+        current = st.remote_by_path(c["path"])
+        if current is not None and current.file_id == c["file_id"] and \
+                current.version > c["version"]:
+            return  # an older state than one we recorded ourselves
+        st.put_remote(c["path"], Node(bool(c["is_directory"]), c.get("checksum"), c["file_id"],
+                                      c["version"], None, c.get("size") or 0))
+
+    # --- planning -------------------------------------------------------------------------------
+
+    async def gather(self) -> tuple[Scan, dict[str, Node], dict[str, Node], dict[str, SyncedEntry]]:
+        self.check_folder()
+        ignore = await asyncio.to_thread(Ignore, self.root)
+        synced_entries = self.state.synced_entries()
+        local = await asyncio.to_thread(scan, self.root, synced_entries, ignore)
+        remote = {p: n for p, n in self.state.remote_tree().items() if not ignore(p)}
+        synced = {p: e.node() for p, e in synced_entries.items() if not ignore(p)}
+        # A path we could not read is left alone on both sides until it can be read.
+        for p in local.problems:
+            synced.pop(p, None)
+            remote.pop(p, None)
+        return local, remote, synced, synced_entries
+
+    async def plan(self) -> tuple[list[Op], Scan]:
+        local, remote, synced, _ = await self.gather()
+        day = datetime.date.today().isoformat()
+        return plan(local.tree(), remote, synced, self.config.device_name, day), local
+
+    def check_deletions(self, ops: list[Op]) -> None:
+        """The mass-deletion guard: pause when one round would delete too much on the server."""
+        synced = self.state.synced_entries()
+        files = [p for p, e in synced.items() if not e.is_dir]
+        if len(files) < self.config.delete_guard_min_files:
+            return
+        doomed: set[str] = set()
+        for op in ops:
+            if op.kind == "delete_remote":
+                doomed.update(p for p in files if p == op.path or p.startswith(op.path + "/"))
+        if len(doomed) <= self.config.delete_guard_share * len(files):
+            return
+        if self.state.get("resume") == "1":
+            self.state.set("resume", None)
+            self.state.set("paused", None)
+            return
+        reason = (f"{len(doomed)} of {len(files)} synced files were deleted in the folder; "
+                  "run `drive-sync resume` to delete them on the server too")
+        self.state.set("paused", reason)
+        raise Paused(reason)
+
+    # --- one sync -------------------------------------------------------------------------------
+
+    async def sync_once(self, dry_run: bool = False, pull: bool = True) -> SyncResult:
+        """Rounds of pull → scan → plan → execute until the plan is empty (or only failing
+        operations are left). ``dry_run`` plans once and changes nothing."""
+        result = SyncResult()
+        async with self.lock:
+            for _ in range(MAX_ROUNDS):
+                if pull:
+                    await self.pull()
+                ops, local = await self.plan()
+                if result.rounds == 0 and local.temp_files and not dry_run:
+                    # Left by a download that was killed: never visible under a real name,
+                    # and no download of ours is running (we hold the lock).
+                    for tmp in local.temp_files:
+                        await asyncio.to_thread(tmp.unlink, missing_ok=True)
+                result.rounds += 1
+                self.state.clear_errors(keep=[*local.problems, *result.errors])
+                for p, why in local.problems.items():
+                    self.state.set_error(p, why)
+                    if not why.startswith("symlink"):
+                        result.errors[p] = why
+                if not ops or dry_run:
+                    result.pending = ops
+                    break
+                self.check_deletions(ops)
+                self._status("syncing", pending=len(ops),
+                             uploads=sum(op.kind in UP_KINDS for op in ops),
+                             downloads=sum(op.kind in DOWN_KINDS for op in ops))
+                done = await self.execute(ops, local)
+                result.done += done.ops
+                for op in done.ops:
+                    result.errors.pop(op.path, None)
+                result.errors.update(done.errors)
+                if not done.ops:
+                    result.pending = ops  # only failures left: report them
+                    break
+            else:
+                result.pending = (await self.plan())[0]
+        self._status("idle" if result.in_sync else "error", pending=len(result.pending),
+                     uploads=sum(op.kind in UP_KINDS for op in result.pending),
+                     downloads=sum(op.kind in DOWN_KINDS for op in result.pending),
+                     errors=result.errors, progress=None)
+        return result
+
+    def _status(self, state: str, **extra: Any) -> None:
+        if self.on_status is not None:
+            self.on_status({"state": state, **extra})
+
+    # --- execution ------------------------------------------------------------------------------
+
+    async def execute(self, ops: list[Op], local: Scan) -> RoundResult:
+        """Carry out one round's operations in plan order. Small uploads are grouped into
+        batches and downloads run several at a time (each touches its own path; parents are
+        created as needed); anything else first waits for those groups to finish."""
+        out = RoundResult()
+        self._sources = None
+        uploads: list[Op] = []
+        downloads: list[Op] = []
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def upload_group(group: list[Op]) -> None:
+            try:
+                await self._upload_many(group, local, out)
+            except ApiError as exc:
+                for op in group:
+                    out.errors[op.path] = str(exc)
+
+        async def start_uploads() -> None:
+            # A few batches in flight at once: the server spends most of a batch storing
+            # blocks and committing, so overlapping them keeps it busy.
+            if uploads:
+                in_flight.add(asyncio.create_task(upload_group(list(uploads))))
+                uploads.clear()
+            while len(in_flight) >= PARALLEL_BATCHES:
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                in_flight.difference_update(done)
+                for t in done:
+                    t.result()
+
+        async def flush() -> None:
+            await start_uploads()
+            while in_flight:
+                done, _ = await asyncio.wait(in_flight)
+                in_flight.difference_update(done)
+                for t in done:
+                    t.result()
+            if downloads:
+                group = list(downloads)
+                downloads.clear()
+                sem = asyncio.Semaphore(PARALLEL_FILES)
+
+                async def one(op: Op) -> None:
+                    async with sem:
+                        await self._guarded(op, local, out)
+
+                await asyncio.gather(*(one(op) for op in group))
+
+        for op in ops:
+            if op.kind == "upload" and self._batchable(op, local):
+                uploads.append(op)
+                if len(uploads) >= BATCH_FILES:
+                    await start_uploads()
+            elif op.kind == "download":
+                downloads.append(op)
+                if len(downloads) >= 4 * PARALLEL_FILES:
+                    await flush()
+            else:
+                if op.kind not in ("upload", "mkdir_remote", "mkdir_local"):
+                    await flush()
+                await self._guarded(op, local, out)
+        await flush()
+        return out
+
+    async def _guarded(self, op: Op, local: Scan, out: RoundResult) -> None:
+        """Run one operation; a per-file failure is recorded, not raised (``Offline`` and
+        other fatal errors still end the round)."""
+        try:
+            await self._execute_one(op, local, out)
+        except ApiError as exc:
+            log.warning("%s %s failed: %s", op.kind, op.path, exc)
+            out.errors[op.path] = str(exc)
+            self.state.set_error(op.path, str(exc))
+        except (FileChanged, FileNotFoundError, PermissionError, IsADirectoryError,
+                NotADirectoryError, FileExistsError) as exc:
+            log.info("%s %s deferred: %s", op.kind, op.path, exc)
+            out.ops.append(op)  # the next round sees the new state
+
+    def _batchable(self, op: Op, local: Scan) -> bool:
+        item = local.items.get(op.path)
+        return item is not None and item.size <= self.config.batch_max_file_bytes
+
+    def _os_path(self, path: str, local: Scan | None = None) -> Path:
+        rel = local.os_paths.get(path) if local is not None else None
+        return self.root / (rel or path).lstrip("/")
+
+    async def _execute_one(self, op: Op, local: Scan, out: RoundResult) -> None:
+        handler = getattr(self, "_op_" + op.kind)
+        await handler(op, local)
+        out.ops.append(op)
+        self.state.clear_error(op.path)
+
+    # --- operations on the server ---------------------------------------------------------------
+
+    def _remember(self, path: str, up: Uploaded) -> None:
+        node = Node(False, up.checksum, up.file_id, up.version, None, up.size)
+        self.state.put_remote(path, node)
+        self.state.put_synced(SyncedEntry(path, False, up.file_id, up.version, up.size,
+                                          up.mtime_ns, up.inode, up.checksum, up.blocks))
+
+    def _upload_target(self, op: Op) -> tuple[str | None, int | None]:
+        base = op.base
+        current = self.state.remote_by_path(op.path)
+        if base is not None and base.file_id and current is not None and \
+                current.file_id == base.file_id:
+            return base.file_id, base.version
+        if current is not None and not current.is_dir:
+            return current.file_id, current.version
+        # A new file: base version 0 means "only if nobody created it meanwhile", so a race
+        # with another device becomes a 409 and then a conflicted copy, never an overwrite.
+        return None, 0
+
+    async def _op_upload(self, op: Op, local: Scan) -> None:
+        file_id, base_version = self._upload_target(op)
+        try:
+            up = await upload_file(self.remote, self._os_path(op.path, local), op.path, file_id,
+                                   base_version, self.config.parallel_transfers,
+                                   on_bytes=_Progress(self, "uploading", op.path,
+                                                      local.items[op.path].size))
+        except ApiError as exc:
+            if exc.status == 409 and exc.code == "version_conflict":
+                await self._lost_race(op.path)
+                return
+            raise
+        self._remember(op.path, up)
+
+    async def _upload_many(self, ops: list[Op], local: Scan, out: RoundResult) -> None:
+        if len(ops) == 1:
+            await self._guarded(ops[0], local, out)
+            return
+        items = []
+        for op in ops:
+            file_id, base_version = self._upload_target(op)
+            items.append(BatchItem(op.path, self._os_path(op.path, local), file_id, base_version))
+        results = await upload_batch(self.remote, items)
+        for op, res in zip(ops, results, strict=True):
+            if isinstance(res, Uploaded):
+                self._remember(op.path, res)
+                out.ops.append(op)
+            elif isinstance(res, ApiError) and res.status == 409 and \
+                    res.code == "version_conflict":
+                await self._lost_race(op.path)
+                out.ops.append(op)
+            elif isinstance(res, ApiError):
+                out.errors[op.path] = str(res)
+                self.state.set_error(op.path, str(res))
+            else:
+                out.ops.append(op)  # changed meanwhile: next round
+
+    async def _lost_race(self, path: str) -> None:
+        """The server moved on while we uploaded (409 ``version_conflict``). Our bytes stay in
+        the folder; learn the server's state and let the next round's plan decide: the same
+        content is just recorded, different content becomes a conflicted copy."""
+        log.info("%s changed on the server during the upload; replanning", path)
+        await self.pull()
+
+    async def _op_mkdir_remote(self, op: Op, local: Scan) -> None:
+        try:
+            entry = await self.remote.mkdir(op.path)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            entry = await self._find_remote(op.path)
+            if entry is None or not entry["is_directory"]:
+                raise
+        node = Node(True, None, entry["file_id"], entry["version"], None, 0)
+        self.state.put_remote(op.path, node)
+        item = local.items.get(op.path)
+        self.state.put_synced(SyncedEntry(op.path, True, entry["file_id"], entry["version"], 0,
+                                          item.mtime_ns if item else 0,
+                                          item.inode if item else None, None, ()))
+
+    async def _find_remote(self, path: str) -> dict[str, Any] | None:
+        parent, _, name = path.rpartition("/")
+        for e in await self.remote.list_folder(parent or "/"):
+            if e["name"] == name:
+                return e
+        return None
+
+    async def _op_delete_remote(self, op: Op, local: Scan) -> None:
+        node = self.state.remote_by_path(op.path)
+        if node is not None and node.file_id:
+            try:
+                await self.remote.delete(node.file_id)
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+        self.state.drop_remote(op.path)
+        self.state.drop_synced(op.path)
+
+    async def _op_move_remote(self, op: Op, local: Scan) -> None:
+        assert op.src is not None
+        node = self.state.remote_by_path(op.src)
+        assert node is not None and node.file_id
+        entry = await self.remote.move(node.file_id, op.path)
+        self.state.move_remote(op.src, op.path)
+        self.state.move_synced(op.src, op.path)
+        synced = self.state.synced_entries().get(op.path)
+        item = local.items.get(op.path)
+        if synced is not None and item is not None:
+            self.state.put_synced(SyncedEntry(op.path, synced.is_dir, synced.file_id,
+                                              entry.get("version", synced.version), synced.size,
+                                              item.mtime_ns, item.inode, synced.checksum,
+                                              synced.blocks))
+
+    # --- operations on the folder ---------------------------------------------------------------
+
+    def _still_as_scanned(self, path: str, local: Scan) -> bool:
+        """Is the local item at ``path`` still what the scan saw (absent if it saw nothing)?"""
+        target = self._os_path(path, local)
+        seen = local.items.get(path)
+        try:
+            st = target.lstat()
+        except FileNotFoundError:
+            return seen is None
+        if seen is None:
+            return False
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (seen.size, seen.mtime_ns, seen.inode) \
+            or (seen.is_dir and os.path.isdir(target))
+
+    async def _op_download(self, op: Op, local: Scan) -> None:
+        node = self.state.remote_by_path(op.path)
+        assert node is not None and node.file_id
+        target = self._os_path(op.path, local)
+        tmp, info = await self._fetch(op.path, node, target)
+        try:
+            if not self._still_as_scanned(op.path, local):
+                raise FileChanged(f"{op.path} changed locally during the download")
+            if local.items.get(op.path) is not None and local.items[op.path].is_dir:
+                raise IsADirectoryError(op.path)
+            await asyncio.to_thread(os.replace, tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        st = await asyncio.to_thread(target.stat)
+        hashes = info["hashes"]
+        self.state.put_remote(op.path, Node(False, info["checksum"], node.file_id,
+                                            info["version"], None, info["size"]))
+        self.state.put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
+                                          info["size"], st.st_mtime_ns, st.st_ino,
+                                          info["checksum"], hashes))
+
+    async def _fetch(self, path: str, node: Node, target: Path
+                     ) -> tuple[Path, dict[str, Any]]:
+        """Assemble the remote file in a temp file beside ``target``: from local blocks when
+        possible, in one request for a small file, else block by block."""
+        assert node.file_id is not None
+        if self._sources is None:
+            # Built once a round, not per file: the index spans every synced file.
+            self._sources = {h: (self.root / p.lstrip("/"), off)
+                             for h, (p, off) in self.state.block_sources().items()}
+            self._single = {content_checksum([h]): h for h in self._sources}
+        small = {"version": node.version, "checksum": node.checksum, "size": node.size}
+        if node.size == 0 and node.checksum == content_checksum([]):
+            return await write_from_local(b"", target), {**small, "hashes": ()}
+        if node.checksum and node.size <= SMALL_FILE_BYTES:
+            h = self._single.get(node.checksum)
+            if h is not None:
+                src, offset = self._sources[h]
+                data = await asyncio.to_thread(read_local_block, src, offset, node.size, h)
+                if data is not None:
+                    return await write_from_local(data, target), {**small, "hashes": (h,)}
+            got = await download_small(self.remote, node.file_id, node.checksum, target)
+            if got is not None:
+                return got[0], {**small, "hashes": got[1]}
+        tmp, info = await download_to_temp(self.remote, node.file_id, target, self._sources,
+                                           self.config.parallel_transfers,
+                                           on_fetch=_Progress(self, "downloading", path,
+                                                              node.size))
+        return tmp, {"version": info["version"], "checksum": info["checksum"],
+                     "size": info["size"], "hashes": tuple(b["hash"] for b in info["blocks"])}
+
+    async def _op_mkdir_local(self, op: Op, local: Scan) -> None:
+        node = self.state.remote_by_path(op.path)
+        target = self._os_path(op.path, local)
+        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+        st = await asyncio.to_thread(target.stat)
+        self.state.put_synced(SyncedEntry(op.path, True, node.file_id if node else None,
+                                          node.version if node else 0, 0, st.st_mtime_ns,
+                                          st.st_ino, None, ()))
+
+    async def _op_delete_local(self, op: Op, local: Scan) -> None:
+        target = self._os_path(op.path, local)
+        if not self._still_as_scanned(op.path, local):
+            raise FileChanged(f"{op.path} changed locally; not deleting it")
+        item = local.items.get(op.path)
+        if item is not None and item.is_dir:
+            await asyncio.to_thread(shutil.rmtree, target)
+        elif item is not None:
+            await asyncio.to_thread(target.unlink, missing_ok=True)
+        self.state.drop_synced(op.path)
+
+    async def _op_move_local(self, op: Op, local: Scan) -> None:
+        assert op.src is not None
+        src, dst = self._os_path(op.src, local), self._os_path(op.path)
+        await asyncio.to_thread(_rename_no_replace, src, dst)
+        self.state.move_synced(op.src, op.path)
+
+    async def _op_conflict(self, op: Op, local: Scan) -> None:
+        assert op.copy is not None
+        await asyncio.to_thread(_rename_no_replace, self._os_path(op.path, local),
+                                self._os_path(op.copy))
+        self.state.drop_synced(op.path)
+        log.warning("conflict: kept the local version of %s as %s", op.path, op.copy)
+        node = self.state.remote_by_path(op.path)
+        moved = Scan(os_paths={}, items={})
+        if node is not None and node.is_dir:
+            await self._op_mkdir_local(op, moved)
+        elif node is not None:
+            await self._op_download(op, moved)
+
+    async def _op_record(self, op: Op, local: Scan) -> None:
+        node = self.state.remote_by_path(op.path)
+        item: LocalFile | None = local.items.get(op.path)
+        assert node is not None and item is not None
+        self.state.put_synced(SyncedEntry(op.path, node.is_dir, node.file_id, node.version,
+                                          item.size, item.mtime_ns, item.inode, item.checksum,
+                                          item.blocks))
+
+    async def _op_forget(self, op: Op, local: Scan) -> None:
+        self.state.drop_synced(op.path)
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename without ever replacing what is at ``dst`` (a user's file)."""
+    if dst.exists():
+        raise FileExistsError(str(dst))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(src, dst)

@@ -1,0 +1,125 @@
+"""The local tree: a scan of the folder, hashing only what changed since the synced tree.
+
+A file whose size, mtime and inode equal its synced record keeps the synced checksum and block
+list (the same shortcut as Dropbox and rsync); anything else is hashed with the shared block
+module, so the client's hashes are the server's. Symlinks are skipped with a warning; files the
+daemon cannot read are skipped and reported (``problems``), and retried on the next scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from driveserver.blocks.format import hash_file
+
+from .checksum import content_checksum
+from .ignore import TEMP_PREFIX, Ignore
+from .planner import Node
+from .state import SyncedEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """What the scan saw at a path: enough to detect a later change and to record it."""
+
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    inode: int
+    checksum: str | None
+    blocks: tuple[str, ...]
+
+    def node(self) -> Node:
+        return Node(self.is_dir, self.checksum, None, 0, self.inode, self.size)
+
+
+@dataclass
+class Scan:
+    items: dict[str, LocalFile] = field(default_factory=dict)
+    os_paths: dict[str, str] = field(default_factory=dict)  # tree path -> path relative to root
+    problems: dict[str, str] = field(default_factory=dict)  # tree path -> why it was skipped
+    temp_files: list[Path] = field(default_factory=list)  # our download temp files
+
+    def tree(self) -> dict[str, Node]:
+        return {p: f.node() for p, f in self.items.items()}
+
+
+def hash_local(path: Path) -> tuple[str, tuple[str, ...]]:
+    blocks = tuple(b.hash for b in hash_file(path))
+    return content_checksum(blocks), blocks
+
+
+def stat_file(path: Path, synced: SyncedEntry | None = None) -> LocalFile:
+    """Stat (and if needed hash) one file or folder. Raises OSError if it cannot be read."""
+    st = path.lstat()
+    if stat.S_ISDIR(st.st_mode):
+        return LocalFile(True, 0, st.st_mtime_ns, st.st_ino, None, ())
+    if synced is not None and not synced.is_dir and synced.size == st.st_size and \
+            synced.mtime_ns == st.st_mtime_ns and synced.inode == st.st_ino:
+        return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, synced.checksum,
+                         synced.blocks)
+    checksum, blocks = hash_local(path)
+    after = path.lstat()
+    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise BlockingIOError("the file changed while it was being read")
+    return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, checksum, blocks)
+
+
+def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
+    """Walk the folder (blocking: run it in a thread)."""
+    out = Scan()
+
+    def walk(folder: Path, rel: str) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            out.problems[rel or "/"] = f"cannot list folder: {exc.strerror or exc}"
+            return
+        seen_keys: dict[str, str] = {}  # case-folded name -> the name that has it
+        for entry in sorted(entries, key=lambda e: e.name):
+            name = unicodedata.normalize("NFC", entry.name)
+            path = f"{rel}/{name}"
+            if ignore(path):
+                if name.startswith(TEMP_PREFIX):
+                    out.temp_files.append(Path(entry.path))
+                continue
+            try:
+                if entry.is_symlink():
+                    if path not in out.problems:
+                        log.warning("skipping symlink %s", path)
+                    out.problems[path] = "symlink (not synced)"
+                    continue
+                if not entry.is_dir(follow_symlinks=False) and \
+                        not entry.is_file(follow_symlinks=False):
+                    continue  # sockets, fifos, devices
+                key = name.casefold()
+                if key in seen_keys:
+                    # The server (like macOS and Windows) keeps one name per folder whatever
+                    # the letter case or Unicode form: sync the first, report the other.
+                    out.problems[path] = (f"differs from {seen_keys[key]!r} only in letter "
+                                          "case or Unicode form; not synced")
+                    continue
+                seen_keys[key] = name
+                item = stat_file(Path(entry.path), synced.get(path))
+            except PermissionError as exc:
+                out.problems[path] = f"permission denied: {exc.strerror or exc}"
+                continue
+            except FileNotFoundError:
+                continue  # deleted while we looked
+            except OSError as exc:
+                out.problems[path] = str(exc)
+                continue
+            out.items[path] = item
+            out.os_paths[path] = f"{rel}/{entry.name}"
+            if item.is_dir:
+                walk(Path(entry.path), path)
+
+    walk(root, "")
+    return out

@@ -1,0 +1,224 @@
+"""The local state database: the synced tree, the remote tree cache, the cursor, errors.
+
+One SQLite file in the config dir (WAL mode). Every write is its own short transaction made
+*after* the effect it records is durable (a file renamed into place, a version committed on the
+server), so a crash between the effect and the write only makes the next round redo a check,
+never believe something that did not happen.
+
+* ``synced`` — the last state both sides agreed on, per path: file id, version, size, mtime,
+  inode, checksum and the ordered block hashes (also the index of blocks available locally).
+* ``remote`` — the server's tree as the change feed described it, keyed by file id.
+* ``kv`` — the feed cursor, the pause flag of the deletion guard, and similar single values.
+* ``sync_errors`` — per-file problems shown by ``drive-sync status``.
+
+Schema changes are handled the way the style guide allows for a client: drop and resync.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from driveserver.blocks.format import BLOCK_SIZE
+
+from .planner import Node
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS synced (
+    path TEXT PRIMARY KEY, is_dir INTEGER NOT NULL, file_id TEXT, version INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER, checksum TEXT,
+    blocks TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS remote (
+    file_id TEXT PRIMARY KEY, path TEXT NOT NULL, is_dir INTEGER NOT NULL,
+    version INTEGER NOT NULL, size INTEGER NOT NULL, checksum TEXT);
+CREATE INDEX IF NOT EXISTS remote_path ON remote(path);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sync_errors (path TEXT PRIMARY KEY, message TEXT, at REAL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedEntry:
+    """A row of the synced tree."""
+
+    path: str
+    is_dir: bool
+    file_id: str | None
+    version: int
+    size: int
+    mtime_ns: int
+    inode: int | None
+    checksum: str | None
+    blocks: tuple[str, ...]
+
+    def node(self) -> Node:
+        return Node(self.is_dir, self.checksum, self.file_id, self.version, self.inode, self.size)
+
+
+def _like_prefix(path: str) -> str:
+    return path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+
+
+class State:
+    """The state database. Plain ``sqlite3``: every query is a few microseconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            # An older client layout: drop and resync (the synced tree is rebuilt by a merge).
+            for table in ("synced", "remote", "kv", "sync_errors"):
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- key/value ------------------------------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM kv WHERE key = ?", (key,))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))
+
+    # --- synced tree ----------------------------------------------------------------------------
+
+    def synced_entries(self) -> dict[str, SyncedEntry]:
+        rows = self.db.execute("SELECT path, is_dir, file_id, version, size, mtime_ns, inode,"
+                               " checksum, blocks FROM synced").fetchall()
+        return {r[0]: SyncedEntry(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6], r[7],
+                                  tuple(json.loads(r[8]))) for r in rows}
+
+    def put_synced(self, e: SyncedEntry) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO synced(path, is_dir, file_id, version, size, mtime_ns, inode,"
+            " checksum, blocks) VALUES (?,?,?,?,?,?,?,?,?)",
+            (e.path, int(e.is_dir), e.file_id, e.version, e.size, e.mtime_ns, e.inode,
+             e.checksum, json.dumps(list(e.blocks))))
+
+    def drop_synced(self, path: str) -> None:
+        """Forget ``path`` and everything below it (one subtree query)."""
+        self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",
+                        (path, _like_prefix(path)))
+
+    def move_synced(self, src: str, dst: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",
+                            (dst, _like_prefix(dst)))
+            self.db.execute(
+                "UPDATE synced SET path = ? || substr(path, ?) WHERE path = ? OR path LIKE ?"
+                " ESCAPE '\\'", (dst, len(src) + 1, src, _like_prefix(src)))
+
+    # --- remote tree ----------------------------------------------------------------------------
+
+    def remote_tree(self) -> dict[str, Node]:
+        rows = self.db.execute(
+            "SELECT path, is_dir, checksum, file_id, version, size FROM remote").fetchall()
+        return {r[0]: Node(bool(r[1]), r[2], r[3], r[4], None, r[5]) for r in rows}
+
+    def remote_by_path(self, path: str) -> Node | None:
+        r = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size FROM remote"
+                            " WHERE path = ?", (path,)).fetchone()
+        return Node(bool(r[1]), r[2], r[3], r[4], None, r[5]) if r else None
+
+    def remote_path_of(self, file_id: str) -> str | None:
+        row = self.db.execute("SELECT path FROM remote WHERE file_id = ?", (file_id,)).fetchone()
+        return row[0] if row else None
+
+    def put_remote(self, path: str, node: Node) -> None:
+        """Record an item at ``path``; whatever else the cache had there is replaced."""
+        assert node.file_id is not None
+        with self.transaction():
+            self.db.execute("DELETE FROM remote WHERE path = ? AND file_id != ?",
+                            (path, node.file_id))
+            self.db.execute(
+                "INSERT OR REPLACE INTO remote(file_id, path, is_dir, version, size, checksum)"
+                " VALUES (?,?,?,?,?,?)",
+                (node.file_id, path, int(node.is_dir), node.version, node.size, node.checksum))
+
+    def drop_remote(self, path: str) -> None:
+        self.db.execute("DELETE FROM remote WHERE path = ? OR path LIKE ? ESCAPE '\\'",
+                        (path, _like_prefix(path)))
+
+    def move_remote(self, src: str, dst: str) -> None:
+        with self.transaction():
+            self.db.execute(
+                "UPDATE remote SET path = ? || substr(path, ?) WHERE path = ? OR path LIKE ?"
+                " ESCAPE '\\'", (dst, len(src) + 1, src, _like_prefix(src)))
+
+    def clear_remote(self) -> None:
+        self.db.execute("DELETE FROM remote")
+
+    def transaction(self) -> _Tx:
+        return _Tx(self.db)
+
+    # --- block index ----------------------------------------------------------------------------
+
+    def block_sources(self) -> dict[str, tuple[str, int]]:
+        """Block hash → (path, offset) of a synced file that had it, to reuse on download."""
+        out: dict[str, tuple[str, int]] = {}
+        for path, blocks, size in self.db.execute(
+                "SELECT path, blocks, size FROM synced WHERE is_dir = 0 AND blocks != '[]'"):
+            offset = 0
+            for h, bsize in _block_sizes(json.loads(blocks), size):
+                out.setdefault(h, (path, offset))
+                offset += bsize
+        return out
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    def set_error(self, path: str, message: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO sync_errors(path, message, at) VALUES (?,?,?)",
+                        (path, message, time.time()))
+
+    def clear_error(self, path: str) -> None:
+        self.db.execute("DELETE FROM sync_errors WHERE path = ?", (path,))
+
+    def clear_errors(self, keep: Iterable[str] = ()) -> None:
+        keep = set(keep)
+        for (path,) in self.db.execute("SELECT path FROM sync_errors").fetchall():
+            if path not in keep:
+                self.clear_error(path)
+
+    def errors(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in
+                self.db.execute("SELECT path, message FROM sync_errors ORDER BY path")]
+
+
+def _block_sizes(hashes: list[str], size: int) -> Iterator[tuple[str, int]]:
+    for i, h in enumerate(hashes):
+        yield h, BLOCK_SIZE if i < len(hashes) - 1 else size - BLOCK_SIZE * (len(hashes) - 1)
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; nested uses join the outer transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.outer = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.outer = True
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if self.outer:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,315 @@
+"""Uploads and downloads of file content, block by block, with atomic local writes.
+
+Upload: hash the file with the shared block module, ``upload-init`` with the block list, PUT only
+``blocks_to_upload`` (a few in parallel), ``complete`` with ``base_version``. Each block sent is
+re-read and re-hashed, so a file that changes mid-upload can never produce a half-old half-new
+version: the blocks either match the list we announced or the upload is redone.
+
+Download: ask for the block list, take every block we already hold (from the synced tree's block
+index: the old version of the file or any other synced file, re-hashed after reading) from disk
+and fetch the rest, verifying each SHA-256; write into a hidden temp file beside the target,
+fsync, and let the caller check the target is still what the synced tree says before the atomic
+``os.replace``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from driveserver.blocks.format import BLOCK_SIZE, block_hash, hash_file
+from driveserver.blocks.routes import encode_batch
+
+from .checksum import content_checksum
+from .errors import ApiError
+from .ignore import TEMP_PREFIX
+from .remote import Remote
+
+BATCH_BODY_MAX = 32 * 1024 * 1024
+
+
+class FileChanged(Exception):
+    """The local file changed while it was read: upload it again."""
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    file_id: str
+    version: int
+    size: int
+    mtime_ns: int
+    inode: int
+    checksum: str
+    blocks: tuple[str, ...]
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _hash_with_sizes(path: Path) -> list[dict[str, Any]]:
+    return [{"order": i, "hash": b.hash, "size": b.size} for i, b in enumerate(hash_file(path))]
+
+
+async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_id: str | None,
+                      base_version: int | None, parallel: int = 4,
+                      on_bytes: Callable[[int], None] | None = None) -> Uploaded:
+    """Upload one file as a new version. Raises :class:`ApiError` (e.g. 409 ``version_conflict``:
+    the caller makes a conflicted copy) and redoes the upload if the file changed meanwhile."""
+    for _attempt in range(5):
+        before = await asyncio.to_thread(_stat_key, local_path)
+        blocks = await asyncio.to_thread(_hash_with_sizes, local_path)
+        size = sum(b["size"] for b in blocks)
+        if size != before[0]:
+            continue
+        body: dict[str, Any] = {"size": size, "blocks": blocks}
+        body.update({"file_id": file_id} if file_id else {"path": remote_path})
+        if base_version is not None:
+            body["base_version"] = base_version
+        init = await remote.upload_init(body)
+        offsets = {b["hash"]: (i * BLOCK_SIZE, b["size"]) for i, b in enumerate(blocks)}
+        try:
+            receipts = await _send_blocks(remote, local_path, init["block_url"],
+                                          sorted(set(init.get("blocks_to_upload", []))),
+                                          offsets, parallel, on_bytes)
+        except FileChanged:
+            continue
+        done_body: dict[str, Any] = {
+            "blocks": [receipts.get(b["hash"], b["hash"]) for b in blocks]}
+        if base_version is not None:
+            done_body["base_version"] = base_version
+        result = await remote.complete(init["file_id"], done_body)
+        after = await asyncio.to_thread(_stat_key, local_path)
+        if after != before:
+            # Changed while uploading: what we committed is a consistent older state; send the
+            # new one on top of it.
+            file_id, base_version = init["file_id"], result["version"]
+            continue
+        hashes = tuple(b["hash"] for b in blocks)
+        return Uploaded(init["file_id"], result["version"], size, before[1], before[2],
+                        content_checksum(hashes), hashes)
+    raise FileChanged(f"{local_path} keeps changing; will retry later")
+
+
+async def _send_blocks(remote: Remote, local_path: Path, block_url: str, needed: list[str],
+                       offsets: dict[str, tuple[int, int]], parallel: int,
+                       on_bytes: Callable[[int], None] | None) -> dict[str, dict[str, Any]]:
+    """PUT the blocks the server lacks, ``parallel`` at a time, each re-read and re-hashed."""
+    receipts: dict[str, dict[str, Any]] = {}
+    sem = asyncio.Semaphore(parallel)
+
+    async def send(h: str) -> None:
+        async with sem:
+            offset, bsize = offsets[h]
+            data = await asyncio.to_thread(_read_at, local_path, offset, bsize)
+            if block_hash(data) != h:
+                raise FileChanged(str(local_path))
+            receipts[h] = await remote.put_block(block_url, h, data)
+            if on_bytes:
+                on_bytes(len(data))
+
+    await asyncio.gather(*(send(h) for h in needed))
+    return receipts
+
+
+@dataclass
+class BatchItem:
+    remote_path: str
+    local_path: Path
+    file_id: str | None
+    base_version: int | None
+    stat: tuple[int, int, int] = (0, 0, 0)
+    blocks: list[dict[str, Any]] | None = None
+
+
+async def upload_batch(remote: Remote, items: list[BatchItem]
+                       ) -> list[Uploaded | Exception]:
+    """Upload many small files with three requests: upload-init/batch, one POST /blocks/batch,
+    complete/batch. Each file keeps its own result (an exception for a failed one)."""
+    async def prepare(item: BatchItem) -> None:
+        item.stat = await asyncio.to_thread(_stat_key, item.local_path)
+        item.blocks = await asyncio.to_thread(_hash_with_sizes, item.local_path)
+
+    await asyncio.gather(*(prepare(i) for i in items))
+    bodies = []
+    for item in items:
+        assert item.blocks is not None
+        body: dict[str, Any] = {"size": item.stat[0], "blocks": item.blocks}
+        body.update({"file_id": item.file_id} if item.file_id else {"path": item.remote_path})
+        if item.base_version is not None:
+            body["base_version"] = item.base_version
+        bodies.append(body)
+    init = await remote.upload_init_batch(bodies)
+    results: list[Uploaded | Exception] = []
+    wanted: dict[str, tuple[Path, int, int]] = {}
+    for item, res in zip(items, init["results"], strict=True):
+        if "error" in res:
+            continue
+        assert item.blocks is not None
+        offset = 0
+        for b in item.blocks:
+            if b["hash"] in res.get("blocks_to_upload", []):
+                wanted.setdefault(b["hash"], (item.local_path, offset, b["size"]))
+            offset += b["size"]
+    receipts: dict[str, dict[str, Any]] = {}
+    changed: set[Path] = set()
+    # The server accepts a batch body of at most the grant's bytes + 4096, headers included
+    # (69 bytes a frame), so many tiny blocks go in several requests.
+    granted = sum(item.stat[0] for item, res in zip(items, init["results"], strict=True)
+                  if "error" not in res)
+    limit = min(BATCH_BODY_MAX, granted + 4096)
+    frames: list[tuple[str, bytes]] = []
+    body_len = 0
+
+    async def flush() -> None:
+        nonlocal frames, body_len
+        if frames:
+            for r in await remote.put_batch(init["batch_url"], encode_batch(frames)):
+                receipts[r["hash"]] = r
+        frames, body_len = [], 0
+
+    for h, (path, offset, size) in wanted.items():
+        data = await asyncio.to_thread(_read_at, path, offset, size)
+        if block_hash(data) != h:
+            changed.add(path)
+            continue
+        frame_len = len(encode_batch([(h, data)]))
+        if frames and body_len + frame_len > limit:
+            await flush()
+        frames.append((h, data))
+        body_len += frame_len
+    await flush()
+    completes, order = [], []
+    for i, (item, res) in enumerate(zip(items, init["results"], strict=True)):
+        if "error" in res or item.local_path in changed:
+            continue
+        assert item.blocks is not None
+        body = {"file_id": res["file_id"],
+                "blocks": [receipts.get(b["hash"], b["hash"]) for b in item.blocks]}
+        if item.base_version is not None:
+            body["base_version"] = item.base_version
+        completes.append(body)
+        order.append(i)
+    done = dict(zip(order, await remote.complete_batch(completes) if completes else [],
+                    strict=True))
+    for i, (item, res) in enumerate(zip(items, init["results"], strict=True)):
+        err = res.get("error") or (done.get(i) or {}).get("error")
+        if err:
+            results.append(ApiError(err.get("status", 400), err.get("code"),
+                                    err.get("message", ""), err))
+            continue
+        if i not in done:
+            results.append(FileChanged(str(item.local_path)))
+            continue
+        after = await asyncio.to_thread(_stat_key, item.local_path)
+        if after != item.stat:
+            results.append(FileChanged(str(item.local_path)))
+            continue
+        assert item.blocks is not None
+        hashes = tuple(b["hash"] for b in item.blocks)
+        results.append(Uploaded(done[i]["file_id"], done[i]["version"], item.stat[0],
+                                item.stat[1], item.stat[2], content_checksum(hashes), hashes))
+    return results
+
+
+def temp_path_for(target: Path) -> Path:
+    """A hidden name beside ``target`` that the ignore rules skip (same folder: same file system,
+    so the final rename is atomic)."""
+    return target.parent / f"{TEMP_PREFIX}{secrets.token_hex(6)}.tmp"
+
+
+def read_local_block(path: Path, offset: int, size: int, h: str) -> bytes | None:
+    try:
+        data = _read_at(path, offset, size)
+    except OSError:
+        return None
+    return data if len(data) == size and block_hash(data) == h else None
+
+
+async def download_to_temp(remote: Remote, file_id: str, target: Path,
+                           local_sources: dict[str, tuple[Path, int]], parallel: int = 4,
+                           on_fetch: Callable[[int], None] | None = None
+                           ) -> tuple[Path, dict[str, Any]]:
+    """Assemble the current version of ``file_id`` in a temp file beside ``target`` (fsynced).
+
+    Returns the temp path and the download answer (version, checksum, blocks). The caller renames
+    it into place after checking the target, or deletes it.
+    """
+    info = await remote.download_info(file_id)
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    tmp = temp_path_for(target)
+    fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    sem = asyncio.Semaphore(parallel)
+    try:
+        offsets = []
+        offset = 0
+        for b in info["blocks"]:
+            offsets.append(offset)
+            offset += b["size"]
+
+        async def one(b: dict[str, Any], at: int) -> None:
+            data: bytes | None = None
+            src = local_sources.get(b["hash"])
+            if src is not None:
+                data = await asyncio.to_thread(read_local_block, src[0], src[1], b["size"],
+                                               b["hash"])
+            if data is None:
+                async with sem:
+                    data = await remote.get_block(b["url"], b["hash"], b["size"])
+                if on_fetch:
+                    on_fetch(len(data))
+            await asyncio.to_thread(os.pwrite, fd, data, at)
+
+        await asyncio.gather(*(one(b, at) for b, at in zip(info["blocks"], offsets, strict=True)))
+        await asyncio.to_thread(os.ftruncate, fd, offset)
+        await asyncio.to_thread(os.fsync, fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp, info
+
+
+SMALL_FILE_BYTES = 1024 * 1024
+
+
+def _write_temp(target: Path, data: bytes) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+async def download_small(remote: Remote, file_id: str, checksum: str, target: Path
+                         ) -> tuple[Path, tuple[str, ...]] | None:
+    """One request for a small file (``GET /content``) instead of block list + block: half the
+    round trips when thousands of small files arrive. The bytes are verified against the
+    checksum the feed announced; None if they do not match (the file changed meanwhile: the
+    caller falls back to the block path)."""
+    data = await remote.content(file_id)
+    hashes = tuple(block_hash(data[i:i + BLOCK_SIZE]) for i in range(0, len(data), BLOCK_SIZE))
+    if content_checksum(hashes) != checksum:
+        return None
+    return await asyncio.to_thread(_write_temp, target, data), hashes
+
+
+async def write_from_local(data: bytes, target: Path) -> Path:
+    return await asyncio.to_thread(_write_temp, target, data)

@@ -1,0 +1,527 @@
+"""End-to-end: a real server on a real port, real ``drive-sync`` clients through their CLI.
+
+Each device has its own ``--config-dir`` and folder. ``run --once`` drives them step by step;
+the daemon test runs ``python -m syncclient run`` as subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from driveserver.blocks.format import BLOCK_SIZE
+from driveserver.meta.versions import content_checksum as server_checksum
+from syncclient.checksum import content_checksum
+from tests.helpers import RunningServer, start_server, wait_for
+from tests.sync_helpers import EMAIL, Device, make_devices, metric, restart_server
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    server = await start_server(tmp_path / "data")
+    await server.register(EMAIL)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def two(tmp_path: Path, srv: RunningServer) -> tuple[Device, Device]:
+    a, b = make_devices(tmp_path, "laptop", "desktop")
+    await a.init(srv)
+    await b.init(srv)
+    return a, b
+
+
+async def converge(*devices: Device) -> None:
+    for d in (*devices, *devices):
+        await d.sync()
+
+
+def conflicted(d: Device) -> list[str]:
+    return sorted(p for p in d.tree() if "conflicted copy" in p)
+
+
+def test_checksum_matches_server() -> None:
+    hashes = ["00" * 32, "ab" * 32]
+    assert content_checksum(hashes) == server_checksum(hashes)
+    assert content_checksum([]) == server_checksum([])
+
+
+async def test_init_stores_token_privately(two: tuple[Device, Device]) -> None:
+    a, _ = two
+    token = a.config_dir / "token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert token.read_text() not in (a.config_dir / "config.json").read_text()
+    assert (a.folder / ".drive-sync").is_dir()
+
+
+async def test_create_edit_move_delete_propagate_both_ways(two: tuple[Device, Device]) -> None:
+    a, b = two
+    a.write("notes.txt", "v1")
+    a.write("docs/deep/er/file.md", "# deep")
+    a.write("empty.txt", b"")
+    (a.folder / "empty-folder").mkdir()
+    await converge(a, b)
+    assert b.tree() == a.tree()
+    assert b.read("docs/deep/er/file.md") == b"# deep"
+
+    b.write("notes.txt", "v2 from desktop")
+    (b.folder / "docs").rename(b.folder / "papers")
+    b.write("papers/new.txt", "new")
+    await converge(b, a)
+    assert a.tree() == b.tree()
+    assert a.read("notes.txt") == b"v2 from desktop"
+    assert not (a.folder / "docs").exists()
+
+    (a.folder / "notes.txt").rename(a.folder / "renamed.txt")
+    (a.folder / "empty.txt").unlink()
+    for p in sorted((a.folder / "papers").rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    (a.folder / "papers").rmdir()
+    await converge(a, b)
+    assert b.tree() == a.tree()
+    assert set(b.tree()) == {"renamed.txt", "empty-folder"}
+    assert conflicted(a) == conflicted(b) == []
+
+
+async def test_local_rename_is_a_server_move(two: tuple[Device, Device], srv: RunningServer
+                                             ) -> None:
+    a, b = two
+    a.write("big.bin", os.urandom(300_000))
+    await converge(a, b)
+    before = await metric(srv, "drive_block_bytes_total", "in")
+    (a.folder / "big.bin").rename(a.folder / "moved.bin")
+    await converge(a, b)
+    assert await metric(srv, "drive_block_bytes_total", "in") == before
+    assert b.read("moved.bin") == a.read("moved.bin")
+    trash = await (await srv.login(EMAIL)).get("/api/trash")
+    assert trash.body["entries"] == []  # a move, not delete + upload
+
+
+async def test_one_byte_edit_moves_one_block(two: tuple[Device, Device], srv: RunningServer
+                                             ) -> None:
+    a, b = two
+    data = bytearray(os.urandom(20 * 1024 * 1024))
+    a.write("video.raw", bytes(data))
+    await converge(a, b)
+    assert b.read("video.raw") == bytes(data)
+    in_bytes = await metric(srv, "drive_block_bytes_total", "in")
+    in_blocks = await metric(srv, "drive_blocks_total", "in")
+    out_blocks = await metric(srv, "drive_blocks_total", "out")
+    out_bytes = await metric(srv, "drive_block_bytes_total", "out")
+    data[10 * 1024 * 1024 + 7] ^= 0xFF
+    a.write("video.raw", bytes(data))
+    await a.sync()
+    await b.sync()
+    assert b.read("video.raw") == bytes(data)
+    assert await metric(srv, "drive_blocks_total", "in") - in_blocks == 1
+    assert await metric(srv, "drive_block_bytes_total", "in") - in_bytes == BLOCK_SIZE
+    assert await metric(srv, "drive_blocks_total", "out") - out_blocks == 1
+    assert await metric(srv, "drive_block_bytes_total", "out") - out_bytes == BLOCK_SIZE
+
+
+async def test_same_file_on_two_devices_uploaded_once(two: tuple[Device, Device],
+                                                      srv: RunningServer) -> None:
+    a, b = two
+    payload = os.urandom(5 * 1024 * 1024)
+    a.write("shared.iso", payload)
+    b.write("shared.iso", payload)          # same path, same bytes
+    b.write("copy-of-shared.iso", payload)  # same bytes under another name
+    await a.sync()
+    blocks_in = await metric(srv, "drive_blocks_total", "in")
+    await b.sync()
+    await a.sync()
+    assert await metric(srv, "drive_blocks_total", "in") == blocks_in
+    assert a.tree() == b.tree()
+    assert conflicted(a) == []
+
+
+async def test_concurrent_edits_give_one_conflicted_copy(two: tuple[Device, Device]) -> None:
+    a, b = two
+    a.write("report.txt", "base")
+    await converge(a, b)
+    a.write("report.txt", "laptop's words")
+    b.write("report.txt", "desktop's words")
+    await a.sync()
+    await b.sync()
+    await a.sync()
+    assert a.tree() == b.tree()
+    copies = conflicted(b)
+    assert len(copies) == 1
+    assert copies[0].startswith("report (desktop's conflicted copy ")
+    assert copies[0].endswith(").txt")
+    assert b.read("report.txt") == b"laptop's words"
+    assert b.read(copies[0]) == b"desktop's words"
+
+
+async def test_edit_vs_delete_keeps_the_edit(two: tuple[Device, Device]) -> None:
+    a, b = two
+    a.write("keep-local.txt", "v1")
+    a.write("keep-remote.txt", "v1")
+    await converge(a, b)
+    a.write("keep-local.txt", "edited on laptop")
+    (b.folder / "keep-local.txt").unlink()
+    (a.folder / "keep-remote.txt").unlink()
+    b.write("keep-remote.txt", "edited on desktop")
+    await b.sync()
+    await a.sync()
+    await b.sync()
+    assert a.tree() == b.tree()
+    assert a.read("keep-local.txt") == b"edited on laptop"
+    assert a.read("keep-remote.txt") == b"edited on desktop"
+
+
+async def test_offline_device_converges(tmp_path: Path) -> None:
+    server = await start_server(tmp_path / "data")
+    port = server.port
+    try:
+        await server.register(EMAIL)
+        a, b = make_devices(tmp_path, "laptop", "desktop")
+        await a.init(server)
+        await b.init(server)
+        a.write("a.txt", "1")
+        a.write("gone.txt", "x")
+        await converge(a, b)
+        await server.stop()
+        # The server is down: the laptop keeps its local changes and says it is not in sync.
+        a.write("a.txt", "edited offline")
+        a.write("offline-new.txt", "made offline")
+        (a.folder / "gone.txt").unlink()
+        await a.sync(expect=1)
+        server = await restart_server(tmp_path / "data", port)
+        b.write("from-desktop.txt", "meanwhile")
+        await b.sync()
+        await converge(a, b)
+        assert a.tree() == b.tree()
+        assert b.read("a.txt") == b"edited offline"
+        assert "gone.txt" not in b.tree()
+        assert a.read("from-desktop.txt") == b"meanwhile"
+    finally:
+        await server.stop()
+
+
+async def test_first_sync_into_non_empty_folder_loses_nothing(two: tuple[Device, Device],
+                                                              tmp_path: Path,
+                                                              srv: RunningServer) -> None:
+    a, _ = two
+    a.write("same.txt", "same")
+    a.write("differs.txt", "server's")
+    a.write("only-server.txt", "s")
+    await a.sync()
+    c = Device("old-pc", tmp_path / "c-config", tmp_path / "c-folder")
+    c.write("same.txt", "same")
+    c.write("differs.txt", "old pc's")
+    c.write("only-local/x.txt", "local")
+    await c.init(srv)
+    await c.sync()
+    await a.sync()
+    tree = c.tree()
+    assert tree == a.tree()
+    assert tree["differs.txt"] == b"server's"
+    copies = conflicted(c)
+    assert len(copies) == 1 and tree[copies[0]] == b"old pc's"
+    assert tree["only-local/x.txt"] == b"local"
+    assert tree["only-server.txt"] == b"s"
+
+
+async def test_missing_marker_stops_instead_of_deleting(two: tuple[Device, Device],
+                                                        srv: RunningServer) -> None:
+    a, b = two
+    a.write("precious.txt", "data")
+    await converge(a, b)
+    (a.folder / "precious.txt").unlink()
+    (a.folder / ".drive-sync").rmdir()
+    await a.sync(expect=1)
+    await b.sync()
+    assert b.read("precious.txt") == b"data"
+
+
+async def test_mass_deletion_pauses_until_resume(two: tuple[Device, Device], capsys) -> None:
+    a, b = two
+    for i in range(12):
+        a.write(f"f{i}.txt", str(i))
+    await converge(a, b)
+    for i in range(8):
+        (a.folder / f"f{i}.txt").unlink()
+    await a.sync(expect=1)
+    await b.sync()
+    assert len(b.tree()) == 12
+    capsys.readouterr()
+    assert await a.cli("status") == 0
+    assert "paused" in capsys.readouterr().out.lower()
+    assert await a.cli("resume") == 0
+    await a.sync()
+    await b.sync()
+    assert len(b.tree()) == 4
+
+
+async def test_dry_run_prints_plan_and_changes_nothing(two: tuple[Device, Device], capsys
+                                                       ) -> None:
+    a, b = two
+    a.write("x.txt", "x")
+    capsys.readouterr()
+    assert await a.cli("run", "--once", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "upload" in out and "/x.txt" in out and "new in the folder" in out
+    await b.sync()
+    assert "x.txt" not in b.tree()
+
+
+async def test_ignored_and_symlinks_are_not_synced(two: tuple[Device, Device]) -> None:
+    a, b = two
+    a.write("~$draft.docx", "lock")
+    a.write(".~lock.x#", "lock")
+    a.write("edit.swp", "swap")
+    a.write("part.tmp", "partial")
+    a.write(".DS_Store", "mac")
+    a.write(".drivesyncignore", "build\n*.log\n")
+    a.write("build/out.o", "obj")
+    a.write("debug.log", "log")
+    a.write("real.txt", "real")
+    os.symlink("/etc/hostname", a.folder / "link")
+    await converge(a, b)
+    assert set(b.tree()) == {"real.txt", ".drivesyncignore"}
+
+
+async def test_cli_versions_restore_trash_ls_logout(two: tuple[Device, Device], capsys) -> None:
+    a, b = two
+    a.write("doc.txt", "one")
+    await a.sync()
+    a.write("doc.txt", "two")
+    await a.sync()
+    a.write("bin.txt", "x")
+    await a.sync()
+    (a.folder / "bin.txt").unlink()
+    await a.sync()
+    capsys.readouterr()
+    assert await a.cli("versions", "doc.txt") == 0
+    out = capsys.readouterr().out
+    assert "v1" in out and "v2" in out and "laptop" in out
+    assert await a.cli("restore", "/doc.txt", "--version", "1") == 0
+    await b.sync()
+    assert b.read("doc.txt") == b"one"
+    assert await a.cli("ls", "/") == 0
+    assert "doc.txt" in capsys.readouterr().out
+    assert await a.cli("trash") == 0
+    assert "/bin.txt" in capsys.readouterr().out
+    assert await a.cli("logout") == 0
+    assert not (a.config_dir / "token").exists()
+    assert await a.cli("ls") == 2
+
+
+async def test_daemons_propagate_both_ways(two: tuple[Device, Device], tmp_path: Path) -> None:
+    a, b = two
+    a.start_daemon(tmp_path / "a.log")
+    b.start_daemon(tmp_path / "b.log")
+    try:
+        a.write("hello.txt", "from the laptop")
+        await wait_for(lambda: (b.folder / "hello.txt").exists()
+                       and b.read("hello.txt") == b"from the laptop", within=30,
+                       what="a new file in A to appear in B")
+        b.write("sub/reply.txt", "from the desktop")
+        await wait_for(lambda: (a.folder / "sub/reply.txt").exists()
+                       and a.read("sub/reply.txt") == b"from the desktop", within=30,
+                       what="a new file in B to appear in A")
+        (a.folder / "hello.txt").unlink()
+        await wait_for(lambda: not (b.folder / "hello.txt").exists(), within=30,
+                       what="a deletion in A to reach B")
+    finally:
+        rcs = [d.stop_daemon(signal.SIGTERM) for d in (a, b) if d.daemon]
+    assert rcs == [0, 0], (tmp_path / "a.log").read_text()[-2000:]
+    status = (a.config_dir / "status.json").read_text()
+    assert '"stopped"' in status
+    assert time.time() > 0
+
+
+async def test_race_on_a_new_path_becomes_a_conflict_not_an_overwrite(
+        two: tuple[Device, Device]) -> None:
+    """B plans an upload of a new file while A creates the same path: B's stale plan meets a
+    409 (base version 0), and the next round keeps both contents."""
+    import asyncio
+
+    from syncclient.cli import open_engine
+
+    a, b = two
+    b.write("race.txt", "desktop's")
+
+    def stale_round() -> None:
+        async def go() -> None:
+            _, state, remote, engine = open_engine(b.config_dir)
+            try:
+                await engine.pull()
+                ops, local = await engine.plan()
+                assert [o.kind for o in ops] == ["upload"]
+                a.write("race.txt", "laptop's")
+                assert await a.cli("run", "--once") == 0
+                await engine.execute(ops, local)
+            finally:
+                await remote.close()
+                state.close()
+        asyncio.run(go())
+
+    await asyncio.to_thread(stale_round)
+    await b.sync()
+    await a.sync()
+    assert a.tree() == b.tree()
+    assert b.read("race.txt") == b"laptop's"
+    assert [b.read(p) for p in conflicted(b)] == [b"desktop's"]
+
+
+async def test_kill_9_during_upload_and_download_then_converge(
+        two: tuple[Device, Device], srv: RunningServer, tmp_path: Path) -> None:
+    a, b = two
+    payload = os.urandom(48 * 1024 * 1024)
+    blocks_in = await metric(srv, "drive_blocks_total", "in")
+    a.write("big.bin", payload)
+    a.start_daemon(tmp_path / "a.log")
+
+    async def uploading() -> bool:
+        return await metric(srv, "drive_blocks_total", "in") >= blocks_in + 2
+
+    await wait_for(uploading, within=60, what="the upload to start")
+    a.stop_daemon(signal.SIGKILL)
+    a.start_daemon(tmp_path / "a2.log")  # restarted: it converges on its own
+    async def uploaded() -> bool:
+        return "big.bin" in await (await srv.login(EMAIL)).listdir("/")
+
+    await wait_for(uploaded, within=60, what="the upload to finish after the restart")
+    a.stop_daemon()
+
+    blocks_out = await metric(srv, "drive_blocks_total", "out")
+    b.start_daemon(tmp_path / "b.log")
+
+    async def downloading() -> bool:
+        return await metric(srv, "drive_blocks_total", "out") >= blocks_out + 2
+
+    await wait_for(downloading, within=60, what="the download to start")
+    b.stop_daemon(signal.SIGKILL)
+    # Never a partial file under the real name.
+    target = b.folder / "big.bin"
+    assert not target.exists() or target.read_bytes() == payload
+    await b.sync()
+    assert b.read("big.bin") == payload
+    assert not list(b.folder.glob(".~drive-sync-*"))
+    await a.sync()
+    assert a.tree() == b.tree()
+
+
+async def requests_to(server: RunningServer, route: str) -> float:
+    r = await server.anonymous().get("/metrics")
+    text = r.body.decode() if isinstance(r.body, bytes) else str(r.body)
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("drive_http_requests_total{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_many_small_files_use_the_batch_routes(two: tuple[Device, Device],
+                                                     srv: RunningServer) -> None:
+    a, b = two
+    for i in range(300):
+        a.write(f"many/{i % 7}/file{i}.txt", f"small file {i}\n" * (i % 5 + 1))
+    single = await requests_to(srv, "/api/files/upload-init")
+    await a.sync()
+    assert await requests_to(srv, "/api/files/upload-init") == single
+    # 100 files a batch (the grant in the URL must stay short); tiny blocks may need two bodies.
+    assert await requests_to(srv, "/api/files/upload-init/batch") == 3
+    assert 3 <= await requests_to(srv, "/blocks/batch") <= 6
+    assert await requests_to(srv, "/api/files/complete/batch") == 3
+    await b.sync()
+    assert b.tree() == a.tree()
+
+
+async def test_daemon_goes_offline_and_catches_up(tmp_path: Path) -> None:
+    """The server disappears under a running daemon: it reports offline, keeps the local
+    change, retries with backoff and uploads it once the server is back."""
+    import json
+
+    server = await start_server(tmp_path / "data")
+    port = server.port
+    a, b = make_devices(tmp_path, "laptop", "desktop")
+    try:
+        await server.register(EMAIL)
+        await a.init(server)
+        await b.init(server)
+        a.start_daemon(tmp_path / "a.log")
+        a.write("before.txt", "online")
+        client = await server.login(EMAIL)
+
+        async def on_server(name: str) -> bool:
+            return name in await client.listdir("/")
+
+        await wait_for(lambda: on_server("before.txt"), within=30, what="the first upload")
+        await server.stop()
+        a.write("during.txt", "written while the server was down")
+
+        def offline() -> bool:
+            try:
+                status = json.loads((a.config_dir / "status.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return status.get("state") == "offline"
+
+        await wait_for(offline, within=30, what="the daemon to say it is offline")
+        server = await restart_server(tmp_path / "data", port)
+        client = await server.login(EMAIL)
+        await wait_for(lambda: on_server("during.txt"), within=40,
+                       what="the offline change to be uploaded after the server returned")
+        await b.sync()
+        assert b.read("during.txt") == b"written while the server was down"
+    finally:
+        if a.daemon:
+            assert a.stop_daemon() == 0
+        await server.stop()
+
+
+async def test_names_differing_only_in_case_are_reported_not_lost(
+        two: tuple[Device, Device], capsys) -> None:
+    a, b = two
+    a.write("Readme.txt", "upper")
+    a.write("readme.txt", "lower")
+    await a.sync(expect=1)  # not in sync: one of the two cannot go to the server
+    capsys.readouterr()
+    assert await a.cli("status") == 0
+    assert "only in letter case" in capsys.readouterr().out
+    await b.sync()
+    assert b.tree() == {"Readme.txt": b"upper"}
+    assert a.read("readme.txt") == b"lower"  # still there, untouched
+
+
+async def test_second_run_on_one_config_dir_is_refused(two: tuple[Device, Device],
+                                                       tmp_path: Path, capsys) -> None:
+    a, _ = two
+    a.start_daemon(tmp_path / "a.log")
+    try:
+        await wait_for(lambda: (a.config_dir / "status.json").exists(), within=20,
+                       what="the daemon to start")
+        capsys.readouterr()
+        assert await a.cli("run", "--once") == 1
+        assert "already running" in capsys.readouterr().err
+    finally:
+        assert a.stop_daemon() == 0
+    await a.sync()
+
+
+async def test_shared_folder_syncs_between_two_accounts(tmp_path: Path, srv: RunningServer
+                                                        ) -> None:
+    owner, guest = make_devices(tmp_path, "owner-pc", "guest-pc")
+    await srv.register("bob@example.com")
+    await owner.init(srv)
+    await guest.init(srv, email="bob@example.com")
+    owner.write("Team/plan.txt", "plan")
+    await owner.sync()
+    assert await owner.cli("share", "Team", "--with", "bob@example.com") == 0
+    await guest.sync()
+    assert guest.read("Shared with me/Team/plan.txt") == b"plan"
+    guest.write("Shared with me/Team/reply.txt", "from bob")
+    await guest.sync()
+    await owner.sync()
+    assert owner.read("Team/reply.txt") == b"from bob"
