@@ -14,6 +14,7 @@ import getpass
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -53,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--password-stdin", action="store_true",
                       help="read the password from standard input")
     init.add_argument("--folder", required=True, type=Path)
-    init.add_argument("--device-name", default=None, help="default: this machine's host name")
+    init.add_argument("--device-name", default=None,
+                      help="unique per account; default: host name plus a short random tag")
     run = sub.add_parser("run", parents=[common], help="sync (in the foreground)")
     run.add_argument("--once", action="store_true", help="one complete two-way sync, then exit")
     run.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
@@ -108,7 +110,10 @@ async def cmd_init(args: argparse.Namespace, config_dir: Path, stdin: TextIO) ->
         password = stdin.readline().rstrip("\n")
     else:
         password = getpass.getpass(f"Password for {args.email}: ")
-    device = args.device_name or socket.gethostname()
+    # The server treats a login with a device name it knows as that same device (its own
+    # changes are not echoed back to it), so two folders on one machine must not share a name:
+    # the default adds a short random tag to the host name.
+    device = args.device_name or f"{socket.gethostname()}-{secrets.token_hex(2)}"
     async with Remote(args.server) as remote:
         answer = await remote.login(args.email, password, device)
     folder = await asyncio.to_thread(_set_up_device, config_dir, args, device, answer)
@@ -262,6 +267,11 @@ async def cmd_status(args: argparse.Namespace, config_dir: Path) -> int:
             print(f"Conflicts ({len(conflicts)}):")
             for p in conflicts:
                 print(f"  {p}")
+        notices = json.loads(state.get("notices") or "{}")
+        if notices:
+            print(f"Notices ({len(notices)}):")
+            for path, why in sorted(notices.items()):
+                print(f"  {path}: {why}")
         errors = state.errors()
         if errors:
             print(f"Problems ({len(errors)}):")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import os
+import posixpath
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from .config import MARKER, Config
 from .errors import ApiError, FolderMissing
 from .ignore import Ignore
 from .localtree import LocalFile, Scan, scan
-from .planner import Node, Op, plan
+from .planner import Node, Op, conflict_name, plan
 from .state import State, SyncedEntry
 from .transfer import (
     SMALL_FILE_BYTES,
@@ -196,7 +198,33 @@ class Engine:
     async def plan(self) -> tuple[list[Op], Scan]:
         local, remote, synced, _ = await self.gather()
         day = datetime.date.today().isoformat()
-        return plan(local.tree(), remote, synced, self.config.device_name, day), local
+        ops = plan(local.tree(), remote, synced, self.config.device_name, day)
+        return self._outside_shares(ops, remote, synced), local
+
+    def _outside_shares(self, ops: list[Op], remote: Mapping[str, Node],
+                        synced: Mapping[str, Node]) -> list[Op]:
+        """Keep local what can no longer go to the server: items under ``/Shared with me/X``
+        when X is not (or no longer) shared with this user. The owner took the folder back;
+        whatever the user changed there stays on this computer, unsynced, and nothing tries to
+        upload it again and again."""
+        kept: list[Op] = []
+        for op in ops:
+            mount = _mount_of(op.path)
+            if op.kind in TO_SERVER and mount is not None and mount not in remote:
+                self.notice(op.path, "kept on this computer only: the folder is no longer"
+                            " shared with you")
+                if op.path in synced:
+                    kept.append(Op("forget", op.path, "no longer shared; kept locally"))
+                continue
+            kept.append(op)
+        return kept
+
+    def notice(self, path: str, message: str) -> None:
+        """Something ``drive-sync status`` should tell the user (not an error)."""
+        notices = json.loads(self.state.get("notices") or "{}")
+        if notices.get(path) != message:
+            notices[path] = message
+            self.state.set("notices", json.dumps(notices))
 
     def check_deletions(self, ops: list[Op]) -> None:
         """The mass-deletion guard: pause when one round would delete too much on the server."""
@@ -339,6 +367,14 @@ class Engine:
         try:
             await self._execute_one(op, local, out)
         except ApiError as exc:
+            if exc.status == 403 and op.kind in ("delete_remote", "move_remote"):
+                # A view-only shared item: the server keeps it, so it comes back here.
+                gone = op.src if op.kind == "move_remote" else op.path
+                assert gone is not None
+                self.state.drop_synced(gone)
+                self.notice(gone, "shared with you to view only: restored from the server")
+                out.ops.append(op)
+                return
             log.warning("%s %s failed: %s", op.kind, op.path, exc)
             out.errors[op.path] = str(exc)
             self.state.set_error(op.path, str(exc))
@@ -392,8 +428,22 @@ class Engine:
             if exc.status == 409 and exc.code == "version_conflict":
                 await self._lost_race(op.path)
                 return
+            if exc.status == 403:
+                await self._view_only(op.path, local)
+                return
             raise
         self._remember(op.path, up)
+
+    async def _view_only(self, path: str, local: Scan) -> None:
+        """The server refused an upload: the file is in a folder shared with us for viewing.
+        The edit is kept as a conflicted copy in our own space (the root of the folder, which
+        the next round uploads as our own file) and the owner's version comes back under the
+        original name."""
+        day = datetime.date.today().isoformat()
+        copy = conflict_name("/" + posixpath.basename(path), self.config.device_name, day,
+                             taken=[*local.items, *self.state.remote_tree()])
+        await self._op_conflict(Op("conflict", path, "view-only shared file", copy=copy), local)
+        self.notice(copy, f"your edit of {path} (shared with you to view only) was kept here")
 
     async def _upload_many(self, ops: list[Op], local: Scan, out: RoundResult) -> None:
         if len(ops) == 1:
@@ -411,6 +461,9 @@ class Engine:
             elif isinstance(res, ApiError) and res.status == 409 and \
                     res.code == "version_conflict":
                 await self._lost_race(op.path)
+                out.ops.append(op)
+            elif isinstance(res, ApiError) and res.status == 403:
+                await self._view_only(op.path, local)
                 out.ops.append(op)
             elif isinstance(res, ApiError):
                 out.errors[op.path] = str(res)
@@ -589,6 +642,18 @@ class Engine:
 
     async def _op_forget(self, op: Op, local: Scan) -> None:
         self.state.drop_synced(op.path)
+
+
+SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with this user
+TO_SERVER = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
+
+
+def _mount_of(path: str) -> str | None:
+    """``/Shared with me/X`` for a path at or below it, else None."""
+    parts = path.split("/")
+    if len(parts) >= 3 and parts[1] == SHARED_ROOT:
+        return "/".join(parts[:3])
+    return None
 
 
 def _rename_no_replace(src: Path, dst: Path) -> None:
