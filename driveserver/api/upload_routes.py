@@ -19,7 +19,6 @@ from ..errors import (
     ApiError,
     BadRequest,
     Conflict,
-    InsufficientStorage,
     NotFound,
     PayloadTooLarge,
 )
@@ -112,9 +111,8 @@ async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitR
         "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
         " WHERE w.id = ?", (file["workspace_id"],))
     assert owner is not None
-    if await accounts.used_bytes(tx, owner["id"]) - file["size"] + size > owner["quota_bytes"]:
-        raise InsufficientStorage("this upload would exceed the owner's quota",
-                                  quota=owner["quota_bytes"])
+    await accounts.check_quota(tx, owner["id"], owner["quota_bytes"], size - file["size"],
+                               "this upload would exceed the owner's quota")
     out: dict[str, Any] = {"file_id": file["id"], "version": file["version"]}
     if planned is not None:
         known = await readable_block_sizes(tx, p.user_id, [b.hash for b in planned])

@@ -133,3 +133,24 @@ async def used_bytes(q: Any, user_id: str) -> int:
         "SELECT COALESCE(SUM(f.size), 0) FROM files f JOIN workspaces w ON w.id = f.workspace_id"
         " WHERE w.owner_id = ? AND f.trashed_at IS NULL AND f.is_directory = 0", (user_id,))
     return int(value or 0)
+
+
+async def check_quota(tx: Tx, owner_id: str, quota_bytes: int, delta: int, message: str) -> None:
+    """Raise 507 if adding ``delta`` bytes would put ``owner_id`` over ``quota_bytes``.
+
+    The sum over the owner's files is computed once per transaction: a batch of a thousand
+    small files must not rescan ten thousand rows a thousand times.
+    """
+    key = ("used_bytes", owner_id)
+    if key not in tx.memo:
+        tx.memo[key] = await used_bytes(tx, owner_id)
+    if tx.memo[key] + delta > quota_bytes:
+        from ..errors import InsufficientStorage
+        raise InsufficientStorage(message, quota=quota_bytes)
+
+
+def spent_quota(tx: Tx, owner_id: str, delta: int) -> None:
+    """Keep the per-transaction used-bytes figure true after a change of ``delta`` bytes."""
+    key = ("used_bytes", owner_id)
+    if key in tx.memo:
+        tx.memo[key] += delta

@@ -49,6 +49,9 @@ class Tx:
         self.conn = conn
         self.after_commit: list[Callable[[], None]] = []
         self.now = time.time()
+        # Values computed once per transaction (e.g. a user's used bytes while a batch of
+        # 1,000 files is completed), kept current by the code that changes them.
+        self.memo: dict[Any, Any] = {}
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Cursor:
         return await self.conn.execute(sql, tuple(params))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..blocks.format import CHUNKING_SCHEME
-from ..errors import Conflict, InsufficientStorage, NotFound
+from ..errors import Conflict, NotFound
 from ..sync.journal import Actor, Journal
-from .accounts import used_bytes
+from .accounts import check_quota, spent_quota
 from .db import Row, Tx
 from .tree import get_file
 
@@ -94,9 +94,8 @@ class Versions:
             "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
             " WHERE w.id = ?", (file["workspace_id"],))
         assert owner is not None
-        if await used_bytes(tx, owner["id"]) - file["size"] + size > owner["quota_bytes"]:
-            raise InsufficientStorage("this version would exceed the owner's quota",
-                                      quota=owner["quota_bytes"])
+        await check_quota(tx, owner["id"], owner["quota_bytes"], size - file["size"],
+                          "this version would exceed the owner's quota")
         cur = await tx.execute(
             "UPDATE files SET version = version + 1, size = ?, checksum = ?, modified_at = ?"
             " WHERE id = ? AND version = ?", (size, checksum, tx.now, file_id, expected))
@@ -119,6 +118,7 @@ class Versions:
         assert row is not None
         await self.journal.record(tx, row, "create" if current == 0 else "modify", actor)
         await self._prune(tx, file_id, new_version)
+        spent_quota(tx, owner["id"], size - file["size"])
         return CommitResult("created", file_id, new_version)
 
     async def _earlier_identical(self, tx: Tx, file: Row, base_version: int | None,
