@@ -57,18 +57,16 @@ class BlockPipeline:
         :raises BlockNotFound: not stored.
         :raises BlockCorrupt: stored bytes fail authentication or their hash (logged here).
         """
-        sealed = await self.store.get(self.keyring.object_name(h))
-        try:
-            return await self._cpu(self.keyring.open, h, sealed)
-        except BlockCorrupt as exc:
-            log.error("CORRUPT BLOCK %s (object %s): %s", h, self.keyring.object_name(h), exc)
-            raise
+        return await self._opened(h, self.keyring.open)
 
     async def get_for_wire(self, h: str) -> tuple[str, bytes, int]:
         """Like :meth:`get`, verified the same way, but as ``(encoding, payload, size)`` to send."""
+        return await self._opened(h, self.keyring.open_for_wire)
+
+    async def _opened(self, h: str, opener: Callable[[str, bytes], T]) -> T:
         sealed = await self.store.get(self.keyring.object_name(h))
         try:
-            return await self._cpu(self.keyring.open_for_wire, h, sealed)
+            return await self._cpu(opener, h, sealed)
         except BlockCorrupt as exc:
             log.error("CORRUPT BLOCK %s (object %s): %s", h, self.keyring.object_name(h), exc)
             raise

@@ -51,7 +51,8 @@ async def workspace_path(q: Any, file: Row) -> str:
     return join_path(names) if names else ""
 
 
-async def _owner_path(q: Any, file_id: str) -> str:
+async def owner_path(q: Any, file_id: str) -> str:
+    """``file_id``'s full path in its owner's drive (names from the owner's root down)."""
     rows = await q.fetchall(
         "WITH RECURSIVE up(id, parent_id, name, depth) AS ("
         "  SELECT id, parent_id, name, 0 FROM files WHERE id = ?"
@@ -73,7 +74,7 @@ async def mounts_for(q: Any, user_id: str) -> dict[str, Mount]:
         if w["kind"] == "personal":
             out[w["id"]] = Mount(w["id"], w["root_id"], "", "owner")
         elif w["trashed_at"] is None:
-            out[w["id"]] = Mount(w["id"], w["root_id"], await _owner_path(q, w["root_id"]),
+            out[w["id"]] = Mount(w["id"], w["root_id"], await owner_path(q, w["root_id"]),
                                  "owner")
     for s in await q.fetchall(
             "SELECT s.id, s.permission, s.mount_name, w.id AS workspace_id, w.root_id"
@@ -94,7 +95,7 @@ async def view_path(q: Any, user_id: str, file: Row) -> str:
             return m.prefix or "/"
     mount = mounts.get(file["workspace_id"])
     if mount is None:  # e.g. an item of the owner's trash seen by its owner
-        return await _owner_path(q, file["id"])
+        return await owner_path(q, file["id"])
     rel = await workspace_path(q, file)
     return (mount.prefix + rel) or "/"
 

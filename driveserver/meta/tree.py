@@ -19,7 +19,7 @@ from ..errors import BadRequest, Conflict, Forbidden, InsufficientStorage, NotFo
 from ..paths import join_path, name_key, validate_name
 from ..sync.journal import Actor, Journal
 from .db import Row, Tx
-from .mounts import workspace_path
+from .mounts import owner_path, workspace_path
 
 
 async def get_file(q: Any, file_id: str) -> Row | None:
@@ -86,19 +86,9 @@ async def resolve(q: Any, root_id: str, parts: list[str]) -> Row | None:
     return node
 
 
-async def path_parts(q: Any, file_id: str) -> list[str]:
-    """Names from the workspace root down to ``file_id`` (``[]`` for the root itself)."""
-    rows = await q.fetchall(
-        "WITH RECURSIVE up(id, parent_id, name, depth) AS ("
-        "  SELECT id, parent_id, name, 0 FROM files WHERE id = ?"
-        "  UNION ALL SELECT f.id, f.parent_id, f.name, up.depth + 1"
-        "  FROM files f JOIN up ON f.id = up.parent_id)"
-        " SELECT name FROM up WHERE parent_id IS NOT NULL ORDER BY depth DESC", (file_id,))
-    return [r["name"] for r in rows]
-
-
 async def path_of(q: Any, file_id: str) -> str:
-    return join_path(await path_parts(q, file_id))
+    """The full path in its owner's drive (the one walk up the tree lives in ``mounts``)."""
+    return await owner_path(q, file_id)
 
 
 async def is_ancestor(q: Any, ancestor_id: str, file_id: str) -> bool:
