@@ -393,7 +393,9 @@ SNAPSHOT_SQL = (
     "  SELECT id, '', 0 FROM files WHERE id = ?"
     "  UNION ALL SELECT f.id, t.path || '/' || f.name, t.depth + 1"
     "  FROM files f JOIN t ON f.parent_id = t.id"
-    "  WHERE f.trashed_at IS NULL AND f.workspace_id = ?)"  # a shared folder is listed apart
+    # A shared folder is listed apart. The unary + keeps SQLite on the parent index: with the
+    # (workspace_id, trashed_at) index it rescans the whole workspace at every step.
+    "  WHERE f.trashed_at IS NULL AND +f.workspace_id = ?)"
     " SELECT f.*, t.path AS full_path, t.depth AS depth FROM t JOIN files f ON f.id = t.id"
     " WHERE t.depth > 0 AND (f.is_directory = 1 OR f.version > 0)"  # not a pending first upload
     "  AND (t.depth > ? OR (t.depth = ? AND t.id > ?))"
