@@ -423,7 +423,8 @@ class Engine:
             up = await upload_file(self.remote, self._os_path(op.path, local), op.path, file_id,
                                    base_version, self.config.parallel_transfers,
                                    on_bytes=_Progress(self, "uploading", op.path,
-                                                      local.items[op.path].size))
+                                                      local.items[op.path].size),
+                                   receipts=self.state)
         except ApiError as exc:
             if exc.status == 409 and exc.code == "version_conflict":
                 await self._lost_race(op.path)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from driveserver.blocks.format import BLOCK_SIZE
 
@@ -40,7 +41,12 @@ CREATE TABLE IF NOT EXISTS remote (
 CREATE INDEX IF NOT EXISTS remote_path ON remote(path);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sync_errors (path TEXT PRIMARY KEY, message TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS receipts (hash TEXT PRIMARY KEY, receipt TEXT NOT NULL, at REAL NOT NULL);
 """
+
+# The server honours a block receipt for twice the upload grant's lifetime (12 h by default);
+# the client uses its own for less, so a receipt it presents is never one the server just expired.
+RECEIPT_SECONDS = 4 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,32 @@ class State:
                 out.setdefault(h, (path, offset))
                 offset += bsize
         return out
+
+    # --- block receipts -------------------------------------------------------------------------
+
+    def receipts(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+        """Receipts the server gave for blocks this device sent and has not yet committed: after
+        a crash or a lost connection the upload resumes with only the blocks still missing."""
+        fresh = time.time() - RECEIPT_SECONDS
+        out: dict[str, dict[str, Any]] = {}
+        for h in hashes:
+            row = self.db.execute("SELECT receipt, at FROM receipts WHERE hash = ?",
+                                  (h,)).fetchone()
+            if row is not None and row[1] > fresh:
+                out[h] = json.loads(row[0])
+        return out
+
+    def put_receipt(self, h: str, receipt: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO receipts(hash, receipt, at) VALUES (?,?,?)",
+                        (h, json.dumps(receipt), time.time()))
+
+    def drop_receipts(self, hashes: list[str] | None = None) -> None:
+        """Forget receipts once committed (or refused): ``None`` forgets the stale ones."""
+        if hashes is None:
+            self.db.execute("DELETE FROM receipts WHERE at < ?",
+                            (time.time() - RECEIPT_SECONDS,))
+        else:
+            self.db.executemany("DELETE FROM receipts WHERE hash = ?", [(h,) for h in hashes])
 
     # --- errors ---------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from driveserver.blocks.format import BLOCK_SIZE, block_hash, hash_file
 from driveserver.blocks.routes import encode_batch
@@ -63,11 +63,24 @@ def _hash_with_sizes(path: Path) -> list[dict[str, Any]]:
     return [{"order": i, "hash": b.hash, "size": b.size} for i, b in enumerate(hash_file(path))]
 
 
+class ReceiptStore(Protocol):
+    """Where receipts of sent blocks survive a crash (the state database)."""
+
+    def receipts(self, hashes: list[str]) -> dict[str, dict[str, Any]]: ...
+    def put_receipt(self, h: str, receipt: dict[str, Any]) -> None: ...
+    def drop_receipts(self, hashes: list[str] | None = None) -> None: ...
+
+
 async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_id: str | None,
                       base_version: int | None, parallel: int = 4,
-                      on_bytes: Callable[[int], None] | None = None) -> Uploaded:
+                      on_bytes: Callable[[int], None] | None = None,
+                      receipts: ReceiptStore | None = None) -> Uploaded:
     """Upload one file as a new version. Raises :class:`ApiError` (e.g. 409 ``version_conflict``:
-    the caller makes a conflicted copy) and redoes the upload if the file changed meanwhile."""
+    the caller makes a conflicted copy) and redoes the upload if the file changed meanwhile.
+
+    With ``receipts``, each block's receipt is kept as soon as the server has the block, so an
+    upload cut short (kill -9, a lost connection) resumes by sending only what is still missing.
+    """
     for _attempt in range(5):
         before = await asyncio.to_thread(_stat_key, local_path)
         blocks = await asyncio.to_thread(_hash_with_sizes, local_path)
@@ -80,17 +93,30 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
             body["base_version"] = base_version
         init = await remote.upload_init(body)
         offsets = {b["hash"]: (i * BLOCK_SIZE, b["size"]) for i, b in enumerate(blocks)}
+        needed = sorted(set(init.get("blocks_to_upload", [])))
+        kept = receipts.receipts(needed) if receipts is not None else {}
         try:
-            receipts = await _send_blocks(remote, local_path, init["block_url"],
-                                          sorted(set(init.get("blocks_to_upload", []))),
-                                          offsets, parallel, on_bytes)
+            sent = await _send_blocks(remote, local_path, init["block_url"],
+                                      [h for h in needed if h not in kept], offsets, parallel,
+                                      on_bytes, receipts)
         except FileChanged:
             continue
+        sent.update(kept)
         done_body: dict[str, Any] = {
-            "blocks": [receipts.get(b["hash"], b["hash"]) for b in blocks]}
+            "blocks": [sent.get(b["hash"], b["hash"]) for b in blocks]}
         if base_version is not None:
             done_body["base_version"] = base_version
-        result = await remote.complete(init["file_id"], done_body)
+        try:
+            result = await remote.complete(init["file_id"], done_body)
+        except ApiError as exc:
+            if exc.status == 400 and exc.code == "missing_blocks" and kept:
+                # A kept receipt's block is gone from the server (collected since): send it.
+                if receipts is not None:
+                    receipts.drop_receipts(list(kept))
+                continue
+            raise
+        if receipts is not None:
+            receipts.drop_receipts(list(sent))
         after = await asyncio.to_thread(_stat_key, local_path)
         if after != before:
             # Changed while uploading: what we committed is a consistent older state; send the
@@ -105,7 +131,8 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
 
 async def _send_blocks(remote: Remote, local_path: Path, block_url: str, needed: list[str],
                        offsets: dict[str, tuple[int, int]], parallel: int,
-                       on_bytes: Callable[[int], None] | None) -> dict[str, dict[str, Any]]:
+                       on_bytes: Callable[[int], None] | None,
+                       store: ReceiptStore | None = None) -> dict[str, dict[str, Any]]:
     """PUT the blocks the server lacks, ``parallel`` at a time, each re-read and re-hashed."""
     receipts: dict[str, dict[str, Any]] = {}
     sem = asyncio.Semaphore(parallel)
@@ -117,6 +144,8 @@ async def _send_blocks(remote: Remote, local_path: Path, block_url: str, needed:
             if block_hash(data) != h:
                 raise FileChanged(str(local_path))
             receipts[h] = await remote.put_block(block_url, h, data)
+            if store is not None:
+                store.put_receipt(h, receipts[h])
             if on_bytes:
                 on_bytes(len(data))
 
