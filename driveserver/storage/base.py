@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 __all__ = [
     "BlockStore",
@@ -135,3 +136,21 @@ class BlockStore(Protocol):
         :raises StorageUnavailable: with a message that says what to fix.
         """
         ...
+
+
+class AsyncContextStore:
+    """``async with store:`` for any store with ``start()`` and ``close()``."""
+
+    async def start(self) -> None:  # pragma: no cover - every store defines its own
+        raise NotImplementedError
+
+    async def close(self) -> None:  # pragma: no cover - every store defines its own
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

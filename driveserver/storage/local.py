@@ -29,10 +29,10 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from driveserver.storage.base import (
+    AsyncContextStore,
     BlockNotFound,
     StorageError,
     StorageUnavailable,
@@ -56,7 +56,7 @@ _UNAVAILABLE_ERRNOS = frozenset(
 _NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
 
 
-class LocalBlockStore:
+class LocalBlockStore(AsyncContextStore):
     """Objects as files under ``root``; see the module docstring for the layout and guarantees.
 
     :param root: directory of the store, created (mode 0700) by :meth:`start` if missing.
@@ -73,17 +73,6 @@ class LocalBlockStore:
     def __repr__(self) -> str:
         return f"LocalBlockStore({str(self.root)!r})"
 
-    async def __aenter__(self) -> LocalBlockStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -24,7 +24,6 @@ import logging
 import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
-from types import TracebackType
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -43,6 +42,7 @@ from botocore.exceptions import (
 )
 
 from driveserver.storage.base import (
+    AsyncContextStore,
     BlockNotFound,
     StorageError,
     StorageUnavailable,
@@ -86,7 +86,7 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
 
-class S3BlockStore:
+class S3BlockStore(AsyncContextStore):
     """Objects in an S3 bucket under a key prefix.
 
     :param endpoint_url: e.g. ``http://127.0.0.1:8333``; None means AWS.
@@ -168,17 +168,6 @@ class S3BlockStore:
         where = self.endpoint_url or "aws"
         return f"S3BlockStore({where}, bucket={self.bucket!r}, prefix={self.prefix!r})"
 
-    async def __aenter__(self) -> S3BlockStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -14,14 +14,18 @@ least one tier; a crash in between leaves it in both, which reads and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from types import TracebackType
 
-from driveserver.storage.base import BlockNotFound, BlockStore, validate_name
+from driveserver.storage.base import (
+    AsyncContextStore,
+    BlockNotFound,
+    BlockStore,
+    validate_name,
+)
 
 __all__ = ["TieredBlockStore"]
 
 
-class TieredBlockStore:
+class TieredBlockStore(AsyncContextStore):
     """Two BlockStores seen as one: ``hot`` first, ``cold`` as fallback.
 
     The tiered store owns both: :meth:`start` and :meth:`close` start and
@@ -35,17 +39,6 @@ class TieredBlockStore:
     def __repr__(self) -> str:
         return f"TieredBlockStore(hot={self.hot!r}, cold={self.cold!r})"
 
-    async def __aenter__(self) -> TieredBlockStore:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         await self.hot.start()
