@@ -20,6 +20,22 @@ class Crash(Exception):
     pass
 
 
+async def crash_before_complete(remote: Remote, path: Path, remote_path: str,
+                                state: State) -> None:
+    """Send every block, then die where ``complete`` would run (as a kill -9 would)."""
+    real_complete = remote.complete
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise Crash("killed before complete")
+
+    remote.complete = crash  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Crash):
+            await upload_file(remote, path, remote_path, None, 0, receipts=state)
+    finally:
+        remote.complete = real_complete  # type: ignore[method-assign]
+
+
 @pytest.fixture
 async def srv(tmp_path: Path):
     server = await start_server(tmp_path / "data")
@@ -37,18 +53,10 @@ async def test_resumed_upload_sends_no_block_twice(tmp_path: Path, srv: RunningS
     state = State(tmp_path / "state.sqlite3")
     try:
         async with Remote(srv.url, client.token) as remote:
-            real_complete = remote.complete
-
-            async def crash(*args, **kwargs):
-                raise Crash("killed before complete")
-
-            remote.complete = crash  # type: ignore[method-assign]
-            with pytest.raises(Crash):
-                await upload_file(remote, path, "/big.bin", None, 0, receipts=state)
+            await crash_before_complete(remote, path, "/big.bin", state)
             sent_first = await metric(srv, "drive_blocks_total", "in")
             assert sent_first == 4
             # A new process: the same state database, the receipts are still there.
-            remote.complete = real_complete  # type: ignore[method-assign]
             up = await upload_file(remote, path, "/big.bin", None, 0, receipts=state)
             assert up.version == 1
             assert await metric(srv, "drive_blocks_total", "in") == sent_first  # nothing resent
@@ -70,16 +78,8 @@ async def test_a_stale_receipt_falls_back_to_sending(tmp_path: Path, srv: Runnin
     state = State(tmp_path / "state.sqlite3")
     try:
         async with Remote(srv.url, client.token) as remote:
-            real_complete = remote.complete
-
-            async def crash(*args, **kwargs):
-                raise Crash("killed before complete")
-
-            remote.complete = crash  # type: ignore[method-assign]
-            with pytest.raises(Crash):
-                await upload_file(remote, path, "/f.bin", None, 0, receipts=state)
+            await crash_before_complete(remote, path, "/f.bin", state)
             await collect_garbage(srv.app[appkeys.DB], srv.app[appkeys.STORE], -1)
-            remote.complete = real_complete  # type: ignore[method-assign]
             up = await upload_file(remote, path, "/f.bin", None, 0, receipts=state)
     finally:
         state.close()

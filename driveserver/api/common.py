@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any, TypeVar
 
@@ -80,3 +82,15 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
         raise BadRequest(f"query parameter {name!r} must be an integer", code="invalid_query",
                          field=name) from None
     return max(lo, min(hi, value))
+
+
+def encode_page(key: str) -> str:
+    """A listing's page cursor: the last name key sent, opaque to clients."""
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def decode_page(token: str) -> str:
+    try:
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadRequest("invalid page cursor", code="invalid_query", field="cursor") from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +12,7 @@ from ..meta import accounts, mounts, tree
 from ..meta.db import Row
 from ..paths import name_key, split_path
 from ..permissions import Action, authorize
-from .common import actor, field, principal, query_int, read_json
+from .common import actor, decode_page, encode_page, field, principal, query_int, read_json
 
 routes = web.RouteTableDef()
 
@@ -39,17 +37,6 @@ async def version_list(q: Any, file_id: str) -> list[dict[str, Any]]:
              "restored_from": r["restored_from"]} for r in rows]
 
 
-def _encode_page(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_page(token: str) -> str:
-    try:
-        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadRequest("invalid page cursor", code="invalid_query", field="cursor") from None
-
-
 @routes.get("/api/files")
 async def list_folder(request: web.Request) -> web.Response:
     p = principal(request)
@@ -57,7 +44,7 @@ async def list_folder(request: web.Request) -> web.Response:
     parts = split_path(request.query.get("path", "/"))
     base, rest = await mounts.view_base(db, p.user_id, parts)
     limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
-    after = _decode_page(request.query["cursor"]) if "cursor" in request.query else None
+    after = decode_page(request.query["cursor"]) if "cursor" in request.query else None
     if base is None:
         return web.json_response(await _shared_root_listing(db, p.user_id))
     folder = await tree.resolve(db, base["id"], rest)
@@ -76,7 +63,7 @@ async def list_folder(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"path": tree.join_path(parts), "file_id": folder["id"],
                             "entries": entries, "has_more": more}
     if more:
-        body["next_cursor"] = _encode_page(rows[-1]["name_key"])
+        body["next_cursor"] = encode_page(rows[-1]["name_key"])
     return web.json_response(body)
 
 

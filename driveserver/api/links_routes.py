@@ -21,8 +21,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import secrets
 import time
@@ -40,7 +38,7 @@ from ..meta.db import Row, Tx
 from ..meta.versions import version_row
 from ..paths import join_path, split_path
 from ..permissions import Action, Query, authorize
-from .common import field, principal, query_int, read_json
+from .common import decode_page, encode_page, field, principal, query_int, read_json
 from .upload_routes import stream_version
 
 routes = web.RouteTableDef()
@@ -267,17 +265,6 @@ async def _target(request: web.Request, opened: OpenLink) -> tuple[Row, list[str
     return node, parts
 
 
-def _encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_cursor(raw: str) -> str:
-    try:
-        return base64.b64decode(raw.encode(), altchars=b"-_", validate=True).decode()
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadRequest("invalid page cursor", code="invalid_query", field="cursor") from None
-
-
 def _public_entry(row: Row) -> dict[str, Any]:
     """What a link holder sees of an item: no ids, no owner, no history."""
     return {"name": row["name"], "is_directory": bool(row["is_directory"]), "size": row["size"],
@@ -297,13 +284,13 @@ async def link_info(request: web.Request) -> web.Response:
                             "has_password": link["password_hash"] is not None}
     if node["is_directory"]:
         limit = query_int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
-        after = _decode_cursor(request.query["cursor"]) if "cursor" in request.query else None
+        after = decode_page(request.query["cursor"]) if "cursor" in request.query else None
         rows = await tree.list_children(request.app[appkeys.DB], node["id"], limit + 1, after)
         more = len(rows) > limit
         rows = rows[:limit]
         body.update(entries=[_public_entry(r) for r in rows], has_more=more)
         if more:
-            body["next_cursor"] = _encode_cursor(rows[-1]["name_key"])
+            body["next_cursor"] = encode_page(rows[-1]["name_key"])
     return web.json_response(body, headers=PUBLIC_HEADERS)
 
 

@@ -35,31 +35,33 @@ class Mount:
     mount_name: str | None = None
 
 
-async def workspace_path(q: Any, file: Row) -> str:
-    """``file``'s path relative to its workspace's root folder (``""`` for the root itself)."""
-    rows = await q.fetchall(
-        "WITH RECURSIVE up(id, parent_id, name, workspace_id, depth) AS ("
-        "  SELECT id, parent_id, name, workspace_id, 0 FROM files WHERE id = ?"
-        "  UNION ALL SELECT f.id, f.parent_id, f.name, f.workspace_id, up.depth + 1"
-        "  FROM files f JOIN up ON f.id = up.parent_id"
-        "  WHERE up.id != (SELECT root_id FROM workspaces WHERE id = ?))"
-        " SELECT id, name FROM up ORDER BY depth DESC", (file["id"], file["workspace_id"]))
-    root_id = (await q.fetchone("SELECT root_id FROM workspaces WHERE id = ?",
-                                (file["workspace_id"],)))["root_id"]
-    names = [r["name"] for r in rows if r["id"] != root_id]
-    # The walk stops at the workspace root; if the file is the root itself the path is "".
-    return join_path(names) if names else ""
-
-
-async def owner_path(q: Any, file_id: str) -> str:
-    """``file_id``'s full path in its owner's drive (names from the owner's root down)."""
+async def _names_up(q: Any, file_id: str, stop_id: str | None = None) -> list[str]:
+    """Names from below ``stop_id`` (or the owner's root) down to ``file_id``."""
     rows = await q.fetchall(
         "WITH RECURSIVE up(id, parent_id, name, depth) AS ("
         "  SELECT id, parent_id, name, 0 FROM files WHERE id = ?"
         "  UNION ALL SELECT f.id, f.parent_id, f.name, up.depth + 1"
         "  FROM files f JOIN up ON f.id = up.parent_id)"
-        " SELECT name FROM up WHERE parent_id IS NOT NULL ORDER BY depth DESC", (file_id,))
-    return join_path([r["name"] for r in rows])
+        " SELECT id, parent_id, name FROM up ORDER BY depth", (file_id,))
+    names: list[str] = []
+    for r in rows:
+        if r["id"] == stop_id or r["parent_id"] is None:
+            break
+        names.append(r["name"])
+    return names[::-1]
+
+
+async def workspace_path(q: Any, file: Row) -> str:
+    """``file``'s path relative to its workspace's root folder (``""`` for the root itself)."""
+    root_id = await q.fetchval("SELECT root_id FROM workspaces WHERE id = ?",
+                               (file["workspace_id"],))
+    names = await _names_up(q, file["id"], root_id)
+    return join_path(names) if names else ""
+
+
+async def owner_path(q: Any, file_id: str) -> str:
+    """``file_id``'s full path in its owner's drive (names from the owner's root down)."""
+    return join_path(await _names_up(q, file_id))
 
 
 async def mounts_for(q: Any, user_id: str) -> dict[str, Mount]:
