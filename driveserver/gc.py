@@ -25,7 +25,7 @@ CHUNK = 200
 async def collect_garbage(db: Database, store: TieredBlockStore,
                           grace_seconds: float) -> str:
     cutoff = time.time() - grace_seconds
-    async with db.transaction() as tx:
+    async with db.transaction(offload=True) as tx:
         # Files whose first upload never completed (version 0) are abandoned after the grace.
         cur = await tx.execute(
             "DELETE FROM files WHERE is_directory = 0 AND version = 0 AND created_at < ?",
@@ -33,7 +33,7 @@ async def collect_garbage(db: Database, store: TieredBlockStore,
         abandoned = cur.rowcount
     deleted = 0
     while True:
-        async with db.transaction() as tx:
+        async with db.transaction(offload=True) as tx:
             rows = await tx.fetchall(
                 "SELECT hash, object_name FROM blocks b WHERE created_at < ? AND NOT EXISTS"
                 " (SELECT 1 FROM version_blocks vb WHERE vb.block_hash = b.hash) LIMIT ?",
@@ -51,7 +51,7 @@ async def collect_garbage(db: Database, store: TieredBlockStore,
         candidates.append(name)
     for i in range(0, len(candidates), CHUNK):
         chunk = candidates[i: i + CHUNK]
-        async with db.transaction() as tx:
+        async with db.transaction(offload=True) as tx:
             marks = ",".join("?" * len(chunk))
             recorded = {r["object_name"] for r in await tx.fetchall(
                 f"SELECT object_name FROM blocks WHERE object_name IN ({marks})", chunk)}
@@ -79,7 +79,7 @@ async def move_cold_blocks(db: Database, store: TieredBlockStore, age_seconds: f
         "   WHERE vb.block_hash = b.hash AND v.created_at >= ?)", (cutoff,))
     for r in rows:
         await store.move_to_cold(r["object_name"])
-        async with db.transaction() as tx:
+        async with db.transaction(offload=True) as tx:
             await tx.execute("UPDATE blocks SET tier = 'cold' WHERE hash = ?", (r["hash"],))
     if rows:
         log.info("moved %d block(s) to the cold tier", len(rows))

@@ -450,7 +450,7 @@ async def prune_journal(db: Database, retention_days: float, *, now: float | Non
     for target in targets:
         ws, through = target["workspace_id"], int(target["through"])
         while True:
-            async with db.transaction() as tx:
+            async with db.transaction(offload=True) as tx:
                 upto = await tx.fetchval(
                     "SELECT MAX(seq) FROM (SELECT seq FROM journal WHERE workspace_id = ?"
                     " AND seq <= ? ORDER BY seq LIMIT ?)", (ws, through, PRUNE_BATCH))

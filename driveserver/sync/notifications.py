@@ -223,7 +223,7 @@ async def prune_notifications(db: Database, retention_days: float, *,
                               now: float | None = None) -> int:
     """Delete notifications older than ``retention_days`` (for the periodic maintenance task)."""
     cutoff = (time.time() if now is None else now) - retention_days * 86400
-    async with db.transaction() as tx:
+    async with db.transaction(offload=True) as tx:
         cur = await tx.execute("DELETE FROM notifications WHERE created_at < ?", (cutoff,))
     return max(cur.rowcount, 0)
 

@@ -1,0 +1,117 @@
+"""The metadata database's transaction machinery, against a real SQLite file.
+
+Statements of a write transaction run on the loop's thread (see ``driveserver.meta.db``); these
+tests pin down the parts that must still never block the loop or leave the connection broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from driveserver.meta.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(tmp_path / "meta.sqlite3")
+    await database.open()
+    await database.fetchval("SELECT 1")
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_commit_is_visible_to_readers_and_rollback_leaves_nothing(db: Database) -> None:
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE t (v INTEGER)")
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("abandon")
+    assert [r[0] for r in await db.fetchall("SELECT v FROM t")] == [1]
+
+
+async def test_waiting_for_another_process_keeps_the_loop_running(db: Database) -> None:
+    """Another process (here: another connection) holds the write lock: BEGIN IMMEDIATE waits
+    for it in a worker thread, so the loop keeps serving while the transaction waits."""
+    other = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    ticks = 0
+    entered = asyncio.Event()
+
+    async def write() -> None:
+        async with db.transaction() as tx:
+            entered.set()
+            await tx.execute("CREATE TABLE waited (v INTEGER)")
+
+    task = asyncio.create_task(write())
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not entered.is_set()
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(task, 15)
+    assert await db.fetchval("SELECT COUNT(*) FROM waited") == 0
+
+
+async def test_cancelled_while_waiting_leaves_no_open_transaction(db: Database) -> None:
+    other = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE never (v INTEGER)")
+
+    task = asyncio.create_task(write())
+    await asyncio.sleep(0.1)  # it is now waiting in BEGIN IMMEDIATE
+    task.cancel()
+    # Release the lock from a thread while the cancelled task is still seeing BEGIN through.
+    threading.Timer(0.2, lambda: (other.execute("COMMIT"), other.close())).start()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 15)
+    # The cancelled transaction was rolled back, and the connection takes new work.
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE after (v INTEGER)")
+    tables = {r[0] for r in await db.fetchall("SELECT name FROM sqlite_master")}
+    assert "after" in tables and "never" not in tables
+
+
+async def test_cancelled_after_the_body_still_commits(db: Database) -> None:
+    """A handler cancelled (client gone) during COMMIT: the commit and its hooks finish."""
+    hooked = asyncio.Event()
+    started = asyncio.Event()
+
+    async def write() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("CREATE TABLE kept (v INTEGER)")
+            tx.on_commit(hooked.set)
+            started.set()
+
+    task = asyncio.create_task(write())
+    await started.wait()
+    await asyncio.sleep(0)  # now in the commit, which runs in a worker thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hooked.is_set()
+    assert await db.fetchval("SELECT COUNT(*) FROM kept") == 0
+
+
+async def test_offloaded_statements_run_off_the_loop_thread(db: Database) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    for offload in (False, True):
+        async with db.transaction(offload=offload) as tx:
+            tx.conn.create_function("whoami", 0, lambda: seen.append(threading.get_ident()) or 1)
+            await tx.fetchval("SELECT whoami()")
+    assert seen[0] == loop_thread and seen[1] != loop_thread
