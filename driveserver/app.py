@@ -16,7 +16,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import appkeys
-from .api import auth_routes, files_routes, links_routes, share_routes, upload_routes
+from .api import (
+    auth_routes,
+    batch_download_routes,
+    files_routes,
+    links_routes,
+    share_routes,
+    upload_routes,
+)
 from .auth import LoginThrottle, TokenSigner
 from .blocks import routes as block_routes
 from .blocks.grants import Grants
@@ -128,6 +135,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.add_routes(auth_routes.routes)
     app.add_routes(upload_routes.routes)
+    app.add_routes(batch_download_routes.routes)
     app.add_routes(files_routes.routes)
     app.add_routes(links_routes.routes)
     app.add_routes(share_routes.routes)

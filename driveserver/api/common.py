@@ -67,6 +67,18 @@ def field(body: dict[str, Any], name: str, kind: type[T], *, default: Any = _MIS
     return value
 
 
+BATCH_MAX_FILES = 1000
+
+
+def batch_items(body: dict[str, Any]) -> list[Any]:
+    """The ``files`` list of a batch route's body: 1 to ``BATCH_MAX_FILES`` items."""
+    files = field(body, "files", list)
+    if not 1 <= len(files) <= BATCH_MAX_FILES:
+        raise BadRequest(f"files must hold 1 to {BATCH_MAX_FILES} items", code="invalid_field",
+                         field="files")
+    return files
+
+
 def _kind_name(kind: type) -> str:
     return {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
             dict: "an object"}.get(kind, kind.__name__)

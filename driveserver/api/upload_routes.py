@@ -29,12 +29,10 @@ from ..paths import split_path
 from ..permissions import Action, authorize, readable_block_sizes
 from ..storage.base import StorageError
 from ..sync.journal import Actor
-from .common import actor, field, principal, read_json
+from .common import actor, batch_items, field, principal, read_json
 from .files_routes import version_list
 
 routes = web.RouteTableDef()
-
-BATCH_MAX_FILES = 1000
 
 
 def _base_url(request: web.Request) -> str:
@@ -154,18 +152,10 @@ async def _in_savepoint(tx: Tx, fn: Any) -> dict[str, Any]:
     return out
 
 
-def _batch_items(body: dict) -> list[Any]:
-    files = field(body, "files", list)
-    if not 1 <= len(files) <= BATCH_MAX_FILES:
-        raise BadRequest(f"files must hold 1 to {BATCH_MAX_FILES} items", code="invalid_field",
-                         field="files")
-    return files
-
-
 @routes.post("/api/files/upload-init/batch")
 async def upload_init_batch(request: web.Request) -> web.Response:
     """Many files in one round trip; each gets its own result (or error)."""
-    items = _batch_items(await read_json(request))
+    items = batch_items(await read_json(request))
     results: list[dict[str, Any]] = []
     ok: list[InitResult] = []
     async with request.app[appkeys.DB].transaction() as tx:
@@ -189,7 +179,6 @@ async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockR
     if not isinstance(raw, list):
         raise BadRequest("field 'blocks' must be a list", code="invalid_field", field="blocks")
     p = principal(request)
-    grants = request.app[appkeys.GRANTS]
     hashes: list[str] = []
     receipts: dict[str, int] = {}
     for i, item in enumerate(raw):
@@ -199,10 +188,9 @@ async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockR
                              code="invalid_field", field="blocks")
         assert isinstance(h, str)
         hashes.append(h)
-        if isinstance(item, dict) and "receipt" in item:
-            receipt = grants.load_receipt(item["receipt"])
-            if receipt is not None and receipt.user_id == p.user_id and receipt.block_hash == h:
-                receipts[h] = receipt.size
+        size = _receipt_size(request, item)
+        if size is not None:
+            receipts[h] = size
     known = await readable_block_sizes(tx, p.user_id, hashes)
     sizes = {**receipts, **known}
     missing = sorted({h for h in hashes if h not in sizes})
@@ -210,14 +198,41 @@ async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockR
     # write lock, so it cannot delete it between this check and the commit).
     # (Asked of the store itself, not of the blocks table: a GC killed between deleting an
     # object and committing leaves a row for a block that is gone.)
-    pipeline = request.app[appkeys.PIPELINE]
-    for h in [h for h in receipts if h not in known]:
-        if not await pipeline.exists(h):
-            missing.append(h)
+    missing += await _gone_from_store(request, tx, [h for h in receipts if h not in known])
     if missing:
         raise BadRequest(f"{len(missing)} block(s) were never uploaded by you; upload them first",
                          code="missing_blocks", missing=sorted(set(missing)))
     return [BlockRef(h, sizes[h]) for h in hashes]
+
+
+async def _gone_from_store(request: web.Request, tx: Tx, hashes: list[str]) -> list[str]:
+    """Which of ``hashes`` are not in the block store. Answers are kept for the transaction
+    (GC cannot run inside it), so a batch looks every block up once, all at the same time."""
+    stored: dict[str, bool] = tx.memo.setdefault("stored", {})
+    todo = sorted({h for h in hashes if h not in stored})
+    if todo:
+        gone = set(await request.app[appkeys.PIPELINE].missing(todo))
+        stored.update((h, h not in gone) for h in todo)
+    return [h for h in hashes if not stored[h]]
+
+
+def _receipt_size(request: web.Request, item: Any) -> int | None:
+    """The size a block object's receipt vouches for, if it is a valid receipt of this user for
+    this block."""
+    if not isinstance(item, dict) or "receipt" not in item:
+        return None
+    receipt = request.app[appkeys.GRANTS].load_receipt(item["receipt"])
+    if receipt is None or receipt.user_id != principal(request).user_id or \
+            receipt.block_hash != item.get("hash"):
+        return None
+    return receipt.size
+
+
+def _receipted_hashes(request: web.Request, items: list[Any]) -> list[str]:
+    """The blocks a batch of ``complete`` bodies brings valid receipts for."""
+    return [b["hash"] for item in items if isinstance(item, dict)
+            and isinstance(item.get("blocks"), list)
+            for b in item["blocks"] if _receipt_size(request, b) is not None]
 
 
 async def _device(request: web.Request, tx: Tx, body: dict) -> str | None:
@@ -261,9 +276,10 @@ async def complete(request: web.Request) -> web.Response:
 @routes.post("/api/files/complete/batch")
 async def complete_batch(request: web.Request) -> web.Response:
     """Complete many files in one transaction; each is its own compare-and-swap and result."""
-    items = _batch_items(await read_json(request))
+    items = batch_items(await read_json(request))
     results: list[dict[str, Any]] = []
     async with request.app[appkeys.DB].transaction() as tx:
+        await _gone_from_store(request, tx, _receipted_hashes(request, items))
         for item in items:
             async def one(item: Any = item) -> dict[str, Any]:
                 if not isinstance(item, dict):

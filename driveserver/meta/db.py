@@ -14,7 +14,9 @@ statement waits on another connection (WAL readers never block the writer), so t
 left are ``BEGIN IMMEDIATE`` itself (another process, e.g. ``drive-server user add``, may hold the
 lock) and ``COMMIT`` (it fsyncs the WAL); those two run in a worker thread. Maintenance work whose
 statements scan whole tables asks for ``transaction(offload=True)``, which runs every statement
-in a worker thread so that the loop stays responsive.
+in a worker thread so that the loop stays responsive. For the same reason, routes that look up
+metadata for a whole batch of files read through :meth:`Database.snapshot`: a third connection,
+read-only, used on the loop's thread for indexed lookups only.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ async def connect(path: Path) -> aiosqlite.Connection:
     return conn
 
 
-def connect_writer(path: Path) -> sqlite3.Connection:
-    """The writer's connection: used from the loop thread and, for the statements that may
-    block, from worker threads; never two at once, since the write lock serialises them."""
+def connect_inline(path: Path) -> sqlite3.Connection:
+    """A plain connection for statements run on the loop's thread (the writer's, the snapshot
+    reader's), and for those that may block, from a worker thread: never two at once, since
+    each connection has its own lock."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     for pragma in _PRAGMAS:
@@ -110,23 +113,30 @@ class Database:
         self.path = path
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._snapshot_reader: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._snapshot_lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await asyncio.to_thread(connect_writer, self.path)
+        self._writer = await asyncio.to_thread(connect_inline, self.path)
         await self._migrate()
         self._reader = await connect(self.path)
+        self._snapshot_reader = await asyncio.to_thread(connect_inline, self.path)
+        self._snapshot_reader.execute("PRAGMA query_only=ON")
 
     async def close(self) -> None:
         if self._reader is not None:
             await self._reader.close()
+        if self._snapshot_reader is not None:
+            async with self._snapshot_lock:
+                self._snapshot_reader.close()
         if self._writer is not None:
             async with self._write_lock:  # never under a running transaction's feet
                 self._writer.close()
-        self._reader = self._writer = None
+        self._reader = self._writer = self._snapshot_reader = None
 
     async def schema_version(self) -> int:
         assert self._writer is not None
@@ -180,6 +190,21 @@ class Database:
                 hook()
             except Exception:  # a failing hook must not turn a committed write into an error
                 log.exception("post-commit hook failed")
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Tx]:
+        """Many indexed lookups on one consistent, committed state, without a thread hand-off
+        each (see the module docstring). Only one caller at a time holds the snapshot, so the
+        block should do its lookups and nothing else (no network waits); it gets a ``Tx``
+        whose writes fail (the connection is ``query_only``)."""
+        assert self._snapshot_reader is not None, "database is not open"
+        conn = self._snapshot_reader
+        async with self._snapshot_lock:
+            conn.execute("BEGIN")
+            try:
+                yield Tx(conn)
+            finally:
+                conn.execute("COMMIT")  # ends the read; there is nothing to write
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         assert self._reader is not None, "database is not open"

@@ -69,6 +69,7 @@ class LocalBlockStore(AsyncContextStore):
         self.root = Path(root)
         self._tmp = self.root / _TMP_DIR
         self._stale_temp_age = stale_temp_age
+        self._leaves: set[Path] = set()  # fan-out folders known to exist
 
     def __repr__(self) -> str:
         return f"LocalBlockStore({str(self.root)!r})"
@@ -154,18 +155,8 @@ class LocalBlockStore(AsyncContextStore):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            try:
-                os.link(tmp_name, final)
-            except FileExistsError:
+            if not self._link(tmp_name, final):
                 return False
-            except OSError as exc:
-                if exc.errno not in _NO_LINK_ERRNOS:
-                    raise
-                # No hard links here: rename may replace a copy that appeared
-                # meanwhile, which is harmless because equal names mean equal blocks.
-                if final.exists():
-                    return False
-                os.rename(tmp_name, final)
             _fsync_dir(final.parent)
             return True
         finally:
@@ -174,6 +165,29 @@ class LocalBlockStore(AsyncContextStore):
             except FileNotFoundError:
                 pass
 
+    def _link(self, tmp_name: str, final: Path, retry: bool = True) -> bool:
+        """Give the written temp file its final name; False if a copy is already there."""
+        try:
+            os.link(tmp_name, final)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            if not retry:
+                raise
+            # A fan-out folder was removed by hand since we remembered it: make it again.
+            self._leaves.discard(final.parent)
+            self._make_parents(final.parent)
+            return self._link(tmp_name, final, retry=False)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            # No hard links here: rename may replace a copy that appeared
+            # meanwhile, which is harmless because equal names mean equal blocks.
+            if final.exists():
+                return False
+            os.rename(tmp_name, final)
+        return True
+
     def _get_sync(self, name: str) -> bytes:
         try:
             return self._path(name).read_bytes()
@@ -181,13 +195,18 @@ class LocalBlockStore(AsyncContextStore):
             raise BlockNotFound(name, repr(self)) from None
 
     def _make_parents(self, leaf: Path) -> None:
-        """Create the two fan-out levels, fsyncing each parent whose entries changed."""
+        """Create the two fan-out levels, fsyncing each parent whose entries changed. Folders
+        known to exist are remembered (at most 65,536), which spares two failing mkdirs a
+        block; fan-out folders are never removed while the store runs."""
+        if leaf in self._leaves:
+            return
         for directory in (leaf.parent, leaf):
             try:
                 directory.mkdir()
             except FileExistsError:
                 continue
             _fsync_dir(directory.parent)
+        self._leaves.add(leaf)
 
     def _delete_sync(self, name: str) -> None:
         try:
