@@ -67,7 +67,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         ignore = Ignore(self.config.root)
-        watcher = Watcher(self.config.root, ignore, loop)
+        watcher = Watcher(self.config.root, ignore, loop, own=self.engine.is_own_write)
         watcher.start()
         if watcher.degraded:
             self.set_status(last_error=watcher.degraded)

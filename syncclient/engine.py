@@ -15,6 +15,7 @@ import logging
 import os
 import posixpath
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from .localtree import LocalFile, Scan, scan
 from .planner import Node, Op, conflict_name, plan
 from .state import State, SyncedEntry
 from .transfer import (
+    BATCH_DOWNLOAD_MAX_FILE_BYTES,
     SMALL_FILE_BYTES,
     BatchItem,
     FileChanged,
@@ -39,6 +41,7 @@ from .transfer import (
     read_local_block,
     upload_batch,
     upload_file,
+    verified_small,
     write_from_local,
 )
 
@@ -51,6 +54,7 @@ BATCH_FILES = 100
 PARALLEL_FILES = 8  # downloads in flight at once
 PARALLEL_BATCHES = 3  # upload batches in flight at once
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+OWN_WRITE_SECONDS = 60.0  # how long the watcher may take to report one of our own writes
 UP_KINDS = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
 DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local", "conflict"})
 
@@ -123,6 +127,36 @@ class Engine:
         self.bytes_fetched = 0
         self._sources: dict[str, tuple[Path, int]] | None = None
         self._single: dict[str, str] = {}  # checksum of a one-block file -> its block hash
+        self._prefetched: dict[str, bytes] = {}  # file id -> content, from a batch download
+        # What this engine last did to a path below the root (spelled as the OS spells it):
+        # when, and the resulting (size, mtime, inode) — or ("dir", inode), or None if removed.
+        self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
+
+    # --- the daemon's own writes ------------------------------------------------------------------
+
+    def is_own_write(self, rel: str) -> bool:
+        """Is the item at ``rel`` exactly as this engine left it moments ago? The watcher asks
+        (from its own thread) so that files a sync downloads do not wake the next round. A user's
+        edit since changes size, mtime or inode, so it is never mistaken for ours."""
+        mark = self._own.get(rel)
+        if mark is None or time.monotonic() - mark[0] > OWN_WRITE_SECONDS:
+            return False
+        try:
+            st = os.lstat(self.root / rel.lstrip("/"))
+        except FileNotFoundError:
+            return mark[1] is None
+        except OSError:
+            return False
+        return mark[1] == _own_key(st)
+
+    def _wrote(self, target: Path, st: os.stat_result | None) -> None:
+        self._own[str(target)[len(str(self.root)):]] = (
+            time.monotonic(), None if st is None else _own_key(st))
+
+    def _forget_old_writes(self) -> None:
+        cutoff = time.monotonic() - OWN_WRITE_SECONDS
+        # A new dict, swapped in whole: the watcher's thread may be reading the old one.
+        self._own = {k: v for k, v in self._own.items() if v[0] >= cutoff}
 
     # --- guards ---------------------------------------------------------------------------------
 
@@ -254,6 +288,7 @@ class Engine:
         operations are left). ``dry_run`` plans once and changes nothing."""
         result = SyncResult()
         async with self.lock:
+            self._forget_old_writes()
             for _ in range(MAX_ROUNDS):
                 if pull:
                     await self.pull()
@@ -337,6 +372,7 @@ class Engine:
             if downloads:
                 group = list(downloads)
                 downloads.clear()
+                await self._prefetch_small(group)
                 sem = asyncio.Semaphore(PARALLEL_FILES)
 
                 async def one(op: Op) -> None:
@@ -344,6 +380,7 @@ class Engine:
                         await self._guarded(op, local, out)
 
                 await asyncio.gather(*(one(op) for op in group))
+                self._prefetched = {}
 
         for op in ops:
             if op.kind == "upload" and self._batchable(op, local):
@@ -352,7 +389,7 @@ class Engine:
                     await start_uploads()
             elif op.kind == "download":
                 downloads.append(op)
-                if len(downloads) >= 4 * PARALLEL_FILES:
+                if len(downloads) >= BATCH_FILES:
                     await flush()
             else:
                 if op.kind not in ("upload", "mkdir_remote", "mkdir_local"):
@@ -557,33 +594,64 @@ class Engine:
         finally:
             tmp.unlink(missing_ok=True)
         st = await asyncio.to_thread(target.stat)
+        self._wrote(target, st)
         hashes = info["hashes"]
-        self.state.put_remote(op.path, Node(False, info["checksum"], node.file_id,
-                                            info["version"], None, info["size"]))
-        self.state.put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
-                                          info["size"], st.st_mtime_ns, st.st_ino,
-                                          info["checksum"], hashes))
+        with self.state.transaction():  # one commit, not two: thousands of files arrive at once
+            self.state.put_remote(op.path, Node(False, info["checksum"], node.file_id,
+                                                info["version"], None, info["size"]))
+            self.state.put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
+                                              info["size"], st.st_mtime_ns, st.st_ino,
+                                              info["checksum"], hashes))
 
-    async def _fetch(self, path: str, node: Node, target: Path
-                     ) -> tuple[Path, dict[str, Any]]:
-        """Assemble the remote file in a temp file beside ``target``: from local blocks when
-        possible, in one request for a small file, else block by block."""
-        assert node.file_id is not None
+    def _local_sources(self) -> dict[str, tuple[Path, int]]:
         if self._sources is None:
             # Built once a round, not per file: the index spans every synced file.
             self._sources = {h: (self.root / p.lstrip("/"), off)
                              for h, (p, off) in self.state.block_sources().items()}
             self._single = {content_checksum([h]): h for h in self._sources}
+        return self._sources
+
+    async def _prefetch_small(self, ops: list[Op]) -> None:
+        """Fetch the content of the group's small files with one request per ``BATCH_FILES``
+        (instead of one each); :meth:`_fetch` takes them from memory. Files the folder already
+        holds a block of are left to the local copy."""
+        self._local_sources()
+        self._prefetched = {}
+        wanted: list[Node] = []
+        for op in ops:
+            node = self.state.remote_by_path(op.path)
+            if node is not None and node.file_id and node.checksum and \
+                    0 < node.size <= BATCH_DOWNLOAD_MAX_FILE_BYTES and \
+                    node.checksum not in self._single:
+                wanted.append(node)
+        for i in range(0, len(wanted), BATCH_FILES):
+            chunk = wanted[i:i + BATCH_FILES]
+            got = await self.remote.content_batch([n.file_id for n in chunk if n.file_id])
+            for n in chunk:
+                if n.file_id in got:
+                    self._prefetched[n.file_id] = got[n.file_id][1]
+
+    async def _fetch(self, path: str, node: Node, target: Path
+                     ) -> tuple[Path, dict[str, Any]]:
+        """Assemble the remote file in a temp file beside ``target``: from local blocks when
+        possible, from a batch fetched beforehand or in one request for a small file, else
+        block by block."""
+        assert node.file_id is not None
+        sources = self._local_sources()
         small = {"version": node.version, "checksum": node.checksum, "size": node.size}
         if node.size == 0 and node.checksum == content_checksum([]):
             return await write_from_local(b"", target), {**small, "hashes": ()}
         if node.checksum and node.size <= SMALL_FILE_BYTES:
             h = self._single.get(node.checksum)
             if h is not None:
-                src, offset = self._sources[h]
+                src, offset = sources[h]
                 data = await asyncio.to_thread(read_local_block, src, offset, node.size, h)
                 if data is not None:
                     return await write_from_local(data, target), {**small, "hashes": (h,)}
+            data = self._prefetched.pop(node.file_id, None)
+            hashes = verified_small(data, node.checksum) if data is not None else None
+            if data is not None and hashes is not None:
+                return await write_from_local(data, target), {**small, "hashes": hashes}
             got = await download_small(self.remote, node.file_id, node.checksum, target)
             if got is not None:
                 return got[0], {**small, "hashes": got[1]}
@@ -599,6 +667,7 @@ class Engine:
         target = self._os_path(op.path, local)
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         st = await asyncio.to_thread(target.stat)
+        self._wrote(target, st)
         self.state.put_synced(SyncedEntry(op.path, True, node.file_id if node else None,
                                           node.version if node else 0, 0, st.st_mtime_ns,
                                           st.st_ino, None, ()))
@@ -612,12 +681,15 @@ class Engine:
             await asyncio.to_thread(shutil.rmtree, target)
         elif item is not None:
             await asyncio.to_thread(target.unlink, missing_ok=True)
+        self._wrote(target, None)
         self.state.drop_synced(op.path)
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
         src, dst = self._os_path(op.src, local), self._os_path(op.path)
         await asyncio.to_thread(_rename_no_replace, src, dst)
+        self._wrote(src, None)
+        self._wrote(dst, await asyncio.to_thread(dst.lstat))
         self.state.move_synced(op.src, op.path)
 
     async def _op_conflict(self, op: Op, local: Scan) -> None:
@@ -647,6 +719,13 @@ class Engine:
 
 SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with this user
 TO_SERVER = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
+
+
+def _own_key(st: os.stat_result) -> tuple[Any, ...]:
+    # A folder's mtime moves whenever a download lands in it: only its identity counts.
+    if stat.S_ISDIR(st.st_mode):
+        return ("dir", st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _mount_of(path: str) -> str | None:

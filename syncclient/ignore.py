@@ -9,6 +9,7 @@ matched against the name and against the path relative to the root; ``#`` starts
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 
 from .config import MARKER
@@ -32,6 +33,11 @@ class Ignore:
             line = line.strip()
             if line and not line.startswith("#"):
                 self.patterns.append(line.rstrip("/"))
+        # One regular expression for all patterns (as fnmatchcase would match each in turn):
+        # every scanned path and every watcher event is checked, tens of thousands a minute.
+        self._name = re.compile("|".join(fnmatch.translate(p) for p in self.patterns))
+        self._sub = re.compile("|".join(fnmatch.translate(p.lstrip("/"))
+                                        for p in self.patterns))
 
     def __call__(self, rel_path: str) -> bool:
         """Is ``/a/b.txt`` (relative to the root, leading slash) ignored, or inside an ignored
@@ -40,8 +46,6 @@ class Ignore:
         if parts[0] == MARKER:
             return True
         for i, name in enumerate(parts):
-            sub = "/".join(parts[: i + 1])
-            for pat in self.patterns:
-                if fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(sub, pat.lstrip("/")):
-                    return True
+            if self._name.match(name) or self._sub.match("/".join(parts[: i + 1])):
+                return True
         return False

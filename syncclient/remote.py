@@ -8,6 +8,9 @@ daemon retries with backoff), 401 becomes :class:`AuthError`, every other error 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import struct
 import urllib.parse
 from typing import Any
 
@@ -138,6 +141,30 @@ class Remote:
                 return raw
         except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
             raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
+
+    async def content_batch(self, file_ids: list[str]) -> dict[str, tuple[dict[str, Any], bytes]]:
+        """The current content of many small files in one request (``POST
+        /api/files/content/batch``): ``{file_id: (header, bytes)}`` for each file the server
+        sent; files it answered with an error frame are left out (the caller falls back to
+        fetching them one by one, which reports the error). Callers verify the checksums."""
+        out: dict[str, tuple[dict[str, Any], bytes]] = {}
+        try:
+            async with self.session.post(f"{self.base_url}/api/files/content/batch",
+                                         json={"files": [{"file_id": f} for f in file_ids]},
+                                         headers=self._headers()) as resp:
+                if resp.status != 200:
+                    _answer(resp.status, await resp.read())
+                for _ in file_ids:
+                    (length,) = struct.unpack(">I", await resp.content.readexactly(4))
+                    header = json.loads(await resp.content.readexactly(length))
+                    payload = await resp.content.readexactly(header.get("length", 0))
+                    if "error" not in header:
+                        data = decompress_from_wire(header["encoding"], payload)
+                        out[header["file_id"]] = (header, data)
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError,
+                asyncio.IncompleteReadError) as exc:
+            raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
+        return out
 
     async def put_block(self, block_url: str, h: str, data: bytes) -> dict[str, Any]:
         encoding, payload = compress_for_wire(data)

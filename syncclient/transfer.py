@@ -327,6 +327,17 @@ def _write_temp(target: Path, data: bytes) -> Path:
     return tmp
 
 
+# Files up to this size arrive in batches (``POST /api/files/content/batch``), a hundred per
+# request; a batch of them is held in memory until written.
+BATCH_DOWNLOAD_MAX_FILE_BYTES = 256 * 1024
+
+
+def verified_small(data: bytes, checksum: str) -> tuple[str, ...] | None:
+    """The block hashes of ``data`` if its checksum is ``checksum``, else None."""
+    hashes = tuple(block_hash(data[i:i + BLOCK_SIZE]) for i in range(0, len(data), BLOCK_SIZE))
+    return hashes if content_checksum(hashes) == checksum else None
+
+
 async def download_small(remote: Remote, file_id: str, checksum: str, target: Path
                          ) -> tuple[Path, tuple[str, ...]] | None:
     """One request for a small file (``GET /content``) instead of block list + block: half the
@@ -334,8 +345,8 @@ async def download_small(remote: Remote, file_id: str, checksum: str, target: Pa
     checksum the feed announced; None if they do not match (the file changed meanwhile: the
     caller falls back to the block path)."""
     data = await remote.content(file_id)
-    hashes = tuple(block_hash(data[i:i + BLOCK_SIZE]) for i in range(0, len(data), BLOCK_SIZE))
-    if content_checksum(hashes) != checksum:
+    hashes = verified_small(data, checksum)
+    if hashes is None:
         return None
     return await asyncio.to_thread(_write_temp, target, data), hashes
 

@@ -434,8 +434,13 @@ async def test_many_small_files_use_the_batch_routes(two: tuple[Device, Device],
     assert await requests_to(srv, "/api/files/upload-init/batch") == 3
     assert 3 <= await requests_to(srv, "/blocks/batch") <= 6
     assert await requests_to(srv, "/api/files/complete/batch") == 3
+    # B receives them 100 a request too; a file over the batch limit still comes on its own.
+    a.write("many/big.bin", os.urandom(300 * 1024))
+    await a.sync()
     await b.sync()
     assert b.tree() == a.tree()
+    assert await requests_to(srv, "/api/files/content/batch") == 3
+    assert await requests_to(srv, "/api/files/{file_id}/content") == 1
 
 
 async def test_daemon_goes_offline_and_catches_up(tmp_path: Path) -> None:
@@ -525,3 +530,4 @@ async def test_shared_folder_syncs_between_two_accounts(tmp_path: Path, srv: Run
     await guest.sync()
     await owner.sync()
     assert owner.read("Team/reply.txt") == b"from bob"
+

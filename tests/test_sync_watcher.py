@@ -6,7 +6,15 @@ import asyncio
 import time
 from pathlib import Path
 
-from watchdog.events import FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileOpenedEvent
+from watchdog.events import (
+    DirCreatedEvent,
+    DirModifiedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
 
 from syncclient.ignore import Ignore
 from syncclient.watcher import Watcher
@@ -49,3 +57,93 @@ async def test_settled_waits_for_quiet_but_not_forever(tmp_path: Path) -> None:
     await w.settled()  # a file written continuously still gets synced after max_wait
     assert time.monotonic() - start < 0.8
     await writer
+
+
+async def test_events_while_the_loop_is_busy_wake_it_once(tmp_path: Path) -> None:
+    """watchdog calls from its own thread, thousands of times while a folder is copied in; the
+    events that arrive before the loop gets round to them cost one wake-up, not one each."""
+    loop = asyncio.get_running_loop()
+    scheduled = 0
+
+    class CountingLoop:
+        def call_soon_threadsafe(self, fn, *args):  # type: ignore[no-untyped-def]
+            nonlocal scheduled
+            scheduled += 1
+            return loop.call_soon_threadsafe(fn, *args)
+
+    w = Watcher(tmp_path, Ignore(tmp_path), CountingLoop())  # type: ignore[arg-type]
+    for i in range(2000):  # the loop is busy (here: running this very code)
+        w._handler.dispatch(FileCreatedEvent(str(tmp_path / f"f{i}.txt")))
+    assert not w.changed.is_set()
+    await asyncio.sleep(0)
+    assert w.changed.is_set() and scheduled == 1
+    assert time.monotonic() - w.last_event < 5  # the debounce still sees the latest event
+    w.changed.clear()
+    await asyncio.to_thread(w._handler.dispatch, FileCreatedEvent(str(tmp_path / "later.txt")))
+    await asyncio.sleep(0)
+    assert w.changed.is_set() and scheduled == 2
+
+
+async def test_folder_attribute_changes_do_not_wake(tmp_path: Path) -> None:
+    w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop())
+    w._handler.dispatch(DirModifiedEvent(str(tmp_path / "docs")))
+    await asyncio.sleep(0)
+    assert not w.changed.is_set()
+    w._handler.dispatch(DirCreatedEvent(str(tmp_path / "docs")))
+    await asyncio.sleep(0)
+    assert w.changed.is_set()
+
+
+async def test_the_daemons_own_downloads_do_not_wake_it(tmp_path: Path) -> None:
+    """A real engine downloads files from a real server; the events its own writes cause are
+    recognised (the file is exactly as the engine left it), a user's edit right after is not."""
+    from syncclient.cli import open_engine
+    from tests.helpers import start_server
+    from tests.sync_helpers import EMAIL, make_devices
+
+    srv = await start_server(tmp_path / "data")
+    try:
+        await srv.register(EMAIL)
+        a, b = make_devices(tmp_path, "a", "b")
+        await a.init(srv)
+        await b.init(srv)
+        a.write("docs/report.txt", "from a")
+        a.write("gone.txt", "soon deleted")
+        await a.sync()
+
+        def b_side() -> None:
+            async def go() -> None:
+                _, state, remote, engine = open_engine(b.config_dir)
+                try:
+                    w = Watcher(b.folder, Ignore(b.folder), asyncio.get_running_loop(),
+                                own=engine.is_own_write)
+                    assert (await engine.sync_once()).in_sync
+                    target = b.folder / "docs" / "report.txt"
+                    assert target.read_bytes() == b"from a"
+                    tmp = str(b.folder / "docs" / ".~drive-sync-1.tmp")
+                    for event in (FileMovedEvent(tmp, str(target)),
+                                  DirCreatedEvent(str(b.folder / "docs"))):
+                        w._handler.dispatch(event)
+                    await asyncio.sleep(0)
+                    assert not w.changed.is_set()
+                    # Deleted by the engine (A deleted it): its event is ours too.
+                    (a.folder / "gone.txt").unlink()
+                    assert await a.cli("run", "--once") == 0
+                    assert (await engine.sync_once()).in_sync
+                    assert not (b.folder / "gone.txt").exists()
+                    w._handler.dispatch(FileDeletedEvent(str(b.folder / "gone.txt")))
+                    await asyncio.sleep(0)
+                    assert not w.changed.is_set()
+                    # The user edits the downloaded file: a real change.
+                    target.write_bytes(b"from a and b")
+                    w._handler.dispatch(FileModifiedEvent(str(target)))
+                    await asyncio.sleep(0)
+                    assert w.changed.is_set()
+                finally:
+                    await remote.close()
+                    state.close()
+            asyncio.run(go())
+
+        await asyncio.to_thread(b_side)
+    finally:
+        await srv.stop()
