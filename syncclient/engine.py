@@ -223,10 +223,17 @@ class Engine:
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore)
         remote = {p: n for p, n in self.state.remote_tree().items() if not ignore(p)}
         synced = {p: e.node() for p, e in synced_entries.items() if not ignore(p)}
-        # A path we could not read is left alone on both sides until it can be read.
-        for p in local.problems:
-            synced.pop(p, None)
-            remote.pop(p, None)
+        # A path we could not read is left alone on both sides until it can be read, and so is
+        # everything below it: a folder we cannot list must not look like emptied.
+        if local.problems:
+            def troubled(path: str) -> bool:
+                while path:
+                    if path in local.problems:
+                        return True
+                    path = path.rpartition("/")[0]
+                return "/" in local.problems  # the root itself could not be listed
+            synced = {p: n for p, n in synced.items() if not troubled(p)}
+            remote = {p: n for p, n in remote.items() if not troubled(p)}
         return local, remote, synced, synced_entries
 
     async def plan(self) -> tuple[list[Op], Scan]:

@@ -80,7 +80,11 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            out.problems[rel or "/"] = f"cannot list folder: {exc.strerror or exc}"
+            out.problems[rel or "/"] = "permission denied" if isinstance(exc, PermissionError) \
+                else f"cannot list folder: {exc.strerror or exc}"
+            # Left alone as a whole (see Engine.gather), not synced as an empty folder.
+            out.items.pop(rel, None)
+            out.os_paths.pop(rel, None)
             return
         seen_keys: dict[str, str] = {}  # case-folded name -> the name that has it
         for entry in sorted(entries, key=lambda e: e.name):
@@ -108,8 +112,8 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
                     continue
                 seen_keys[key] = name
                 item = stat_file(Path(entry.path), synced.get(path))
-            except PermissionError as exc:
-                out.problems[path] = f"permission denied: {exc.strerror or exc}"
+            except PermissionError:
+                out.problems[path] = "permission denied"
                 continue
             except FileNotFoundError:
                 continue  # deleted while we looked
