@@ -217,6 +217,8 @@ async def cmd_run(args: argparse.Namespace, config_dir: Path) -> int:
                 return 1
             for op in result.done:
                 log.info("%s", op.describe())
+            for path, why in sorted(json.loads(state.get("notices") or "{}").items()):
+                print(f"drive-sync: notice: {path}: {why}", file=sys.stderr)
             if result.in_sync:
                 print(f"In sync ({len(result.done)} operation(s) in {result.rounds} round(s)).")
                 return 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import names
 from .checksum import content_checksum
 from .config import MARKER, Config
 from .errors import ApiError, FolderMissing
@@ -54,6 +55,8 @@ BATCH_FILES = 100
 PARALLEL_FILES = 8  # downloads in flight at once
 PARALLEL_BATCHES = 3  # upload batches in flight at once
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+NOT_HERE = "not synced to this computer"
+NOT_ON_WINDOWS = "Windows computers will not get it"
 OWN_WRITE_SECONDS = 60.0  # how long the watcher may take to report one of our own writes
 UP_KINDS = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
 DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local", "conflict"})
@@ -234,7 +237,26 @@ class Engine:
                 return "/" in local.problems  # the root itself could not be listed
             synced = {p: n for p, n in synced.items() if not troubled(p)}
             remote = {p: n for p, n in remote.items() if not troubled(p)}
+        # Names this computer cannot create stay on the server, alone (never deleted there).
+        if names.LOCAL_RULES is not names.posix_problem:
+            here = {p: why for p in remote if (why := names.uncreatable_here(p)) is not None}
+            remote = {p: n for p, n in remote.items() if p not in here}
+            synced = {p: n for p, n in synced.items() if p not in here}
+        else:
+            here = {}
+        self._name_notices(here, NOT_HERE)
+        elsewhere = {p: f"{why}: Windows computers will not get it" for p in local.items
+                     if (why := names.windows_problem(p.rpartition("/")[2])) is not None}
+        self._name_notices(elsewhere, NOT_ON_WINDOWS)
         return local, remote, synced, synced_entries
+
+    def _name_notices(self, current: dict[str, str], suffix: str) -> None:
+        """Keep the notices that end in ``suffix`` equal to ``current`` (a renamed or deleted
+        item's notice goes away)."""
+        notices = json.loads(self.state.get("notices") or "{}")
+        kept = {p: m for p, m in notices.items() if not m.endswith(suffix)}
+        if {**kept, **current} != notices:
+            self.state.set("notices", json.dumps({**kept, **current}))
 
     async def plan(self) -> tuple[list[Op], Scan]:
         local, remote, synced, _ = await self.gather()

@@ -19,6 +19,7 @@ from driveserver.blocks.format import hash_file
 
 from .checksum import content_checksum
 from .ignore import TEMP_PREFIX, Ignore
+from .names import not_utf8
 from .planner import Node
 from .state import SyncedEntry
 
@@ -93,6 +94,10 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
             if ignore(path):
                 if name.startswith(TEMP_PREFIX):
                     out.temp_files.append(Path(entry.path))
+                continue
+            if not_utf8(name):  # no other system, nor the server, can hold such a name
+                shown = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
+                out.problems[f"{rel}/{shown}"] = "the name is not valid UTF-8; rename it to sync it"
                 continue
             try:
                 if entry.is_symlink():
