@@ -279,6 +279,8 @@ async def cmd_status(args: argparse.Namespace, config_dir: Path) -> int:
             print(f"Problems ({len(errors)}):")
             for path, why in errors:
                 print(f"  {path}: {why}")
+        if status.get("warning"):
+            print(f"Warning: {status['warning']}")
         if status.get("last_error"):
             print(f"Last error: {status['last_error']}")
     finally:

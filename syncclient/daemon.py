@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class Daemon:
         watcher = Watcher(self.config.root, ignore, loop, own=self.engine.is_own_write)
         watcher.start()
         if watcher.degraded:
-            self.set_status(last_error=watcher.degraded)
+            self.set_status(warning=watcher.degraded)
         tasks = [asyncio.create_task(self._watch(watcher)),
                  asyncio.create_task(self._poll()),
                  asyncio.create_task(self._tick(watcher))]
@@ -98,9 +99,15 @@ class Daemon:
             self.wake.set()
 
     async def _tick(self, watcher: Watcher) -> None:
+        """Periodic full rescans: every minute, every 5 s once watching fell back (which may
+        happen at any sync, so the interval is looked at every second)."""
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(DEGRADED_RESCAN_SECONDS if watcher.degraded else RESCAN_SECONDS)
-            self.wake.set()
+            await asyncio.sleep(1.0)
+            every = DEGRADED_RESCAN_SECONDS if watcher.degraded else RESCAN_SECONDS
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                self.wake.set()
 
     async def _poll(self) -> None:
         """Long-poll the change feed; wake the sync loop when something arrives."""
@@ -177,6 +184,8 @@ class Daemon:
                 self.backoff = min(self.backoff * 2, 30.0)
                 continue
             self.backoff = 1.0
+            if watcher.check_watches(self.engine.scanned_folders):
+                self.set_status(warning=watcher.degraded)
             for op in result.done:
                 log.info("%s", op.describe())
             if result.errors:

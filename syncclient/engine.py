@@ -134,6 +134,7 @@ class Engine:
         # What this engine last did to a path below the root (spelled as the OS spells it):
         # when, and the resulting (size, mtime, inode) — or ("dir", inode), or None if removed.
         self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
+        self.scanned_folders: list[int] = []  # inodes of the folders the last scan saw
 
     # --- the daemon's own writes ------------------------------------------------------------------
 
@@ -224,6 +225,9 @@ class Engine:
         ignore = await asyncio.to_thread(Ignore, self.root)
         synced_entries = self.state.synced_entries()
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore)
+        # The daemon checks that the watcher watches every one of these.
+        self.scanned_folders = [self.root.stat().st_ino,
+                                *(f.inode for f in local.items.values() if f.is_dir)]
         remote = {p: n for p, n in self.state.remote_tree().items() if not ignore(p)}
         synced = {p: e.node() for p, e in synced_entries.items() if not ignore(p)}
         # A path we could not read is left alone on both sides until it can be read, and so is

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +23,65 @@ from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
 
-INOTIFY_HINT = ("inotify watches are exhausted: run `sudo sysctl fs.inotify.max_user_watches="
-                "524288` (and add it to /etc/sysctl.conf); until then the folder is rescanned "
-                "every few seconds instead of watched")
+WATCHES_SYSCTL = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+def inotify_hint(unwatched: int | None = None) -> str:
+    """What to do when inotify watches run out: the exact setting, with a value above today's."""
+    try:
+        current = int(WATCHES_SYSCTL.read_text())
+    except (OSError, ValueError):
+        current = 8192
+    wanted = max(524288, 2 * current)
+    what = f"{unwatched} folder(s) are not watched" if unwatched else "the folder is not watched"
+    return (f"inotify watches are exhausted (fs.inotify.max_user_watches is {current}), so "
+            f"{what}: run `sudo sysctl fs.inotify.max_user_watches={wanted}`, add "
+            f"`fs.inotify.max_user_watches={wanted}` to /etc/sysctl.conf, and restart "
+            "drive-sync; until then the folder is rescanned every 5 seconds instead")
+
+
+def watched_inodes() -> set[int] | None:
+    """The inodes this process's inotify instances watch, from ``/proc/self/fdinfo`` (Linux);
+    None where that cannot be told. watchdog skips a subfolder it cannot watch without a word
+    (it logs nothing when the watch limit is reached below the root), so the daemon compares
+    this with the folders it scanned."""
+    found: set[int] | None = None
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                lines = info.read().splitlines()
+        except OSError:
+            continue  # closed meanwhile
+        found = found or set()
+        for line in lines:
+            if line.startswith("inotify wd:"):
+                m = _INO.search(line)
+                if m:
+                    found.add(int(m.group(1), 16))
+    return found
+
+
+_INO = re.compile(r"\bino:([0-9a-fA-F]+)")
+
+
+class _OverflowSignal(logging.Handler):
+    """watchdog tells of a kernel queue overflow (events were lost) only in its log; a full
+    rescan is the cure, so the log record wakes the sync like any event."""
+
+    def __init__(self, notify: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.notify = notify
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            log.warning("inotify queue overflowed: rescanning the whole folder")
+            self.notify()
 
 
 OwnCheck = Callable[[str], bool]
@@ -76,6 +134,7 @@ class Watcher:
         self._observer: Observer | None = None
         self._wake_pending = False
         self._handler = _Handler(root, ignored, self._notify_threadsafe, own)
+        self._overflow = _OverflowSignal(self._notify_threadsafe)
 
     def _notify_threadsafe(self) -> None:
         self.last_event = time.monotonic()
@@ -94,12 +153,28 @@ class Watcher:
             observer.start()
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                self.degraded = INOTIFY_HINT
+                self.degraded = inotify_hint()
             else:
                 self.degraded = f"cannot watch {self.root} ({exc}); rescanning periodically"
             log.error("%s", self.degraded)
             return
         self._observer = observer
+        logging.getLogger("watchdog.observers").addHandler(self._overflow)
+
+    def check_watches(self, folder_inodes: list[int]) -> str | None:
+        """After a scan: if some scanned folders are not watched (the watch limit was reached),
+        fall back to periodic rescans and say what to set. Returns the new degradation, if any."""
+        if self.degraded or self._observer is None:
+            return None
+        watched = watched_inodes()
+        if watched is None:
+            return None
+        unwatched = sum(1 for ino in folder_inodes if ino not in watched)
+        if unwatched:
+            self.degraded = inotify_hint(unwatched)
+            log.error("%s", self.degraded)
+            return self.degraded
+        return None
 
     async def settled(self) -> None:
         """Wait until no event arrived for ``quiet`` seconds, or ``max_wait`` passed."""
@@ -111,6 +186,7 @@ class Watcher:
             await asyncio.sleep(self.quiet - idle)
 
     def stop(self) -> None:
+        logging.getLogger("watchdog.observers").removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)

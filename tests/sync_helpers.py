@@ -62,11 +62,13 @@ class Device:
     def tree(self) -> dict[str, bytes | None]:
         return folder_tree(self.folder)
 
-    def start_daemon(self, log: Path) -> None:
+    def start_daemon(self, log: Path, wrapper: tuple[str, ...] = ()) -> None:
+        """``drive-sync run`` in its own process (``wrapper`` runs it, e.g. in a namespace)."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(log, "wb") as out:
             self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "syncclient", "run", "--config-dir", str(self.config_dir)],
+                [*wrapper, sys.executable, "-m", "syncclient", "run", "--config-dir",
+                 str(self.config_dir)],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def stop_daemon(self, sig: int = signal.SIGTERM) -> int:

@@ -147,3 +147,48 @@ async def test_the_daemons_own_downloads_do_not_wake_it(tmp_path: Path) -> None:
         await asyncio.to_thread(b_side)
     finally:
         await srv.stop()
+
+
+async def test_a_queue_overflow_wakes_a_full_rescan(tmp_path: Path) -> None:
+    """The kernel dropped events: watchdog says so only in its log (this is its message), and
+    the watcher turns that into a wake-up, i.e. a full rescan."""
+    import logging
+
+    w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop())
+    w.start()
+    try:
+        assert w.degraded is None
+        await asyncio.sleep(0.1)
+        w.changed.clear()
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost")
+        await asyncio.sleep(0)
+        assert w.changed.is_set()
+    finally:
+        w.stop()
+    w.changed.clear()
+    logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed")
+    await asyncio.sleep(0)
+    assert not w.changed.is_set()  # a stopped watcher is unhooked
+
+
+def folder_inodes(root: Path) -> list[int]:
+    return [p.stat().st_ino for p in [root, *root.rglob("*")] if p.is_dir()]
+
+
+async def test_every_scanned_folder_is_watched_normally(tmp_path: Path) -> None:
+    for i in range(5):
+        (tmp_path / f"d{i}" / "sub").mkdir(parents=True)
+    w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop())
+    w.start()
+    try:
+        inodes = folder_inodes(tmp_path)
+        assert w.check_watches(inodes) is None and w.degraded is None
+        # A folder inotify does not watch (here: one that is not even in the tree).
+        outside = tmp_path.parent / f"{tmp_path.name}-outside"
+        outside.mkdir()
+        assert "1 folder(s) are not watched" in (w.check_watches([*inodes,
+                                                                  outside.stat().st_ino]) or "")
+        assert w.degraded is not None
+    finally:
+        w.stop()
