@@ -55,6 +55,7 @@ BATCH_FILES = 100
 PARALLEL_FILES = 8  # downloads in flight at once
 PARALLEL_BATCHES = 3  # upload batches in flight at once
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+PROGRESS_LOG_SECONDS = 2.0  # how often progress reaches the log and `drive-sync status`
 NOT_HERE = "not synced to this computer"
 NOT_ON_WINDOWS = "Windows computers will not get it"
 OWN_WRITE_SECONDS = 60.0  # how long the watcher may take to report one of our own writes
@@ -63,8 +64,8 @@ DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local",
 
 
 class _Progress:
-    """Progress of one long transfer: a bar on a terminal; otherwise a log line (and
-    ``drive-sync status``) every 2 s."""
+    """Progress of one long transfer: a bar on a terminal, otherwise a log line every 2 s; and
+    ``drive-sync status`` (read from another terminal) every 2 s either way."""
 
     def __init__(self, engine: Engine, verb: str, path: str, total: int) -> None:
         self.engine, self.verb, self.path, self.total = engine, verb, path, total
@@ -78,18 +79,21 @@ class _Progress:
             self.engine.bytes_sent += n
         else:
             self.engine.bytes_fetched += n
-        now = time.monotonic()
-        if self.tty and self.total >= PROGRESS_MIN_BYTES:
+        if self.total < PROGRESS_MIN_BYTES:
+            return
+        if self.tty:
             share = min(1.0, self.done / self.total)
             bar = "#" * int(share * 30)
             end = "\n" if self.done >= self.total else ""
             sys.stderr.write(f"\r{self.verb} {self.path} [{bar:<30}] {share:4.0%}{end}")
             sys.stderr.flush()
-        elif self.total >= PROGRESS_MIN_BYTES and now - self.last >= 2.0:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_LOG_SECONDS:
             self.last = now
             text = (f"{self.verb} {self.path}: {self.done / 2**20:.1f} of "
-                    f"{self.total / 2**20:.1f} MiB to transfer")
-            log.info("%s", text)
+                    f"{self.total / 2**20:.1f} MiB transferred")
+            if not self.tty:
+                log.info("%s", text)
             self.engine._status("syncing", progress=text)
 
 
@@ -369,8 +373,24 @@ class Engine:
     async def execute(self, ops: list[Op], local: Scan) -> RoundResult:
         """Carry out one round's operations in plan order. Small uploads are grouped into
         batches and downloads run several at a time (each touches its own path; parents are
-        created as needed); anything else first waits for those groups to finish."""
+        created as needed); anything else first waits for those groups to finish. A round
+        that takes a while reports how far it got every 2 s (log and ``status``)."""
         out = RoundResult()
+        reporter = asyncio.create_task(self._report_round(out, len(ops)))
+        try:
+            await self._execute_round(ops, local, out)
+        finally:
+            reporter.cancel()
+        return out
+
+    async def _report_round(self, out: RoundResult, total: int) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_LOG_SECONDS)
+            text = f"{len(out.ops)} of {total} operation(s) done"
+            log.info("%s", text)
+            self._status("syncing", progress=text)
+
+    async def _execute_round(self, ops: list[Op], local: Scan, out: RoundResult) -> None:
         self._sources = None
         uploads: list[Op] = []
         downloads: list[Op] = []
@@ -429,7 +449,6 @@ class Engine:
                     await flush()
                 await self._guarded(op, local, out)
         await flush()
-        return out
 
     async def _guarded(self, op: Op, local: Scan, out: RoundResult) -> None:
         """Run one operation; a per-file failure is recorded, not raised (``Offline`` and

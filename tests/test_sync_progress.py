@@ -1,0 +1,113 @@
+"""Progress of long transfers and long rounds: a bar on a terminal, log lines otherwise, and
+``drive-sync status`` either way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driveserver.blocks.format import BLOCK_SIZE
+from syncclient import engine as engine_module
+from tests.helpers import RunningServer, start_server
+from tests.sync_helpers import EMAIL, REPO, Device, make_devices
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    server = await start_server(tmp_path / "data")
+    await server.register(EMAIL)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def run_once_on_a_terminal(device: Device) -> tuple[int, str]:
+    """``drive-sync run --once`` with its stderr on a pseudo-terminal; what the terminal got."""
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the other side is closed
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "syncclient", *device.argv("run", "--once")],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=120)
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return done.returncode, b"".join(chunks).decode(errors="replace")
+
+
+async def test_a_terminal_shows_a_bar_for_a_big_file(tmp_path: Path, srv: RunningServer) -> None:
+    a, b = make_devices(tmp_path, "a", "b")
+    await a.init(srv)
+    await b.init(srv)
+    a.write("big.bin", os.urandom(3 * BLOCK_SIZE))
+    rc, screen = await asyncio.to_thread(run_once_on_a_terminal, a)
+    assert rc == 0, screen
+    assert re.search(r"\ruploading /big\.bin \[#{30}\] 100%", screen), screen
+    rc, screen = await asyncio.to_thread(run_once_on_a_terminal, b)
+    assert rc == 0, screen
+    assert re.search(r"\rdownloading /big\.bin \[#{30}\] 100%", screen), screen
+    assert b.read("big.bin") == a.read("big.bin")
+
+
+async def test_without_a_terminal_progress_goes_to_the_log_and_status(
+        tmp_path: Path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Lines every PROGRESS_LOG_SECONDS (shortened here so that a quick transfer shows some):
+    for a big file, bytes so far; for a long round, operations so far."""
+    from syncclient.cli import open_engine
+
+    monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", 0.0)
+    a, _ = make_devices(tmp_path, "a", "b")
+    await a.init(srv)
+    a.write("big.bin", os.urandom(3 * BLOCK_SIZE))
+    for i in range(150):
+        a.write(f"small/s{i}.txt", f"small {i}")
+    statuses: list[dict[str, Any]] = []
+
+    def sync_in_own_loop() -> bool:
+        async def go() -> bool:
+            _, state, remote, eng = open_engine(a.config_dir)
+            eng.on_status = statuses.append
+            try:
+                return (await eng.sync_once()).in_sync
+            finally:
+                await remote.close()
+                state.close()
+        return asyncio.run(go())
+
+    with caplog.at_level(logging.INFO, logger="syncclient.engine"):
+        assert await asyncio.to_thread(sync_in_own_loop)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(re.fullmatch(r"uploading /big\.bin: \d+\.\d of 12\.0 MiB transferred", m)
+               for m in lines), lines
+    assert any(re.fullmatch(r"\d+ of \d+ operation\(s\) done", m) for m in lines), lines
+    progress = [s["progress"] for s in statuses if s.get("progress")]
+    assert any("MiB transferred" in p for p in progress)
+    assert any("operation(s) done" in p for p in progress)
+    assert statuses[-1]["state"] == "idle" and statuses[-1]["progress"] is None
