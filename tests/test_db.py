@@ -115,3 +115,40 @@ async def test_offloaded_statements_run_off_the_loop_thread(db: Database) -> Non
             tx.conn.create_function("whoami", 0, lambda: seen.append(threading.get_ident()) or 1)
             await tx.fetchval("SELECT whoami()")
     assert seen[0] == loop_thread and seen[1] != loop_thread
+
+
+async def test_a_cancellation_in_the_same_pass_as_begin_still_rolls_back() -> None:
+    """BEGIN finished in its thread and the handler was cancelled before the loop ran the
+    completion callback: the transaction BEGIN opened must still be ended."""
+    from driveserver.meta.db import _see_through
+
+    loop = asyncio.get_running_loop()
+    began: asyncio.Future[None] = loop.create_future()
+    rolled_back: list[bool] = []
+
+    async def caller() -> None:
+        await _see_through(began, on_cancel=lambda: rolled_back.append(True))
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0)  # now waiting on the shielded BEGIN
+    began.set_result(None)
+    task.cancel()  # same loop pass: the work is done, the caller is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rolled_back == [True]
+
+
+async def test_a_failed_commit_leaves_the_connection_usable(db: Database) -> None:
+    """A COMMIT that fails (here: a deferred foreign key still violated) keeps SQLite's
+    transaction open; it is rolled back, nothing of it stays, and the next one works."""
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        await tx.execute("CREATE TABLE child (parent INTEGER REFERENCES parent (id)"
+                         " DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(sqlite3.IntegrityError):
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO child VALUES (42)")
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO parent VALUES (1)")
+        await tx.execute("INSERT INTO child VALUES (1)")
+    assert await db.fetchval("SELECT COUNT(*) FROM child") == 1

@@ -80,7 +80,11 @@ class Tx:
         self.memo: dict[Any, Any] = {}
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.to_thread(fn) if self._offload else fn()
+        if not self._offload:
+            return fn()
+        # Seen through: the connection must not be rolled back (or closed) under a statement
+        # still running in its thread.
+        return await _see_through(asyncio.to_thread(fn))
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         args = tuple(params)
@@ -176,7 +180,8 @@ class Database:
             try:
                 yield tx
             except BaseException:
-                writer.execute("ROLLBACK")
+                if writer.in_transaction:  # SQLite ends it by itself after some errors
+                    writer.execute("ROLLBACK")
                 raise
             # Handlers are cancelled when their client disconnects. Once the body has run, the
             # commit and its hooks must finish anyway (and before the lock is released), or a
@@ -184,7 +189,14 @@ class Database:
             await _see_through(self._commit(tx))
 
     async def _commit(self, tx: Tx) -> None:
-        await asyncio.to_thread(tx.conn.execute, "COMMIT")
+        try:
+            await asyncio.to_thread(tx.conn.execute, "COMMIT")
+        except BaseException:
+            # SQLite keeps the transaction open when COMMIT fails (a deferred constraint, a busy
+            # or full disk): end it, or the next unit of work could never begin.
+            if tx.conn.in_transaction:
+                tx.conn.execute("ROLLBACK")
+            raise
         for hook in tx.after_commit:
             try:
                 hook()
@@ -221,23 +233,24 @@ class Database:
         return None if row is None else row[0]
 
 
-async def _see_through(work: Awaitable[Any], on_cancel: Callable[[], Any] | None = None) -> None:
-    """Run ``work`` to its end even if the caller is cancelled meanwhile. If it was, call
-    ``on_cancel`` (after ``work`` succeeded) and re-raise the cancellation."""
+async def _see_through(work: Awaitable[T], on_cancel: Callable[[], Any] | None = None) -> T:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile, and return its result.
+    If the caller was cancelled and ``work`` succeeded, call ``on_cancel`` (e.g. roll back what
+    ``work`` began) and re-raise the cancellation. A cancellation that arrives in the same loop
+    pass as ``work``'s completion counts as a cancellation too."""
     task = asyncio.ensure_future(work)
     cancelled = False
-    while True:
+    while not task.done():
         try:
             await asyncio.shield(task)
-            break
         except asyncio.CancelledError:
-            if task.done():
-                raise  # the work itself was cancelled, or failed after a cancellation
             cancelled = True
+    result = task.result()  # re-raises work's own error or cancellation
     if cancelled:
         if on_cancel is not None:
             on_cancel()
         raise asyncio.CancelledError
+    return result
 
 
 def _statements(script: str) -> list[str]:
