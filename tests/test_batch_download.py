@@ -109,3 +109,25 @@ async def test_bad_requests_get_a_json_error(alice: ApiClient, server: RunningSe
     assert [h["error"]["code"] for h, _ in frames] == ["invalid_field"] * 3
     r = await server.anonymous().post("/api/files/content/batch", {"files": [{"file_id": "x"}]})
     assert r.status == 401
+
+
+async def test_a_small_file_split_into_several_blocks_comes_whole(alice: ApiClient) -> None:
+    """The sync client cuts files at 4 MiB, but an API client may store a small file as several
+    blocks; the batch sends all of them, not the first."""
+    parts = [b"first part, " * 30, b"second part, " * 40, b"end"]
+    data = b"".join(parts)
+    plan = [{"order": i, "hash": block_hash(p), "size": len(p)} for i, p in enumerate(parts)]
+    r = await alice.post("/api/files/upload-init", {"path": "/split.txt", "size": len(data),
+                                                    "blocks": plan})
+    assert r.status == 200, r
+    receipts = []
+    for part in parts:
+        async with alice.session.put(r.body["block_url"].replace("{hash}", block_hash(part)),
+                                     data=part) as resp:
+            assert resp.status == 200
+            receipts.append(await resp.json())
+    done = await alice.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": receipts})
+    assert done.status == 200, done
+    ((header, got),) = await batch(alice, [{"file_id": r.body["file_id"]}])
+    assert got == data and header["size"] == len(data) == header["length"]
+    assert header["checksum"] == content_checksum([block_hash(p) for p in parts])

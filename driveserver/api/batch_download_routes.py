@@ -2,9 +2,9 @@
 
 A device receiving 10,000 small files would otherwise make 10,000 requests, each paying for
 authentication, a few metadata lookups and an access-log line; the per-file work that remains
-here is the permission check and one block read. Files up to one block (4 MiB) qualify: each has
-at most one block, so every file's bytes are read and verified in full before its frame is
-written, and a corrupt or missing block becomes that file's error frame instead of a cut stream.
+here is the permission check and one block read. Files up to one block (4 MiB) qualify, so every
+file's bytes are read and verified in full before its frame is written, and a corrupt or missing
+block becomes that file's error frame instead of a cut stream.
 
 Response body: one frame per requested file, in request order. A frame is a 4-byte big-endian
 header length, a JSON header, then ``header["length"]`` payload bytes (none for an error):
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from .. import appkeys
 from ..blocks.format import BLOCK_SIZE, WIRE_IDENTITY, BlockCorrupt
+from ..blocks.pipeline import BlockPipeline
 from ..errors import ApiError, BadRequest, NotFound
 from ..meta.db import Tx
 from ..meta.versions import version_blocks, version_row
@@ -43,7 +44,7 @@ PREFETCH = 8  # block reads in flight while earlier frames are written
 @dataclass
 class _Planned:
     header: dict[str, Any]
-    block: str | None = None  # the file's only block; None for an empty file or an error
+    blocks: tuple[str, ...] = ()  # none for an empty file or an error
 
 
 def frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -76,7 +77,19 @@ async def _plan_one(q: Tx, user_id: str, item: Any) -> _Planned:
     blocks = await version_blocks(q, version["id"])
     return _Planned({"file_id": file["id"], "version": version["version"],
                      "size": version["size"], "checksum": version["checksum"]},
-                    blocks[0].hash if blocks else None)
+                    tuple(b.hash for b in blocks))
+
+
+async def _read(pipeline: BlockPipeline, entry: _Planned) -> tuple[str, bytes]:
+    """The file's bytes as ``(encoding, payload)``: its one block as stored (compressed when
+    it was), or, for a small file an API client split into several blocks, the verified
+    plaintext of all of them."""
+    if len(entry.blocks) == 1:
+        encoding, payload, _ = await pipeline.get_for_wire(entry.blocks[0],
+                                                           entry.header["size"])
+        return encoding, payload
+    parts = await asyncio.gather(*(pipeline.get(h) for h in entry.blocks))
+    return WIRE_IDENTITY, b"".join(parts)
 
 
 @routes.post("/api/files/content/batch")
@@ -94,20 +107,20 @@ async def content_batch(request: web.Request) -> web.StreamResponse:
     pipeline = request.app[appkeys.PIPELINE]
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await resp.prepare(request)
-    reads: list[asyncio.Future[tuple[str, bytes, int]] | None] = []
+    reads: list[asyncio.Future[tuple[str, bytes]] | None] = []
     try:
         for i, entry in enumerate(plan):
             while len(reads) < min(len(plan), i + PREFETCH):
                 ahead = plan[len(reads)]
-                reads.append(None if ahead.block is None else asyncio.ensure_future(
-                    pipeline.get_for_wire(ahead.block, ahead.header["size"])))
+                reads.append(asyncio.ensure_future(_read(pipeline, ahead))
+                             if ahead.blocks else None)
             read = reads[i]
             if read is None:  # an error, or an empty file
                 await resp.write(frame(entry.header if "error" in entry.header else
                                        {**entry.header, "encoding": WIRE_IDENTITY, "length": 0}))
                 continue
             try:
-                encoding, payload, _size = await read
+                encoding, payload = await read
             except (BlockCorrupt, StorageError) as exc:
                 code, status = _READ_ERRORS[type(exc)] if type(exc) in _READ_ERRORS \
                     else ("storage_error", 503)
