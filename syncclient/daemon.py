@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 RESCAN_SECONDS = 60.0
 DEGRADED_RESCAN_SECONDS = 5.0
+WATCH_RECHECK_SECONDS = 2.0  # a folder found unwatched is looked at again after this
 LONGPOLL_SECONDS = 30.0
 
 
@@ -186,6 +187,8 @@ class Daemon:
             self.backoff = 1.0
             if watcher.check_watches(self.engine.scanned_folders):
                 self.set_status(warning=watcher.degraded)
+            elif watcher.recheck:
+                asyncio.get_running_loop().call_later(WATCH_RECHECK_SECONDS, self.wake.set)
             for op in result.done:
                 log.info("%s", op.describe())
             if result.errors:

@@ -26,7 +26,7 @@ from typing import Any
 from . import names
 from .checksum import content_checksum
 from .config import MARKER, Config
-from .errors import ApiError, FolderMissing
+from .errors import ApiError, AuthError, FolderMissing
 from .ignore import Ignore
 from .localtree import LocalFile, Scan, scan
 from .planner import Node, Op, conflict_name, plan
@@ -138,7 +138,7 @@ class Engine:
         # What this engine last did to a path below the root (spelled as the OS spells it):
         # when, and the resulting (size, mtime, inode) — or ("dir", inode), or None if removed.
         self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
-        self.scanned_folders: list[int] = []  # inodes of the folders the last scan saw
+        self.scanned_folders: list[tuple[Path, int]] = []  # the folders the last scan saw
 
     # --- the daemon's own writes ------------------------------------------------------------------
 
@@ -230,8 +230,9 @@ class Engine:
         synced_entries = self.state.synced_entries()
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore)
         # The daemon checks that the watcher watches every one of these.
-        self.scanned_folders = [self.root.stat().st_ino,
-                                *(f.inode for f in local.items.values() if f.is_dir)]
+        self.scanned_folders = [(self.root, self.root.stat().st_ino),
+                                *((self._os_path(p, local), f.inode)
+                                  for p, f in local.items.items() if f.is_dir)]
         remote = {p: n for p, n in self.state.remote_tree().items() if not ignore(p)}
         synced = {p: e.node() for p, e in synced_entries.items() if not ignore(p)}
         # A path we could not read is left alone on both sides until it can be read, and so is
@@ -678,7 +679,15 @@ class Engine:
                 wanted.append(node)
         for i in range(0, len(wanted), BATCH_FILES):
             chunk = wanted[i:i + BATCH_FILES]
-            got = await self.remote.content_batch([n.file_id for n in chunk if n.file_id])
+            try:
+                got = await self.remote.content_batch([n.file_id for n in chunk if n.file_id])
+            except AuthError:
+                raise
+            except ApiError as exc:
+                # An older server without the route, or a failure of the batch as a whole: the
+                # files come one by one instead (each reporting its own error, if any).
+                log.warning("batch download failed (%s); fetching files one by one", exc)
+                return
             for n in chunk:
                 if n.file_id in got:
                     self._prefetched[n.file_id] = got[n.file_id][1]

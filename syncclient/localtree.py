@@ -73,6 +73,14 @@ def stat_file(path: Path, synced: SyncedEntry | None = None) -> LocalFile:
     return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, checksum, blocks)
 
 
+def _synced_path_of(synced: dict[str, SyncedEntry], entry: os.DirEntry[str]) -> str | None:
+    try:
+        inode = entry.inode()
+    except OSError:
+        return None
+    return next((p for p, e in synced.items() if e.inode == inode), None)
+
+
 def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
     """Walk the folder (blocking: run it in a thread)."""
     out = Scan()
@@ -98,6 +106,12 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
             if not_utf8(name):  # no other system, nor the server, can hold such a name
                 shown = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
                 out.problems[f"{rel}/{shown}"] = "the name is not valid UTF-8; rename it to sync it"
+                # A synced item renamed to such a name must not look deleted: its old path is
+                # left alone (with everything below it) until the name is fixed.
+                was = _synced_path_of(synced, entry)
+                if was is not None:
+                    out.problems[was] = (f"renamed to {rel}/{shown}, a name that is not valid "
+                                         "UTF-8; rename it to sync it")
                 continue
             try:
                 if entry.is_symlink():

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,15 @@ def watched_inodes() -> set[int] | None:
 
 
 _INO = re.compile(r"\bino:([0-9a-fA-F]+)")
+
+
+def _is_folder(path: Path, inode: int) -> bool:
+    """Is ``path`` still the folder with this inode (not deleted or replaced since a scan)?"""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return st.st_ino == inode and stat.S_ISDIR(st.st_mode)
 
 
 class _OverflowSignal(logging.Handler):
@@ -135,6 +145,8 @@ class Watcher:
         self._wake_pending = False
         self._handler = _Handler(root, ignored, self._notify_threadsafe, own)
         self._overflow = _OverflowSignal(self._notify_threadsafe)
+        self._suspects: set[int] = set()  # folders (inodes) found unwatched by the last check
+        self.recheck = False  # the last check found some: look again shortly
 
     def _notify_threadsafe(self) -> None:
         self.last_event = time.monotonic()
@@ -161,19 +173,26 @@ class Watcher:
         self._observer = observer
         logging.getLogger("watchdog.observers").addHandler(self._overflow)
 
-    def check_watches(self, folder_inodes: list[int]) -> str | None:
-        """After a scan: if some scanned folders are not watched (the watch limit was reached),
-        fall back to periodic rescans and say what to set. Returns the new degradation, if any."""
+    def check_watches(self, folders: list[tuple[Path, int]]) -> str | None:
+        """After a scan: are the scanned folders (path, inode) all watched? A folder found
+        unwatched twice in a row, still there, means the watch limit was reached: fall back to
+        periodic rescans and say what to set (returned). Found once, it may be one created a
+        moment ago whose watch is being added: :attr:`recheck` asks the daemon to look again
+        shortly. A folder deleted since the scan does not count."""
+        self.recheck = False
         if self.degraded or self._observer is None:
             return None
         watched = watched_inodes()
         if watched is None:
             return None
-        unwatched = sum(1 for ino in folder_inodes if ino not in watched)
-        if unwatched:
-            self.degraded = inotify_hint(unwatched)
+        unwatched = {ino for path, ino in folders if ino not in watched and _is_folder(path, ino)}
+        confirmed = unwatched & self._suspects
+        self._suspects = unwatched
+        if confirmed:
+            self.degraded = inotify_hint(len(unwatched))
             log.error("%s", self.degraded)
             return self.degraded
+        self.recheck = bool(unwatched)
         return None
 
     async def settled(self) -> None:

@@ -531,3 +531,27 @@ async def test_shared_folder_syncs_between_two_accounts(tmp_path: Path, srv: Run
     await owner.sync()
     assert owner.read("Team/reply.txt") == b"from bob"
 
+
+
+async def test_a_server_without_the_batch_download_still_serves_small_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older server has no POST /api/files/content/batch (404): the files come one by one."""
+    from aiohttp import web
+
+    from driveserver.api import batch_download_routes
+
+    monkeypatch.setattr(batch_download_routes, "routes", web.RouteTableDef())
+    server = await start_server(tmp_path / "data")
+    try:
+        await server.register(EMAIL)
+        a, b = make_devices(tmp_path, "a", "b")
+        await a.init(server)
+        await b.init(server)
+        for i in range(5):
+            a.write(f"f{i}.txt", f"file {i}")
+        await a.sync()
+        await b.sync()
+        assert b.tree() == a.tree()
+        assert await requests_to(server, "/api/files/{file_id}/content") == 5
+    finally:
+        await server.stop()

@@ -95,3 +95,23 @@ async def test_a_local_name_that_is_not_utf8_is_reported_not_uploaded(
     await b.sync()
     assert b.read("café.txt") == b"latin-1 named"
     assert "not valid UTF-8" not in await notices(a, capsys)
+
+
+async def test_a_synced_folder_renamed_to_a_name_that_is_not_utf8_is_kept_on_the_server(
+        tmp_path: Path, srv: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = make_devices(tmp_path, "a", "b")
+    await a.init(srv)
+    await b.init(srv)
+    a.write("Photos/beach.jpg", "sand")
+    await a.sync()
+    latin1 = os.fsdecode(b"Fotos d\xe9t\xe9")
+    os.rename(a.folder / "Photos", a.folder / latin1)
+    assert await a.cli("run", "--once") == 1
+    out = await notices(a, capsys)
+    assert "/Photos: renamed to /Fotos d\\xe9t\\xe9, a name that is not valid UTF-8" in out
+    await b.sync()
+    assert b.tree() == {"Photos": None, "Photos/beach.jpg": b"sand"}  # nothing deleted
+    os.rename(a.folder / latin1, a.folder / "Fotos été")
+    await a.sync()
+    await b.sync()
+    assert b.tree() == {"Fotos été": None, "Fotos été/beach.jpg": b"sand"}
