@@ -555,3 +555,30 @@ async def test_a_server_without_the_batch_download_still_serves_small_files(
         assert await requests_to(server, "/api/files/{file_id}/content") == 5
     finally:
         await server.stop()
+
+
+async def test_nfd_names_and_a_deep_tree(two: tuple[Device, Device]) -> None:
+    """A name written in NFD (as macOS writes it) is the same name as its NFC form everywhere;
+    a tree 100 folders deep syncs both ways."""
+    import unicodedata
+
+    a, b = two
+    nfd = unicodedata.normalize("NFD", "résumé.txt")
+    assert nfd != "résumé.txt"
+    a.write(nfd, "mon CV")
+    deep = "/".join(f"level{i:03d}" for i in range(100))
+    a.write(f"{deep}/bottom.txt", "far down")
+    await a.sync()
+    await b.sync()
+    assert b.read("résumé.txt") == b"mon CV"  # B's disk has the NFC spelling
+    assert b.read(f"{deep}/bottom.txt") == b"far down"
+    # B edits the deep file; A, whose disk still spells the name in NFD, gets the edit in place.
+    b.write(f"{deep}/bottom.txt", "farther down")
+    b.write("résumé.txt", "mon CV, v2")
+    await b.sync()
+    await a.sync()
+    assert a.read(nfd) == b"mon CV, v2" and not conflicted(a)
+    assert [n for n in os.listdir(a.folder) if n.endswith(".txt")] == [nfd]
+    assert a.read(f"{deep}/bottom.txt") == b"farther down"
+    await converge(a, b)
+    assert not conflicted(b)
