@@ -131,3 +131,43 @@ async def test_a_small_file_split_into_several_blocks_comes_whole(alice: ApiClie
     ((header, got),) = await batch(alice, [{"file_id": r.body["file_id"]}])
     assert got == data and header["size"] == len(data) == header["length"]
     assert header["checksum"] == content_checksum([block_hash(p) for p in parts])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def test_a_big_batch_holds_only_a_few_files_at_once(alice: ApiClient) -> None:
+    """200 MiB in one response (the same 1 MiB file asked for 200 times): the server lets each
+    file's bytes go once written, so memory grows by a few files, not by the response."""
+    import asyncio
+    import gc
+    import os
+
+    fid = (await upload(alice, "/mib.bin", os.urandom(1024 * 1024)))["file_id"]
+    gc.collect()
+    base, peak = _rss_mb(), 0.0
+    received = 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, _rss_mb())
+            await asyncio.sleep(0.005)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        async with alice.session.post(f"{alice.base_url}/api/files/content/batch",
+                                      json={"files": [{"file_id": fid}] * 200},
+                                      headers=alice.headers) as resp:
+            assert resp.status == 200
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                received += len(chunk)  # read and dropped, as a client writing files would
+    finally:
+        sampler.cancel()
+    assert received > 200 * 1024 * 1024
+    assert peak - base < 100, f"RSS grew by {peak - base:.0f} MB for a 200 MiB response"

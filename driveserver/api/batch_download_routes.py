@@ -38,7 +38,8 @@ from .common import batch_items, principal, read_json
 routes = web.RouteTableDef()
 
 _HEADER_LEN = struct.Struct(">I")
-PREFETCH = 8  # block reads in flight while earlier frames are written
+PREFETCH = 8  # files read ahead while earlier frames are written ...
+PREFETCH_BYTES = 8 * 1024 * 1024  # ... holding at most this much (one file at least)
 
 
 @dataclass
@@ -47,9 +48,10 @@ class _Planned:
     blocks: tuple[str, ...] = ()  # none for an empty file or an error
 
 
-def frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+def frame(header: dict[str, Any]) -> bytes:
+    """A frame's length prefix and header; its payload (``header["length"]`` bytes) follows."""
     raw = json.dumps(header, separators=(",", ":")).encode()
-    return _HEADER_LEN.pack(len(raw)) + raw + payload
+    return _HEADER_LEN.pack(len(raw)) + raw
 
 
 def _error(file_id: Any, exc: ApiError) -> _Planned:
@@ -107,18 +109,25 @@ async def content_batch(request: web.Request) -> web.StreamResponse:
     pipeline = request.app[appkeys.PIPELINE]
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await resp.prepare(request)
-    reads: list[asyncio.Future[tuple[str, bytes]] | None] = []
+    # Reads run ahead of the writes, bounded in files and in bytes; each file's bytes are let go
+    # once written, so a response of 1,000 files holds at most a few of them.
+    reads: dict[int, asyncio.Future[tuple[str, bytes]]] = {}
+    ahead, ahead_bytes = 0, 0
     try:
         for i, entry in enumerate(plan):
-            while len(reads) < min(len(plan), i + PREFETCH):
-                ahead = plan[len(reads)]
-                reads.append(asyncio.ensure_future(_read(pipeline, ahead))
-                             if ahead.blocks else None)
-            read = reads[i]
+            while ahead < len(plan) and (ahead == i or (
+                    ahead - i < PREFETCH and
+                    ahead_bytes + plan[ahead].header.get("size", 0) <= PREFETCH_BYTES)):
+                if plan[ahead].blocks:
+                    reads[ahead] = asyncio.ensure_future(_read(pipeline, plan[ahead]))
+                    ahead_bytes += plan[ahead].header["size"]
+                ahead += 1
+            read = reads.pop(i, None)
             if read is None:  # an error, or an empty file
                 await resp.write(frame(entry.header if "error" in entry.header else
                                        {**entry.header, "encoding": WIRE_IDENTITY, "length": 0}))
                 continue
+            ahead_bytes -= entry.header["size"]
             try:
                 encoding, payload = await read
             except (BlockCorrupt, StorageError) as exc:
@@ -129,12 +138,14 @@ async def content_batch(request: web.Request) -> web.StreamResponse:
                     "message": "the stored block of this file could not be read"}}))
                 continue
             await resp.write(frame({**entry.header, "encoding": encoding,
-                                    "length": len(payload)}, payload))
+                                    "length": len(payload)}))
+            await resp.write(payload)
+            del read, payload
     finally:
-        for read in reads:
-            if read is not None and not read.done():
+        for read in reads.values():
+            if not read.done():
                 read.cancel()
-            elif read is not None and not read.cancelled():
+            elif not read.cancelled():
                 read.exception()  # retrieved, so an unsent file's error is not logged as lost
     await resp.write_eof()
     return resp
