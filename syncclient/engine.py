@@ -249,8 +249,24 @@ class Engine:
         # Names this computer cannot create stay on the server, alone (never deleted there).
         if names.LOCAL_RULES is not names.posix_problem:
             here = {p: why for p in remote if (why := names.uncreatable_here(p)) is not None}
-            remote = {p: n for p, n in remote.items() if p not in here}
-            synced = {p: n for p, n in synced.items() if p not in here}
+            # An item renamed on the server to such a name keeps its copy here, as it is, no
+            # longer synced: it must not be deleted as if it were gone, nor sent back.
+            renamed = {remote[p].file_id: p for p in here if remote[p].file_id}
+            kept = {e.path: renamed[e.file_id] for e in synced_entries.values()
+                    if e.file_id in renamed and renamed[e.file_id] != e.path}
+            for old, new in kept.items():
+                here[old] = (f"renamed on the server to {new}, a name this computer cannot "
+                             f"create: the copy here is kept as it was and is {NOT_HERE}")
+            def left_alone(path: str) -> bool:
+                while path:
+                    if path in here:
+                        return True
+                    path = path.rpartition("/")[0]
+                return False
+            remote = {p: n for p, n in remote.items() if not left_alone(p)}
+            synced = {p: n for p, n in synced.items() if not left_alone(p)}
+            for p in [p for p in local.items if left_alone(p)]:
+                del local.items[p]
         else:
             here = {}
         self._name_notices(here, NOT_HERE)

@@ -77,6 +77,19 @@ async def test_names_windows_cannot_hold_stay_on_the_server_for_a_windows_device
     assert win.read("plan - v2.txt") == b"content of plan: v2.txt"
     assert "plan: v2.txt" not in await notices(win, capsys)
 
+    # The other way round: renamed elsewhere to a name Windows cannot hold. The Windows copy
+    # stays where it was, unsynced and explained; nothing comes back to the server.
+    os.rename(a.folder / "fine.txt", a.folder / "fine: final.txt")
+    await a.sync()
+    await windows_sync()
+    assert win.read("fine.txt") == b"content of fine.txt"
+    out = await notices(win, capsys)
+    assert "/fine.txt: renamed on the server to /fine: final.txt, a name this computer cannot" \
+        " create: the copy here is kept as it was" in out
+    await windows_sync()  # stable
+    await a.sync()
+    assert "fine.txt" not in a.tree() and a.read("fine: final.txt") == b"content of fine.txt"
+
 async def test_a_local_name_that_is_not_utf8_is_reported_not_uploaded(
         tmp_path: Path, srv: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = make_devices(tmp_path, "a", "b")
