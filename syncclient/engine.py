@@ -251,9 +251,11 @@ class Engine:
             here = {p: why for p in remote if (why := names.uncreatable_here(p)) is not None}
             # An item renamed on the server to such a name keeps its copy here, as it is, no
             # longer synced: it must not be deleted as if it were gone, nor sent back.
+            # (Unless the server has another item at the old path now: that one comes here.)
             renamed = {remote[p].file_id: p for p in here if remote[p].file_id}
             kept = {e.path: renamed[e.file_id] for e in synced_entries.values()
-                    if e.file_id in renamed and renamed[e.file_id] != e.path}
+                    if e.file_id in renamed and renamed[e.file_id] != e.path
+                    and e.path not in remote}
             for old, new in kept.items():
                 here[old] = (f"renamed on the server to {new}, a name this computer cannot "
                              f"create: the copy here is kept as it was and is {NOT_HERE}")
@@ -700,10 +702,10 @@ class Engine:
             except AuthError:
                 raise
             except ApiError as exc:
-                # An older server without the route, or a failure of the batch as a whole: the
+                # An older server without the route, or a failure of the batch as a whole: these
                 # files come one by one instead (each reporting its own error, if any).
                 log.warning("batch download failed (%s); fetching files one by one", exc)
-                return
+                continue
             for n in chunk:
                 if n.file_id in got:
                     self._prefetched[n.file_id] = got[n.file_id][1]

@@ -73,12 +73,31 @@ def stat_file(path: Path, synced: SyncedEntry | None = None) -> LocalFile:
     return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, checksum, blocks)
 
 
-def _synced_path_of(synced: dict[str, SyncedEntry], entry: os.DirEntry[str]) -> str | None:
+def _inodes_under(entry: os.DirEntry[str]) -> list[tuple[int, bool]]:
+    """(inode, is folder) of ``entry`` and, for a folder, of everything below it."""
+    found: list[tuple[int, bool]] = []
     try:
-        inode = entry.inode()
+        found.append((entry.inode(), entry.is_dir(follow_symlinks=False)))
+        if found[0][1]:
+            for top, dirs, files in os.walk(entry.path):
+                for name in dirs + files:
+                    st = os.lstat(os.path.join(top, name))
+                    found.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
     except OSError:
-        return None
-    return next((p for p, e in synced.items() if e.inode == inode), None)
+        pass  # what could be read is enough: this only protects synced items
+    return found
+
+
+def _protect_moved_into_bad_names(out: Scan, synced: dict[str, SyncedEntry],
+                                  hidden: dict[tuple[int, bool], str]) -> None:
+    """A synced item missing from the scan whose inode now lives under a name that is not UTF-8
+    (renamed to one, or moved into a folder with one) is not deleted: it is a problem, left
+    alone with everything below it until the name is fixed."""
+    for path, entry in synced.items():
+        where = hidden.get((entry.inode, entry.is_dir))
+        if where is not None and path not in out.items:
+            out.problems[path] = (f"now at {where}, under a name that is not valid UTF-8; "
+                                  "rename it to sync it")
 
 
 def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
@@ -106,12 +125,10 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
             if not_utf8(name):  # no other system, nor the server, can hold such a name
                 shown = os.fsencode(entry.name).decode("utf-8", "backslashreplace")
                 out.problems[f"{rel}/{shown}"] = "the name is not valid UTF-8; rename it to sync it"
-                # A synced item renamed to such a name must not look deleted: its old path is
-                # left alone (with everything below it) until the name is fixed.
-                was = _synced_path_of(synced, entry)
-                if was is not None:
-                    out.problems[was] = (f"renamed to {rel}/{shown}, a name that is not valid "
-                                         "UTF-8; rename it to sync it")
+                # Synced items renamed to such a name, or moved below it, must not look
+                # deleted: see _protect_moved_into_bad_names.
+                for key in _inodes_under(entry):
+                    hidden.setdefault(key, f"{rel}/{shown}")
                 continue
             try:
                 if entry.is_symlink():
@@ -144,5 +161,8 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
             if item.is_dir:
                 walk(Path(entry.path), path)
 
+    hidden: dict[tuple[int, bool], str] = {}  # (inode, is folder) under non-UTF-8 names
     walk(root, "")
+    if hidden:
+        _protect_moved_into_bad_names(out, synced, hidden)
     return out

@@ -89,6 +89,12 @@ async def test_names_windows_cannot_hold_stay_on_the_server_for_a_windows_device
     await windows_sync()  # stable
     await a.sync()
     assert "fine.txt" not in a.tree() and a.read("fine: final.txt") == b"content of fine.txt"
+    # Another item then takes the old name on the server: that one is what the name holds.
+    a.write("fine.txt", "a new file under the old name")
+    await a.sync()
+    await windows_sync()
+    assert win.read("fine.txt") == b"a new file under the old name"
+    assert "renamed on the server" not in await notices(win, capsys)
 
 async def test_a_local_name_that_is_not_utf8_is_reported_not_uploaded(
         tmp_path: Path, srv: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,10 +127,19 @@ async def test_a_synced_folder_renamed_to_a_name_that_is_not_utf8_is_kept_on_the
     os.rename(a.folder / "Photos", a.folder / latin1)
     assert await a.cli("run", "--once") == 1
     out = await notices(a, capsys)
-    assert "/Photos: renamed to /Fotos d\\xe9t\\xe9, a name that is not valid UTF-8" in out
+    assert "/Photos: now at /Fotos d\\xe9t\\xe9, under a name that is not valid UTF-8" in out
     await b.sync()
     assert b.tree() == {"Photos": None, "Photos/beach.jpg": b"sand"}  # nothing deleted
     os.rename(a.folder / latin1, a.folder / "Fotos été")
     await a.sync()
     await b.sync()
     assert b.tree() == {"Fotos été": None, "Fotos été/beach.jpg": b"sand"}
+    # A synced file moved into a folder with such a name is not deleted either.
+    a.write("notes.txt", "keep me")
+    await a.sync()
+    (a.folder / latin1).mkdir()
+    os.rename(a.folder / "notes.txt", a.folder / latin1 / "notes.txt")
+    assert await a.cli("run", "--once") == 1
+    assert "/notes.txt: now at /Fotos d\\xe9t\\xe9" in await notices(a, capsys)
+    await b.sync()
+    assert b.read("notes.txt") == b"keep me"

@@ -90,8 +90,12 @@ async def _read(pipeline: BlockPipeline, entry: _Planned) -> tuple[str, bytes]:
         encoding, payload, _ = await pipeline.get_for_wire(entry.blocks[0],
                                                            entry.header["size"])
         return encoding, payload
-    parts = await asyncio.gather(*(pipeline.get(h) for h in entry.blocks))
-    return WIRE_IDENTITY, b"".join(parts)
+    # In order, a few at a time (such a file may have thousands of tiny blocks).
+    stream = pipeline.stream(list(entry.blocks))
+    try:
+        return WIRE_IDENTITY, b"".join([part async for part in stream])
+    finally:
+        await stream.aclose()
 
 
 @routes.post("/api/files/content/batch")
