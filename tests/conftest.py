@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ApiClient, RunningServer, start_server
+from tests.sync_helpers import EMAIL
 
 pytest_plugins = ["tests.s3server"]
 
@@ -31,3 +32,14 @@ async def alice(server: RunningServer) -> AsyncIterator[ApiClient]:
 async def bob(server: RunningServer) -> AsyncIterator[ApiClient]:
     async with server.user("bob@example.com", device="bob-laptop") as client:
         yield client
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """A server for sync tests, with the sync devices' account (``EMAIL``) registered."""
+    server = await start_server(tmp_path / "data")
+    await server.register(EMAIL)
+    try:
+        yield server
+    finally:
+        await server.stop()

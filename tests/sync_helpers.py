@@ -15,15 +15,19 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from driveserver.app import build_app, start_site
 from driveserver.config import load_config
-from syncclient.cli import main
+from syncclient.cli import main, open_engine
+from syncclient.engine import Engine
 from tests.helpers import PASSWORD, RunningServer
 
 EMAIL = "alice@example.com"
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -112,3 +116,18 @@ async def metric(server: RunningServer, name: str, direction: str) -> float:
     text = r.body.decode() if isinstance(r.body, bytes) else str(r.body)
     m = re.search(rf'^{name}\{{direction="{direction}"\}} ([0-9.e+]+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+async def with_engine(device: Device, body: Callable[[Engine], Awaitable[T]]) -> T:
+    """Run ``body`` with the device's engine, opened as ``drive-sync run`` opens it, in a thread
+    with an event loop of its own (as the CLI runs), and close it after."""
+    def run() -> T:
+        async def go() -> T:
+            _, state, remote, engine = open_engine(device.config_dir)
+            try:
+                return await body(engine)
+            finally:
+                await remote.close()
+                state.close()
+        return asyncio.run(go())
+    return await asyncio.to_thread(run)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,16 @@ import pytest
 from driveserver.blocks.format import BLOCK_SIZE
 from driveserver.meta.versions import content_checksum as server_checksum
 from syncclient.checksum import content_checksum
+from syncclient.engine import Engine
 from tests.helpers import RunningServer, start_server, wait_for
-from tests.sync_helpers import EMAIL, Device, make_devices, metric, restart_server
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_server(tmp_path / "data")
-    await server.register(EMAIL)
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.sync_helpers import (
+    EMAIL,
+    Device,
+    make_devices,
+    metric,
+    restart_server,
+    with_engine,
+)
 
 
 @pytest.fixture
@@ -344,29 +341,18 @@ async def test_race_on_a_new_path_becomes_a_conflict_not_an_overwrite(
         two: tuple[Device, Device]) -> None:
     """B plans an upload of a new file while A creates the same path: B's stale plan meets a
     409 (base version 0), and the next round keeps both contents."""
-    import asyncio
-
-    from syncclient.cli import open_engine
-
     a, b = two
     b.write("race.txt", "desktop's")
 
-    def stale_round() -> None:
-        async def go() -> None:
-            _, state, remote, engine = open_engine(b.config_dir)
-            try:
-                await engine.pull()
-                ops, local = await engine.plan()
-                assert [o.kind for o in ops] == ["upload"]
-                a.write("race.txt", "laptop's")
-                assert await a.cli("run", "--once") == 0
-                await engine.execute(ops, local)
-            finally:
-                await remote.close()
-                state.close()
-        asyncio.run(go())
+    async def stale_round(engine: Engine) -> None:
+        await engine.pull()
+        ops, local = await engine.plan()
+        assert [o.kind for o in ops] == ["upload"]
+        a.write("race.txt", "laptop's")
+        assert await a.cli("run", "--once") == 0
+        await engine.execute(ops, local)
 
-    await asyncio.to_thread(stale_round)
+    await with_engine(b, stale_round)
     await b.sync()
     await a.sync()
     assert a.tree() == b.tree()

@@ -4,24 +4,13 @@ real server: never a crash, never a deletion, always a message saying what happe
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from syncclient import names
-from tests.helpers import ApiClient, RunningServer, start_server
+from tests.helpers import ApiClient, RunningServer
 from tests.sync_helpers import EMAIL, Device, make_devices
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_server(tmp_path / "data")
-    await server.register(EMAIL)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def notices(d: Device, capsys: pytest.CaptureFixture[str]) -> str:

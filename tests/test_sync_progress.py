@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,9 @@ import pytest
 
 from driveserver.blocks.format import BLOCK_SIZE
 from syncclient import engine as engine_module
-from tests.helpers import RunningServer, start_server
-from tests.sync_helpers import EMAIL, REPO, Device, make_devices
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_server(tmp_path / "data")
-    await server.register(EMAIL)
-    try:
-        yield server
-    finally:
-        await server.stop()
+from syncclient.engine import Engine
+from tests.helpers import RunningServer
+from tests.sync_helpers import REPO, Device, make_devices, with_engine
 
 
 def run_once_on_a_terminal(device: Device) -> tuple[int, str]:
@@ -80,8 +70,6 @@ async def test_without_a_terminal_progress_goes_to_the_log_and_status(
         caplog: pytest.LogCaptureFixture) -> None:
     """Lines every PROGRESS_LOG_SECONDS (shortened here so that a quick transfer shows some):
     for a big file, bytes so far; for a long round, operations so far."""
-    from syncclient.cli import open_engine
-
     monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", 0.0)
     a, _ = make_devices(tmp_path, "a", "b")
     await a.init(srv)
@@ -90,19 +78,12 @@ async def test_without_a_terminal_progress_goes_to_the_log_and_status(
         a.write(f"small/s{i}.txt", f"small {i}")
     statuses: list[dict[str, Any]] = []
 
-    def sync_in_own_loop() -> bool:
-        async def go() -> bool:
-            _, state, remote, eng = open_engine(a.config_dir)
-            eng.on_status = statuses.append
-            try:
-                return (await eng.sync_once()).in_sync
-            finally:
-                await remote.close()
-                state.close()
-        return asyncio.run(go())
+    async def sync_reporting(engine: Engine) -> bool:
+        engine.on_status = statuses.append
+        return (await engine.sync_once()).in_sync
 
     with caplog.at_level(logging.INFO, logger="syncclient.engine"):
-        assert await asyncio.to_thread(sync_in_own_loop)
+        assert await with_engine(a, sync_reporting)
     lines = [r.getMessage() for r in caplog.records]
     assert any(re.fullmatch(r"uploading /big\.bin: \d+\.\d of 12\.0 MiB transferred", m)
                for m in lines), lines

@@ -13,13 +13,12 @@ import ctypes
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningServer, start_server
-from tests.sync_helpers import EMAIL, REPO, Device, make_devices
+from tests.helpers import RunningServer
+from tests.sync_helpers import REPO, Device, make_devices
 
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
@@ -40,15 +39,6 @@ async def run_once_unprivileged(device: Device) -> subprocess.CompletedProcess[s
         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True,
         timeout=120, preexec_fn=_drop_permission_override if os.geteuid() == 0 else None)
 
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_server(tmp_path / "data")
-    await server.register(EMAIL)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_unreadable_items_are_skipped_reported_and_synced_later(

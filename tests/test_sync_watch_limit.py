@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningServer, start_server, wait_for
-from tests.sync_helpers import EMAIL, make_devices
+from tests.helpers import RunningServer, wait_for
+from tests.sync_helpers import make_devices
 
 WATCH_LIMIT = 4
 
@@ -35,15 +34,6 @@ def _namespace_wrapper() -> tuple[str, ...] | None:
     return prefix if probe.returncode == 0 and probe.stdout.strip() == str(WATCH_LIMIT) \
         else None
 
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_server(tmp_path / "data")
-    await server.register(EMAIL)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_exhausted_watches_are_reported_and_rescanned(tmp_path: Path,

@@ -16,8 +16,11 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
+from syncclient.engine import Engine
 from syncclient.ignore import Ignore
 from syncclient.watcher import Watcher
+from tests.helpers import RunningServer
+from tests.sync_helpers import make_devices, with_engine
 
 
 async def test_own_temp_files_and_editor_litter_do_not_wake(tmp_path: Path) -> None:
@@ -94,59 +97,44 @@ async def test_folder_attribute_changes_do_not_wake(tmp_path: Path) -> None:
     assert w.changed.is_set()
 
 
-async def test_the_daemons_own_downloads_do_not_wake_it(tmp_path: Path) -> None:
+async def test_the_daemons_own_downloads_do_not_wake_it(tmp_path: Path,
+                                                       srv: RunningServer) -> None:
     """A real engine downloads files from a real server; the events its own writes cause are
     recognised (the file is exactly as the engine left it), a user's edit right after is not."""
-    from syncclient.cli import open_engine
-    from tests.helpers import start_server
-    from tests.sync_helpers import EMAIL, make_devices
+    a, b = make_devices(tmp_path, "a", "b")
+    await a.init(srv)
+    await b.init(srv)
+    a.write("docs/report.txt", "from a")
+    a.write("gone.txt", "soon deleted")
+    await a.sync()
 
-    srv = await start_server(tmp_path / "data")
-    try:
-        await srv.register(EMAIL)
-        a, b = make_devices(tmp_path, "a", "b")
-        await a.init(srv)
-        await b.init(srv)
-        a.write("docs/report.txt", "from a")
-        a.write("gone.txt", "soon deleted")
-        await a.sync()
+    async def b_side(engine: Engine) -> None:
+        w = Watcher(b.folder, Ignore(b.folder), asyncio.get_running_loop(),
+                    own=engine.is_own_write)
+        assert (await engine.sync_once()).in_sync
+        target = b.folder / "docs" / "report.txt"
+        assert target.read_bytes() == b"from a"
+        tmp = str(b.folder / "docs" / ".~drive-sync-1.tmp")
+        for event in (FileMovedEvent(tmp, str(target)),
+                      DirCreatedEvent(str(b.folder / "docs"))):
+            w._handler.dispatch(event)
+        await asyncio.sleep(0)
+        assert not w.changed.is_set()
+        # Deleted by the engine (A deleted it): its event is ours too.
+        (a.folder / "gone.txt").unlink()
+        assert await a.cli("run", "--once") == 0
+        assert (await engine.sync_once()).in_sync
+        assert not (b.folder / "gone.txt").exists()
+        w._handler.dispatch(FileDeletedEvent(str(b.folder / "gone.txt")))
+        await asyncio.sleep(0)
+        assert not w.changed.is_set()
+        # The user edits the downloaded file: a real change.
+        target.write_bytes(b"from a and b")
+        w._handler.dispatch(FileModifiedEvent(str(target)))
+        await asyncio.sleep(0)
+        assert w.changed.is_set()
 
-        def b_side() -> None:
-            async def go() -> None:
-                _, state, remote, engine = open_engine(b.config_dir)
-                try:
-                    w = Watcher(b.folder, Ignore(b.folder), asyncio.get_running_loop(),
-                                own=engine.is_own_write)
-                    assert (await engine.sync_once()).in_sync
-                    target = b.folder / "docs" / "report.txt"
-                    assert target.read_bytes() == b"from a"
-                    tmp = str(b.folder / "docs" / ".~drive-sync-1.tmp")
-                    for event in (FileMovedEvent(tmp, str(target)),
-                                  DirCreatedEvent(str(b.folder / "docs"))):
-                        w._handler.dispatch(event)
-                    await asyncio.sleep(0)
-                    assert not w.changed.is_set()
-                    # Deleted by the engine (A deleted it): its event is ours too.
-                    (a.folder / "gone.txt").unlink()
-                    assert await a.cli("run", "--once") == 0
-                    assert (await engine.sync_once()).in_sync
-                    assert not (b.folder / "gone.txt").exists()
-                    w._handler.dispatch(FileDeletedEvent(str(b.folder / "gone.txt")))
-                    await asyncio.sleep(0)
-                    assert not w.changed.is_set()
-                    # The user edits the downloaded file: a real change.
-                    target.write_bytes(b"from a and b")
-                    w._handler.dispatch(FileModifiedEvent(str(target)))
-                    await asyncio.sleep(0)
-                    assert w.changed.is_set()
-                finally:
-                    await remote.close()
-                    state.close()
-            asyncio.run(go())
-
-        await asyncio.to_thread(b_side)
-    finally:
-        await srv.stop()
+    await with_engine(b, b_side)
 
 
 async def test_a_queue_overflow_wakes_a_full_rescan(tmp_path: Path) -> None:
