@@ -439,6 +439,43 @@ async def test_journal_and_device_cursor_survive_a_restart(tmp_path: Path) -> No
         await srv.stop()
 
 
+async def test_an_acknowledgement_being_written_is_already_the_stored_cursor(
+        tmp_path: Path) -> None:
+    """Acks are written behind, in batches. While a batch waits for the write lock (here held by
+    another connection), it is neither pending nor in the table, and must still be what a
+    cursor-less poll reads: otherwise the device is sent changes it already acknowledged."""
+    import sqlite3
+
+    from driveserver.meta.db import Database
+    from driveserver.sync.cursor import DeviceCursors
+
+    db = Database(tmp_path / "meta.sqlite3")
+    await db.open()
+    try:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO users VALUES ('u1', 'a@b.c', 'a@b.c', '', 0, 'w1', 0)")
+            await tx.execute("INSERT INTO devices (id, user_id, name, type, created_at,"
+                             " last_seen_at, cursor) VALUES ('d1', 'u1', 'pc', 'desktop', 0, 0,"
+                             " 'old')")
+        cursors = DeviceCursors(db)
+        other = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            cursors.ack("d1", "new")
+            # One loop pass: the flush task takes the batch, then waits for the lock in a thread.
+            await asyncio.sleep(0)
+            assert await db.fetchval("SELECT cursor FROM devices") == "old"
+            assert await cursors.stored("d1") == "new"
+        finally:
+            other.execute("COMMIT")
+            other.close()
+        await cursors.close()
+        assert await db.fetchval("SELECT cursor FROM devices") == "new"
+        assert await cursors.stored("d1") == "new"
+    finally:
+        await db.close()
+
+
 async def test_a_cursor_older_than_the_retention_is_reset(
         server: RunningServer, laptop: ApiClient, phone: ApiClient) -> None:
     old = await cursor_of(laptop)

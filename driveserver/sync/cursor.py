@@ -119,6 +119,9 @@ class DeviceCursors:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._pending: dict[str, str] = {}
+        # The batch being written: no longer pending, not yet committed, so a read of the
+        # table would still return the older cursor.
+        self._writing: dict[str, str] = {}
         self._stored: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -133,12 +136,15 @@ class DeviceCursors:
         """The device's acknowledged cursor, or None if it never acknowledged one."""
         if device_id in self._pending:
             return self._pending[device_id]
+        if device_id in self._writing:
+            return self._writing[device_id]
         value = await self._db.fetchval("SELECT cursor FROM devices WHERE id = ?", (device_id,))
         return value if isinstance(value, str) else None
 
     async def _flush_loop(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
+            self._writing = batch
             try:
                 async with self._db.transaction() as tx:
                     await tx.executemany(
@@ -149,6 +155,8 @@ class DeviceCursors:
                 for device_id, token in batch.items():  # keep newer acks that came meanwhile
                     self._pending.setdefault(device_id, token)
                 return
+            finally:
+                self._writing = {}
             self._stored.update(batch)
             if len(self._stored) > 100_000:  # only a cache of what is stored: bound it
                 self._stored.clear()
