@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import posixpath
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncclient.planner import Node, apply_op, conflict_name, plan, same
@@ -115,7 +115,7 @@ def contents(tree: dict[str, Node]) -> set[str]:
     return {n.checksum for n in tree.values() if not n.is_dir and n.checksum}
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario(), st.randoms(use_true_random=False))
 def test_planner_converges_and_loses_nothing(case: tuple, rnd) -> None:
     local, remote, synced, made = case

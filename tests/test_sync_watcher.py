@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from watchdog.events import (
 from syncclient.engine import Engine
 from syncclient.ignore import Ignore
 from syncclient.watcher import Watcher
-from tests.helpers import RunningServer
+from tests.helpers import RunningServer, wait_for
 from tests.sync_helpers import make_devices, with_engine
 
 
@@ -45,21 +46,29 @@ async def test_settled_waits_for_quiet_but_not_forever(tmp_path: Path) -> None:
     w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop(), quiet=0.1, max_wait=0.5)
     w._handler.dispatch(FileModifiedEvent(str(tmp_path / "a.txt")))
     await asyncio.sleep(0)
-    start = time.monotonic()
-    await w.settled()
-    assert 0.05 <= time.monotonic() - start < 0.3
+    event_at = w.last_event
+    await asyncio.wait_for(w.settled(), 10)
+    assert time.monotonic() - event_at >= 0.1  # returned only after a quiet period
 
-    async def keep_writing() -> None:
-        for _ in range(20):
+    # A file written continuously still gets synced: settled() returns after max_wait. The
+    # events come from a thread, as watchdog's do, so a busy loop does not pause them.
+    w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop(), quiet=0.5, max_wait=1.5)
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        while not stop.wait(0.02):
             w._handler.dispatch(FileModifiedEvent(str(tmp_path / "a.txt")))
-            await asyncio.sleep(0.05)
 
-    writer = asyncio.create_task(keep_writing())
-    await asyncio.sleep(0.01)
-    start = time.monotonic()
-    await w.settled()  # a file written continuously still gets synced after max_wait
-    assert time.monotonic() - start < 0.8
-    await writer
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        await wait_for(lambda: w.last_event != 0.0, what="the first event")
+        start = time.monotonic()
+        await asyncio.wait_for(w.settled(), 10)
+        assert time.monotonic() - start >= 1.5
+    finally:
+        stop.set()
+        writer.join()
 
 
 async def test_events_while_the_loop_is_busy_wake_it_once(tmp_path: Path) -> None:
