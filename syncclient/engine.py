@@ -19,7 +19,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from .errors import ApiError, AuthError, FolderMissing
 from .ignore import Ignore
 from .localtree import LocalFile, Scan, scan
 from .planner import Node, Op, conflict_name, plan
-from .state import State, SyncedEntry
+from .state import UNVERIFIED_MTIME, State, SyncedEntry
 from .transfer import (
     BATCH_DOWNLOAD_MAX_FILE_BYTES,
     SMALL_FILE_BYTES,
@@ -59,6 +59,11 @@ PROGRESS_LOG_SECONDS = 2.0  # how often progress reaches the log and `drive-sync
 NOT_HERE = "not synced to this computer"
 NOT_ON_WINDOWS = "Windows computers will not get it"
 OWN_WRITE_SECONDS = 60.0  # how long the watcher may take to report one of our own writes
+# Coarsest mtime granularity we may meet (FAT: 2 s; HFS+, ext3, many network file systems: 1 s;
+# ext4: a kernel tick). A file whose mtime is this close to when we read it may be written again
+# within the same tick, same size, and look unchanged: its record is kept unverified (see
+# :meth:`Engine._put_synced`), as git does with "racily clean" index entries.
+RACY_NS = 2_000_000_000
 UP_KINDS = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
 DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local", "conflict"})
 
@@ -139,6 +144,9 @@ class Engine:
         # when, and the resulting (size, mtime, inode) — or ("dir", inode), or None if removed.
         self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
         self.scanned_folders: list[tuple[Path, int]] = []  # the folders the last scan saw
+        # When the current round's scan began (wall clock, as mtimes are); until a first scan,
+        # never: every file record is then unverified.
+        self._scan_started_ns = 2**63
 
     # --- the daemon's own writes ------------------------------------------------------------------
 
@@ -228,6 +236,7 @@ class Engine:
         self.check_folder()
         ignore = await asyncio.to_thread(Ignore, self.root)
         synced_entries = self.state.synced_entries()
+        self._scan_started_ns = time.time_ns()
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore)
         # The daemon checks that the watcher watches every one of these.
         self.scanned_folders = [(self.root, self.root.stat().st_ino),
@@ -285,11 +294,16 @@ class Engine:
         if {**kept, **current} != notices:
             self.state.set("notices", json.dumps({**kept, **current}))
 
-    async def plan(self) -> tuple[list[Op], Scan]:
-        local, remote, synced, _ = await self.gather()
+    async def plan(self, refresh_stats: bool = False) -> tuple[list[Op], Scan]:
+        """This round's operations and the scan they were planned on; with ``refresh_stats``,
+        also record the new stat of files found unchanged in content (never in a dry run)."""
+        local, remote, synced, entries = await self.gather()
         day = datetime.date.today().isoformat()
         ops = plan(local.tree(), remote, synced, self.config.device_name, day)
-        return self._outside_shares(ops, remote, synced), local
+        ops = self._outside_shares(ops, remote, synced)
+        if refresh_stats:
+            self._refresh_stats(local, entries, ops)
+        return ops, local
 
     def _outside_shares(self, ops: list[Op], remote: Mapping[str, Node],
                         synced: Mapping[str, Node]) -> list[Op]:
@@ -348,7 +362,7 @@ class Engine:
             for _ in range(MAX_ROUNDS):
                 if pull:
                     await self.pull()
-                ops, local = await self.plan()
+                ops, local = await self.plan(refresh_stats=not dry_run)
                 if result.rounds == 0 and local.temp_files and not dry_run:
                     # Left by a download that was killed: never visible under a real name,
                     # and no download of ours is running (we hold the lock).
@@ -386,6 +400,39 @@ class Engine:
     def _status(self, state: str, **extra: Any) -> None:
         if self.on_status is not None:
             self.on_status({"state": state, **extra})
+
+    def _put_synced(self, entry: SyncedEntry) -> None:
+        """Record a synced entry; a file's mtime only if it can be trusted. The scan believes a
+        file unchanged when size, mtime and inode equal its record. That fails for an edit made
+        in the same mtime tick as our read (or our own write), with the same size: the edit would
+        never be sent, and a remote change would overwrite it. So a file modified no earlier
+        than ``RACY_NS`` before this round's scan began (every read of this round came after)
+        is recorded with an unverifiable mtime: the next scan hashes it, and records its mtime
+        once it is old enough (:meth:`_refresh_stats`)."""
+        if not entry.is_dir and entry.mtime_ns >= self._scan_started_ns - RACY_NS:
+            entry = replace(entry, mtime_ns=UNVERIFIED_MTIME)
+        self.state.put_synced(entry)
+
+    def _refresh_stats(self, local: Scan, synced: Mapping[str, SyncedEntry],
+                       ops: list[Op]) -> None:
+        """Files the scan hashed and found with their synced content, under a new size-mtime-
+        inode (touched, saved unchanged, or recorded unverified): record what the scan saw, so
+        the next scan need not hash them again. Paths this round operates on are left to it."""
+        busy = {p for op in ops for p in (op.path, op.src) if p}
+        fresh = []
+        for path, item in local.items.items():
+            entry = synced.get(path)
+            if entry is None or entry.is_dir or item.is_dir or path in busy or \
+                    item.checksum != entry.checksum or \
+                    (item.size, item.mtime_ns, item.inode) == \
+                    (entry.size, entry.mtime_ns, entry.inode):
+                continue
+            fresh.append(replace(entry, size=item.size, mtime_ns=item.mtime_ns,
+                                 inode=item.inode))
+        if fresh:
+            with self.state.transaction():
+                for entry in fresh:
+                    self._put_synced(entry)
 
     # --- execution ------------------------------------------------------------------------------
 
@@ -510,7 +557,7 @@ class Engine:
     def _remember(self, path: str, up: Uploaded) -> None:
         node = Node(False, up.checksum, up.file_id, up.version, None, up.size)
         self.state.put_remote(path, node)
-        self.state.put_synced(SyncedEntry(path, False, up.file_id, up.version, up.size,
+        self._put_synced(SyncedEntry(path, False, up.file_id, up.version, up.size,
                                           up.mtime_ns, up.inode, up.checksum, up.blocks))
 
     def _upload_target(self, op: Op) -> tuple[str | None, int | None]:
@@ -599,7 +646,7 @@ class Engine:
         node = Node(True, None, entry["file_id"], entry["version"], None, 0)
         self.state.put_remote(op.path, node)
         item = local.items.get(op.path)
-        self.state.put_synced(SyncedEntry(op.path, True, entry["file_id"], entry["version"], 0,
+        self._put_synced(SyncedEntry(op.path, True, entry["file_id"], entry["version"], 0,
                                           item.mtime_ns if item else 0,
                                           item.inode if item else None, None, ()))
 
@@ -631,7 +678,7 @@ class Engine:
         synced = self.state.synced_entries().get(op.path)
         item = local.items.get(op.path)
         if synced is not None and item is not None:
-            self.state.put_synced(SyncedEntry(op.path, synced.is_dir, synced.file_id,
+            self._put_synced(SyncedEntry(op.path, synced.is_dir, synced.file_id,
                                               entry.get("version", synced.version), synced.size,
                                               item.mtime_ns, item.inode, synced.checksum,
                                               synced.blocks))
@@ -670,7 +717,7 @@ class Engine:
         with self.state.transaction():  # one commit, not two: thousands of files arrive at once
             self.state.put_remote(op.path, Node(False, info["checksum"], node.file_id,
                                                 info["version"], None, info["size"]))
-            self.state.put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
+            self._put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
                                               info["size"], st.st_mtime_ns, st.st_ino,
                                               info["checksum"], hashes))
 
@@ -747,7 +794,7 @@ class Engine:
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         st = await asyncio.to_thread(target.stat)
         self._wrote(target, st)
-        self.state.put_synced(SyncedEntry(op.path, True, node.file_id if node else None,
+        self._put_synced(SyncedEntry(op.path, True, node.file_id if node else None,
                                           node.version if node else 0, 0, st.st_mtime_ns,
                                           st.st_ino, None, ()))
 
@@ -788,7 +835,7 @@ class Engine:
         node = self.state.remote_by_path(op.path)
         item: LocalFile | None = local.items.get(op.path)
         assert node is not None and item is not None
-        self.state.put_synced(SyncedEntry(op.path, node.is_dir, node.file_id, node.version,
+        self._put_synced(SyncedEntry(op.path, node.is_dir, node.file_id, node.version,
                                           item.size, item.mtime_ns, item.inode, item.checksum,
                                           item.blocks))
 

@@ -1,9 +1,11 @@
 """The local tree: a scan of the folder, hashing only what changed since the synced tree.
 
 A file whose size, mtime and inode equal its synced record keeps the synced checksum and block
-list (the same shortcut as Dropbox and rsync); anything else is hashed with the shared block
-module, so the client's hashes are the server's. Symlinks are skipped with a warning; files the
-daemon cannot read are skipped and reported (``problems``), and retried on the next scan.
+list (the same shortcut as Dropbox and rsync; a record whose mtime was too fresh to trust is
+kept unverified and never matches, see ``Engine._put_synced``); anything else is hashed with the
+shared block module, so the client's hashes are the server's. Symlinks are skipped with a
+warning; files the daemon cannot read are skipped and reported (``problems``), and retried on the
+next scan.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .checksum import content_checksum
 from .ignore import TEMP_PREFIX, Ignore
 from .names import not_utf8
 from .planner import Node
-from .state import SyncedEntry
+from .state import UNVERIFIED_MTIME, SyncedEntry
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def stat_file(path: Path, synced: SyncedEntry | None = None) -> LocalFile:
     if stat.S_ISDIR(st.st_mode):
         return LocalFile(True, 0, st.st_mtime_ns, st.st_ino, None, ())
     if synced is not None and not synced.is_dir and synced.size == st.st_size and \
-            synced.mtime_ns == st.st_mtime_ns and synced.inode == st.st_ino:
+            synced.mtime_ns == st.st_mtime_ns != UNVERIFIED_MTIME and synced.inode == st.st_ino:
         return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, synced.checksum,
                          synced.blocks)
     checksum, blocks = hash_local(path)

@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS receipts (hash TEXT PRIMARY KEY, receipt TEXT NOT NUL
 RECEIPT_SECONDS = 4 * 3600
 
 
+# A file record's mtime when it cannot be trusted (the file was modified too close to when it
+# was read): no file has it, so the next scan hashes the file.
+UNVERIFIED_MTIME = -1
+
+
 @dataclass(frozen=True, slots=True)
 class SyncedEntry:
     """A row of the synced tree."""
