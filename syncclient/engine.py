@@ -28,9 +28,9 @@ from .checksum import content_checksum
 from .config import MARKER, Config
 from .errors import ApiError, AuthError, FolderMissing
 from .ignore import Ignore
-from .localtree import LocalFile, Scan, scan
+from .localtree import LocalFile, Scan, hash_local, scan, stat_trusted
 from .planner import Node, Op, conflict_name, plan
-from .state import UNVERIFIED_MTIME, State, SyncedEntry
+from .state import State, SyncedEntry
 from .transfer import (
     BATCH_DOWNLOAD_MAX_FILE_BYTES,
     SMALL_FILE_BYTES,
@@ -59,11 +59,6 @@ PROGRESS_LOG_SECONDS = 2.0  # how often progress reaches the log and `drive-sync
 NOT_HERE = "not synced to this computer"
 NOT_ON_WINDOWS = "Windows computers will not get it"
 OWN_WRITE_SECONDS = 60.0  # how long the watcher may take to report one of our own writes
-# Coarsest mtime granularity we may meet (FAT: 2 s; HFS+, ext3, many network file systems: 1 s;
-# ext4: a kernel tick). A file whose mtime is this close to when we read it may be written again
-# within the same tick, same size, and look unchanged: its record is kept unverified (see
-# :meth:`Engine._put_synced`), as git does with "racily clean" index entries.
-RACY_NS = 2_000_000_000
 UP_KINDS = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
 DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local", "conflict"})
 
@@ -144,9 +139,9 @@ class Engine:
         # when, and the resulting (size, mtime, inode) — or ("dir", inode), or None if removed.
         self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
         self.scanned_folders: list[tuple[Path, int]] = []  # the folders the last scan saw
-        # When the current round's scan began (wall clock, as mtimes are); until a first scan,
-        # never: every file record is then unverified.
-        self._scan_started_ns = 2**63
+        # When the current round's scan began, on the folder's file system clock (the one that
+        # stamps mtimes); every content recorded in a round was read after it.
+        self._scan_started_ns = 0
 
     # --- the daemon's own writes ------------------------------------------------------------------
 
@@ -236,8 +231,9 @@ class Engine:
         self.check_folder()
         ignore = await asyncio.to_thread(Ignore, self.root)
         synced_entries = self.state.synced_entries()
-        self._scan_started_ns = time.time_ns()
-        local = await asyncio.to_thread(scan, self.root, synced_entries, ignore)
+        self._scan_started_ns = await asyncio.to_thread(self._fs_clock)
+        local = await asyncio.to_thread(scan, self.root, synced_entries, ignore,
+                                        self._scan_started_ns)
         # The daemon checks that the watcher watches every one of these.
         self.scanned_folders = [(self.root, self.root.stat().st_ino),
                                 *((self._os_path(p, local), f.inode)
@@ -401,32 +397,45 @@ class Engine:
         if self.on_status is not None:
             self.on_status({"state": state, **extra})
 
+    def _fs_clock(self) -> int:
+        """Now, as the folder's file system stamps mtimes: a network file system uses its
+        server's clock, and Linux its coarse clock. Read by touching a file of ours (as git
+        compares with its index file's mtime); the local clock if that cannot be written."""
+        clock = self.root / MARKER / "clock"
+        try:
+            try:
+                os.utime(clock)
+            except FileNotFoundError:
+                clock.touch()
+            return clock.stat().st_mtime_ns
+        except OSError:
+            return time.time_ns()
+
     def _put_synced(self, entry: SyncedEntry) -> None:
-        """Record a synced entry; a file's mtime only if it can be trusted. The scan believes a
-        file unchanged when size, mtime and inode equal its record. That fails for an edit made
-        in the same mtime tick as our read (or our own write), with the same size: the edit would
-        never be sent, and a remote change would overwrite it. So a file modified no earlier
-        than ``RACY_NS`` before this round's scan began (every read of this round came after)
-        is recorded with an unverifiable mtime: the next scan hashes it, and records its mtime
-        once it is old enough (:meth:`_refresh_stats`)."""
-        if not entry.is_dir and entry.mtime_ns >= self._scan_started_ns - RACY_NS:
-            entry = replace(entry, mtime_ns=UNVERIFIED_MTIME)
+        """Record a synced entry; a file's content as read in this round, so after this round's
+        scan began (what lets a later scan trust its unchanged mtime, see ``stat_trusted``)."""
+        if not entry.is_dir:
+            entry = replace(entry, verified_ns=self._scan_started_ns)
         self.state.put_synced(entry)
 
     def _refresh_stats(self, local: Scan, synced: Mapping[str, SyncedEntry],
                        ops: list[Op]) -> None:
-        """Files the scan hashed and found with their synced content, under a new size-mtime-
-        inode (touched, saved unchanged, or recorded unverified): record what the scan saw, so
-        the next scan need not hash them again. Paths this round operates on are left to it."""
+        """Files the scan found with their synced content but could not trust on their stat
+        (touched, saved unchanged, or last read within a tick of their mtime): record what the
+        scan saw, so the next scan need not hash them again. Paths this round operates on are
+        left to it."""
+        now = self._scan_started_ns
         busy = {p for op in ops for p in (op.path, op.src) if p}
         fresh = []
         for path, item in local.items.items():
             entry = synced.get(path)
             if entry is None or entry.is_dir or item.is_dir or path in busy or \
-                    item.checksum != entry.checksum or \
-                    (item.size, item.mtime_ns, item.inode) == \
-                    (entry.size, entry.mtime_ns, entry.inode):
+                    item.checksum != entry.checksum:
                 continue
+            if (item.size, item.mtime_ns, item.inode) == (entry.size, entry.mtime_ns, entry.inode) \
+                    and (stat_trusted(entry.mtime_ns, entry.verified_ns, now) or
+                         not stat_trusted(item.mtime_ns, now, now)):
+                continue  # trusted already, or would still not be: nothing to write
             fresh.append(replace(entry, size=item.size, mtime_ns=item.mtime_ns,
                                  inode=item.inode))
         if fresh:
@@ -685,8 +694,11 @@ class Engine:
 
     # --- operations on the folder ---------------------------------------------------------------
 
-    def _still_as_scanned(self, path: str, local: Scan) -> bool:
-        """Is the local item at ``path`` still what the scan saw (absent if it saw nothing)?"""
+    async def _still_as_scanned(self, path: str, local: Scan) -> bool:
+        """Is the local item at ``path`` still what the scan saw (absent if it saw nothing)?
+        Checked just before a download replaces it or a deletion removes it. A file modified
+        within a tick of this round could be saved again, same size, without its stat showing
+        it: that one is hashed again."""
         target = self._os_path(path, local)
         seen = local.items.get(path)
         try:
@@ -695,8 +707,14 @@ class Engine:
             return seen is None
         if seen is None:
             return False
-        return (st.st_size, st.st_mtime_ns, st.st_ino) == (seen.size, seen.mtime_ns, seen.inode) \
-            or (seen.is_dir and os.path.isdir(target))
+        if seen.is_dir:
+            return stat.S_ISDIR(st.st_mode)
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (seen.size, seen.mtime_ns, seen.inode):
+            return False
+        if stat_trusted(seen.mtime_ns, self._scan_started_ns, self._scan_started_ns):
+            return True
+        checksum, _ = await asyncio.to_thread(hash_local, target)
+        return checksum == seen.checksum
 
     async def _op_download(self, op: Op, local: Scan) -> None:
         node = self.state.remote_by_path(op.path)
@@ -704,7 +722,7 @@ class Engine:
         target = self._os_path(op.path, local)
         tmp, info = await self._fetch(op.path, node, target)
         try:
-            if not self._still_as_scanned(op.path, local):
+            if not await self._still_as_scanned(op.path, local):
                 raise FileChanged(f"{op.path} changed locally during the download")
             if local.items.get(op.path) is not None and local.items[op.path].is_dir:
                 raise IsADirectoryError(op.path)
@@ -800,7 +818,7 @@ class Engine:
 
     async def _op_delete_local(self, op: Op, local: Scan) -> None:
         target = self._os_path(op.path, local)
-        if not self._still_as_scanned(op.path, local):
+        if not await self._still_as_scanned(op.path, local):
             raise FileChanged(f"{op.path} changed locally; not deleting it")
         item = local.items.get(op.path)
         if item is not None and item.is_dir:

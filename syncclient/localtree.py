@@ -1,9 +1,9 @@
 """The local tree: a scan of the folder, hashing only what changed since the synced tree.
 
 A file whose size, mtime and inode equal its synced record keeps the synced checksum and block
-list (the same shortcut as Dropbox and rsync; a record whose mtime was too fresh to trust is
-kept unverified and never matches, see ``Engine._put_synced``); anything else is hashed with the
-shared block module, so the client's hashes are the server's. Symlinks are skipped with a
+list (the same shortcut as Dropbox and rsync), if that mtime can vouch for it
+(:func:`stat_trusted`); anything else is hashed with the shared block module, so the client's
+hashes are the server's. Symlinks are skipped with a
 warning; files the daemon cannot read are skipped and reported (``problems``), and retried on the
 next scan.
 """
@@ -23,9 +23,23 @@ from .checksum import content_checksum
 from .ignore import TEMP_PREFIX, Ignore
 from .names import not_utf8
 from .planner import Node
-from .state import UNVERIFIED_MTIME, SyncedEntry
+from .state import SyncedEntry
 
 log = logging.getLogger(__name__)
+
+# Coarsest mtime granularity we may meet: FAT keeps 2 s; HFS+, ext3 and many network file
+# systems 1 s; ext4 a kernel tick.
+RACY_NS = 2_000_000_000
+
+
+def stat_trusted(mtime_ns: int, verified_ns: int, now_ns: int) -> bool:
+    """Can an unchanged mtime vouch for unchanged content read at ``verified_ns``? Only if no
+    write since could have stamped that very mtime: it is older than the read by more than a
+    tick, or still later than now by more than a tick (a clock ahead, a camera's). Otherwise a
+    second save of the same size in the same tick ("racily clean", in git's words) would look
+    unchanged: never sent, and overwritten by the next remote edit. Times are the folder's file
+    system clock (see ``Engine.gather``)."""
+    return mtime_ns < verified_ns - RACY_NS or mtime_ns > now_ns + RACY_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +73,14 @@ def hash_local(path: Path) -> tuple[str, tuple[str, ...]]:
     return content_checksum(blocks), blocks
 
 
-def stat_file(path: Path, synced: SyncedEntry | None = None) -> LocalFile:
+def stat_file(path: Path, synced: SyncedEntry | None = None, now_ns: int = 0) -> LocalFile:
     """Stat (and if needed hash) one file or folder. Raises OSError if it cannot be read."""
     st = path.lstat()
     if stat.S_ISDIR(st.st_mode):
         return LocalFile(True, 0, st.st_mtime_ns, st.st_ino, None, ())
     if synced is not None and not synced.is_dir and synced.size == st.st_size and \
-            synced.mtime_ns == st.st_mtime_ns != UNVERIFIED_MTIME and synced.inode == st.st_ino:
+            synced.mtime_ns == st.st_mtime_ns and synced.inode == st.st_ino and \
+            stat_trusted(st.st_mtime_ns, synced.verified_ns, now_ns):
         return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, synced.checksum,
                          synced.blocks)
     checksum, blocks = hash_local(path)
@@ -102,8 +117,9 @@ def _protect_moved_into_bad_names(out: Scan, synced: dict[str, SyncedEntry],
                                   "rename it to sync it")
 
 
-def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
-    """Walk the folder (blocking: run it in a thread)."""
+def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int = 0) -> Scan:
+    """Walk the folder (blocking: run it in a thread). ``now_ns``: when the scan began, on the
+    folder's file system clock."""
     out = Scan()
 
     def walk(folder: Path, rel: str) -> None:
@@ -149,7 +165,7 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore) -> Scan:
                                           "case or Unicode form; not synced")
                     continue
                 seen_keys[key] = name
-                item = stat_file(Path(entry.path), synced.get(path))
+                item = stat_file(Path(entry.path), synced.get(path), now_ns)
             except PermissionError:
                 out.problems[path] = "permission denied"
                 continue

@@ -34,7 +34,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS synced (
     path TEXT PRIMARY KEY, is_dir INTEGER NOT NULL, file_id TEXT, version INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER, checksum TEXT,
-    blocks TEXT NOT NULL DEFAULT '[]');
+    blocks TEXT NOT NULL DEFAULT '[]', verified_ns INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS remote (
     file_id TEXT PRIMARY KEY, path TEXT NOT NULL, is_dir INTEGER NOT NULL,
     version INTEGER NOT NULL, size INTEGER NOT NULL, checksum TEXT);
@@ -47,11 +47,6 @@ CREATE TABLE IF NOT EXISTS receipts (hash TEXT PRIMARY KEY, receipt TEXT NOT NUL
 # The server honours a block receipt for twice the upload grant's lifetime (12 h by default);
 # the client uses its own for less, so a receipt it presents is never one the server just expired.
 RECEIPT_SECONDS = 4 * 3600
-
-
-# A file record's mtime when it cannot be trusted (the file was modified too close to when it
-# was read): no file has it, so the next scan hashes the file.
-UNVERIFIED_MTIME = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +62,9 @@ class SyncedEntry:
     inode: int | None
     checksum: str | None
     blocks: tuple[str, ...]
+    # When the content was read (file system clock); with mtime, says whether an unchanged
+    # stat proves unchanged content (``localtree.stat_trusted``). 0: never trusted on mtime.
+    verified_ns: int = 0
 
     def node(self) -> Node:
         return Node(self.is_dir, self.checksum, self.file_id, self.version, self.inode, self.size)
@@ -91,6 +89,9 @@ class State:
             for table in ("synced", "remote", "kv", "sync_errors"):
                 self.db.execute(f"DROP TABLE IF EXISTS {table}")
         self.db.executescript(SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(synced)")}
+        if "verified_ns" not in columns:  # added later: such records are verified once more
+            self.db.execute("ALTER TABLE synced ADD COLUMN verified_ns INTEGER NOT NULL DEFAULT 0")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -112,16 +113,16 @@ class State:
 
     def synced_entries(self) -> dict[str, SyncedEntry]:
         rows = self.db.execute("SELECT path, is_dir, file_id, version, size, mtime_ns, inode,"
-                               " checksum, blocks FROM synced").fetchall()
+                               " checksum, blocks, verified_ns FROM synced").fetchall()
         return {r[0]: SyncedEntry(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6], r[7],
-                                  tuple(json.loads(r[8]))) for r in rows}
+                                  tuple(json.loads(r[8])), r[9]) for r in rows}
 
     def put_synced(self, e: SyncedEntry) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO synced(path, is_dir, file_id, version, size, mtime_ns, inode,"
-            " checksum, blocks) VALUES (?,?,?,?,?,?,?,?,?)",
+            " checksum, blocks, verified_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (e.path, int(e.is_dir), e.file_id, e.version, e.size, e.mtime_ns, e.inode,
-             e.checksum, json.dumps(list(e.blocks))))
+             e.checksum, json.dumps(list(e.blocks)), e.verified_ns))
 
     def drop_synced(self, path: str) -> None:
         """Forget ``path`` and everything below it (one subtree query)."""

@@ -7,6 +7,7 @@ the daemon test runs ``python -m syncclient run`` as subprocesses.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -234,7 +235,7 @@ async def test_missing_marker_stops_instead_of_deleting(two: tuple[Device, Devic
     a.write("precious.txt", "data")
     await converge(a, b)
     (a.folder / "precious.txt").unlink()
-    (a.folder / ".drive-sync").rmdir()
+    shutil.rmtree(a.folder / ".drive-sync")  # as if the disk were unmounted
     await a.sync(expect=1)
     await b.sync()
     assert b.read("precious.txt") == b"data"

@@ -1,20 +1,47 @@
-"""Edits that size, mtime and inode cannot see: a file written again within one mtime tick.
+"""Edits that size, mtime and inode cannot see: a file saved again within one mtime tick.
 
 The scan believes a file unchanged when its size, mtime and inode equal its synced record. On a
 file system with coarse timestamps (FAT: 2 s; HFS+, ext3, many network mounts: 1 s) a second
 save of the same size, in the same tick as the daemon's read, keeps all three. These tests make
-such a tick by hand (``os.utime`` back to the same nanosecond) against a real server.
+such a tick by hand (``os.utime`` back to the same nanosecond), against a real server, and widen
+the tick to an hour so that no test depends on how fast this machine syncs.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from syncclient.state import UNVERIFIED_MTIME
+import pytest
+
+from syncclient import localtree
+from syncclient.engine import Engine
+from syncclient.state import State
 from tests.helpers import RunningServer
-from tests.sync_helpers import Device, make_devices, with_engine
+from tests.sync_helpers import make_devices
+
+HOUR = 3600 * 10**9
+
+
+@pytest.fixture(autouse=True)
+def hour_long_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(localtree, "RACY_NS", HOUR)
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files the scan hashes (rather than trusting their stat)."""
+    seen: list[str] = []
+    real = localtree.hash_local
+
+    def counting(path: Path) -> Any:
+        seen.append(path.name)
+        return real(path)
+    monkeypatch.setattr(localtree, "hash_local", counting)
+    return seen
 
 
 def rewrite_in_the_same_tick(path: Path, data: bytes) -> None:
@@ -27,12 +54,6 @@ def rewrite_in_the_same_tick(path: Path, data: bytes) -> None:
         (before.st_size, before.st_mtime_ns, before.st_ino)
 
 
-async def record_mtime(d: Device, rel: str) -> int:
-    async def read(engine):  # type: ignore[no-untyped-def]
-        return engine.state.synced_entries()[rel].mtime_ns
-    return await with_engine(d, read)
-
-
 async def test_a_same_size_edit_in_the_same_tick_is_still_uploaded(
         tmp_path: Path, srv: RunningServer) -> None:
     a, b = make_devices(tmp_path, "laptop", "desktop")
@@ -40,8 +61,6 @@ async def test_a_same_size_edit_in_the_same_tick_is_still_uploaded(
     await b.init(srv)
     notes = a.write("notes.txt", "draft one")
     await a.sync()
-    # Just read and sent: its mtime cannot be trusted yet.
-    assert await record_mtime(a, "/notes.txt") == UNVERIFIED_MTIME
     rewrite_in_the_same_tick(notes, b"draft two")
     await a.sync()
     await b.sync()
@@ -55,31 +74,78 @@ async def test_a_remote_edit_does_not_overwrite_a_same_tick_local_edit(
     await b.init(srv)
     a.write("thesis.txt", "chapter 1")
     await a.sync()
-    await b.sync()  # downloads it: written by the daemon, also in a fresh tick
+    await b.sync()  # downloaded: written by the daemon a moment ago
     rewrite_in_the_same_tick(b.folder / "thesis.txt", b"chapter B")
     a.write("thesis.txt", "chapter A")
     await a.sync()
     await b.sync()  # the remote edit meets an edit the stat cannot see: keep both
-    contents = sorted(v for v in b.tree().values() if v is not None)
-    assert contents == [b"chapter A", b"chapter B"], b.tree()
+    assert sorted(v for v in b.tree().values() if v) == [b"chapter A", b"chapter B"], b.tree()
     await a.sync()
     assert a.tree() == b.tree()
 
 
-async def test_a_file_whose_mtime_is_old_enough_is_trusted_again(
-        tmp_path: Path, srv: RunningServer) -> None:
-    """An unverified record is verified by the next scan, which then keeps the file's stat, so
-    it is not hashed on every scan; a touched file (same content, new mtime) likewise."""
+async def test_a_same_tick_edit_during_the_download_is_not_overwritten(
+        tmp_path: Path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan saw the old content; the user saves again (same size, same tick) while the new
+    version downloads. The check before the rename must not trust the stat either."""
+    a, b = make_devices(tmp_path, "laptop", "desktop")
+    await a.init(srv)
+    await b.init(srv)
+    a.write("budget.csv", "q1,100")
+    await a.sync()
+    await b.sync()
+    a.write("budget.csv", "q1,200")
+    await a.sync()
+    real_fetch = Engine._fetch
+    edited: list[bool] = []
+
+    async def fetch_while_the_user_saves(self: Engine, *args: Any) -> Any:
+        got = await real_fetch(self, *args)
+        if not edited:
+            edited.append(True)
+            rewrite_in_the_same_tick(b.folder / "budget.csv", b"q1,300")
+        return got
+    monkeypatch.setattr(Engine, "_fetch", fetch_while_the_user_saves)
+    await b.sync()
+    assert edited
+    assert sorted(v for v in b.tree().values() if v) == [b"q1,200", b"q1,300"], b.tree()
+
+
+async def test_a_file_is_hashed_until_its_mtime_can_vouch_for_it(
+        tmp_path: Path, srv: RunningServer, hashed: list[str]) -> None:
+    """Within a tick of its last read, a file is hashed at every scan; once its mtime is older
+    (or, a clock ahead, later) than a tick, the next scan records it and later ones trust it."""
     (a,) = make_devices(tmp_path, "laptop")
     await a.init(srv)
     report = a.write("report.txt", "final")
     await a.sync()
-    assert await record_mtime(a, "/report.txt") == UNVERIFIED_MTIME
-    old = time.time_ns() - 10 * 10**9
-    os.utime(report, ns=(old, old))  # as if written ten seconds ago (or touched back)
+    hashed.clear()
     await a.sync()
-    assert await record_mtime(a, "/report.txt") == old
-    older = old - 10**9
-    os.utime(report, ns=(older, older))  # touched: same content, another mtime
-    await a.sync()
-    assert await record_mtime(a, "/report.txt") == older
+    assert hashed == ["report.txt"]  # read a moment ago: the stat cannot vouch for it yet
+    for mtime in (time.time_ns() - 2 * HOUR, time.time_ns() + 2 * HOUR):
+        os.utime(report, ns=(mtime, mtime))  # written long ago; then touched, a clock ahead
+        hashed.clear()
+        await a.sync()
+        assert hashed == ["report.txt"]
+        hashed.clear()
+        await a.sync()
+        assert hashed == []
+
+
+def test_a_state_database_from_before_verified_ns_still_opens(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE synced (path TEXT PRIMARY KEY, is_dir INTEGER NOT NULL, file_id"
+               " TEXT, version INTEGER NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT"
+               " NULL, inode INTEGER, checksum TEXT, blocks TEXT NOT NULL DEFAULT '[]')")
+    db.execute("INSERT INTO synced VALUES ('/a.txt', 0, 'f_1', 3, 5, 7, 9, 'c', '[\"h\"]')")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    state = State(path)
+    try:
+        [entry] = state.synced_entries().values()
+        assert (entry.path, entry.version, entry.mtime_ns, entry.verified_ns) == \
+            ("/a.txt", 3, 7, 0)  # kept, and verified by the next scan
+    finally:
+        state.close()
