@@ -139,9 +139,10 @@ class Engine:
         # when, and the resulting (size, mtime, inode) — or ("dir", inode), or None if removed.
         self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
         self.scanned_folders: list[tuple[Path, int]] = []  # the folders the last scan saw
+        self._clock_failed = False  # said once in the log
         # When the current round's scan began, on the folder's file system clock (the one that
-        # stamps mtimes); every content recorded in a round was read after it.
-        self._scan_started_ns = 0
+        # stamps mtimes); every content recorded in a round was read after it. None: unknown.
+        self._scan_started_ns: int | None = None
 
     # --- the daemon's own writes ------------------------------------------------------------------
 
@@ -227,11 +228,14 @@ class Engine:
 
     # --- planning -------------------------------------------------------------------------------
 
-    async def gather(self) -> tuple[Scan, dict[str, Node], dict[str, Node], dict[str, SyncedEntry]]:
+    async def gather(self, read_clock: bool = False
+                     ) -> tuple[Scan, dict[str, Node], dict[str, Node], dict[str, SyncedEntry]]:
+        """The three trees (and the synced records). ``read_clock`` when the round will act on
+        them: it writes to the folder (``_fs_clock``), which a dry run must not."""
         self.check_folder()
         ignore = await asyncio.to_thread(Ignore, self.root)
         synced_entries = self.state.synced_entries()
-        self._scan_started_ns = await asyncio.to_thread(self._fs_clock)
+        self._scan_started_ns = await asyncio.to_thread(self._fs_clock) if read_clock else None
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore,
                                         self._scan_started_ns)
         # The daemon checks that the watcher watches every one of these.
@@ -290,14 +294,15 @@ class Engine:
         if {**kept, **current} != notices:
             self.state.set("notices", json.dumps({**kept, **current}))
 
-    async def plan(self, refresh_stats: bool = False) -> tuple[list[Op], Scan]:
-        """This round's operations and the scan they were planned on; with ``refresh_stats``,
-        also record the new stat of files found unchanged in content (never in a dry run)."""
-        local, remote, synced, entries = await self.gather()
+    async def plan(self, to_execute: bool = False) -> tuple[list[Op], Scan]:
+        """This round's operations and the scan they were planned on. ``to_execute``: the
+        round goes on to carry them out (not a dry run); the scan then reads the file system
+        clock, and the new stat of files found unchanged in content is recorded."""
+        local, remote, synced, entries = await self.gather(read_clock=to_execute)
         day = datetime.date.today().isoformat()
         ops = plan(local.tree(), remote, synced, self.config.device_name, day)
         ops = self._outside_shares(ops, remote, synced)
-        if refresh_stats:
+        if to_execute:
             self._refresh_stats(local, entries, ops)
         return ops, local
 
@@ -358,7 +363,7 @@ class Engine:
             for _ in range(MAX_ROUNDS):
                 if pull:
                     await self.pull()
-                ops, local = await self.plan(refresh_stats=not dry_run)
+                ops, local = await self.plan(to_execute=not dry_run)
                 if result.rounds == 0 and local.temp_files and not dry_run:
                     # Left by a download that was killed: never visible under a real name,
                     # and no download of ours is running (we hold the lock).
@@ -397,10 +402,11 @@ class Engine:
         if self.on_status is not None:
             self.on_status({"state": state, **extra})
 
-    def _fs_clock(self) -> int:
-        """Now, as the folder's file system stamps mtimes: a network file system uses its
+    def _fs_clock(self) -> int | None:
+        """Now, as the folder's file system stamps mtimes: a network file system may use its
         server's clock, and Linux its coarse clock. Read by touching a file of ours (as git
-        compares with its index file's mtime); the local clock if that cannot be written."""
+        compares with its index file's mtime). None if it cannot be: nothing recorded then is
+        trusted on its mtime later."""
         clock = self.root / MARKER / "clock"
         try:
             try:
@@ -408,14 +414,18 @@ class Engine:
             except FileNotFoundError:
                 clock.touch()
             return clock.stat().st_mtime_ns
-        except OSError:
-            return time.time_ns()
+        except OSError as exc:
+            if not self._clock_failed:
+                self._clock_failed = True
+                log.warning("cannot write %s (%s): files will be hashed more often", clock,
+                            exc.strerror or exc)
+            return None
 
     def _put_synced(self, entry: SyncedEntry) -> None:
         """Record a synced entry; a file's content as read in this round, so after this round's
         scan began (what lets a later scan trust its unchanged mtime, see ``stat_trusted``)."""
         if not entry.is_dir:
-            entry = replace(entry, verified_ns=self._scan_started_ns)
+            entry = replace(entry, verified_ns=self._scan_started_ns or 0)
         self.state.put_synced(entry)
 
     def _refresh_stats(self, local: Scan, synced: Mapping[str, SyncedEntry],
@@ -425,6 +435,8 @@ class Engine:
         scan saw, so the next scan need not hash them again. Paths this round operates on are
         left to it."""
         now = self._scan_started_ns
+        if now is None:
+            return
         busy = {p for op in ops for p in (op.path, op.src) if p}
         fresh = []
         for path, item in local.items.items():
@@ -711,7 +723,8 @@ class Engine:
             return stat.S_ISDIR(st.st_mode)
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (seen.size, seen.mtime_ns, seen.inode):
             return False
-        if stat_trusted(seen.mtime_ns, self._scan_started_ns, self._scan_started_ns):
+        now = self._scan_started_ns
+        if now is not None and stat_trusted(seen.mtime_ns, now, now):
             return True
         checksum, _ = await asyncio.to_thread(hash_local, target)
         return checksum == seen.checksum

@@ -32,14 +32,16 @@ log = logging.getLogger(__name__)
 RACY_NS = 2_000_000_000
 
 
-def stat_trusted(mtime_ns: int, verified_ns: int, now_ns: int) -> bool:
+def stat_trusted(mtime_ns: int, verified_ns: int, now_ns: int | None) -> bool:
     """Can an unchanged mtime vouch for unchanged content read at ``verified_ns``? Only if no
-    write since could have stamped that very mtime: it is older than the read by more than a
-    tick, or still later than now by more than a tick (a clock ahead, a camera's). Otherwise a
-    second save of the same size in the same tick ("racily clean", in git's words) would look
-    unchanged: never sent, and overwritten by the next remote edit. Times are the folder's file
-    system clock (see ``Engine.gather``)."""
-    return mtime_ns < verified_ns - RACY_NS or mtime_ns > now_ns + RACY_NS
+    save since could have stamped that very mtime: it is older than the read by more than a
+    tick. Otherwise a second save of the same size in the same tick ("racily clean", in git's
+    words) would look unchanged: never sent, and overwritten by the next remote edit. Times are
+    the folder's file system clock (``Engine._fs_clock``); a read stamped later than ``now_ns``
+    (the clock went back since) vouches for nothing. A file dated in the future is hashed at
+    every scan: a clock that reads behind the one stamping files would otherwise make every
+    fresh save look like one."""
+    return mtime_ns < verified_ns - RACY_NS and (now_ns is None or verified_ns <= now_ns + RACY_NS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,7 @@ def hash_local(path: Path) -> tuple[str, tuple[str, ...]]:
     return content_checksum(blocks), blocks
 
 
-def stat_file(path: Path, synced: SyncedEntry | None = None, now_ns: int = 0) -> LocalFile:
+def stat_file(path: Path, synced: SyncedEntry | None, now_ns: int | None) -> LocalFile:
     """Stat (and if needed hash) one file or folder. Raises OSError if it cannot be read."""
     st = path.lstat()
     if stat.S_ISDIR(st.st_mode):
@@ -117,9 +119,10 @@ def _protect_moved_into_bad_names(out: Scan, synced: dict[str, SyncedEntry],
                                   "rename it to sync it")
 
 
-def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int = 0) -> Scan:
+def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int | None
+         ) -> Scan:
     """Walk the folder (blocking: run it in a thread). ``now_ns``: when the scan began, on the
-    folder's file system clock."""
+    folder's file system clock, if it could be read."""
     out = Scan()
 
     def walk(folder: Path, rel: str) -> None:

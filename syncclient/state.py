@@ -63,7 +63,7 @@ class SyncedEntry:
     checksum: str | None
     blocks: tuple[str, ...]
     # When the content was read (file system clock); with mtime, says whether an unchanged
-    # stat proves unchanged content (``localtree.stat_trusted``). 0: never trusted on mtime.
+    # stat proves unchanged content (``localtree.stat_trusted``). 0: unknown, so it does not.
     verified_ns: int = 0
 
     def node(self) -> Node:
@@ -91,7 +91,12 @@ class State:
         self.db.executescript(SCHEMA)
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(synced)")}
         if "verified_ns" not in columns:  # added later: such records are verified once more
-            self.db.execute("ALTER TABLE synced ADD COLUMN verified_ns INTEGER NOT NULL DEFAULT 0")
+            try:
+                self.db.execute(
+                    "ALTER TABLE synced ADD COLUMN verified_ns INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as exc:  # another process (status) was first
+                if "duplicate column" not in str(exc):
+                    raise
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:

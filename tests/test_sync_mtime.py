@@ -114,7 +114,8 @@ async def test_a_same_tick_edit_during_the_download_is_not_overwritten(
 async def test_a_file_is_hashed_until_its_mtime_can_vouch_for_it(
         tmp_path: Path, srv: RunningServer, hashed: list[str]) -> None:
     """Within a tick of its last read, a file is hashed at every scan; once its mtime is older
-    (or, a clock ahead, later) than a tick, the next scan records it and later ones trust it."""
+    than a tick, the next scan records it and later ones trust it. A file dated in the future
+    vouches for nothing: it is hashed every time."""
     (a,) = make_devices(tmp_path, "laptop")
     await a.init(srv)
     report = a.write("report.txt", "final")
@@ -122,14 +123,92 @@ async def test_a_file_is_hashed_until_its_mtime_can_vouch_for_it(
     hashed.clear()
     await a.sync()
     assert hashed == ["report.txt"]  # read a moment ago: the stat cannot vouch for it yet
-    for mtime in (time.time_ns() - 2 * HOUR, time.time_ns() + 2 * HOUR):
-        os.utime(report, ns=(mtime, mtime))  # written long ago; then touched, a clock ahead
+    old = time.time_ns() - 2 * HOUR
+    os.utime(report, ns=(old, old))  # as if written long ago, or touched back
+    hashed.clear()
+    await a.sync()
+    assert hashed == ["report.txt"]
+    hashed.clear()
+    await a.sync()
+    assert hashed == []
+    ahead = time.time_ns() + 2 * HOUR
+    os.utime(report, ns=(ahead, ahead))
+    for _ in range(2):
         hashed.clear()
         await a.sync()
         assert hashed == ["report.txt"]
-        hashed.clear()
-        await a.sync()
-        assert hashed == []
+
+
+async def test_mtimes_are_judged_on_the_file_system_clock_to_the_tick(
+        tmp_path: Path, srv: RunningServer, hashed: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder's clock (a network file system's server, say) is a day behind this computer's:
+    an mtime 3 s older than the read, on that clock, vouches; 1 s older does not."""
+    monkeypatch.setattr(localtree, "RACY_NS", 2 * 10**9)
+    day = 24 * HOUR
+    monkeypatch.setattr(Engine, "_fs_clock", lambda self: time.time_ns() - day)
+    (a,) = make_devices(tmp_path, "laptop")
+    await a.init(srv)
+    for name, age in (("old.txt", 3), ("fresh.txt", 1)):
+        path = a.write(name, name)
+        mtime = time.time_ns() - day - age * 10**9
+        os.utime(path, ns=(mtime, mtime))
+    await a.sync()
+    hashed.clear()
+    await a.sync()
+    assert hashed == ["fresh.txt"]
+
+
+async def test_a_same_tick_edit_before_a_local_deletion_is_kept(
+        tmp_path: Path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = make_devices(tmp_path, "laptop", "desktop")
+    await a.init(srv)
+    await b.init(srv)
+    a.write("draft.txt", "keep me")
+    await a.sync()
+    await b.sync()
+    (a.folder / "draft.txt").unlink()
+    await a.sync()  # deleted on the server; b will delete its copy ...
+    real_plan = Engine.plan
+    edited: list[bool] = []
+
+    async def plan_then_the_user_saves(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        ops, local = await real_plan(self, *args, **kwargs)
+        if not edited and any(op.kind == "delete_local" for op in ops):
+            edited.append(True)  # ... but the user saves it again, same size, same tick
+            rewrite_in_the_same_tick(b.folder / "draft.txt", b"kept! !")
+        return ops, local
+    monkeypatch.setattr(Engine, "plan", plan_then_the_user_saves)
+    await b.sync()
+    assert edited
+    assert b.read("draft.txt") == b"kept! !"
+    await a.sync()
+    assert a.read("draft.txt") == b"kept! !"  # edit-vs-delete keeps the edit
+
+
+async def test_without_a_clock_nothing_is_trusted_and_a_dry_run_writes_nothing(
+        tmp_path: Path, srv: RunningServer, hashed: list[str],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    (a,) = make_devices(tmp_path, "laptop")
+    await a.init(srv)
+    old = a.write("old.txt", "from last year")
+    mtime = time.time_ns() - 2 * HOUR * 24 * 365
+    os.utime(old, ns=(mtime, mtime))
+    clock = a.folder / ".drive-sync" / "clock"
+    assert await a.cli("run", "--dry-run") == 0
+    assert not clock.exists()
+    real_utime = os.utime
+
+    def refuse_the_clock(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "clock":
+            raise PermissionError(13, "Permission denied")
+        real_utime(path, *args, **kwargs)
+    monkeypatch.setattr(os, "utime", refuse_the_clock)
+    await a.sync()
+    assert "cannot write" in caplog.text
+    hashed.clear()
+    await a.sync()
+    assert hashed == ["old.txt"]  # recorded without a clock: not trusted
 
 
 def test_a_state_database_from_before_verified_ns_still_opens(tmp_path: Path) -> None:
