@@ -18,6 +18,7 @@ import shutil
 import stat
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -835,11 +836,40 @@ class Engine:
             raise FileChanged(f"{op.path} changed locally; not deleting it")
         item = local.items.get(op.path)
         if item is not None and item.is_dir:
-            await asyncio.to_thread(shutil.rmtree, target)
-        elif item is not None:
+            await self._delete_folder_as_scanned(op.path, local)
+            return
+        if item is not None:
             await asyncio.to_thread(target.unlink, missing_ok=True)
         self._wrote(target, None)
         self.state.drop_synced(op.path)
+
+    async def _delete_folder_as_scanned(self, path: str, local: Scan) -> None:
+        """Remove a folder deleted on the server, but only what the scan saw there and is
+        still as it saw it (the round may have run for minutes since): deepest first, each file
+        checked as a single deletion is, then each folder once nothing but ignored items (editor
+        swap files, ``.DS_Store``, our temp files) is left in it. Anything saved or created
+        there meanwhile is kept, with the folders above it; the next round sends it back to
+        the server, as an edit against a deletion always is."""
+        ignore = await asyncio.to_thread(Ignore, self.root)
+        below = sorted((p for p in local.items if p.startswith(path + "/")),
+                       key=lambda p: p.count("/"), reverse=True)
+        kept = False
+        for p in [*below, path]:
+            target = self._os_path(p, local)
+            if local.items[p].is_dir:
+                gone = await asyncio.to_thread(_remove_folder_if_only_ignored, target, p, ignore)
+            else:
+                gone = await self._still_as_scanned(p, local)
+                if gone:
+                    await asyncio.to_thread(target.unlink, missing_ok=True)
+            if gone:
+                self._wrote(target, None)
+            kept = kept or not gone
+            if gone or local.items[p].is_dir:  # a folder kept is new here again
+                self.state.drop_synced_entry(p)
+        if kept:
+            log.warning("%s was deleted on the server, but changed here meanwhile: kept what"
+                        " changed", path)
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
@@ -876,6 +906,28 @@ class Engine:
 
 SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with this user
 TO_SERVER = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
+
+
+def _remove_folder_if_only_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
+    """Remove ``folder`` (tree path ``path``) if all it holds is ignored; True if it is gone."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return True
+    if not all(ignore(f"{path}/{unicodedata.normalize('NFC', e.name)}") for e in entries):
+        return False
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path)
+        else:
+            os.unlink(e.path)
+    try:
+        folder.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:  # something arrived just now
+        return False
+    return True
 
 
 def _own_key(st: os.stat_result) -> tuple[Any, ...]:

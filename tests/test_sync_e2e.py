@@ -176,6 +176,41 @@ async def test_edit_vs_delete_keeps_the_edit(two: tuple[Device, Device]) -> None
     assert a.read("keep-remote.txt") == b"edited on desktop"
 
 
+async def test_a_folder_deleted_on_the_server_keeps_what_changed_here_meanwhile(
+        two: tuple[Device, Device], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deletion reaches the desktop, which plans to remove the folder; before it does, the
+    user saves a file there and creates another. Those stay (and go back to the server); the
+    rest goes, ignored leftovers included."""
+    a, b = two
+    a.write("Project/plan.txt", "plan")
+    a.write("Project/notes.txt", "notes")
+    a.write("Project/sub/old.txt", "old")
+    a.write("Old/f.txt", "f")
+    await converge(a, b)
+    b.write("Old/.DS_Store", "finder junk")  # ignored: never synced, goes with its folder
+    shutil.rmtree(a.folder / "Project")
+    shutil.rmtree(a.folder / "Old")
+    await a.sync()
+    real_plan = Engine.plan
+    edited: list[bool] = []
+
+    async def plan_then_the_user_saves(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
+        ops, local = await real_plan(self, *args, **kwargs)
+        if not edited and any(op.kind == "delete_local" for op in ops):
+            edited.append(True)
+            b.write("Project/notes.txt", "notes, edited just now")
+            b.write("Project/sub/new.txt", "new just now")
+        return ops, local
+    monkeypatch.setattr(Engine, "plan", plan_then_the_user_saves)
+    await b.sync()
+    assert edited
+    expected = {"Project": None, "Project/notes.txt": b"notes, edited just now",
+                "Project/sub": None, "Project/sub/new.txt": b"new just now"}
+    assert b.tree() == expected
+    await a.sync()
+    assert a.tree() == expected
+
+
 async def test_offline_device_converges(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data")
     port = server.port
