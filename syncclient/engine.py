@@ -836,40 +836,56 @@ class Engine:
             raise FileChanged(f"{op.path} changed locally; not deleting it")
         item = local.items.get(op.path)
         if item is not None and item.is_dir:
-            await self._delete_folder_as_scanned(op.path, local)
-            return
-        if item is not None:
+            ignore = await asyncio.to_thread(Ignore, self.root)
+            changed = await asyncio.to_thread(self._changed_below, target, op.path, local, ignore)
+            if changed is not None:
+                raise FileChanged(f"{changed} changed locally; not deleting {op.path}")
+            await asyncio.to_thread(shutil.rmtree, target)
+        elif item is not None:
             await asyncio.to_thread(target.unlink, missing_ok=True)
         self._wrote(target, None)
         self.state.drop_synced(op.path)
 
-    async def _delete_folder_as_scanned(self, path: str, local: Scan) -> None:
-        """Remove a folder deleted on the server, but only what the scan saw there and is
-        still as it saw it (the round may have run for minutes since): deepest first, each file
-        checked as a single deletion is, then each folder once nothing but ignored items (editor
-        swap files, ``.DS_Store``, our temp files) is left in it. Anything saved or created
-        there meanwhile is kept, with the folders above it; the next round sends it back to
-        the server, as an edit against a deletion always is."""
-        ignore = await asyncio.to_thread(Ignore, self.root)
-        below = sorted((p for p in local.items if p.startswith(path + "/")),
-                       key=lambda p: p.count("/"), reverse=True)
-        kept = False
-        for p in [*below, path]:
-            target = self._os_path(p, local)
-            if local.items[p].is_dir:
-                gone = await asyncio.to_thread(_remove_folder_if_only_ignored, target, p, ignore)
-            else:
-                gone = await self._still_as_scanned(p, local)
-                if gone:
-                    await asyncio.to_thread(target.unlink, missing_ok=True)
-            if gone:
-                self._wrote(target, None)
-            kept = kept or not gone
-            if gone or local.items[p].is_dir:  # a folder kept is new here again
-                self.state.drop_synced_entry(p)
-        if kept:
-            log.warning("%s was deleted on the server, but changed here meanwhile: kept what"
-                        " changed", path)
+    def _changed_below(self, folder: Path, path: str, local: Scan, ignore: Ignore) -> str | None:
+        """Before a folder deleted on the server is removed here (blocking: run in a thread):
+        the first item below it that is not as the scan saw it, if any. A round may run for
+        minutes after its scan; a file saved or created there meanwhile must not go with the
+        folder. The next round plans again from what is there now. Ignored items and those the
+        scan could not sync (symlinks, unreadable files) go with the folder, as before; a
+        symlink now where the scan saw a folder is a change (never followed)."""
+        now = self._scan_started_ns
+        stack = [(folder, path)]
+        while stack:
+            os_dir, tree_dir = stack.pop()
+            try:
+                entries = list(os.scandir(os_dir))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                p = f"{tree_dir}/{unicodedata.normalize('NFC', e.name)}"
+                if ignore(p):
+                    continue
+                seen = local.items.get(p)
+                if seen is None:
+                    if p in local.problems or names.not_utf8(e.name):
+                        continue  # never synced, and it goes with the folder (not followed)
+                    return p
+                st = e.stat(follow_symlinks=False)
+                if seen.is_dir:
+                    if not stat.S_ISDIR(st.st_mode) or st.st_ino != seen.inode:
+                        return p
+                    stack.append((Path(e.path), p))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    return p
+                same_stat = (st.st_size, st.st_mtime_ns, st.st_ino) == \
+                    (seen.size, seen.mtime_ns, seen.inode)
+                if same_stat and now is not None and stat_trusted(seen.mtime_ns, now, now):
+                    continue
+                # Touched, or within a tick of this round: the content decides.
+                if hash_local(Path(e.path))[0] != seen.checksum:
+                    return p
+        return None
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
@@ -906,28 +922,6 @@ class Engine:
 
 SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with this user
 TO_SERVER = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
-
-
-def _remove_folder_if_only_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
-    """Remove ``folder`` (tree path ``path``) if all it holds is ignored; True if it is gone."""
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return True
-    if not all(ignore(f"{path}/{unicodedata.normalize('NFC', e.name)}") for e in entries):
-        return False
-    for e in entries:
-        if e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path)
-        else:
-            os.unlink(e.path)
-    try:
-        folder.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError:  # something arrived just now
-        return False
-    return True
 
 
 def _own_key(st: os.stat_result) -> tuple[Any, ...]:

@@ -125,7 +125,8 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int
     folder's file system clock, if it could be read."""
     out = Scan()
 
-    def walk(folder: Path, rel: str) -> None:
+    def walk(folder: Path, rel: str, os_rel: str) -> None:
+        # rel: the tree path (NFC); os_rel: the same folder as spelled on disk
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
@@ -178,12 +179,12 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int
                 out.problems[path] = str(exc)
                 continue
             out.items[path] = item
-            out.os_paths[path] = f"{rel}/{entry.name}"
+            out.os_paths[path] = f"{os_rel}/{entry.name}"
             if item.is_dir:
-                walk(Path(entry.path), path)
+                walk(Path(entry.path), path, f"{os_rel}/{entry.name}")
 
     hidden: dict[tuple[int, bool], str] = {}  # (inode, is folder) under non-UTF-8 names
-    walk(root, "")
+    walk(root, "", "")
     if hidden:
         _protect_moved_into_bad_names(out, synced, hidden)
     return out

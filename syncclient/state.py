@@ -134,10 +134,6 @@ class State:
         self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",
                         (path, _like_prefix(path)))
 
-    def drop_synced_entry(self, path: str) -> None:
-        """Forget ``path`` alone (not what is below it)."""
-        self.db.execute("DELETE FROM synced WHERE path = ?", (path,))
-
     def move_synced(self, src: str, dst: str) -> None:
         with self.transaction():
             self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",

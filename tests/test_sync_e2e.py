@@ -177,36 +177,44 @@ async def test_edit_vs_delete_keeps_the_edit(two: tuple[Device, Device]) -> None
 
 
 async def test_a_folder_deleted_on_the_server_keeps_what_changed_here_meanwhile(
-        two: tuple[Device, Device], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The deletion reaches the desktop, which plans to remove the folder; before it does, the
-    user saves a file there and creates another. Those stay (and go back to the server); the
-    rest goes, ignored leftovers included."""
+        tmp_path: Path, two: tuple[Device, Device], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deletions reach the desktop, which plans to remove the folders; before it does, the
+    user saves a file in one and creates another, touches a file in a second, and swaps a
+    subfolder of a third for a symlink to where it moved it. What changed stays (and goes back
+    to the server); the touched folder goes, ignored leftovers included; nothing is deleted
+    through the symlink."""
     a, b = two
     a.write("Project/plan.txt", "plan")
     a.write("Project/notes.txt", "notes")
     a.write("Project/sub/old.txt", "old")
     a.write("Old/f.txt", "f")
+    a.write("Linked/sub/x.txt", "moved away, not deleted")
     await converge(a, b)
     b.write("Old/.DS_Store", "finder junk")  # ignored: never synced, goes with its folder
-    shutil.rmtree(a.folder / "Project")
-    shutil.rmtree(a.folder / "Old")
+    for name in ("Project", "Old", "Linked"):
+        shutil.rmtree(a.folder / name)
     await a.sync()
     real_plan = Engine.plan
     edited: list[bool] = []
+    archive = tmp_path / "archive"
 
-    async def plan_then_the_user_saves(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def plan_then_the_user_acts(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
         ops, local = await real_plan(self, *args, **kwargs)
         if not edited and any(op.kind == "delete_local" for op in ops):
             edited.append(True)
             b.write("Project/notes.txt", "notes, edited just now")
             b.write("Project/sub/new.txt", "new just now")
+            os.utime(b.folder / "Old/f.txt", ns=(10**18, 10**18))  # touched, same content
+            (b.folder / "Linked/sub").rename(archive)
+            (b.folder / "Linked/sub").symlink_to(archive)
         return ops, local
-    monkeypatch.setattr(Engine, "plan", plan_then_the_user_saves)
+    monkeypatch.setattr(Engine, "plan", plan_then_the_user_acts)
     await b.sync()
     assert edited
     expected = {"Project": None, "Project/notes.txt": b"notes, edited just now",
                 "Project/sub": None, "Project/sub/new.txt": b"new just now"}
     assert b.tree() == expected
+    assert (archive / "x.txt").read_bytes() == b"moved away, not deleted"
     await a.sync()
     assert a.tree() == expected
 
@@ -588,18 +596,24 @@ async def test_nfd_names_and_a_deep_tree(two: tuple[Device, Device]) -> None:
     nfd = unicodedata.normalize("NFD", "résumé.txt")
     assert nfd != "résumé.txt"
     a.write(nfd, "mon CV")
+    # ... and a folder so spelled: what is inside it is found under its on-disk name.
+    nfd_folder = unicodedata.normalize("NFD", "Café")
+    a.write(f"{nfd_folder}/menu.txt", "crêpes")
     deep = "/".join(f"level{i:03d}" for i in range(100))
     a.write(f"{deep}/bottom.txt", "far down")
     await a.sync()
     await b.sync()
     assert b.read("résumé.txt") == b"mon CV"  # B's disk has the NFC spelling
+    assert b.read("Café/menu.txt") == "crêpes".encode()
     assert b.read(f"{deep}/bottom.txt") == b"far down"
     # B edits the deep file; A, whose disk still spells the name in NFD, gets the edit in place.
     b.write(f"{deep}/bottom.txt", "farther down")
     b.write("résumé.txt", "mon CV, v2")
+    b.write("Café/menu.txt", "galettes")
     await b.sync()
     await a.sync()
     assert a.read(nfd) == b"mon CV, v2" and not conflicted(a)
+    assert a.read(f"{nfd_folder}/menu.txt") == b"galettes"
     assert [n for n in os.listdir(a.folder) if n.endswith(".txt")] == [nfd]
     assert a.read(f"{deep}/bottom.txt") == b"farther down"
     await converge(a, b)
