@@ -863,8 +863,9 @@ class Engine:
                 continue
             for e in entries:
                 p = f"{tree_dir}/{unicodedata.normalize('NFC', e.name)}"
-                if ignore(p):
-                    continue
+                if ignore(p) or not (e.is_dir(follow_symlinks=False) or e.is_symlink() or
+                                     e.is_file(follow_symlinks=False)):
+                    continue  # sockets, fifos, devices: never synced (as the scan skips them)
                 seen = local.items.get(p)
                 if seen is None:
                     if p in local.problems or names.not_utf8(e.name):

@@ -191,6 +191,7 @@ async def test_a_folder_deleted_on_the_server_keeps_what_changed_here_meanwhile(
     a.write("Linked/sub/x.txt", "moved away, not deleted")
     await converge(a, b)
     b.write("Old/.DS_Store", "finder junk")  # ignored: never synced, goes with its folder
+    os.mkfifo(b.folder / "Old" / "pipe")  # never synced either (as sockets and devices)
     for name in ("Project", "Old", "Linked"):
         shutil.rmtree(a.folder / name)
     await a.sync()
