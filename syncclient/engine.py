@@ -720,6 +720,10 @@ class Engine:
             return seen is None
         if seen is None:
             return False
+        # A folder on the way, renamed away since and replaced by a symlink to it, would make
+        # us delete or overwrite outside the sync folder.
+        if not await asyncio.to_thread(_inside_root_unlinked, self.root, target):
+            return False
         if seen.is_dir:
             return stat.S_ISDIR(st.st_mode)
         if (st.st_size, st.st_mtime_ns, st.st_ino) != (seen.size, seen.mtime_ns, seen.inode):
@@ -850,9 +854,10 @@ class Engine:
         """Before a folder deleted on the server is removed here (blocking: run in a thread):
         the first item below it that is not as the scan saw it, if any. A round may run for
         minutes after its scan; a file saved or created there meanwhile must not go with the
-        folder. The next round plans again from what is there now. Ignored items and those the
-        scan could not sync (symlinks, unreadable files) go with the folder, as before; a
-        symlink now where the scan saw a folder is a change (never followed)."""
+        folder. The next round plans again from what is there now. Ignored items, symlinks
+        (removed, never followed), fifos and sockets go with the folder; anything else the scan
+        did not sync (a file being saved while it was read, a name that is not UTF-8, a folder
+        it could not list) keeps the folder, reported, rather than be deleted unseen."""
         now = self._scan_started_ns
         stack = [(folder, path)]
         while stack:
@@ -868,9 +873,9 @@ class Engine:
                     continue  # sockets, fifos, devices: never synced (as the scan skips them)
                 seen = local.items.get(p)
                 if seen is None:
-                    if p in local.problems or names.not_utf8(e.name):
-                        continue  # never synced, and it goes with the folder (not followed)
-                    return p
+                    if e.is_symlink():
+                        continue  # never synced; rmtree removes the link, not what it points at
+                    return p  # created since, or something the scan could not sync: kept
                 st = e.stat(follow_symlinks=False)
                 if seen.is_dir:
                     if not stat.S_ISDIR(st.st_mode) or st.st_ino != seen.inode:
@@ -923,6 +928,12 @@ class Engine:
 
 SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with this user
 TO_SERVER = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
+
+
+def _inside_root_unlinked(root: Path, target: Path) -> bool:
+    """Is ``target`` reached from ``root`` without any symlink on the way (or at the end)?"""
+    rel = os.path.relpath(target, root)
+    return os.path.realpath(target) == os.path.join(os.path.realpath(root), rel)
 
 
 def _own_key(st: os.stat_result) -> tuple[Any, ...]:

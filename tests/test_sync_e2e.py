@@ -220,6 +220,40 @@ async def test_a_folder_deleted_on_the_server_keeps_what_changed_here_meanwhile(
     assert a.tree() == expected
 
 
+async def test_a_deletion_never_reaches_outside_or_below_what_the_scan_could_see(
+        tmp_path: Path, two: tuple[Device, Device], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two deletions from the server meet, here, (1) a folder the scan cannot sync (a name that
+    is not UTF-8) created inside one with a thesis in it, and (2) a parent folder moved out of
+    the sync folder and replaced by a symlink to its new place. Nothing of either is deleted."""
+    a, b = two
+    a.write("Mixed/f.txt", "f")
+    a.write("P/Q/data.txt", "data")
+    a.write("P/keep.txt", "keep")
+    await converge(a, b)
+    shutil.rmtree(a.folder / "Mixed")
+    shutil.rmtree(a.folder / "P" / "Q")
+    await a.sync()
+    real_plan = Engine.plan
+    acted: list[bool] = []
+    moved = tmp_path / "moved-P"
+
+    async def plan_then_the_user_acts(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
+        ops, local = await real_plan(self, *args, **kwargs)
+        if not acted and any(op.kind == "delete_local" for op in ops):
+            acted.append(True)
+            bad = os.fsdecode(b"Mixed/caf\xe9")  # Latin-1, not UTF-8
+            (b.folder / bad).mkdir()
+            (b.folder / bad / "thesis.txt").write_text("chapter 1")
+            (b.folder / "P").rename(moved)
+            (b.folder / "P").symlink_to(moved)
+        return ops, local
+    monkeypatch.setattr(Engine, "plan", plan_then_the_user_acts)
+    await b.cli("run", "--once")  # not in sync: the name and the symlink are reported
+    assert acted
+    assert (b.folder / os.fsdecode(b"Mixed/caf\xe9") / "thesis.txt").read_text() == "chapter 1"
+    assert (moved / "Q" / "data.txt").read_text() == "data"
+
+
 async def test_offline_device_converges(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data")
     port = server.port
