@@ -565,8 +565,19 @@ class Engine:
         return item is not None and item.size <= self.config.batch_max_file_bytes
 
     def _os_path(self, path: str, local: Scan | None = None) -> Path:
-        rel = local.os_paths.get(path) if local is not None else None
-        return self.root / (rel or path).lstrip("/")
+        """Where ``path`` is on disk: as the scan found it spelled, or, for a path it did not
+        see (about to be created), below the nearest folder it saw, as that one is spelled (a
+        folder named in NFD on disk must not get an NFC twin beside it)."""
+        if local is None:
+            return self.root / path.lstrip("/")
+        rel = local.os_paths.get(path)
+        if rel is None:
+            head, tail = path, ""
+            while head and head not in local.os_paths:
+                head, _, name = head.rpartition("/")
+                tail = f"/{name}{tail}"
+            rel = (local.os_paths[head] if head else "") + tail
+        return self.root / rel.lstrip("/")
 
     async def _execute_one(self, op: Op, local: Scan, out: RoundResult) -> None:
         handler = getattr(self, "_op_" + op.kind)
@@ -895,7 +906,7 @@ class Engine:
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
-        src, dst = self._os_path(op.src, local), self._os_path(op.path)
+        src, dst = self._os_path(op.src, local), self._os_path(op.path, local)
         await asyncio.to_thread(_rename_no_replace, src, dst)
         self._wrote(src, None)
         self._wrote(dst, await asyncio.to_thread(dst.lstat))
@@ -904,11 +915,13 @@ class Engine:
     async def _op_conflict(self, op: Op, local: Scan) -> None:
         assert op.copy is not None
         await asyncio.to_thread(_rename_no_replace, self._os_path(op.path, local),
-                                self._os_path(op.copy))
+                                self._os_path(op.copy, local))
         self.state.drop_synced(op.path)
         log.warning("conflict: kept the local version of %s as %s", op.path, op.copy)
         node = self.state.remote_by_path(op.path)
-        moved = Scan(os_paths={}, items={})
+        # Nothing is at op.path now; the folders above it are where the scan found them.
+        moved = Scan(os_paths={k: v for k, v in local.os_paths.items()
+                               if k != op.path and not k.startswith(op.path + "/")}, items={})
         if node is not None and node.is_dir:
             await self._op_mkdir_local(op, moved)
         elif node is not None:

@@ -645,10 +645,18 @@ async def test_nfd_names_and_a_deep_tree(two: tuple[Device, Device]) -> None:
     b.write(f"{deep}/bottom.txt", "farther down")
     b.write("résumé.txt", "mon CV, v2")
     b.write("Café/menu.txt", "galettes")
+    b.write("Café/sub/deep.txt", "new in a new folder")  # created into A's NFD folder
+    b.write("Café/moved.txt", "moved in")
     await b.sync()
     await a.sync()
     assert a.read(nfd) == b"mon CV, v2" and not conflicted(a)
     assert a.read(f"{nfd_folder}/menu.txt") == b"galettes"
+    assert a.read(f"{nfd_folder}/sub/deep.txt") == b"new in a new folder"
+    (b.folder / "Café/moved.txt").rename(b.folder / "Café/sub/moved.txt")
+    await b.sync()
+    await a.sync()
+    assert a.read(f"{nfd_folder}/sub/moved.txt") == b"moved in"
+    assert sorted(n for n in os.listdir(a.folder) if n.startswith("Caf")) == [nfd_folder]
     assert [n for n in os.listdir(a.folder) if n.endswith(".txt")] == [nfd]
     assert a.read(f"{deep}/bottom.txt") == b"farther down"
     await converge(a, b)
