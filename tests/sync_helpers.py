@@ -18,7 +18,9 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pytest
 
 from driveserver.app import build_app, start_site
 from driveserver.config import load_config
@@ -131,3 +133,20 @@ async def with_engine(device: Device, body: Callable[[Engine], Awaitable[T]]) ->
                 state.close()
         return asyncio.run(go())
     return await asyncio.to_thread(run)
+
+
+def act_after_planning(monkeypatch: pytest.MonkeyPatch, act: Callable[[], None],
+                       kind: str = "delete_local") -> list[bool]:
+    """The user acts between the scan and the execution: ``act`` runs once, right after the
+    first plan holding an operation of ``kind``. The returned list says whether it ran."""
+    real_plan = Engine.plan
+    acted: list[bool] = []
+
+    async def plan_then_act(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        ops, local = await real_plan(self, *args, **kwargs)
+        if not acted and any(op.kind == kind for op in ops):
+            acted.append(True)
+            act()
+        return ops, local
+    monkeypatch.setattr(Engine, "plan", plan_then_act)
+    return acted

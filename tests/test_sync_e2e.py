@@ -22,6 +22,7 @@ from tests.helpers import RunningServer, start_server, wait_for
 from tests.sync_helpers import (
     EMAIL,
     Device,
+    act_after_planning,
     make_devices,
     metric,
     restart_server,
@@ -195,21 +196,15 @@ async def test_a_folder_deleted_on_the_server_keeps_what_changed_here_meanwhile(
     for name in ("Project", "Old", "Linked"):
         shutil.rmtree(a.folder / name)
     await a.sync()
-    real_plan = Engine.plan
-    edited: list[bool] = []
     archive = tmp_path / "archive"
 
-    async def plan_then_the_user_acts(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
-        ops, local = await real_plan(self, *args, **kwargs)
-        if not edited and any(op.kind == "delete_local" for op in ops):
-            edited.append(True)
-            b.write("Project/notes.txt", "notes, edited just now")
-            b.write("Project/sub/new.txt", "new just now")
-            os.utime(b.folder / "Old/f.txt", ns=(10**18, 10**18))  # touched, same content
-            (b.folder / "Linked/sub").rename(archive)
-            (b.folder / "Linked/sub").symlink_to(archive)
-        return ops, local
-    monkeypatch.setattr(Engine, "plan", plan_then_the_user_acts)
+    def the_user_acts() -> None:
+        b.write("Project/notes.txt", "notes, edited just now")
+        b.write("Project/sub/new.txt", "new just now")
+        os.utime(b.folder / "Old/f.txt", ns=(10**18, 10**18))  # touched, same content
+        (b.folder / "Linked/sub").rename(archive)
+        (b.folder / "Linked/sub").symlink_to(archive)
+    edited = act_after_planning(monkeypatch, the_user_acts)
     await b.sync()
     assert edited
     expected = {"Project": None, "Project/notes.txt": b"notes, edited just now",
@@ -233,21 +228,15 @@ async def test_a_deletion_never_reaches_outside_or_below_what_the_scan_could_see
     shutil.rmtree(a.folder / "Mixed")
     shutil.rmtree(a.folder / "P" / "Q")
     await a.sync()
-    real_plan = Engine.plan
-    acted: list[bool] = []
     moved = tmp_path / "moved-P"
 
-    async def plan_then_the_user_acts(self: Engine, *args, **kwargs):  # type: ignore[no-untyped-def]
-        ops, local = await real_plan(self, *args, **kwargs)
-        if not acted and any(op.kind == "delete_local" for op in ops):
-            acted.append(True)
-            bad = os.fsdecode(b"Mixed/caf\xe9")  # Latin-1, not UTF-8
-            (b.folder / bad).mkdir()
-            (b.folder / bad / "thesis.txt").write_text("chapter 1")
-            (b.folder / "P").rename(moved)
-            (b.folder / "P").symlink_to(moved)
-        return ops, local
-    monkeypatch.setattr(Engine, "plan", plan_then_the_user_acts)
+    def the_user_acts() -> None:
+        bad = os.fsdecode(b"Mixed/caf\xe9")  # Latin-1, not UTF-8
+        (b.folder / bad).mkdir()
+        (b.folder / bad / "thesis.txt").write_text("chapter 1")
+        (b.folder / "P").rename(moved)
+        (b.folder / "P").symlink_to(moved)
+    acted = act_after_planning(monkeypatch, the_user_acts)
     await b.cli("run", "--once")  # not in sync: the name and the symlink are reported
     assert acted
     assert (b.folder / os.fsdecode(b"Mixed/caf\xe9") / "thesis.txt").read_text() == "chapter 1"

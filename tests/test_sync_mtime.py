@@ -21,7 +21,7 @@ from syncclient import localtree
 from syncclient.engine import Engine
 from syncclient.state import State
 from tests.helpers import RunningServer
-from tests.sync_helpers import make_devices
+from tests.sync_helpers import act_after_planning, make_devices
 
 HOUR = 3600 * 10**9
 
@@ -169,16 +169,9 @@ async def test_a_same_tick_edit_before_a_local_deletion_is_kept(
     await b.sync()
     (a.folder / "draft.txt").unlink()
     await a.sync()  # deleted on the server; b will delete its copy ...
-    real_plan = Engine.plan
-    edited: list[bool] = []
-
-    async def plan_then_the_user_saves(self: Engine, *args: Any, **kwargs: Any) -> Any:
-        ops, local = await real_plan(self, *args, **kwargs)
-        if not edited and any(op.kind == "delete_local" for op in ops):
-            edited.append(True)  # ... but the user saves it again, same size, same tick
-            rewrite_in_the_same_tick(b.folder / "draft.txt", b"kept! !")
-        return ops, local
-    monkeypatch.setattr(Engine, "plan", plan_then_the_user_saves)
+    # ... but the user saves it again, same size, same tick
+    edited = act_after_planning(
+        monkeypatch, lambda: rewrite_in_the_same_tick(b.folder / "draft.txt", b"kept! !"))
     await b.sync()
     assert edited
     assert b.read("draft.txt") == b"kept! !"
