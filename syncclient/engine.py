@@ -57,11 +57,18 @@ PARALLEL_FILES = 8  # downloads in flight at once
 PARALLEL_BATCHES = 3  # upload batches in flight at once
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 PROGRESS_LOG_SECONDS = 2.0  # how often progress reaches the log and `drive-sync status`
+PROGRESS_FLOOR_SECONDS = 0.05  # the shortest period any setting can give a progress reporter
 NOT_HERE = "not synced to this computer"
 NOT_ON_WINDOWS = "Windows computers will not get it"
 OWN_WRITE_SECONDS = 60.0  # how long the watcher may take to report one of our own writes
 UP_KINDS = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
 DOWN_KINDS = frozenset({"download", "mkdir_local", "delete_local", "move_local", "conflict"})
+
+
+def progress_period() -> float:
+    """The reporters' period, never below the floor: a reporter wakes on a timer, and a zero
+    period would turn it into a loop that logs as fast as it can and starves every transfer."""
+    return max(PROGRESS_LOG_SECONDS, PROGRESS_FLOOR_SECONDS)
 
 
 class _Progress:
@@ -89,7 +96,7 @@ class _Progress:
             sys.stderr.write(f"\r{self.verb} {self.path} [{bar:<30}] {share:4.0%}{end}")
             sys.stderr.flush()
         now = time.monotonic()
-        if now - self.last >= PROGRESS_LOG_SECONDS:
+        if now - self.last >= progress_period():
             self.last = now
             text = (f"{self.verb} {self.path}: {self.done / 2**20:.1f} of "
                     f"{self.total / 2**20:.1f} MiB transferred")
@@ -472,9 +479,16 @@ class Engine:
         return out
 
     async def _report_round(self, out: RoundResult, total: int) -> None:
+        """Wakes on a timer and reports only a count that moved: a round that waits on one
+        big file says so once, not every period (the file's own progress says how it goes)."""
+        reported = -1
         while True:
-            await asyncio.sleep(PROGRESS_LOG_SECONDS)
-            text = f"{len(out.ops)} of {total} operation(s) done"
+            await asyncio.sleep(progress_period())
+            done = len(out.ops)
+            if done == reported:
+                continue
+            reported = done
+            text = f"{done} of {total} operation(s) done"
             log.info("%s", text)
             self._status("syncing", progress=text)
 

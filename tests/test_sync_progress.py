@@ -65,16 +65,15 @@ async def test_a_terminal_shows_a_bar_for_a_big_file(tmp_path: Path, srv: Runnin
     assert b.read("big.bin") == a.read("big.bin")
 
 
-async def test_without_a_terminal_progress_goes_to_the_log_and_status(
-        tmp_path: Path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
-    """Lines every PROGRESS_LOG_SECONDS (shortened here so that a quick transfer shows some):
-    for a big file, bytes so far; for a long round, operations so far."""
-    monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", 0.0)
+async def sync_with_progress(tmp_path: Path, srv: RunningServer, small_files: int,
+                             caplog: pytest.LogCaptureFixture
+                             ) -> tuple[list[str], list[dict[str, Any]]]:
+    """One sync of a 12 MiB file and ``small_files`` small ones: the engine's log lines and
+    the statuses it reported."""
     a, _ = make_devices(tmp_path, "a", "b")
     await a.init(srv)
     a.write("big.bin", os.urandom(3 * BLOCK_SIZE))
-    for i in range(150):
+    for i in range(small_files):
         a.write(f"small/s{i}.txt", f"small {i}")
     statuses: list[dict[str, Any]] = []
 
@@ -84,7 +83,16 @@ async def test_without_a_terminal_progress_goes_to_the_log_and_status(
 
     with caplog.at_level(logging.INFO, logger="syncclient.engine"):
         assert await with_engine(a, sync_reporting)
-    lines = [r.getMessage() for r in caplog.records]
+    return [r.getMessage() for r in caplog.records], statuses
+
+
+async def test_without_a_terminal_progress_goes_to_the_log_and_status(
+        tmp_path: Path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Lines every PROGRESS_LOG_SECONDS (shortened here so that a quick transfer shows some):
+    for a big file, bytes so far; for a long round, operations so far."""
+    monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", engine_module.PROGRESS_FLOOR_SECONDS)
+    lines, statuses = await sync_with_progress(tmp_path, srv, 150, caplog)
     assert any(re.fullmatch(r"uploading /big\.bin: \d+\.\d of 12\.0 MiB transferred", m)
                for m in lines), lines
     assert any(re.fullmatch(r"\d+ of \d+ operation\(s\) done", m) for m in lines), lines
@@ -92,3 +100,18 @@ async def test_without_a_terminal_progress_goes_to_the_log_and_status(
     assert any("MiB transferred" in p for p in progress)
     assert any("operation(s) done" in p for p in progress)
     assert statuses[-1]["state"] == "idle" and statuses[-1]["progress"] is None
+
+
+async def test_no_period_makes_progress_spin(
+        tmp_path: Path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A period of zero (or any other) cannot turn a reporter into a busy loop: the round's
+    count is reported only when it moved, at most once per operation, and the sync ends."""
+    monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", 0.0)
+    lines, _ = await sync_with_progress(tmp_path, srv, 20, caplog)
+    counts = [m for m in lines if re.fullmatch(r"\d+ of \d+ operation\(s\) done", m)]
+    assert len(counts) == len(set(counts)), counts
+    total = int(counts[0].split(" of ")[1].split()[0]) if counts else 0
+    assert len(counts) <= total + 1
+    transferred = [m for m in lines if "MiB transferred" in m]
+    assert len(transferred) == len(set(transferred)) and len(transferred) < 100, transferred
