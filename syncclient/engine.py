@@ -679,7 +679,49 @@ class Engine:
         the folder; learn the server's state and let the next round's plan decide: the same
         content is just recorded, different content becomes a conflicted copy."""
         log.info("%s changed on the server during the upload; replanning", path)
+        before = self.state.remote_by_path(path)
         await self.pull()
+        if self.state.remote_by_path(path) == before:
+            await self._learn_own_version(path, before)
+
+    async def _learn_own_version(self, path: str, known: Node | None) -> None:
+        """The server is ahead of us and the feed said nothing: the newer version is this
+        device's own (the feed leaves those out), committed by an upload whose answer never
+        came back (a dropped connection, a kill). Ask the server for it. If this device
+        uploaded it, its content came from this folder, so it becomes the synced record too
+        (the next round sends whatever changed since on top of it, no conflicted copy of
+        ourselves); anything else (a restore run from this device) is left to the plan."""
+        if known is not None and known.file_id:
+            file_id: str | None = known.file_id
+        else:
+            entry = await self._find_remote(path)
+            file_id = entry["file_id"] if entry and not entry["is_directory"] else None
+        if file_id is None:
+            return
+        try:
+            meta = await self.remote.metadata(file_id)
+        except ApiError as exc:
+            if exc.status in (403, 404):
+                return
+            raise
+        if meta.get("path") != path or meta.get("trashed") or meta["is_directory"] or \
+                meta["version"] <= (known.version if known is not None else 0):
+            return
+        node = Node(False, meta["checksum"], file_id, meta["version"], None, meta["size"])
+        newest = (meta.get("versions") or [{}])[0]
+        with self.state.transaction():
+            self.state.put_remote(path, node)
+            mine = self.config.device_id is not None and \
+                newest.get("device_id") == self.config.device_id and \
+                newest.get("version") == meta["version"] and newest.get("restored_from") is None
+            if mine:
+                old = self.state.synced_entries().get(path)
+                # No stat: the file is hashed again next round, and its content decides.
+                self.state.put_synced(SyncedEntry(path, False, file_id, meta["version"],
+                                                  meta["size"], 0, old.inode if old else None,
+                                                  meta["checksum"], ()))
+        log.info("%s: learned version %d from the server%s", path, meta["version"],
+                 " (made by this device)" if mine else "")
 
     async def _op_mkdir_remote(self, op: Op, local: Scan) -> None:
         try:

@@ -71,22 +71,43 @@ class ReceiptStore(Protocol):
     def drop_receipts(self, hashes: list[str] | None = None) -> None: ...
 
 
+HASH_ATTEMPTS = 5  # reads of a file that keeps changing while it is hashed, before giving up
+
+
+async def _hash_settled(path: Path) -> tuple[tuple[int, int, int], list[dict[str, Any]]]:
+    """The file's stat and block list, from a read during which the stat did not move: a list
+    hashed while the file was being written could describe content that never existed on disk
+    (an old first block and a new second one). Raises :class:`FileChanged` if it never
+    settles; nothing was sent then, and the next round tries again."""
+    for _attempt in range(HASH_ATTEMPTS):
+        before = await asyncio.to_thread(_stat_key, path)
+        blocks = await asyncio.to_thread(_hash_with_sizes, path)
+        if await asyncio.to_thread(_stat_key, path) == before and \
+                sum(b["size"] for b in blocks) == before[0]:
+            return before, blocks
+    raise FileChanged(f"{path} keeps changing; will retry later")
+
+
 async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_id: str | None,
                       base_version: int | None, parallel: int = 4,
                       on_bytes: Callable[[int], None] | None = None,
                       receipts: ReceiptStore | None = None) -> Uploaded:
     """Upload one file as a new version. Raises :class:`ApiError` (e.g. 409 ``version_conflict``:
-    the caller makes a conflicted copy) and redoes the upload if the file changed meanwhile.
+    the caller makes a conflicted copy) and redoes the upload if a block changed before it was
+    sent.
+
+    What it returns is always what the server committed: the content as it was when it was
+    hashed, with the stat it had then. If the file changed after that, the caller records the
+    committed version all the same (the server has it, with this device's name on it) and the
+    next round sends the newer content on top of it; a client that dropped the result instead
+    would upload on a stale base for ever.
 
     With ``receipts``, each block's receipt is kept as soon as the server has the block, so an
     upload cut short (kill -9, a lost connection) resumes by sending only what is still missing.
     """
-    for _attempt in range(5):
-        before = await asyncio.to_thread(_stat_key, local_path)
-        blocks = await asyncio.to_thread(_hash_with_sizes, local_path)
-        size = sum(b["size"] for b in blocks)
-        if size != before[0]:
-            continue
+    for _attempt in range(HASH_ATTEMPTS):
+        before, blocks = await _hash_settled(local_path)
+        size = before[0]
         body: dict[str, Any] = {"size": size, "blocks": blocks}
         body.update({"file_id": file_id} if file_id else {"path": remote_path})
         if base_version is not None:
@@ -117,12 +138,6 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
             raise
         if receipts is not None:
             receipts.drop_receipts(list(sent))
-        after = await asyncio.to_thread(_stat_key, local_path)
-        if after != before:
-            # Changed while uploading: what we committed is a consistent older state; send the
-            # new one on top of it.
-            file_id, base_version = init["file_id"], result["version"]
-            continue
         hashes = tuple(b["hash"] for b in blocks)
         return Uploaded(init["file_id"], result["version"], size, before[1], before[2],
                         content_checksum(hashes), hashes)
@@ -167,11 +182,22 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
                        ) -> list[Uploaded | Exception]:
     """Upload many small files with three requests: upload-init/batch, one POST /blocks/batch,
     complete/batch. Each file keeps its own result (an exception for a failed one)."""
-    async def prepare(item: BatchItem) -> None:
-        item.stat = await asyncio.to_thread(_stat_key, item.local_path)
-        item.blocks = await asyncio.to_thread(_hash_with_sizes, item.local_path)
+    unsettled: dict[int, FileChanged] = {}
 
-    await asyncio.gather(*(prepare(i) for i in items))
+    async def prepare(i: int, item: BatchItem) -> None:
+        try:
+            item.stat, item.blocks = await _hash_settled(item.local_path)
+        except FileChanged as exc:
+            unsettled[i] = exc
+
+    await asyncio.gather(*(prepare(i, item) for i, item in enumerate(items)))
+    if unsettled:
+        # Still being written: left to the next round, and not announced to the server.
+        rest = [i for i in range(len(items)) if i not in unsettled]
+        done_rest = await upload_batch(remote, [items[i] for i in rest]) if rest else []
+        by_index: dict[int, Uploaded | Exception] = dict(unsettled)
+        by_index.update(zip(rest, done_rest, strict=True))
+        return [by_index[i] for i in range(len(items))]
     bodies = []
     for item in items:
         assert item.blocks is not None
@@ -242,10 +268,9 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         if i not in done:
             results.append(FileChanged(str(item.local_path)))
             continue
-        after = await asyncio.to_thread(_stat_key, item.local_path)
-        if after != item.stat:
-            results.append(FileChanged(str(item.local_path)))
-            continue
+        # Committed. The file may have changed since it was hashed: what the server has is
+        # still that content, with this stat, and the caller records exactly that (dropping it
+        # would leave every later upload on a stale base); the next round sends the rest.
         assert item.blocks is not None
         hashes = tuple(b["hash"] for b in item.blocks)
         results.append(Uploaded(done[i]["file_id"], done[i]["version"], item.stat[0],

@@ -30,6 +30,14 @@ def actor(request: web.Request, device_id: str | None = None) -> Actor:
     return Actor(p.user_id, device_id or p.device_id)
 
 
+def news_to_every_device(request: web.Request) -> Actor:
+    """The actor to journal a change under when even the asking device does not hold its
+    result yet (a restore: the old content exists only on the server). The feed leaves a
+    device's own changes out of its answers, as echoes of what it already has; journalled
+    under no device, the change reaches the asking device's folder too."""
+    return Actor(principal(request).user_id, None)
+
+
 async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, or a 400/413 that says what is wrong."""
     raw = await read_body(request, request.app[appkeys.CONFIG].max_json_bytes, "JSON body")

@@ -12,7 +12,16 @@ from ..meta import accounts, mounts, tree
 from ..meta.db import Row
 from ..paths import name_key, split_path
 from ..permissions import Action, authorize
-from .common import actor, decode_page, encode_page, field, principal, query_int, read_json
+from .common import (
+    actor,
+    decode_page,
+    encode_page,
+    field,
+    news_to_every_device,
+    principal,
+    query_int,
+    read_json,
+)
 
 routes = web.RouteTableDef()
 
@@ -175,7 +184,8 @@ async def restore_from_trash(request: web.Request) -> web.Response:
     async with request.app[appkeys.DB].transaction() as tx:
         file = await _trash_item(tx, p.user_id, request.match_info["file_id"])
         root = await accounts.root_of(tx, p.user_id)
-        restored = await request.app[appkeys.TREE].restore(tx, file, root, actor(request))
+        restored = await request.app[appkeys.TREE].restore(tx, file, root,
+                                                           news_to_every_device(request))
         path = await mounts.view_path(tx, p.user_id, restored)
     return web.json_response({**entry_json(restored), "path": path})
 

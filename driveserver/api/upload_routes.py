@@ -29,7 +29,7 @@ from ..paths import split_path
 from ..permissions import Action, authorize, readable_block_sizes
 from ..storage.base import StorageError
 from ..sync.journal import Actor
-from .common import actor, batch_items, field, principal, read_json
+from .common import actor, batch_items, field, news_to_every_device, principal, read_json
 from .files_routes import version_list
 
 routes = web.RouteTableDef()
@@ -437,6 +437,7 @@ async def restore_version(request: web.Request) -> web.Response:
         keyring = request.app[appkeys.KEYRING]
         result = await request.app[appkeys.VERSIONS].commit(
             tx, file["id"], Actor(p.user_id, p.device_id), blocks, file["version"],
-            {b.hash: keyring.object_name(b.hash) for b in blocks}, restored_from=number)
+            {b.hash: keyring.object_name(b.hash) for b in blocks}, restored_from=number,
+            journal_as=news_to_every_device(request))
     return web.json_response({"status": result.status, "file_id": result.file_id,
                               "version": result.version, "restored_from": number})

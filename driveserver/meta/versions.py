@@ -68,8 +68,12 @@ class Versions:
 
     async def commit(self, tx: Tx, file_id: str, actor: Actor, blocks: list[BlockRef],
                      base_version: int | None, object_names: dict[str, str],
-                     restored_from: int | None = None) -> CommitResult:
+                     restored_from: int | None = None,
+                     journal_as: Actor | None = None) -> CommitResult:
         """Make ``blocks`` the file's new version, if ``base_version`` is still current.
+
+        The version is credited to ``actor``; the journal entry names ``journal_as`` if given
+        (a restore: news to every device, see ``api.common.news_to_every_device``).
 
         ``base_version=None`` means "whatever is current" (last writer wins). Retrying with the
         same blocks after a lost response returns the version the first attempt made.
@@ -116,7 +120,8 @@ class Versions:
             [(b.hash, object_names[b.hash], b.size, tx.now) for b in {b.hash: b for b in blocks}.values()])
         row = await get_file(tx, file_id)
         assert row is not None
-        await self.journal.record(tx, row, "create" if current == 0 else "modify", actor)
+        await self.journal.record(tx, row, "create" if current == 0 else "modify",
+                                  journal_as or actor)
         await self._prune(tx, file_id, new_version)
         spent_quota(tx, owner["id"], size - file["size"])
         return CommitResult("created", file_id, new_version)
