@@ -8,7 +8,13 @@
 * The long poll only *detects* changes; the sync loop applies them under the engine's lock, so
   the remote tree is written by one task at a time.
 * Offline: connection errors set the state to ``offline`` and retry with exponential backoff
-  (1 s … 30 s); local changes simply wait in the folder and are reconciled on return.
+  (1 s … 30 s), and no wake-up (an event, the long poll) retries sooner than the log said; local
+  changes simply wait in the folder and are reconciled on return.
+* Idle means idle: there is one retry schedule (a retry asked for replaces the pending one, so
+  timers never pile up); per-file problems are retried after 10 s, then less and less often
+  (up to 5 min) while they stay the same, and each is logged once per change; a paused mass
+  deletion is logged once and waits for ``drive-sync resume`` with a cheap look at one flag a
+  second, not a sync round.
 * SIGINT/SIGTERM: the loop stops; a transfer in flight is abandoned safely (a download's temp
   file is removed, an upload that did not ``complete`` changes nothing on the server).
 """
@@ -36,6 +42,9 @@ RESCAN_SECONDS = 60.0
 DEGRADED_RESCAN_SECONDS = 5.0
 WATCH_RECHECK_SECONDS = 2.0  # a folder found unwatched is looked at again after this
 LONGPOLL_SECONDS = 30.0
+PROBLEM_RETRY_SECONDS = 10.0  # per-file problems (unreadable, permission): first retry
+PROBLEM_RETRY_MAX_SECONDS = 300.0  # ... doubling while they stay the same
+RESUME_CHECK_SECONDS = 1.0  # while paused: how often the resume flag is looked at
 
 
 class Daemon:
@@ -48,6 +57,43 @@ class Daemon:
         self.backoff = 1.0
         self.status: dict[str, Any] = {"state": "starting"}
         engine.on_status = self._engine_status
+        self._retry: asyncio.TimerHandle | None = None
+        self._not_before = 0.0  # offline: no sync before this (monotonic), whatever wakes us
+        self._problems: dict[str, str] = {}  # per-file problems as last logged
+        self._problem_delay = PROBLEM_RETRY_SECONDS
+        self._paused: str | None = None  # the pause reason last logged
+        self._resume_watch: asyncio.Task[None] | None = None
+
+    def _retry_in(self, seconds: float) -> None:
+        """Wake the sync loop in ``seconds``. One schedule: this replaces any pending retry
+        (each round decides anew what it needs), so rounds cannot multiply."""
+        if self._retry is not None:
+            self._retry.cancel()
+        self._retry = asyncio.get_running_loop().call_later(seconds, self.wake.set)
+
+    def _backing_off(self, seconds: float) -> None:
+        self._not_before = time.monotonic() + seconds
+        self._retry_in(seconds)
+
+    async def _wait_for_resume(self) -> None:
+        """While paused: wake the sync loop once ``drive-sync resume`` set its flag."""
+        while True:
+            if self.engine.state.get("resume") == "1":
+                self.wake.set()
+                return
+            await asyncio.sleep(RESUME_CHECK_SECONDS)
+
+    def _log_problems(self, errors: dict[str, str]) -> None:
+        """Each per-file problem once per change (a new one, or a new reason), and a retry
+        that backs off while nothing changes."""
+        for path, why in errors.items():
+            if self._problems.get(path) != why:
+                log.warning("%s: %s", path, why)
+        if errors and errors == self._problems:
+            self._problem_delay = min(self._problem_delay * 2, PROBLEM_RETRY_MAX_SECONDS)
+        else:
+            self._problem_delay = PROBLEM_RETRY_SECONDS
+        self._problems = dict(errors)
 
     def _engine_status(self, status: dict[str, Any]) -> None:
         self.set_status(**status)
@@ -81,6 +127,10 @@ class Daemon:
         try:
             rc = await self._sync_loop(watcher)
         finally:
+            if self._retry is not None:
+                self._retry.cancel()
+            if self._resume_watch is not None:
+                tasks.append(self._resume_watch)
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -147,6 +197,12 @@ class Daemon:
             self.wake.clear()
             if self.stopping.is_set():
                 break
+            wait = self._not_before - time.monotonic()
+            if wait > 0:  # backing off: woken early (an event, the poll); keep our word
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), wait)
+                if self.stopping.is_set():
+                    break
             sync = asyncio.create_task(self.engine.sync_once())
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -162,13 +218,16 @@ class Daemon:
             except Offline as exc:
                 self.set_status(state="offline", last_error=str(exc))
                 log.warning("offline: %s (retrying in %.0f s)", exc, self.backoff)
-                asyncio.get_running_loop().call_later(self.backoff, self.wake.set)
+                self._backing_off(self.backoff)
                 self.backoff = min(self.backoff * 2, 30.0)
                 continue
             except Paused as exc:
                 self.set_status(state="paused", last_error=str(exc))
-                log.error("paused: %s", exc)
-                asyncio.get_running_loop().call_later(2.0, self.wake.set)
+                if self._paused != str(exc):
+                    self._paused = str(exc)
+                    log.error("paused: %s", exc)
+                if self._resume_watch is None or self._resume_watch.done():
+                    self._resume_watch = asyncio.create_task(self._wait_for_resume())
                 continue
             except FolderMissing as exc:
                 self.set_status(state="error", last_error=str(exc))
@@ -181,21 +240,31 @@ class Daemon:
             except Exception as exc:  # a bug or a full disk: keep the daemon alive, retry
                 log.exception("sync failed")
                 self.set_status(state="error", last_error=f"{type(exc).__name__}: {exc}")
-                asyncio.get_running_loop().call_later(self.backoff, self.wake.set)
+                self._backing_off(self.backoff)
                 self.backoff = min(self.backoff * 2, 30.0)
                 continue
             self.backoff = 1.0
-            if watcher.check_watches(self.engine.scanned_folders):
+            self._paused = None
+            newly_degraded = watcher.check_watches(self.engine.scanned_folders)
+            if newly_degraded:
                 self.set_status(warning=watcher.degraded)
-            elif watcher.recheck:
-                asyncio.get_running_loop().call_later(WATCH_RECHECK_SECONDS, self.wake.set)
             for op in result.done:
                 log.info("%s", op.describe())
-            if result.errors:
-                for path, why in result.errors.items():
-                    log.warning("%s: %s", path, why)
+            self._log_problems(result.errors)
+            if watcher.recheck and not newly_degraded:
+                self._retry_in(WATCH_RECHECK_SECONDS)
+            elif result.errors:
                 # Per-file problems (unreadable, permission) are retried later.
-                asyncio.get_running_loop().call_later(10.0, self.wake.set)
+                self._retry_in(self._problem_delay)
             self.set_status(state="idle" if result.in_sync else "error",
-                            pending=len(result.pending), last_error=None)
+                            pending=len(result.pending), last_error=_summary(result.errors))
         return 0
+
+
+def _summary(errors: dict[str, str]) -> str | None:
+    """One line for ``status``: an error state never comes without a word on what is wrong."""
+    if not errors:
+        return None
+    path, why = next(iter(errors.items()))
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {why}{more}"
