@@ -3,22 +3,33 @@
 Several devices can run side by side on one machine, each with its own config dir
 (``--config-dir`` or ``DRIVE_SYNC_HOME``; default ``~/.config/drive-sync``). The token lives in
 its own file with mode 0600 so that the config can be shown or shared without leaking it.
+
+One process at a time owns a config dir: ``run`` for as long as it syncs, ``init`` and
+``logout`` while they change the config or the token (:func:`lock_device`). The lock is an
+``flock`` on ``run.lock``, so it dies with its process, even on kill -9; the holder writes its
+pid and command into the file so that the others can say who holds it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import NotConfigured
+from .errors import NotConfigured, SyncClientError
 
 MARKER = ".drive-sync"
 CONFIG_FILE = "config.json"
 TOKEN_FILE = "token"
 STATE_FILE = "state.db"
 STATUS_FILE = "status.json"
+LOCK_FILE = "run.lock"
+# A process that finds the lock taken tries again for this long: ``drive-sync wait`` and
+# ``status`` look at it for an instant (see lock_holder), which must not turn a daemon away.
+LOCK_PATIENCE_SECONDS = 0.5
 
 
 def default_config_dir() -> Path:
@@ -88,3 +99,68 @@ def load_token(config_dir: Path) -> str:
 
 def forget_token(config_dir: Path) -> None:
     (config_dir / TOKEN_FILE).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a config dir's lock, as it wrote it (None: not written yet)."""
+
+    pid: int | None
+    command: str | None
+
+    def describe(self) -> str:
+        what = "a drive-sync daemon" if self.command == "run" else \
+            f"drive-sync {self.command}" if self.command else "another drive-sync"
+        return f"{what} (pid {self.pid})" if self.pid else what
+
+
+class DeviceBusy(SyncClientError):
+    """Another process holds the config dir's lock."""
+
+    def __init__(self, config_dir: Path, holder: LockHolder) -> None:
+        super().__init__(f"{holder.describe()} is already running for {config_dir}")
+        self.config_dir, self.holder = config_dir, holder
+
+
+def lock_device(config_dir: Path, command: str) -> int:
+    """Take the config dir's lock for ``command`` (blocking, briefly: run it in a thread) and
+    return its file descriptor; closing it releases the lock. Raises :class:`DeviceBusy`."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(config_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_PATIENCE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise DeviceBusy(config_dir, holder) from None
+            time.sleep(0.02)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+    return fd
+
+
+def lock_holder(config_dir: Path) -> LockHolder | None:
+    """Who holds the config dir's lock now, or None if nobody does. Looks without waiting and
+    without taking it for more than an instant."""
+    try:
+        fd = os.open(config_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> LockHolder:
+    pid, _, command = os.pread(fd, 200, 0).decode(errors="replace").strip().partition(" ")
+    return LockHolder(int(pid) if pid.isdigit() else None, command or None)

@@ -232,7 +232,8 @@ class Engine:
                 current.version > c["version"]:
             return  # an older state than one we recorded ourselves
         st.put_remote(c["path"], Node(bool(c["is_directory"]), c.get("checksum"), c["file_id"],
-                                      c["version"], None, c.get("size") or 0))
+                                      c["version"], None, c.get("size") or 0,
+                                      bool(c.get("executable"))))
 
     # --- planning -------------------------------------------------------------------------------
 
@@ -250,8 +251,18 @@ class Engine:
         self.scanned_folders = [(self.root, self.root.stat().st_ino),
                                 *((self._os_path(p, local), f.inode)
                                   for p, f in local.items.items() if f.is_dir)]
-        remote = {p: n for p, n in self.state.remote_tree().items() if not ignore(p)}
-        synced = {p: e.node() for p, e in synced_entries.items() if not ignore(p)}
+        remote = {p: n for p, n in self.state.remote_tree().items()
+                  if not ignore(p, is_dir=n.is_dir)}
+        synced = {p: e.node() for p, e in synced_entries.items()
+                  if not ignore(p, is_dir=e.is_dir)}
+        if read_clock and len(synced) < len(synced_entries):
+            # An ignored path is no longer synced at all: had its record stayed, deleting it
+            # here (or there) while ignored and then removing the pattern would read as "deleted
+            # on this side" and delete it on the other. Without it, un-ignoring finds two items
+            # with no common past: the same content is recorded, different content kept twice.
+            with self.state.transaction():
+                for p in synced_entries.keys() - synced.keys():
+                    self.state.drop_synced(p)
         # A path we could not read is left alone on both sides until it can be read, and so is
         # everything below it: a folder we cannot list must not look like emptied.
         if local.problems:
@@ -602,10 +613,11 @@ class Engine:
     # --- operations on the server ---------------------------------------------------------------
 
     def _remember(self, path: str, up: Uploaded) -> None:
-        node = Node(False, up.checksum, up.file_id, up.version, None, up.size)
+        node = Node(False, up.checksum, up.file_id, up.version, None, up.size, up.executable)
         self.state.put_remote(path, node)
         self._put_synced(SyncedEntry(path, False, up.file_id, up.version, up.size,
-                                          up.mtime_ns, up.inode, up.checksum, up.blocks))
+                                     up.mtime_ns, up.inode, up.checksum, up.blocks,
+                                     executable=up.executable))
 
     def _upload_target(self, op: Op) -> tuple[str | None, int | None]:
         base = op.base
@@ -707,7 +719,8 @@ class Engine:
         if meta.get("path") != path or meta.get("trashed") or meta["is_directory"] or \
                 meta["version"] <= (known.version if known is not None else 0):
             return
-        node = Node(False, meta["checksum"], file_id, meta["version"], None, meta["size"])
+        node = Node(False, meta["checksum"], file_id, meta["version"], None, meta["size"],
+                    bool(meta.get("executable")))
         newest = (meta.get("versions") or [{}])[0]
         with self.state.transaction():
             self.state.put_remote(path, node)
@@ -719,7 +732,8 @@ class Engine:
                 # No stat: the file is hashed again next round, and its content decides.
                 self.state.put_synced(SyncedEntry(path, False, file_id, meta["version"],
                                                   meta["size"], 0, old.inode if old else None,
-                                                  meta["checksum"], ()))
+                                                  meta["checksum"], (),
+                                                  executable=node.executable))
         log.info("%s: learned version %d from the server%s", path, meta["version"],
                  " (made by this device)" if mine else "")
 
@@ -770,7 +784,7 @@ class Engine:
             self._put_synced(SyncedEntry(op.path, synced.is_dir, synced.file_id,
                                               entry.get("version", synced.version), synced.size,
                                               item.mtime_ns, item.inode, synced.checksum,
-                                              synced.blocks))
+                                              synced.blocks, executable=synced.executable))
 
     # --- operations on the folder ---------------------------------------------------------------
 
@@ -811,6 +825,7 @@ class Engine:
                 raise FileChanged(f"{op.path} changed locally during the download")
             if local.items.get(op.path) is not None and local.items[op.path].is_dir:
                 raise IsADirectoryError(op.path)
+            await asyncio.to_thread(_take_mode, tmp, target, info["executable"])
             await asyncio.to_thread(os.replace, tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -819,10 +834,12 @@ class Engine:
         hashes = info["hashes"]
         with self.state.transaction():  # one commit, not two: thousands of files arrive at once
             self.state.put_remote(op.path, Node(False, info["checksum"], node.file_id,
-                                                info["version"], None, info["size"]))
+                                                info["version"], None, info["size"],
+                                                info["executable"]))
             self._put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
-                                              info["size"], st.st_mtime_ns, st.st_ino,
-                                              info["checksum"], hashes))
+                                         info["size"], st.st_mtime_ns, st.st_ino,
+                                         info["checksum"], hashes,
+                                         executable=info["executable"]))
 
     def _local_sources(self) -> dict[str, tuple[Path, int]]:
         if self._sources is None:
@@ -867,7 +884,8 @@ class Engine:
         block by block."""
         assert node.file_id is not None
         sources = self._local_sources()
-        small = {"version": node.version, "checksum": node.checksum, "size": node.size}
+        small = {"version": node.version, "checksum": node.checksum, "size": node.size,
+                 "executable": node.executable}
         if node.size == 0 and node.checksum == content_checksum([]):
             return await write_from_local(b"", target), {**small, "hashes": ()}
         if node.checksum and node.size <= SMALL_FILE_BYTES:
@@ -889,7 +907,8 @@ class Engine:
                                            on_fetch=_Progress(self, "downloading", path,
                                                               node.size))
         return tmp, {"version": info["version"], "checksum": info["checksum"],
-                     "size": info["size"], "hashes": tuple(b["hash"] for b in info["blocks"])}
+                     "size": info["size"], "hashes": tuple(b["hash"] for b in info["blocks"]),
+                     "executable": bool(info.get("executable", node.executable))}
 
     async def _op_mkdir_local(self, op: Op, local: Scan) -> None:
         node = self.state.remote_by_path(op.path)
@@ -935,7 +954,8 @@ class Engine:
                 continue
             for e in entries:
                 p = f"{tree_dir}/{unicodedata.normalize('NFC', e.name)}"
-                if ignore(p) or not (e.is_dir(follow_symlinks=False) or e.is_symlink() or
+                if ignore(p, is_dir=e.is_dir(follow_symlinks=False)) or \
+                        not (e.is_dir(follow_symlinks=False) or e.is_symlink() or
                                      e.is_file(follow_symlinks=False)):
                     continue  # sockets, fifos, devices: never synced (as the scan skips them)
                 seen = local.items.get(p)
@@ -988,8 +1008,8 @@ class Engine:
         item: LocalFile | None = local.items.get(op.path)
         assert node is not None and item is not None
         self._put_synced(SyncedEntry(op.path, node.is_dir, node.file_id, node.version,
-                                          item.size, item.mtime_ns, item.inode, item.checksum,
-                                          item.blocks))
+                                     item.size, item.mtime_ns, item.inode, item.checksum,
+                                     item.blocks, executable=item.executable))
 
     async def _op_forget(self, op: Op, local: Scan) -> None:
         self.state.drop_synced(op.path)
@@ -1003,6 +1023,22 @@ def _inside_root_unlinked(root: Path, target: Path) -> bool:
     """Is ``target`` reached from ``root`` without any symlink on the way (or at the end)?"""
     rel = os.path.relpath(target, root)
     return os.path.realpath(target) == os.path.join(os.path.realpath(root), rel)
+
+
+def _take_mode(tmp: Path, target: Path, executable: bool) -> None:
+    """Give a downloaded file its mode before it is renamed into place. A download never widens
+    who may read a file: a replaced file keeps its mode (a 0600 tax return stays 0600), a new
+    one has the umask's (as the temp file was created). Only the exec bit comes from the
+    server: set for whoever may read, or cleared for all."""
+    try:
+        st = target.lstat()
+        mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+    except FileNotFoundError:
+        mode = None
+    if mode is None:
+        mode = stat.S_IMODE(tmp.stat().st_mode)
+    mode = mode | (mode & 0o444) >> 2 if executable else mode & ~0o111
+    os.chmod(tmp, mode)
 
 
 def _own_key(st: os.stat_result) -> tuple[Any, ...]:

@@ -54,9 +54,11 @@ class LocalFile:
     inode: int
     checksum: str | None
     blocks: tuple[str, ...]
+    executable: bool = False  # the owner's exec bit (what is synced, as git and Syncthing do)
 
     def node(self) -> Node:
-        return Node(self.is_dir, self.checksum, None, 0, self.inode, self.size)
+        return Node(self.is_dir, self.checksum, None, 0, self.inode, self.size,
+                    self.executable)
 
 
 @dataclass
@@ -84,12 +86,17 @@ def stat_file(path: Path, synced: SyncedEntry | None, now_ns: int | None) -> Loc
             synced.mtime_ns == st.st_mtime_ns and synced.inode == st.st_ino and \
             stat_trusted(st.st_mtime_ns, synced.verified_ns, now_ns):
         return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, synced.checksum,
-                         synced.blocks)
+                         synced.blocks, is_executable(st.st_mode))
     checksum, blocks = hash_local(path)
     after = path.lstat()
     if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
         raise BlockingIOError("the file changed while it was being read")
-    return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, checksum, blocks)
+    return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, checksum, blocks,
+                     is_executable(st.st_mode))
+
+
+def is_executable(mode: int) -> bool:
+    return bool(mode & stat.S_IXUSR)
 
 
 def _inodes_under(entry: os.DirEntry[str]) -> list[tuple[int, bool]]:
@@ -140,7 +147,7 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int
         for entry in sorted(entries, key=lambda e: e.name):
             name = unicodedata.normalize("NFC", entry.name)
             path = f"{rel}/{name}"
-            if ignore(path):
+            if ignore(path, is_dir=entry.is_dir(follow_symlinks=False)):
                 if name.startswith(TEMP_PREFIX):
                     out.temp_files.append(Path(entry.path))
                 continue

@@ -37,6 +37,7 @@ class Node:
     ``checksum`` is the server's file checksum (SHA-256 over the block hashes), the identity of
     a file's content on every side. ``file_id``/``version`` come from the server (remote and
     synced trees); ``inode`` from the file system (local and synced trees), for move detection.
+    ``executable`` is the exec bit, part of what a file holds (a chmod +x is an edit).
     """
 
     is_dir: bool
@@ -45,6 +46,7 @@ class Node:
     version: int = 0
     inode: int | None = None
     size: int = 0
+    executable: bool = False
 
 
 Tree = Mapping[str, Node]
@@ -81,7 +83,8 @@ def same(a: Node | None, b: Node | None) -> bool:
     """Do two nodes hold the same thing (both absent, both folders, or files of one content)?"""
     if a is None or b is None:
         return a is None and b is None
-    return a.is_dir == b.is_dir and (a.is_dir or a.checksum == b.checksum)
+    return a.is_dir == b.is_dir and (a.is_dir or (a.checksum == b.checksum and
+                                                  a.executable == b.executable))
 
 
 def _inside(path: str, folder: str) -> bool:

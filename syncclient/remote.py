@@ -66,10 +66,13 @@ class Remote:
 
     # --- accounts -------------------------------------------------------------------------------
 
-    async def login(self, email: str, password: str, device_name: str) -> dict[str, Any]:
+    async def login(self, email: str, password: str, device_name: str,
+                    new_device: bool = False) -> dict[str, Any]:
+        """Log in as ``device_name``. ``new_device``: the account must not have a device of
+        that name yet (409 ``device_name_taken`` otherwise)."""
         body = await self.call("POST", "/api/auth/login", {
             "email": email, "password": password, "device_name": device_name,
-            "device_type": "desktop"})
+            "device_type": "desktop", "new_device": new_device})
         self.token = body["token"]
         return body
 
@@ -112,6 +115,10 @@ class Remote:
 
     async def trash(self) -> list[dict[str, Any]]:
         return (await self.call("GET", "/api/trash"))["entries"]
+
+    async def restore_from_trash(self, file_id: str) -> dict[str, Any]:
+        """Put a trashed item back; the answer's ``path`` says where it is now."""
+        return await self.call("POST", f"/api/trash/{file_id}/restore")
 
     # --- content --------------------------------------------------------------------------------
 

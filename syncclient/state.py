@@ -34,10 +34,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS synced (
     path TEXT PRIMARY KEY, is_dir INTEGER NOT NULL, file_id TEXT, version INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER, checksum TEXT,
-    blocks TEXT NOT NULL DEFAULT '[]', verified_ns INTEGER NOT NULL DEFAULT 0);
+    blocks TEXT NOT NULL DEFAULT '[]', verified_ns INTEGER NOT NULL DEFAULT 0,
+    executable INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS remote (
     file_id TEXT PRIMARY KEY, path TEXT NOT NULL, is_dir INTEGER NOT NULL,
-    version INTEGER NOT NULL, size INTEGER NOT NULL, checksum TEXT);
+    version INTEGER NOT NULL, size INTEGER NOT NULL, checksum TEXT,
+    executable INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS remote_path ON remote(path);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sync_errors (path TEXT PRIMARY KEY, message TEXT, at REAL);
@@ -65,9 +67,11 @@ class SyncedEntry:
     # When the content was read (file system clock); with mtime, says whether an unchanged
     # stat proves unchanged content (``localtree.stat_trusted``). 0: unknown, so it does not.
     verified_ns: int = 0
+    executable: bool = False
 
     def node(self) -> Node:
-        return Node(self.is_dir, self.checksum, self.file_id, self.version, self.inode, self.size)
+        return Node(self.is_dir, self.checksum, self.file_id, self.version, self.inode, self.size,
+                    self.executable)
 
 
 def _like_prefix(path: str) -> str:
@@ -89,11 +93,17 @@ class State:
             for table in ("synced", "remote", "kv", "sync_errors"):
                 self.db.execute(f"DROP TABLE IF EXISTS {table}")
         self.db.executescript(SCHEMA)
-        columns = {r[1] for r in self.db.execute("PRAGMA table_info(synced)")}
-        if "verified_ns" not in columns:  # added later: such records are verified once more
+        # Columns added later. verified_ns: such records are verified once more. executable:
+        # records from before the exec bit was synced say "not executable", so an executable
+        # file is sent once more (as a new version with the same blocks) and reaches the others.
+        for table, column in (("synced", "verified_ns"), ("synced", "executable"),
+                              ("remote", "executable")):
+            columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column in columns:
+                continue
             try:
                 self.db.execute(
-                    "ALTER TABLE synced ADD COLUMN verified_ns INTEGER NOT NULL DEFAULT 0")
+                    f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
             except sqlite3.OperationalError as exc:  # another process (status) was first
                 if "duplicate column" not in str(exc):
                     raise
@@ -118,16 +128,16 @@ class State:
 
     def synced_entries(self) -> dict[str, SyncedEntry]:
         rows = self.db.execute("SELECT path, is_dir, file_id, version, size, mtime_ns, inode,"
-                               " checksum, blocks, verified_ns FROM synced").fetchall()
+                               " checksum, blocks, verified_ns, executable FROM synced").fetchall()
         return {r[0]: SyncedEntry(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6], r[7],
-                                  tuple(json.loads(r[8])), r[9]) for r in rows}
+                                  tuple(json.loads(r[8])), r[9], bool(r[10])) for r in rows}
 
     def put_synced(self, e: SyncedEntry) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO synced(path, is_dir, file_id, version, size, mtime_ns, inode,"
-            " checksum, blocks, verified_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " checksum, blocks, verified_ns, executable) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (e.path, int(e.is_dir), e.file_id, e.version, e.size, e.mtime_ns, e.inode,
-             e.checksum, json.dumps(list(e.blocks)), e.verified_ns))
+             e.checksum, json.dumps(list(e.blocks)), e.verified_ns, int(e.executable)))
 
     def drop_synced(self, path: str) -> None:
         """Forget ``path`` and everything below it (one subtree query)."""
@@ -145,14 +155,14 @@ class State:
     # --- remote tree ----------------------------------------------------------------------------
 
     def remote_tree(self) -> dict[str, Node]:
-        rows = self.db.execute(
-            "SELECT path, is_dir, checksum, file_id, version, size FROM remote").fetchall()
-        return {r[0]: Node(bool(r[1]), r[2], r[3], r[4], None, r[5]) for r in rows}
+        rows = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size, executable"
+                               " FROM remote").fetchall()
+        return {r[0]: Node(bool(r[1]), r[2], r[3], r[4], None, r[5], bool(r[6])) for r in rows}
 
     def remote_by_path(self, path: str) -> Node | None:
-        r = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size FROM remote"
-                            " WHERE path = ?", (path,)).fetchone()
-        return Node(bool(r[1]), r[2], r[3], r[4], None, r[5]) if r else None
+        r = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size, executable"
+                            " FROM remote WHERE path = ?", (path,)).fetchone()
+        return Node(bool(r[1]), r[2], r[3], r[4], None, r[5], bool(r[6])) if r else None
 
     def remote_path_of(self, file_id: str) -> str | None:
         row = self.db.execute("SELECT path FROM remote WHERE file_id = ?", (file_id,)).fetchone()
@@ -165,9 +175,10 @@ class State:
             self.db.execute("DELETE FROM remote WHERE path = ? AND file_id != ?",
                             (path, node.file_id))
             self.db.execute(
-                "INSERT OR REPLACE INTO remote(file_id, path, is_dir, version, size, checksum)"
-                " VALUES (?,?,?,?,?,?)",
-                (node.file_id, path, int(node.is_dir), node.version, node.size, node.checksum))
+                "INSERT OR REPLACE INTO remote(file_id, path, is_dir, version, size, checksum,"
+                " executable) VALUES (?,?,?,?,?,?,?)",
+                (node.file_id, path, int(node.is_dir), node.version, node.size, node.checksum,
+                 int(node.executable)))
 
     def drop_remote(self, path: str) -> None:
         self.db.execute("DELETE FROM remote WHERE path = ? OR path LIKE ? ESCAPE '\\'",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class Uploaded:
     inode: int
     checksum: str
     blocks: tuple[str, ...]
+    executable: bool = False
 
 
 def _read_at(path: Path, offset: int, size: int) -> bytes:
@@ -54,9 +56,10 @@ def _read_at(path: Path, offset: int, size: int) -> bytes:
         return f.read(size)
 
 
-def _stat_key(path: Path) -> tuple[int, int, int]:
+def _stat_key(path: Path) -> tuple[int, int, int, bool]:
+    """What says a file is as it was: size, mtime, inode, and the exec bit (part of a version)."""
     st = path.stat()
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ino, bool(st.st_mode & stat.S_IXUSR)
 
 
 def _hash_with_sizes(path: Path) -> list[dict[str, Any]]:
@@ -74,7 +77,7 @@ class ReceiptStore(Protocol):
 HASH_ATTEMPTS = 5  # reads of a file that keeps changing while it is hashed, before giving up
 
 
-async def _hash_settled(path: Path) -> tuple[tuple[int, int, int], list[dict[str, Any]]]:
+async def _hash_settled(path: Path) -> tuple[tuple[int, int, int, bool], list[dict[str, Any]]]:
     """The file's stat and block list, from a read during which the stat did not move: a list
     hashed while the file was being written could describe content that never existed on disk
     (an old first block and a new second one). Raises :class:`FileChanged` if it never
@@ -124,7 +127,7 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
             continue
         sent.update(kept)
         done_body: dict[str, Any] = {
-            "blocks": [sent.get(b["hash"], b["hash"]) for b in blocks]}
+            "blocks": [sent.get(b["hash"], b["hash"]) for b in blocks], "executable": before[3]}
         if base_version is not None:
             done_body["base_version"] = base_version
         try:
@@ -140,7 +143,7 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
             receipts.drop_receipts(list(sent))
         hashes = tuple(b["hash"] for b in blocks)
         return Uploaded(init["file_id"], result["version"], size, before[1], before[2],
-                        content_checksum(hashes), hashes)
+                        content_checksum(hashes), hashes, before[3])
     raise FileChanged(f"{local_path} keeps changing; will retry later")
 
 
@@ -174,7 +177,7 @@ class BatchItem:
     local_path: Path
     file_id: str | None
     base_version: int | None
-    stat: tuple[int, int, int] = (0, 0, 0)
+    stat: tuple[int, int, int, bool] = (0, 0, 0, False)
     blocks: list[dict[str, Any]] | None = None
 
 
@@ -251,7 +254,7 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         if "error" in res or item.local_path in changed:
             continue
         assert item.blocks is not None
-        body = {"file_id": res["file_id"],
+        body = {"file_id": res["file_id"], "executable": item.stat[3],
                 "blocks": [receipts.get(b["hash"], b["hash"]) for b in item.blocks]}
         if item.base_version is not None:
             body["base_version"] = item.base_version
@@ -274,7 +277,8 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         assert item.blocks is not None
         hashes = tuple(b["hash"] for b in item.blocks)
         results.append(Uploaded(done[i]["file_id"], done[i]["version"], item.stat[0],
-                                item.stat[1], item.stat[2], content_checksum(hashes), hashes))
+                                item.stat[1], item.stat[2], content_checksum(hashes), hashes,
+                                item.stat[3]))
     return results
 
 
@@ -304,7 +308,8 @@ async def download_to_temp(remote: Remote, file_id: str, target: Path,
     info = await remote.download_info(file_id)
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     tmp = temp_path_for(target)
-    fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    # 0o666 less the umask, as any new file; the caller gives a replaced file its old mode.
+    fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     sem = asyncio.Semaphore(parallel)
     try:
         offsets = []
@@ -343,7 +348,7 @@ SMALL_FILE_BYTES = 1024 * 1024
 def _write_temp(target: Path, data: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(target)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # less the umask
     try:
         os.write(fd, data)
         os.fsync(fd)

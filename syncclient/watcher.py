@@ -95,10 +95,11 @@ class _OverflowSignal(logging.Handler):
 
 
 OwnCheck = Callable[[str], bool]
+IgnoreCheck = Callable[..., bool]  # (path, is_dir=None) -> ignored?, as ``ignore.Ignore``
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, root: Path, ignored: Callable[[str], bool], notify: Callable[[], None],
+    def __init__(self, root: Path, ignored: IgnoreCheck, notify: Callable[[], None],
                  own: OwnCheck | None = None) -> None:
         self.root, self.ignored, self.notify = str(root), ignored, notify
         self.own = own
@@ -115,7 +116,7 @@ class _Handler(FileSystemEventHandler):
             return
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
         rels = [self._rel(p) for p in paths]
-        if all(r in ("", "/") or self.ignored(r) or (self.own is not None and self.own(r))
+        if all(r in ("", "/") or self.ignored(r, is_dir=event.is_directory) or (self.own is not None and self.own(r))
                for r in rels):
             # Our own temp files and the daemon's own writes (a download renamed into place,
             # still as the engine left it), editors' swap files, the marker dir.
@@ -133,7 +134,7 @@ class Watcher:
     is woken once per burst, not once per event.
     """
 
-    def __init__(self, root: Path, ignored: Callable[[str], bool],
+    def __init__(self, root: Path, ignored: IgnoreCheck,
                  loop: asyncio.AbstractEventLoop, quiet: float = 0.25, max_wait: float = 3.0,
                  own: OwnCheck | None = None) -> None:
         self.root, self.loop = root, loop

@@ -1,22 +1,23 @@
-"""Every command of docs/first-five-minutes.md, run exactly as written, as subprocesses.
+"""The sh block of docs/first-five-minutes.md, run as a user pasting it: one ``bash -e`` script.
 
-The only change: port 8080 becomes a free port, so the test can run beside anything. Commands
-ending in ``&`` are started in the background (the server is awaited on /healthz); ``cat`` of a
-file that a daemon is expected to bring waits for it first (no blind sleeps); the rest must
-exit 0.
+The only change to the block: port 8080 becomes a free port, so the test can run beside anything.
+Its ``&`` lines stay background jobs of that script. One line is put before the block: an EXIT
+trap that writes the jobs' PIDs to a file and waits for them, with their exit status, so that
+the test knows the block is over, stops the jobs by PID, and sees them exit cleanly.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "first-five-minutes.md"
@@ -30,11 +31,11 @@ ENV["PATH"] = os.pathsep.join([str(VENV_BIN), ENV.get("PATH", os.defpath)])
 ENV["VIRTUAL_ENV"] = str(VENV_BIN.parent)
 
 
-def commands() -> list[str]:
+def block() -> str:
     text = DOC.read_text()
-    block = re.search(r"```sh\n(.*?)```", text, re.S)
-    assert block, "no sh block in the quickstart"
-    return [line for line in block.group(1).splitlines() if line.strip()]
+    found = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert found, "no sh block in the quickstart"
+    return found.group(1)
 
 
 def free_port() -> int:
@@ -43,20 +44,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, within: float, what: str) -> None:
+def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def test_the_walkthrough_runs_this_checkouts_commands() -> None:
@@ -69,48 +62,38 @@ def test_the_walkthrough_runs_this_checkouts_commands() -> None:
 
 def test_first_five_minutes(tmp_path: Path) -> None:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    background: list[subprocess.Popen[bytes]] = []
-    outputs: dict[str, str] = {}
+    pids, codes, out, err = (tmp_path / n for n in ("jobs.pids", "jobs.codes", "out", "err"))
+    trap = ("rc=$?; jobs -p > \"$PIDS.tmp\"; mv \"$PIDS.tmp\" \"$PIDS\"; for p in $(jobs -p); "
+            "do wait \"$p\" && c=0 || c=$?; echo \"$p $c\" >> \"$CODES\"; done; exit $rc")
+    script = tmp_path / "walkthrough.sh"
+    script.write_text(f"PIDS={shlex.quote(str(pids))} CODES={shlex.quote(str(codes))}\n"
+                      f"trap {shlex.quote(trap)} EXIT\n" + block().replace("8080", str(port)))
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        # Files, not pipes: the background jobs keep the script's stdout and stderr open.
+        bash = subprocess.Popen(["bash", "-e", str(script)], cwd=tmp_path, env=ENV,
+                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                start_new_session=True)
+    jobs: list[int] = []
     try:
-        for line in commands():
-            cmd = line.replace("8080", str(port))
-            if cmd.endswith("&"):
-                log = open(tmp_path / f"bg{len(background)}.log", "wb")  # noqa: SIM115
-                proc = subprocess.Popen(["bash", "-c", "exec " + cmd[:-1].strip()],
-                                        cwd=tmp_path, env=ENV, stdout=log, stderr=log,
-                                        start_new_session=True)
-                log.close()
-                background.append(proc)
-                if "drive-server serve" in cmd:
-                    wait_until(lambda: healthy(url), 30, "the server to start")
-                continue
-            m = re.match(r"cat (\S+)$", cmd)
-            if m:
-                target = tmp_path / m.group(1)
-                writer = outputs.get("hello")
-                wait_until(lambda t=target, w=writer: t.exists() and
-                           (w is None or t.read_text() == w), 30,
-                           f"{m.group(1)} to be synced")
-            r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=ENV, capture_output=True,
-                               text=True, timeout=60)
-            assert r.returncode == 0, f"{cmd}\n{r.stdout}\n{r.stderr}"
-            outputs[cmd] = r.stdout
-            if cmd.startswith("echo 'hello"):
-                outputs["hello"] = "hello from the laptop\n"
-            if cmd.startswith("cat "):
-                assert r.stdout == "hello from the laptop\n"
-            if cmd.startswith("echo 'second version'"):
-                # The versions command that follows needs the daemon to have uploaded it.
-                wait_until(lambda: (tmp_path / "Desktop/hello.txt").read_text()
-                           == "second version\n", 30, "the second version to reach Desktop")
-            if "drive-sync versions" in cmd:
-                assert "v1" in r.stdout and "v2" in r.stdout and "laptop" in r.stdout
-            if "drive-sync init" in cmd:
-                assert "correct horse" not in r.stdout
+        wait_until(pids.exists, 180, "the walkthrough to end")
+        jobs = [int(pid) for pid in pids.read_text().split()]
     finally:
-        for proc in reversed(background):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(timeout=30) for proc in reversed(background)]
-    assert codes == [0, 0, 0], [p.read_text()[-2000:] for p in sorted(tmp_path.glob("bg*.log"))]
+        if not pids.exists():  # the script hangs: stop it and its jobs, with their session
+            os.killpg(bash.pid, signal.SIGKILL)
+        for pid in jobs:  # the trap waits for them: they are still bash's children
+            os.kill(pid, signal.SIGTERM)
+        bash.wait(timeout=60)
+    printed, logged = out.read_text(), err.read_text()
+    assert bash.returncode == 0, f"{printed}\n{logged[-3000:]}"
+    assert len(jobs) == 3, jobs  # the server and two daemons
+    assert sorted(codes.read_text().split("\n")[:-1]) == sorted(f"{p} 0" for p in jobs), \
+        logged[-3000:]
+    # The two cats, in order: the first version arrived before it was read, the second after.
+    lines = printed.splitlines()
+    assert "hello from the laptop" in lines and "second version" in lines
+    assert lines.index("hello from the laptop") < lines.index("second version")
+    assert re.search(r"^v2 .* laptop$", printed, re.M), printed
+    assert re.search(r"^v1 .* laptop$", printed, re.M), printed
+    assert "State:   idle" in printed
+    assert "correct horse" not in printed
+    assert (tmp_path / "Desktop" / "hello.txt").read_text() == "second version\n"

@@ -94,6 +94,10 @@ async def login(request: web.Request) -> web.Response:
     email = field(body, "email", str)
     password = field(body, "password", str)
     device_name, device_type = _device_fields(body, required=False)
+    new_device = field(body, "new_device", bool, default=False)
+    if new_device and device_name is None:
+        raise BadRequest("new_device needs a device_name", code="missing_field",
+                         field="device_name")
     throttle = request.app[appkeys.THROTTLE]
     keys = (f"acct:{accounts.email_key(email)}", f"addr:{request.remote}")
     wait = throttle.retry_after(*keys)
@@ -110,7 +114,8 @@ async def login(request: web.Request) -> web.Response:
     async with db.transaction() as tx:
         device_id = None
         if device_name is not None:
-            device_id = await accounts.register_device(tx, user["id"], device_name, device_type)
+            device_id = await accounts.register_device(tx, user["id"], device_name, device_type,
+                                                       must_be_new=new_device)
         session_id = await accounts.create_session(tx, user["id"], device_id,
                                                    config.session_days * 86400)
     token = request.app[appkeys.SIGNER].sign(SESSION, {"sid": session_id})

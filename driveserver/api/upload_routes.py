@@ -258,8 +258,10 @@ async def _complete_one(request: web.Request, tx: Tx, file_id: str, body: dict[s
     actor = Actor(p.user_id, await _device(request, tx, body))
     keyring = request.app[appkeys.KEYRING]
     names = {b.hash: keyring.object_name(b.hash) for b in blocks}
+    executable = field(body, "executable", bool, default=None)
     result = await request.app[appkeys.VERSIONS].commit(tx, file_id, actor, blocks,
-                                                        base_version, names)
+                                                        base_version, names,
+                                                        executable=executable)
     return {"status": result.status, "file_id": result.file_id, "version": result.version}
 
 
@@ -319,6 +321,7 @@ async def download(request: web.Request) -> web.Response:
     return web.json_response({
         "file_id": file["id"], "version": version["version"], "size": version["size"],
         "checksum": version["checksum"], "chunking": version["chunking"],
+        "executable": bool(version["executable"]),
         "blocks": [{"order": i, "hash": b.hash, "size": b.size,
                     "url": f"{base}/blocks/{b.hash}?token="
                            f"{urllib.parse.quote(grants.read_token(p.user_id, b.hash))}"}
@@ -438,6 +441,6 @@ async def restore_version(request: web.Request) -> web.Response:
         result = await request.app[appkeys.VERSIONS].commit(
             tx, file["id"], Actor(p.user_id, p.device_id), blocks, file["version"],
             {b.hash: keyring.object_name(b.hash) for b in blocks}, restored_from=number,
-            journal_as=news_to_every_device(request))
+            journal_as=news_to_every_device(request), executable=bool(old["executable"]))
     return web.json_response({"status": result.status, "file_id": result.file_id,
                               "version": result.version, "restored_from": number})

@@ -69,8 +69,10 @@ async def root_of(q: Any, user_id: str) -> Row:
 
 
 async def register_device(tx: Tx, user_id: str, name: str, device_type: str,
-                          device_id: str | None = None) -> str:
-    """Reuse the user's live device named ``name`` (or ``device_id``), else create one."""
+                          device_id: str | None = None, must_be_new: bool = False) -> str:
+    """Reuse the user's live device named ``name`` (or ``device_id``), else create one.
+    ``must_be_new``: a live device of that name is a 409 ``device_name_taken`` instead (a new
+    folder must not pass for a device that exists: the feed leaves out a device's own changes)."""
     if device_id is not None:
         row = await tx.fetchone(
             "SELECT * FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
@@ -83,6 +85,9 @@ async def register_device(tx: Tx, user_id: str, name: str, device_type: str,
     row = await tx.fetchone(
         "SELECT id FROM devices WHERE user_id = ? AND name = ? AND removed_at IS NULL"
         " ORDER BY created_at LIMIT 1", (user_id, name))
+    if row is not None and must_be_new:
+        raise Conflict(f"this account already has a device named {name!r}",
+                       code="device_name_taken")
     if row is not None:
         await tx.execute("UPDATE devices SET type = ?, last_seen_at = ? WHERE id = ?",
                          (device_type, tx.now, row["id"]))

@@ -168,4 +168,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX links_file ON links(file_id)
     """,
+    # 4: the exec bit, a property of each version (as Syncthing and Dropbox keep it): a chmod
+    # +x is a new version with the same blocks, and every device hears of it in the feed.
+    """
+    ALTER TABLE files ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE file_versions ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE journal ADD COLUMN executable INTEGER NOT NULL DEFAULT 0
+    """,
 ]

@@ -69,11 +69,14 @@ class Versions:
     async def commit(self, tx: Tx, file_id: str, actor: Actor, blocks: list[BlockRef],
                      base_version: int | None, object_names: dict[str, str],
                      restored_from: int | None = None,
-                     journal_as: Actor | None = None) -> CommitResult:
+                     journal_as: Actor | None = None,
+                     executable: bool | None = None) -> CommitResult:
         """Make ``blocks`` the file's new version, if ``base_version`` is still current.
 
         The version is credited to ``actor``; the journal entry names ``journal_as`` if given
         (a restore: news to every device, see ``api.common.news_to_every_device``).
+        ``executable`` is the new version's exec bit; None keeps the current one (a client
+        that does not know about modes never clears it).
 
         ``base_version=None`` means "whatever is current" (last writer wins). Retrying with the
         same blocks after a lost response returns the version the first attempt made.
@@ -86,8 +89,9 @@ class Versions:
         checksum = content_checksum(hashes)
         size = sum(b.size for b in blocks)
         current = int(file["version"])
+        exe = bool(file["executable"]) if executable is None else executable
         if restored_from is None:
-            retry = await self._earlier_identical(tx, file, base_version, checksum, actor)
+            retry = await self._earlier_identical(tx, file, base_version, checksum, exe, actor)
             if retry is not None:
                 return retry
         expected = current if base_version is None else base_version
@@ -101,16 +105,17 @@ class Versions:
         await check_quota(tx, owner["id"], owner["quota_bytes"], size - file["size"],
                           "this version would exceed the owner's quota")
         cur = await tx.execute(
-            "UPDATE files SET version = version + 1, size = ?, checksum = ?, modified_at = ?"
-            " WHERE id = ? AND version = ?", (size, checksum, tx.now, file_id, expected))
+            "UPDATE files SET version = version + 1, size = ?, checksum = ?, executable = ?,"
+            " modified_at = ? WHERE id = ? AND version = ?",
+            (size, checksum, int(exe), tx.now, file_id, expected))
         if cur.rowcount != 1:  # cannot happen under the single writer, but the CAS decides
             raise Conflict("the file changed since base_version", code="version_conflict")
         new_version = expected + 1
         cur = await tx.execute(
             "INSERT INTO file_versions (file_id, version, size, checksum, chunking, created_at,"
-            " user_id, device_id, restored_from) VALUES (?,?,?,?,?,?,?,?,?)",
+            " user_id, device_id, restored_from, executable) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (file_id, new_version, size, checksum, CHUNKING_SCHEME, tx.now, actor.user_id,
-             actor.device_id, restored_from))
+             actor.device_id, restored_from, int(exe)))
         version_id = cur.lastrowid
         await tx.executemany(
             "INSERT INTO version_blocks (version_id, ord, block_hash, size) VALUES (?,?,?,?)",
@@ -127,16 +132,19 @@ class Versions:
         return CommitResult("created", file_id, new_version)
 
     async def _earlier_identical(self, tx: Tx, file: Row, base_version: int | None,
-                                 checksum: str, actor: Actor) -> CommitResult | None:
+                                 checksum: str, executable: bool, actor: Actor
+                                 ) -> CommitResult | None:
         """The version a previous attempt of this same commit made, if any (idempotent retry)."""
         current = int(file["version"])
         if base_version is None:
-            if current > 0 and file["checksum"] == checksum:
+            if current > 0 and file["checksum"] == checksum and \
+                    bool(file["executable"]) == executable:
                 return CommitResult("unchanged", file["id"], current)
             return None
         if current == base_version + 1:
             made = await version_row(tx, file["id"], current)
             if made is not None and made["checksum"] == checksum and \
+                    bool(made["executable"]) == executable and \
                     made["user_id"] == actor.user_id:
                 return CommitResult("unchanged", file["id"], current)
         return None
