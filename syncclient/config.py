@@ -56,6 +56,9 @@ class Config:
     # Uploads at most this big are sent with the batch routes.
     batch_max_file_bytes: int = 1024 * 1024
     parallel_transfers: int = 4
+    # Symbolic links whose target is relative and stays inside the folder are synced as links
+    # (never followed); false: every symlink is left alone, here and on the server.
+    sync_symlinks: bool = True
 
     @property
     def root(self) -> Path:

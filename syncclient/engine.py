@@ -9,12 +9,12 @@ the operations, writing the state database *after* each effect is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import sys
 import time
@@ -24,13 +24,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from driveserver.paths import name_key
+
 from . import names
 from .checksum import content_checksum
 from .config import MARKER, Config
 from .errors import ApiError, AuthError, FolderMissing
-from .ignore import Ignore
-from .localtree import LocalFile, Scan, hash_local, scan, stat_trusted
-from .planner import Node, Op, conflict_name, plan
+from .ignore import Ignore, is_builtin
+from .links import TARGET_MAX, link_content, resolves_inside, symlink_stays_inside
+from .localtree import LocalFile, Scan, hash_local, rename_no_replace, scan, stat_trusted
+from .planner import Node, Op, conflict_name, plan, same
 from .state import State, SyncedEntry
 from .transfer import (
     BATCH_DOWNLOAD_MAX_FILE_BYTES,
@@ -41,6 +44,7 @@ from .transfer import (
     download_small,
     download_to_temp,
     read_local_block,
+    temp_path_for,
     upload_batch,
     upload_file,
     verified_small,
@@ -148,6 +152,8 @@ class Engine:
         self._own: dict[str, tuple[float, tuple[Any, ...] | None]] = {}
         self.scanned_folders: list[tuple[Path, int]] = []  # the folders the last scan saw
         self._clock_failed = False  # said once in the log
+        self._links_said: dict[str, str] = {}  # symlinks left alone, as last logged
+        self._modes: dict[str, int] = {}  # path -> mode of the file a conflict renamed away
         # When the current round's scan began, on the folder's file system clock (the one that
         # stamps mtimes); every content recorded in a round was read after it. None: unknown.
         self._scan_started_ns: int | None = None
@@ -233,7 +239,7 @@ class Engine:
             return  # an older state than one we recorded ourselves
         st.put_remote(c["path"], Node(bool(c["is_directory"]), c.get("checksum"), c["file_id"],
                                       c["version"], None, c.get("size") or 0,
-                                      bool(c.get("executable"))))
+                                      bool(c.get("executable")), bool(c.get("symlink"))))
 
     # --- planning -------------------------------------------------------------------------------
 
@@ -246,7 +252,7 @@ class Engine:
         synced_entries = self.state.synced_entries()
         self._scan_started_ns = await asyncio.to_thread(self._fs_clock) if read_clock else None
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore,
-                                        self._scan_started_ns)
+                                        self._scan_started_ns, self.config.sync_symlinks)
         # The daemon checks that the watcher watches every one of these.
         self.scanned_folders = [(self.root, self.root.stat().st_ino),
                                 *((self._os_path(p, local), f.inode)
@@ -313,11 +319,29 @@ class Engine:
         if {**kept, **current} != notices:
             self.state.set("notices", json.dumps({**kept, **current}))
 
+    async def _keep_name_twins(self, local: Scan) -> bool:
+        """Two items in one folder whose names the server takes for one (``Index.html`` beside
+        ``index.html``, or a name in NFC beside it in NFD) are both kept, as Dropbox does: the
+        one the scan left out is renamed on disk (``localtree.rename_twins``) and syncs under
+        its new name, with a notice that lasts while it is there. True if anything was renamed:
+        the caller scans again."""
+        from .localtree import TWIN_NOTICE, rename_twins
+
+        renamed = await asyncio.to_thread(rename_twins, self.root, local.twins) \
+            if local.twins else []
+        notices = json.loads(self.state.get("notices") or "{}")
+        self._name_notices({**{p: m for p, m in notices.items()
+                               if m.endswith(TWIN_NOTICE) and p in local.items},
+                            **{r.path: r.notice for r in renamed}}, TWIN_NOTICE)
+        return bool(renamed)
+
     async def plan(self, to_execute: bool = False) -> tuple[list[Op], Scan]:
         """This round's operations and the scan they were planned on. ``to_execute``: the
         round goes on to carry them out (not a dry run); the scan then reads the file system
         clock, and the new stat of files found unchanged in content is recorded."""
         local, remote, synced, entries = await self.gather(read_clock=to_execute)
+        if to_execute and await self._keep_name_twins(local):
+            local, remote, synced, entries = await self.gather(read_clock=True)  # new names
         day = datetime.date.today().isoformat()
         ops = plan(local.tree(), remote, synced, self.config.device_name, day)
         ops = self._outside_shares(ops, remote, synced)
@@ -394,6 +418,15 @@ class Engine:
                     self.state.set_error(p, why)
                     if not why.startswith("symlink"):
                         result.errors[p] = why
+                    elif self._links_said.get(p) != why:  # not an error: said once, in status
+                        self._links_said[p] = why
+                        log.info("%s: %s", p, why)
+                if not ops and not dry_run:
+                    # Nothing left to do: an operation that failed in an earlier round was
+                    # resolved since (else it would be planned again); only what this scan
+                    # found wrong is still wrong.
+                    result.errors = {p: why for p, why in result.errors.items()
+                                     if p in local.problems}
                 if not ops or dry_run:
                     result.pending = ops
                     break
@@ -613,17 +646,24 @@ class Engine:
     # --- operations on the server ---------------------------------------------------------------
 
     def _remember(self, path: str, up: Uploaded) -> None:
-        node = Node(False, up.checksum, up.file_id, up.version, None, up.size, up.executable)
+        node = Node(False, up.checksum, up.file_id, up.version, None, up.size, up.executable,
+                    up.symlink)
         self.state.put_remote(path, node)
         self._put_synced(SyncedEntry(path, False, up.file_id, up.version, up.size,
                                      up.mtime_ns, up.inode, up.checksum, up.blocks,
-                                     executable=up.executable))
+                                     executable=up.executable, symlink=up.symlink))
 
     def _upload_target(self, op: Op) -> tuple[str | None, int | None]:
         base = op.base
         current = self.state.remote_by_path(op.path)
         if base is not None and base.file_id and current is not None and \
                 current.file_id == base.file_id:
+            # The server may be at a later version with the very content we synced (a restore
+            # of it, a chmod undone): the edit goes on top of that one, which loses nothing
+            # (both stay in the history). Any other newer version is a real race: the stale
+            # base gets a 409 and the plan is made again.
+            if same(current, base):
+                return current.file_id, current.version
             return base.file_id, base.version
         if current is not None and not current.is_dir:
             return current.file_id, current.version
@@ -707,7 +747,10 @@ class Engine:
             file_id: str | None = known.file_id
         else:
             entry = await self._find_remote(path)
-            file_id = entry["file_id"] if entry and not entry["is_directory"] else None
+            if entry is None:
+                await self._beside_server_twin(path)
+                return
+            file_id = entry["file_id"] if not entry["is_directory"] else None
         if file_id is None:
             return
         try:
@@ -720,7 +763,7 @@ class Engine:
                 meta["version"] <= (known.version if known is not None else 0):
             return
         node = Node(False, meta["checksum"], file_id, meta["version"], None, meta["size"],
-                    bool(meta.get("executable")))
+                    bool(meta.get("executable")), bool(meta.get("symlink")))
         newest = (meta.get("versions") or [{}])[0]
         with self.state.transaction():
             self.state.put_remote(path, node)
@@ -733,7 +776,8 @@ class Engine:
                 self.state.put_synced(SyncedEntry(path, False, file_id, meta["version"],
                                                   meta["size"], 0, old.inode if old else None,
                                                   meta["checksum"], (),
-                                                  executable=node.executable))
+                                                  executable=node.executable,
+                                                  symlink=node.symlink))
         log.info("%s: learned version %d from the server%s", path, meta["version"],
                  " (made by this device)" if mine else "")
 
@@ -753,6 +797,29 @@ class Engine:
                                           item.mtime_ns if item else 0,
                                           item.inode if item else None, None, ()))
 
+    async def _beside_server_twin(self, path: str) -> None:
+        """A new file the server refuses because it has an item whose name it takes for this
+        one's (``F2.TXT`` here, ``f2.txt`` there) that this computer leaves alone (a link
+        leading out of the folder, say), so the scan never saw the pair: keep both, as for
+        twins in one folder, by renaming this one."""
+        from .localtree import CASE_CONFLICT, NameTwin, rename_twins
+
+        parent, _, name = path.rpartition("/")
+        twins = [e for e in await self.remote.list_folder(parent or "/")
+                 if name_key(e["name"]) == name_key(name) and e["name"] != name]
+        target = self._os_path(path)
+        try:
+            st = await asyncio.to_thread(target.lstat)
+        except FileNotFoundError:
+            return
+        if not twins:
+            return
+        kept = str(target.parent / twins[0]["name"])[len(str(self.root)):]
+        twin = NameTwin(path, str(target)[len(str(self.root)):], kept, st.st_ino,
+                        stat.S_ISDIR(st.st_mode), CASE_CONFLICT)
+        for renamed in await asyncio.to_thread(rename_twins, self.root, [twin]):
+            self.notice(renamed.path, renamed.notice)
+
     async def _find_remote(self, path: str) -> dict[str, Any] | None:
         parent, _, name = path.rpartition("/")
         for e in await self.remote.list_folder(parent or "/"):
@@ -771,10 +838,42 @@ class Engine:
         self.state.drop_remote(op.path)
         self.state.drop_synced(op.path)
 
+    def _links_leaving(self, src: str, dst: str, on_disk_at: str) -> list[tuple[str, str]]:
+        """Synced symlinks at or below ``src`` whose target would lead out of the folder once
+        at or below ``dst`` (a link's ``..`` means more or less from another depth): (their
+        path under ``src``, their target). Their targets are read where they are on disk now,
+        under ``on_disk_at`` (blocking: run in a thread)."""
+        out = []
+        for p, e in self.state.synced_entries().items():
+            if not e.symlink or not (p == src or p.startswith(src + "/")):
+                continue
+            try:
+                target = os.readlink(self._os_path(on_disk_at + p[len(src):]))
+            except OSError:
+                continue
+            if not symlink_stays_inside(dst + p[len(src):], target):
+                out.append((p, target))
+        return out
+
     async def _op_move_remote(self, op: Op, local: Scan) -> None:
         assert op.src is not None
         node = self.state.remote_by_path(op.src)
         assert node is not None and node.file_id
+        # A link that the move would make lead out of the folder stays here only (as the scan
+        # already treats it): it leaves the server first, to the trash, so that no other
+        # computer gets a link to outside its folder.
+        for p, target in await asyncio.to_thread(self._links_leaving, op.src, op.path, op.path):
+            gone = self.state.remote_by_path(p)
+            if gone is not None and gone.file_id:
+                try:
+                    await self.remote.delete(gone.file_id)
+                except ApiError as exc:
+                    if exc.status != 404:
+                        raise
+            self.state.drop_remote(p)
+            self.state.drop_synced(p)
+            self.notice(op.path + p[len(op.src):], f"a symbolic link to {target!r}, which "
+                        "leads out of the folder from here: kept on this computer only")
         entry = await self.remote.move(node.file_id, op.path)
         self.state.move_remote(op.src, op.path)
         self.state.move_synced(op.src, op.path)
@@ -784,7 +883,8 @@ class Engine:
             self._put_synced(SyncedEntry(op.path, synced.is_dir, synced.file_id,
                                               entry.get("version", synced.version), synced.size,
                                               item.mtime_ns, item.inode, synced.checksum,
-                                              synced.blocks, executable=synced.executable))
+                                              synced.blocks, executable=synced.executable,
+                                              symlink=synced.symlink))
 
     # --- operations on the folder ---------------------------------------------------------------
 
@@ -803,7 +903,7 @@ class Engine:
             return False
         # A folder on the way, renamed away since and replaced by a symlink to it, would make
         # us delete or overwrite outside the sync folder.
-        if not await asyncio.to_thread(_inside_root_unlinked, self.root, target):
+        if not await asyncio.to_thread(_inside_root_unlinked, self.root, target, seen.symlink):
             return False
         if seen.is_dir:
             return stat.S_ISDIR(st.st_mode)
@@ -825,21 +925,46 @@ class Engine:
                 raise FileChanged(f"{op.path} changed locally during the download")
             if local.items.get(op.path) is not None and local.items[op.path].is_dir:
                 raise IsADirectoryError(op.path)
-            await asyncio.to_thread(_take_mode, tmp, target, info["executable"])
+            if info["symlink"]:
+                tmp = await asyncio.to_thread(self._as_symlink, tmp, target, op.path)
+            else:
+                await asyncio.to_thread(_take_mode, tmp, target, info["executable"],
+                                        self._modes.pop(op.path, None))
             await asyncio.to_thread(os.replace, tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        st = await asyncio.to_thread(target.stat)
+        st = await asyncio.to_thread(target.lstat)
         self._wrote(target, st)
         hashes = info["hashes"]
         with self.state.transaction():  # one commit, not two: thousands of files arrive at once
             self.state.put_remote(op.path, Node(False, info["checksum"], node.file_id,
                                                 info["version"], None, info["size"],
-                                                info["executable"]))
+                                                info["executable"], info["symlink"]))
             self._put_synced(SyncedEntry(op.path, False, node.file_id, info["version"],
                                          info["size"], st.st_mtime_ns, st.st_ino,
                                          info["checksum"], hashes,
-                                         executable=info["executable"]))
+                                         executable=info["executable"],
+                                         symlink=info["symlink"]))
+
+    def _as_symlink(self, tmp: Path, target: Path, path: str) -> Path:
+        """The downloaded content of a symlink (its target) made a link, under a temp name
+        beside ``target``, ready to be renamed into place. A target that is absolute or leads
+        out of the folder is not created (it would let whoever can write to a shared folder
+        point this computer's programs anywhere): a per-file problem, retried with back-off."""
+        with open(tmp, "rb") as f:
+            raw = f.read(TARGET_MAX + 1)
+        tmp.unlink()
+        if len(raw) > TARGET_MAX:
+            raise ApiError(422, "unsafe_symlink", f"{path}: a symbolic link's target is at "
+                           f"most {TARGET_MAX} bytes: not created here")
+        link_target = os.fsdecode(raw)
+        if not symlink_stays_inside(path, link_target) or \
+                not resolves_inside(self.root, target, link_target):
+            raise ApiError(422, "unsafe_symlink", f"{path} is a symbolic link to "
+                           f"{link_target!r}, outside the sync folder: not created here")
+        link = temp_path_for(target)
+        os.symlink(link_target, link)
+        return link
 
     def _local_sources(self) -> dict[str, tuple[Path, int]]:
         if self._sources is None:
@@ -883,9 +1008,12 @@ class Engine:
         possible, from a batch fetched beforehand or in one request for a small file, else
         block by block."""
         assert node.file_id is not None
+        if node.symlink and node.size > TARGET_MAX:
+            raise ApiError(422, "unsafe_symlink", f"{path} is a symbolic link with a target of "
+                           f"{node.size} bytes: not created here")
         sources = self._local_sources()
         small = {"version": node.version, "checksum": node.checksum, "size": node.size,
-                 "executable": node.executable}
+                 "executable": node.executable, "symlink": node.symlink}
         if node.size == 0 and node.checksum == content_checksum([]):
             return await write_from_local(b"", target), {**small, "hashes": ()}
         if node.checksum and node.size <= SMALL_FILE_BYTES:
@@ -908,7 +1036,8 @@ class Engine:
                                                               node.size))
         return tmp, {"version": info["version"], "checksum": info["checksum"],
                      "size": info["size"], "hashes": tuple(b["hash"] for b in info["blocks"]),
-                     "executable": bool(info.get("executable", node.executable))}
+                     "executable": bool(info.get("executable", node.executable)),
+                     "symlink": bool(info.get("symlink", node.symlink))}
 
     async def _op_mkdir_local(self, op: Op, local: Scan) -> None:
         node = self.state.remote_by_path(op.path)
@@ -930,7 +1059,7 @@ class Engine:
             changed = await asyncio.to_thread(self._changed_below, target, op.path, local, ignore)
             if changed is not None:
                 raise FileChanged(f"{changed} changed locally; not deleting {op.path}")
-            await asyncio.to_thread(shutil.rmtree, target)
+            await asyncio.to_thread(_remove_synced_part, target, op.path, ignore)
         elif item is not None:
             await asyncio.to_thread(target.unlink, missing_ok=True)
         self._wrote(target, None)
@@ -954,13 +1083,15 @@ class Engine:
                 continue
             for e in entries:
                 p = f"{tree_dir}/{unicodedata.normalize('NFC', e.name)}"
-                if ignore(p, is_dir=e.is_dir(follow_symlinks=False)) or \
-                        not (e.is_dir(follow_symlinks=False) or e.is_symlink() or
-                                     e.is_file(follow_symlinks=False)):
+                if ignore(p, is_dir=e.is_dir(follow_symlinks=False)):
+                    continue  # not synced: see _remove_synced_part
+                if not (e.is_dir(follow_symlinks=False) or e.is_symlink() or
+                        e.is_file(follow_symlinks=False)):
                     continue  # sockets, fifos, devices: never synced (as the scan skips them)
                 seen = local.items.get(p)
                 if seen is None:
-                    if e.is_symlink():
+                    if e.is_symlink() and not (self.config.sync_symlinks and
+                                               symlink_stays_inside(p, os.readlink(e.path))):
                         continue  # never synced; rmtree removes the link, not what it points at
                     return p  # created since, or something the scan could not sync: kept
                 st = e.stat(follow_symlinks=False)
@@ -968,6 +1099,10 @@ class Engine:
                     if not stat.S_ISDIR(st.st_mode) or st.st_ino != seen.inode:
                         return p
                     stack.append((Path(e.path), p))
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    if not (seen.symlink and link_content(Path(e.path))[0] == seen.checksum):
+                        return p  # a synced link changed since: the folder is kept
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     return p
@@ -982,6 +1117,21 @@ class Engine:
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
+        leaving = await asyncio.to_thread(self._links_leaving, op.src, op.path, op.src)
+        synced = self.state.synced_entries()
+        for p, target in leaving:
+            link = self._os_path(p, local)
+            if self.state.remote_by_path(p) is None and synced[p].checksum == \
+                    (await asyncio.to_thread(link_content, link))[0]:
+                # Gone from the server (the device that moved the folder took it out, as
+                # _op_move_remote does): it goes here too, before the folder moves.
+                await asyncio.to_thread(link.unlink)
+                self._wrote(link, None)
+                self.state.drop_synced(p)
+                continue
+            raise ApiError(422, "unsafe_symlink", f"moved on the server to {op.path}, where "
+                           f"the symbolic link {p} (to {target!r}) would lead out of the "
+                           "folder: not moved here")
         src, dst = self._os_path(op.src, local), self._os_path(op.path, local)
         await asyncio.to_thread(_rename_no_replace, src, dst)
         self._wrote(src, None)
@@ -990,8 +1140,14 @@ class Engine:
 
     async def _op_conflict(self, op: Op, local: Scan) -> None:
         assert op.copy is not None
-        await asyncio.to_thread(_rename_no_replace, self._os_path(op.path, local),
-                                self._os_path(op.copy, local))
+        here = self._os_path(op.path, local)
+        try:  # the server's version, which takes the name, keeps the mode it had here
+            st = await asyncio.to_thread(here.lstat)
+            if stat.S_ISREG(st.st_mode):
+                self._modes[op.path] = stat.S_IMODE(st.st_mode)
+        except FileNotFoundError:
+            pass
+        await asyncio.to_thread(_rename_no_replace, here, self._os_path(op.copy, local))
         self.state.drop_synced(op.path)
         log.warning("conflict: kept the local version of %s as %s", op.path, op.copy)
         node = self.state.remote_by_path(op.path)
@@ -1009,7 +1165,8 @@ class Engine:
         assert node is not None and item is not None
         self._put_synced(SyncedEntry(op.path, node.is_dir, node.file_id, node.version,
                                      item.size, item.mtime_ns, item.inode, item.checksum,
-                                     item.blocks, executable=item.executable))
+                                     item.blocks, executable=item.executable,
+                                     symlink=item.symlink))
 
     async def _op_forget(self, op: Op, local: Scan) -> None:
         self.state.drop_synced(op.path)
@@ -1019,24 +1176,59 @@ SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with th
 TO_SERVER = frozenset({"upload", "mkdir_remote", "delete_remote", "move_remote"})
 
 
-def _inside_root_unlinked(root: Path, target: Path) -> bool:
-    """Is ``target`` reached from ``root`` without any symlink on the way (or at the end)?"""
+def _inside_root_unlinked(root: Path, target: Path, link_at_end: bool = False) -> bool:
+    """Is ``target`` reached from ``root`` without any symlink on the way (or at the end,
+    unless ``link_at_end``: a synced symlink, replaced or removed itself, never followed)?"""
+    if link_at_end:
+        return target.is_symlink() and _inside_root_unlinked(root, target.parent) \
+            if target.parent != root else target.is_symlink()
     rel = os.path.relpath(target, root)
     return os.path.realpath(target) == os.path.join(os.path.realpath(root), rel)
 
 
-def _take_mode(tmp: Path, target: Path, executable: bool) -> None:
+def _remove_synced_part(folder: Path, path: str, ignore: Ignore) -> None:
+    """Remove a folder deleted on the server (checked unchanged by ``_changed_below``), except
+    what the user's ignore patterns name: that was never sent, so it is in no trash nor
+    history on the server, and it stays here with the folders that hold it. Built-in litter
+    (.DS_Store, swap files, our temp files) goes with the folder. Links are removed, never
+    followed."""
+    def keep(os_dir: Path, tree_dir: str) -> bool:
+        kept = False
+        for e in list(os.scandir(os_dir)):
+            p = f"{tree_dir}/{unicodedata.normalize('NFC', e.name)}"
+            is_dir = e.is_dir(follow_symlinks=False)
+            if ignore(p, is_dir=is_dir) and not is_builtin(e.name):
+                kept = True
+            elif is_dir:
+                kept = keep(Path(e.path), p) or kept
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+        if not kept:
+            try:
+                os.rmdir(os_dir)
+            except FileNotFoundError:
+                pass
+            except OSError:  # something arrived meanwhile: it stays, for the next round
+                return True
+        return kept
+
+    keep(folder, path)
+
+
+def _take_mode(tmp: Path, target: Path, executable: bool, was: int | None = None) -> None:
     """Give a downloaded file its mode before it is renamed into place. A download never widens
     who may read a file: a replaced file keeps its mode (a 0600 tax return stays 0600), a new
-    one has the umask's (as the temp file was created). Only the exec bit comes from the
-    server: set for whoever may read, or cleared for all."""
+    one has the umask's (as the temp file was created), and one that takes the name of a file
+    just renamed away (a conflict) has that file's mode, ``was``. Only the exec bit comes from
+    the server: set for whoever may read, or cleared for all."""
     try:
         st = target.lstat()
         mode = stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
     except FileNotFoundError:
         mode = None
     if mode is None:
-        mode = stat.S_IMODE(tmp.stat().st_mode)
+        mode = was if was is not None else stat.S_IMODE(tmp.stat().st_mode)
     mode = mode | (mode & 0o444) >> 2 if executable else mode & ~0o111
     os.chmod(tmp, mode)
 
@@ -1057,8 +1249,7 @@ def _mount_of(path: str) -> str | None:
 
 
 def _rename_no_replace(src: Path, dst: Path) -> None:
-    """Rename without ever replacing what is at ``dst`` (a user's file)."""
-    if dst.exists():
-        raise FileExistsError(str(dst))
+    """Rename without ever replacing what is at ``dst`` (a user's file, or a dangling link,
+    which ``exists()`` would not see): atomically where the system can."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(src, dst)
+    rename_no_replace(src, dst)

@@ -37,7 +37,8 @@ class Node:
     ``checksum`` is the server's file checksum (SHA-256 over the block hashes), the identity of
     a file's content on every side. ``file_id``/``version`` come from the server (remote and
     synced trees); ``inode`` from the file system (local and synced trees), for move detection.
-    ``executable`` is the exec bit, part of what a file holds (a chmod +x is an edit).
+    ``executable`` is the exec bit, part of what a file holds (a chmod +x is an edit);
+    ``symlink`` says the file is a symbolic link whose content (``checksum``) is its target.
     """
 
     is_dir: bool
@@ -47,6 +48,7 @@ class Node:
     inode: int | None = None
     size: int = 0
     executable: bool = False
+    symlink: bool = False
 
 
 Tree = Mapping[str, Node]
@@ -84,7 +86,8 @@ def same(a: Node | None, b: Node | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return a.is_dir == b.is_dir and (a.is_dir or (a.checksum == b.checksum and
-                                                  a.executable == b.executable))
+                                                  a.executable == b.executable and
+                                                  a.symlink == b.symlink))
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -35,11 +35,11 @@ CREATE TABLE IF NOT EXISTS synced (
     path TEXT PRIMARY KEY, is_dir INTEGER NOT NULL, file_id TEXT, version INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER, checksum TEXT,
     blocks TEXT NOT NULL DEFAULT '[]', verified_ns INTEGER NOT NULL DEFAULT 0,
-    executable INTEGER NOT NULL DEFAULT 0);
+    executable INTEGER NOT NULL DEFAULT 0, symlink INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS remote (
     file_id TEXT PRIMARY KEY, path TEXT NOT NULL, is_dir INTEGER NOT NULL,
     version INTEGER NOT NULL, size INTEGER NOT NULL, checksum TEXT,
-    executable INTEGER NOT NULL DEFAULT 0);
+    executable INTEGER NOT NULL DEFAULT 0, symlink INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS remote_path ON remote(path);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sync_errors (path TEXT PRIMARY KEY, message TEXT, at REAL);
@@ -68,10 +68,11 @@ class SyncedEntry:
     # stat proves unchanged content (``localtree.stat_trusted``). 0: unknown, so it does not.
     verified_ns: int = 0
     executable: bool = False
+    symlink: bool = False
 
     def node(self) -> Node:
         return Node(self.is_dir, self.checksum, self.file_id, self.version, self.inode, self.size,
-                    self.executable)
+                    self.executable, self.symlink)
 
 
 def _like_prefix(path: str) -> str:
@@ -97,7 +98,8 @@ class State:
         # records from before the exec bit was synced say "not executable", so an executable
         # file is sent once more (as a new version with the same blocks) and reaches the others.
         for table, column in (("synced", "verified_ns"), ("synced", "executable"),
-                              ("remote", "executable")):
+                              ("remote", "executable"), ("synced", "symlink"),
+                              ("remote", "symlink")):
             columns = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
             if column in columns:
                 continue
@@ -128,16 +130,20 @@ class State:
 
     def synced_entries(self) -> dict[str, SyncedEntry]:
         rows = self.db.execute("SELECT path, is_dir, file_id, version, size, mtime_ns, inode,"
-                               " checksum, blocks, verified_ns, executable FROM synced").fetchall()
+                               " checksum, blocks, verified_ns, executable, symlink FROM synced"
+                               ).fetchall()
         return {r[0]: SyncedEntry(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6], r[7],
-                                  tuple(json.loads(r[8])), r[9], bool(r[10])) for r in rows}
+                                  tuple(json.loads(r[8])), r[9], bool(r[10]), bool(r[11]))
+                for r in rows}
 
     def put_synced(self, e: SyncedEntry) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO synced(path, is_dir, file_id, version, size, mtime_ns, inode,"
-            " checksum, blocks, verified_ns, executable) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " checksum, blocks, verified_ns, executable, symlink)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (e.path, int(e.is_dir), e.file_id, e.version, e.size, e.mtime_ns, e.inode,
-             e.checksum, json.dumps(list(e.blocks)), e.verified_ns, int(e.executable)))
+             e.checksum, json.dumps(list(e.blocks)), e.verified_ns, int(e.executable),
+             int(e.symlink)))
 
     def drop_synced(self, path: str) -> None:
         """Forget ``path`` and everything below it (one subtree query)."""
@@ -155,14 +161,16 @@ class State:
     # --- remote tree ----------------------------------------------------------------------------
 
     def remote_tree(self) -> dict[str, Node]:
-        rows = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size, executable"
-                               " FROM remote").fetchall()
-        return {r[0]: Node(bool(r[1]), r[2], r[3], r[4], None, r[5], bool(r[6])) for r in rows}
+        rows = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size, executable,"
+                               " symlink FROM remote").fetchall()
+        return {r[0]: Node(bool(r[1]), r[2], r[3], r[4], None, r[5], bool(r[6]), bool(r[7]))
+                for r in rows}
 
     def remote_by_path(self, path: str) -> Node | None:
-        r = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size, executable"
-                            " FROM remote WHERE path = ?", (path,)).fetchone()
-        return Node(bool(r[1]), r[2], r[3], r[4], None, r[5], bool(r[6])) if r else None
+        r = self.db.execute("SELECT path, is_dir, checksum, file_id, version, size, executable,"
+                            " symlink FROM remote WHERE path = ?", (path,)).fetchone()
+        return Node(bool(r[1]), r[2], r[3], r[4], None, r[5], bool(r[6]), bool(r[7])) \
+            if r else None
 
     def remote_path_of(self, file_id: str) -> str | None:
         row = self.db.execute("SELECT path FROM remote WHERE file_id = ?", (file_id,)).fetchone()
@@ -176,9 +184,9 @@ class State:
                             (path, node.file_id))
             self.db.execute(
                 "INSERT OR REPLACE INTO remote(file_id, path, is_dir, version, size, checksum,"
-                " executable) VALUES (?,?,?,?,?,?,?)",
+                " executable, symlink) VALUES (?,?,?,?,?,?,?,?)",
                 (node.file_id, path, int(node.is_dir), node.version, node.size, node.checksum,
-                 int(node.executable)))
+                 int(node.executable), int(node.symlink)))
 
     def drop_remote(self, path: str) -> None:
         self.db.execute("DELETE FROM remote WHERE path = ? OR path LIKE ? ESCAPE '\\'",

@@ -48,21 +48,33 @@ class Uploaded:
     checksum: str
     blocks: tuple[str, ...]
     executable: bool = False
+    symlink: bool = False
 
 
 def _read_at(path: Path, offset: int, size: int) -> bytes:
+    """Bytes of a file's content; a symlink's content is its target (never followed)."""
+    if path.is_symlink():
+        return os.fsencode(os.readlink(path))[offset:offset + size]
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
 
 
-def _stat_key(path: Path) -> tuple[int, int, int, bool]:
-    """What says a file is as it was: size, mtime, inode, and the exec bit (part of a version)."""
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns, st.st_ino, bool(st.st_mode & stat.S_IXUSR)
+StatKey = tuple[int, int, int, bool, bool]
+
+
+def _stat_key(path: Path) -> StatKey:
+    """What says a file is as it was: size, mtime, inode, the exec bit and whether it is a
+    symlink (both part of a version). Of the link itself, never of what it points at."""
+    st = path.lstat()
+    link = stat.S_ISLNK(st.st_mode)
+    return st.st_size, st.st_mtime_ns, st.st_ino, not link and bool(st.st_mode & stat.S_IXUSR), link
 
 
 def _hash_with_sizes(path: Path) -> list[dict[str, Any]]:
+    if path.is_symlink():
+        target = os.fsencode(os.readlink(path))
+        return [{"order": 0, "hash": block_hash(target), "size": len(target)}]
     return [{"order": i, "hash": b.hash, "size": b.size} for i, b in enumerate(hash_file(path))]
 
 
@@ -77,7 +89,7 @@ class ReceiptStore(Protocol):
 HASH_ATTEMPTS = 5  # reads of a file that keeps changing while it is hashed, before giving up
 
 
-async def _hash_settled(path: Path) -> tuple[tuple[int, int, int, bool], list[dict[str, Any]]]:
+async def _hash_settled(path: Path) -> tuple[StatKey, list[dict[str, Any]]]:
     """The file's stat and block list, from a read during which the stat did not move: a list
     hashed while the file was being written could describe content that never existed on disk
     (an old first block and a new second one). Raises :class:`FileChanged` if it never
@@ -127,7 +139,8 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
             continue
         sent.update(kept)
         done_body: dict[str, Any] = {
-            "blocks": [sent.get(b["hash"], b["hash"]) for b in blocks], "executable": before[3]}
+            "blocks": [sent.get(b["hash"], b["hash"]) for b in blocks], "executable": before[3],
+            "symlink": before[4]}
         if base_version is not None:
             done_body["base_version"] = base_version
         try:
@@ -143,7 +156,7 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
             receipts.drop_receipts(list(sent))
         hashes = tuple(b["hash"] for b in blocks)
         return Uploaded(init["file_id"], result["version"], size, before[1], before[2],
-                        content_checksum(hashes), hashes, before[3])
+                        content_checksum(hashes), hashes, before[3], before[4])
     raise FileChanged(f"{local_path} keeps changing; will retry later")
 
 
@@ -177,7 +190,7 @@ class BatchItem:
     local_path: Path
     file_id: str | None
     base_version: int | None
-    stat: tuple[int, int, int, bool] = (0, 0, 0, False)
+    stat: StatKey = (0, 0, 0, False, False)
     blocks: list[dict[str, Any]] | None = None
 
 
@@ -254,7 +267,7 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         if "error" in res or item.local_path in changed:
             continue
         assert item.blocks is not None
-        body = {"file_id": res["file_id"], "executable": item.stat[3],
+        body = {"file_id": res["file_id"], "executable": item.stat[3], "symlink": item.stat[4],
                 "blocks": [receipts.get(b["hash"], b["hash"]) for b in item.blocks]}
         if item.base_version is not None:
             body["base_version"] = item.base_version
@@ -278,7 +291,7 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         hashes = tuple(b["hash"] for b in item.blocks)
         results.append(Uploaded(done[i]["file_id"], done[i]["version"], item.stat[0],
                                 item.stat[1], item.stat[2], content_checksum(hashes), hashes,
-                                item.stat[3]))
+                                item.stat[3], item.stat[4]))
     return results
 
 

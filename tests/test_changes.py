@@ -345,7 +345,8 @@ async def test_cursor_then_changes_in_order_with_every_field(laptop: ApiClient,
     assert summary(body) == [("create", "/Docs"), ("create", "/Docs/2026")]
     last = body["changes"][-1]
     assert set(last) == {"seq", "workspace_id", "file_id", "path", "old_path", "action",
-                         "version", "size", "checksum", "executable", "is_directory", "device_id",
+                         "version", "size", "checksum", "executable", "symlink", "is_directory",
+                         "device_id",
                          "user_id", "modified_at"}
     assert last["file_id"] == made["file_id"] and last["device_id"] == phone.device_id
     assert last["user_id"] == phone.user_id and last["is_directory"] is True

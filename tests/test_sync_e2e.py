@@ -540,20 +540,6 @@ async def test_daemon_goes_offline_and_catches_up(tmp_path: Path) -> None:
         await server.stop()
 
 
-async def test_names_differing_only_in_case_are_reported_not_lost(
-        two: tuple[Device, Device], capsys) -> None:
-    a, b = two
-    a.write("Readme.txt", "upper")
-    a.write("readme.txt", "lower")
-    await a.sync(expect=1)  # not in sync: one of the two cannot go to the server
-    capsys.readouterr()
-    assert await a.cli("status") == 0
-    assert "only in letter case" in capsys.readouterr().out
-    await b.sync()
-    assert b.tree() == {"Readme.txt": b"upper"}
-    assert a.read("readme.txt") == b"lower"  # still there, untouched
-
-
 async def test_second_run_on_one_config_dir_is_refused(two: tuple[Device, Device],
                                                        tmp_path: Path, capsys) -> None:
     a, _ = two

@@ -302,3 +302,24 @@ async def test_a_pattern_added_later_stops_syncing_without_deleting(
     assert set(after["/"]) == set(before["/"]) | {IGNORE_FILE}
     trash = await (await srv.login(EMAIL)).get("/api/trash")
     assert trash.body["entries"] == []
+
+
+async def test_a_folder_deleted_on_the_server_keeps_what_was_ignored_in_it(
+        tmp_path: Path, srv: RunningServer) -> None:
+    """Ignored files were never sent: in no trash nor history on the server. A folder deleted
+    elsewhere goes, but they stay here, with the folders that hold them."""
+    (a,) = make_devices(tmp_path, "a")
+    await a.init(srv)
+    a.write(".drivesyncignore", ".env\n")
+    a.write("proj/notes.txt", "n")
+    a.write("proj/deep/.env", "API_KEY=never-uploaded")
+    a.write("proj/.DS_Store", "litter")
+    await a.sync()
+    alice = await srv.login(EMAIL)
+    r = await alice.get("/api/files", params={"path": "/"})
+    fid = {x["name"]: x for x in r.body["entries"]}["proj"]["file_id"]
+    assert (await alice.delete(f"/api/files/{fid}")).status == 204
+    await a.sync()
+    assert a.read("proj/deep/.env") == b"API_KEY=never-uploaded"
+    assert not (a.folder / "proj/notes.txt").exists()
+    assert not (a.folder / "proj/.DS_Store").exists()

@@ -97,3 +97,21 @@ async def test_the_server_keeps_the_bit_per_version(srv: RunningServer) -> None:
     r = await alice.get("/api/sync/changes", params={"cursor": "0"})
     entry = [c for c in r.body["changes"] if c["file_id"] == fid][-1]
     assert entry["executable"] is False and entry["version"] == 3
+
+
+async def test_the_file_a_conflict_brings_keeps_the_mode_of_the_one_it_displaces(
+        tmp_path: Path, srv: RunningServer) -> None:
+    a, b = make_devices(tmp_path, "a", "b")
+    await a.init(srv)
+    await b.init(srv)
+    tax = a.write("tax.txt", "v1")
+    tax.chmod(0o600)
+    await a.sync()
+    await b.sync()
+    b.write("tax.txt", "v2 from b")
+    await b.sync()
+    a.write("tax.txt", "v2 from a, different")
+    await a.sync()
+    copies = [p for p in a.folder.iterdir() if "conflicted" in p.name]
+    assert len(copies) == 1 and mode(copies[0]) == 0o600
+    assert a.read("tax.txt") == b"v2 from b" and mode(tax) == 0o600

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import posixpath
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -65,7 +66,7 @@ def scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str]]:
 
     def perturb(tree: dict[str, Node], is_local: bool) -> None:
         for _ in range(draw(st.integers(0, 4))):
-            kind = draw(st.sampled_from(["create", "mkdir", "edit", "delete", "move"]))
+            kind = draw(st.sampled_from(["create", "mkdir", "edit", "chmod", "delete", "move"]))
             files = sorted(p for p, n in tree.items() if not n.is_dir)
             items = sorted(tree)
             if kind in ("create", "mkdir") and candidates(tree):
@@ -83,6 +84,11 @@ def scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str]]:
                 c = world.content()
                 n = tree[p]
                 tree[p] = Node(False, c, n.file_id, n.version + 1 if n.file_id else 0, n.inode)
+            elif kind == "chmod" and files:  # the exec bit flipped, the content as it was
+                p = draw(st.sampled_from(files))
+                n = tree[p]
+                tree[p] = replace(n, executable=not n.executable,
+                                  version=n.version + 1 if n.file_id else 0)
             elif kind == "delete" and items:
                 p = draw(st.sampled_from(items))
                 for q in [q for q in tree if q == p or q.startswith(p + "/")]:

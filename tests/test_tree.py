@@ -18,7 +18,7 @@ async def test_create_folder_with_parents_and_list(alice: ApiClient) -> None:
     entry = r.body["entries"][0]
     assert entry["name"] == "Q1" and entry["file_id"] == made["file_id"]
     assert set(entry) == {"name", "file_id", "is_directory", "size", "version", "checksum",
-                          "executable", "modified_at"}
+                          "executable", "symlink", "modified_at"}
 
 
 async def test_folder_name_collision_is_case_insensitive(alice: ApiClient) -> None:

@@ -31,19 +31,21 @@ PAGE_DEFAULT, PAGE_MAX = 1000, 5000
 def entry_json(row: Row) -> dict[str, Any]:
     return {"name": row["name"], "file_id": row["id"], "is_directory": bool(row["is_directory"]),
             "size": row["size"], "version": row["version"], "checksum": row["checksum"],
-            "executable": bool(row["executable"]), "modified_at": row["modified_at"]}
+            "executable": bool(row["executable"]), "symlink": bool(row["symlink"]),
+            "modified_at": row["modified_at"]}
 
 
 async def version_list(q: Any, file_id: str) -> list[dict[str, Any]]:
     rows = await q.fetchall(
         "SELECT v.version, v.size, v.checksum, v.created_at, v.user_id, u.email, v.device_id,"
-        " d.name AS device_name, v.restored_from, v.executable FROM file_versions v"
+        " d.name AS device_name, v.restored_from, v.executable, v.symlink FROM file_versions v"
         " LEFT JOIN users u ON u.id = v.user_id LEFT JOIN devices d ON d.id = v.device_id"
         " WHERE v.file_id = ? ORDER BY v.version DESC", (file_id,))
     return [{"version": r["version"], "size": r["size"], "checksum": r["checksum"],
              "modified_at": r["created_at"], "modified_by": r["email"],
              "user_id": r["user_id"], "device": r["device_name"], "device_id": r["device_id"],
-             "restored_from": r["restored_from"], "executable": bool(r["executable"])}
+             "restored_from": r["restored_from"], "executable": bool(r["executable"]),
+             "symlink": bool(r["symlink"])}
             for r in rows]
 
 

@@ -129,6 +129,9 @@ def _grant_urls(request: web.Request, file_ids: list[str], max_bytes: int) -> di
             "batch_url": f"{base}/blocks/batch?token={q}"}
 
 
+SYMLINK_TARGET_MAX = 4096  # PATH_MAX on Linux: no system can make a longer link
+
+
 @routes.post("/api/files/upload-init")
 async def upload_init(request: web.Request) -> web.Response:
     body = await read_json(request)
@@ -259,9 +262,16 @@ async def _complete_one(request: web.Request, tx: Tx, file_id: str, body: dict[s
     keyring = request.app[appkeys.KEYRING]
     names = {b.hash: keyring.object_name(b.hash) for b in blocks}
     executable = field(body, "executable", bool, default=None)
+    # Omitted means "not a link" (unlike the exec bit, which an older client leaves as it is):
+    # an edit by a client that knows nothing of links must not stay a link, nor slip past the
+    # size limit below.
+    symlink = field(body, "symlink", bool, default=False)
+    if symlink and sum(b.size for b in blocks) > SYMLINK_TARGET_MAX:
+        raise BadRequest(f"a symlink's target is at most {SYMLINK_TARGET_MAX} bytes",
+                         code="invalid_field", field="symlink")
     result = await request.app[appkeys.VERSIONS].commit(tx, file_id, actor, blocks,
                                                         base_version, names,
-                                                        executable=executable)
+                                                        executable=executable, symlink=symlink)
     return {"status": result.status, "file_id": result.file_id, "version": result.version}
 
 
@@ -321,7 +331,7 @@ async def download(request: web.Request) -> web.Response:
     return web.json_response({
         "file_id": file["id"], "version": version["version"], "size": version["size"],
         "checksum": version["checksum"], "chunking": version["chunking"],
-        "executable": bool(version["executable"]),
+        "executable": bool(version["executable"]), "symlink": bool(version["symlink"]),
         "blocks": [{"order": i, "hash": b.hash, "size": b.size,
                     "url": f"{base}/blocks/{b.hash}?token="
                            f"{urllib.parse.quote(grants.read_token(p.user_id, b.hash))}"}
@@ -441,6 +451,7 @@ async def restore_version(request: web.Request) -> web.Response:
         result = await request.app[appkeys.VERSIONS].commit(
             tx, file["id"], Actor(p.user_id, p.device_id), blocks, file["version"],
             {b.hash: keyring.object_name(b.hash) for b in blocks}, restored_from=number,
-            journal_as=news_to_every_device(request), executable=bool(old["executable"]))
+            journal_as=news_to_every_device(request), executable=bool(old["executable"]),
+            symlink=bool(old["symlink"]))
     return web.json_response({"status": result.status, "file_id": result.file_id,
                               "version": result.version, "restored_from": number})

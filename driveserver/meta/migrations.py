@@ -175,4 +175,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE file_versions ADD COLUMN executable INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE journal ADD COLUMN executable INTEGER NOT NULL DEFAULT 0
     """,
+    # 5: symbolic links, a property of each version too: a symlink is a file whose content is
+    # its target (a relative path inside the synced folder).
+    """
+    ALTER TABLE files ADD COLUMN symlink INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE file_versions ADD COLUMN symlink INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE journal ADD COLUMN symlink INTEGER NOT NULL DEFAULT 0
+    """,
 ]

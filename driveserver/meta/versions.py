@@ -70,13 +70,15 @@ class Versions:
                      base_version: int | None, object_names: dict[str, str],
                      restored_from: int | None = None,
                      journal_as: Actor | None = None,
-                     executable: bool | None = None) -> CommitResult:
+                     executable: bool | None = None,
+                     symlink: bool | None = None) -> CommitResult:
         """Make ``blocks`` the file's new version, if ``base_version`` is still current.
 
         The version is credited to ``actor``; the journal entry names ``journal_as`` if given
         (a restore: news to every device, see ``api.common.news_to_every_device``).
-        ``executable`` is the new version's exec bit; None keeps the current one (a client
-        that does not know about modes never clears it).
+        ``executable`` is the new version's exec bit, ``symlink`` whether it is a symbolic
+        link (its content is the target); None keeps the current one (a client that does not
+        know about them never clears them).
 
         ``base_version=None`` means "whatever is current" (last writer wins). Retrying with the
         same blocks after a lost response returns the version the first attempt made.
@@ -90,8 +92,10 @@ class Versions:
         size = sum(b.size for b in blocks)
         current = int(file["version"])
         exe = bool(file["executable"]) if executable is None else executable
+        link = bool(file["symlink"]) if symlink is None else symlink
         if restored_from is None:
-            retry = await self._earlier_identical(tx, file, base_version, checksum, exe, actor)
+            retry = await self._earlier_identical(tx, file, base_version, checksum, (exe, link),
+                                                  actor)
             if retry is not None:
                 return retry
         expected = current if base_version is None else base_version
@@ -106,16 +110,17 @@ class Versions:
                           "this version would exceed the owner's quota")
         cur = await tx.execute(
             "UPDATE files SET version = version + 1, size = ?, checksum = ?, executable = ?,"
-            " modified_at = ? WHERE id = ? AND version = ?",
-            (size, checksum, int(exe), tx.now, file_id, expected))
+            " symlink = ?, modified_at = ? WHERE id = ? AND version = ?",
+            (size, checksum, int(exe), int(link), tx.now, file_id, expected))
         if cur.rowcount != 1:  # cannot happen under the single writer, but the CAS decides
             raise Conflict("the file changed since base_version", code="version_conflict")
         new_version = expected + 1
         cur = await tx.execute(
             "INSERT INTO file_versions (file_id, version, size, checksum, chunking, created_at,"
-            " user_id, device_id, restored_from, executable) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " user_id, device_id, restored_from, executable, symlink)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (file_id, new_version, size, checksum, CHUNKING_SCHEME, tx.now, actor.user_id,
-             actor.device_id, restored_from, int(exe)))
+             actor.device_id, restored_from, int(exe), int(link)))
         version_id = cur.lastrowid
         await tx.executemany(
             "INSERT INTO version_blocks (version_id, ord, block_hash, size) VALUES (?,?,?,?)",
@@ -132,19 +137,20 @@ class Versions:
         return CommitResult("created", file_id, new_version)
 
     async def _earlier_identical(self, tx: Tx, file: Row, base_version: int | None,
-                                 checksum: str, executable: bool, actor: Actor
+                                 checksum: str, kind: tuple[bool, bool], actor: Actor
                                  ) -> CommitResult | None:
-        """The version a previous attempt of this same commit made, if any (idempotent retry)."""
+        """The version a previous attempt of this same commit made, if any (idempotent retry).
+        ``kind`` is (executable, symlink): part of what a version holds."""
         current = int(file["version"])
         if base_version is None:
             if current > 0 and file["checksum"] == checksum and \
-                    bool(file["executable"]) == executable:
+                    (bool(file["executable"]), bool(file["symlink"])) == kind:
                 return CommitResult("unchanged", file["id"], current)
             return None
         if current == base_version + 1:
             made = await version_row(tx, file["id"], current)
             if made is not None and made["checksum"] == checksum and \
-                    bool(made["executable"]) == executable and \
+                    (bool(made["executable"]), bool(made["symlink"])) == kind and \
                     made["user_id"] == actor.user_id:
                 return CommitResult("unchanged", file["id"], current)
         return None

@@ -65,13 +65,14 @@ class Entry:
     created_at: float
     implied: bool = False
     executable: bool = False
+    symlink: bool = False
 
     @classmethod
     def from_row(cls, row: Row) -> Entry:
         return cls(row["workspace_id"], row["seq"], row["file_id"], row["action"], row["path"],
                    row["old_path"], bool(row["is_directory"]), row["version"], row["size"],
                    row["checksum"], row["user_id"], row["device_id"], row["created_at"],
-                   executable=bool(row["executable"]))
+                   executable=bool(row["executable"]), symlink=bool(row["symlink"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +95,13 @@ class Change:
     modified_at: float
     devices: frozenset[str | None] = frozenset()
     executable: bool = False
+    symlink: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "workspace_id": self.workspace_id, "file_id": self.file_id,
                 "path": self.path, "old_path": self.old_path, "action": self.action,
                 "version": self.version, "size": self.size, "checksum": self.checksum,
-                "executable": self.executable,
+                "executable": self.executable, "symlink": self.symlink,
                 "is_directory": self.is_directory, "device_id": self.device_id,
                 "user_id": self.user_id, "modified_at": self.modified_at}
 
@@ -256,7 +258,7 @@ class _Compactor:
         return Change(
             seq=last.seq, workspace_id=last.workspace_id, file_id=last.file_id, path=last.path,
             old_path=old_path, action=action, version=last.version, size=last.size,
-            checksum=last.checksum, executable=last.executable,
+            checksum=last.checksum, executable=last.executable, symlink=last.symlink,
             is_directory=last.is_directory, device_id=last.device_id,
             user_id=last.user_id, modified_at=last.created_at,
             devices=frozenset(self.timeline[i].device_id for i in run))
@@ -431,7 +433,7 @@ async def snapshot_page(q: Any, roots: Mapping[str, str], mark: SnapshotMark | N
             out.append(Change(
                 seq=None, workspace_id=ws, file_id=r["id"], path=r["full_path"], old_path=None,
                 action="create", version=r["version"], size=r["size"], checksum=r["checksum"],
-                executable=bool(r["executable"]),
+                executable=bool(r["executable"]), symlink=bool(r["symlink"]),
                 is_directory=bool(r["is_directory"]), device_id=None, user_id=None,
                 modified_at=r["modified_at"]))
             last = SnapshotMark(ws, int(r["depth"]), r["id"])

@@ -50,11 +50,11 @@ class Journal:
         seq = int(await tx.fetchval("SELECT seq FROM workspaces WHERE id = ?", (workspace_id,)))
         await tx.execute(
             "INSERT INTO journal (workspace_id, seq, file_id, action, path, old_path, is_directory,"
-            " version, size, checksum, executable, user_id, device_id, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " version, size, checksum, executable, symlink, user_id, device_id, created_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (workspace_id, seq, file["id"], action, path, old_path, file["is_directory"],
-             file["version"], file["size"], file["checksum"], file["executable"], actor.user_id,
-             actor.device_id, tx.now))
+             file["version"], file["size"], file["checksum"], file["executable"],
+             file["symlink"], actor.user_id, actor.device_id, tx.now))
         for listener in self._listeners:
             tx.on_commit(lambda lst=listener: lst(workspace_id, seq, actor.device_id))
         return seq
