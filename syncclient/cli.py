@@ -313,6 +313,17 @@ async def cmd_run(args: argparse.Namespace, config_dir: Path) -> int:
     # One running sync per config dir: a second ``run`` would race the first over the state
     # database and the folder.
     lock = await _lock(config_dir, "run", lambda h: "one sync at a time per config dir")
+    # And one per folder: two config dirs on one folder (a copied config dir) would both
+    # write it. The folder's lock lives in its marker, only if the marker is there (creating
+    # it here would defeat the check that the folder is the right one, see check_folder).
+    folder_lock: int | None = None
+    marker = Path(cfg.load(config_dir).folder) / cfg.MARKER
+    if marker.is_dir():
+        try:
+            folder_lock = await _lock(marker, "run", lambda h: "one sync at a time per folder")
+        except BaseException:
+            os.close(lock)
+            raise
     conf, state, remote, engine = open_engine(config_dir)
     try:
         if args.dry_run:
@@ -348,6 +359,8 @@ async def cmd_run(args: argparse.Namespace, config_dir: Path) -> int:
         await remote.close()
         state.close()
         os.close(lock)
+        if folder_lock is not None:
+            os.close(folder_lock)
 
 
 # --- status / resume --------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from .config import STATUS_FILE, Config
 from .engine import Engine, Paused
 from .errors import AuthError, FolderMissing, Offline
 from .ignore import Ignore
-from .watcher import Watcher
+from .watcher import Watcher, quiet_watchdog_warnings
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ class Daemon:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         ignore = Ignore(self.config.root)
+        quiet_watchdog_warnings()
         watcher = Watcher(self.config.root, ignore, loop, own=self.engine.is_own_write)
         watcher.start()
         if watcher.degraded:

@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,6 +96,15 @@ class _OverflowSignal(logging.Handler):
 
 
 OwnCheck = Callable[[str], bool]
+
+
+def quiet_watchdog_warnings() -> None:
+    """watchdog's inotify code warns (``RuntimeWarning``, with a whole watch descriptor in the
+    text) whenever a folder is moved or re-created under a watch it already has: harmless
+    bookkeeping of its own, but a busy folder turned it into 83 KB lines in the daemon's log.
+    The daemon does not act on it (it rescans, and checks its watches after every sync)."""
+    warnings.filterwarnings("ignore", message=r"Callback with id .* for watch ",
+                            category=RuntimeWarning)
 IgnoreCheck = Callable[..., bool]  # (path, is_dir=None) -> ignored?, as ``ignore.Ignore``
 
 

@@ -304,3 +304,32 @@ async def test_wait_returns_once_everything_is_synced(two: tuple[Device, Device]
     finally:
         assert a.stop_daemon() == 0
         assert b.stop_daemon() == 0
+
+
+async def test_two_config_dirs_on_one_folder_never_sync_at_once(
+        tmp_path: Path, srv: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A copied config dir names the same folder: while one daemon syncs it, the other is
+    refused (each config dir has its own lock; the folder's marker holds one too)."""
+    import shutil
+
+    (a,) = make_devices(tmp_path, "a")
+    await a.init(srv)
+    await a.sync()
+    copy = Device("a-copy", tmp_path / "a-copy-config", a.folder)
+    shutil.copytree(a.config_dir, copy.config_dir)
+    a.start_daemon(tmp_path / "a.log")
+    try:
+        def daemon_up() -> bool:
+            try:
+                status = json.loads((a.config_dir / "status.json").read_text())
+            except (OSError, ValueError):
+                return False
+            assert a.daemon is not None
+            return status.get("pid") == a.daemon.pid and status.get("state") == "idle"
+        await wait_for(daemon_up, within=30, what="the daemon to be up")
+        capsys.readouterr()
+        assert await copy.cli("run", "--once") == 1
+        assert "one sync at a time per folder" in capsys.readouterr().err
+    finally:
+        assert a.stop_daemon() == 0
+    assert await copy.cli("run", "--once") == 0  # once it stopped, the copy may sync

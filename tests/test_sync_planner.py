@@ -66,7 +66,8 @@ def scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str]]:
 
     def perturb(tree: dict[str, Node], is_local: bool) -> None:
         for _ in range(draw(st.integers(0, 4))):
-            kind = draw(st.sampled_from(["create", "mkdir", "edit", "chmod", "delete", "move"]))
+            kind = draw(st.sampled_from(["create", "mkdir", "edit", "chmod", "link", "restore",
+                                         "delete", "move"]))
             files = sorted(p for p, n in tree.items() if not n.is_dir)
             items = sorted(tree)
             if kind in ("create", "mkdir") and candidates(tree):
@@ -89,6 +90,17 @@ def scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str]]:
                 n = tree[p]
                 tree[p] = replace(n, executable=not n.executable,
                                   version=n.version + 1 if n.file_id else 0)
+            elif kind == "link" and files:  # a file replaced by a symlink of the same text
+                p = draw(st.sampled_from(files))
+                n = tree[p]
+                tree[p] = replace(n, symlink=not n.symlink,
+                                  version=n.version + 1 if n.file_id else 0)
+            elif kind == "restore" and files and not is_local:  # an older content, back
+                p = draw(st.sampled_from(files))
+                n = tree[p]
+                old = synced.get(p)
+                if old is not None and not old.is_dir and n.file_id == old.file_id:
+                    tree[p] = replace(old, version=n.version + 1, inode=None)
             elif kind == "delete" and items:
                 p = draw(st.sampled_from(items))
                 for q in [q for q in tree if q == p or q.startswith(p + "/")]:

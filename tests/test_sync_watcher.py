@@ -200,3 +200,19 @@ async def test_unwatched_folders_degrade_only_when_seen_twice(tmp_path: Path) ->
         assert "sudo sysctl fs.inotify.max_user_watches=" in warning and w.degraded == warning
     finally:
         w.stop()
+
+
+def test_watchdogs_own_bookkeeping_warnings_are_not_logged() -> None:
+    """The daemon silences watchdog's 'Callback with id ... for watch' RuntimeWarnings (83 KB
+    log lines on a busy folder), and only those."""
+    import warnings
+
+    from syncclient.watcher import quiet_watchdog_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_watchdog_warnings()
+        warnings.warn("Callback with id 'x' already exists for watch <Watch wd=1 ...>. It "
+                      "will be Overwritten.", RuntimeWarning, stacklevel=1)
+        warnings.warn("something else", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"]
