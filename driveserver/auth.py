@@ -131,6 +131,29 @@ class LoginThrottle:
     def succeeded(self, key: str) -> None:
         self._failures.pop(key, None)
 
+    def begin(self, *keys: str) -> float:
+        """Start one password check: the seconds to wait first (refused), or 0 after counting
+        the attempt as failed *now*, before the slow hash. Checking, then awaiting scrypt, then
+        recording let 200 simultaneous guesses all through (they all saw the counter before any
+        failure was recorded); counted up front, at most ``free`` checks run at once. Nothing
+        awaits between the look and the count, so it holds under any concurrency on the loop.
+        Follow a success with :meth:`passed`."""
+        wait = self.retry_after(*keys)
+        if wait == 0:
+            self.failed(*keys)
+        return wait
+
+    def passed(self, *keys: str) -> None:
+        """The check :meth:`begin` counted succeeded: the first key (the account, the link)
+        starts over, the others (the address) take back the attempt counted up front."""
+        self.succeeded(keys[0])
+        for k in keys[1:]:
+            f = self._failures.get(k)
+            if f is not None:
+                f.count -= 1
+                if f.count <= 0:
+                    del self._failures[k]
+
 
 def new_id(prefix: str) -> str:
     """Opaque, unguessable ids: knowing one id tells nothing about another."""

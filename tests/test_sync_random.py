@@ -16,6 +16,7 @@ import posixpath
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from driveserver import appkeys
 from driveserver.blocks.format import block_hash
 from syncclient.checksum import content_checksum
 from syncclient.links import symlink_stays_inside
+from syncclient.remote import Remote
 from tests.helpers import RunningServer, start_server
 from tests.sync_helpers import EMAIL, Device, make_devices
 
@@ -78,11 +80,12 @@ def free_paths(d: Device, names: list[str]) -> list[str]:
             if f"{p}/{n}".lstrip("/") not in tree]
 
 
-async def random_op(rnd: random.Random, d: Device, label: str) -> str:
+async def random_op(rnd: random.Random, d: Device, label: str,
+                    in_flight: dict[str, tuple[str, str]]) -> str:
     tree = snapshot(d)
     files = [p for p, v in tree.items() if v is not None and not v.startswith(LINK)]
     kind = rnd.choice(["create", "create", "edit", "edit", "move", "delete", "mkdir", "chmod",
-                       "link", "restore", "case"])
+                       "link", "restore", "case", "busy"])
     if kind == "create" and free_paths(d, FILES):
         p = rnd.choice(free_paths(d, FILES))
         d.write(p, label)
@@ -98,6 +101,10 @@ async def random_op(rnd: random.Random, d: Device, label: str) -> str:
         to = rnd.choice([*files, "gone.txt"])
         (d.folder / p).symlink_to(posixpath.relpath("/" + to, "/" + posixpath.dirname(p)))
         return f"link {p} -> {to}"
+    elif kind == "busy" and files:  # saved again while the next sync of this device transfers
+        p = rnd.choice(files)
+        in_flight[d.name] = (p, label)
+        return f"busy {p} (edited during the next sync's first transfer)"
     elif kind == "restore" and files:  # an older version, by this device, from the CLI
         p = rnd.choice(files)
         rc = await d.cli("restore", p, "--version", "1")
@@ -139,8 +146,12 @@ async def server_checksums(server: RunningServer) -> set[str]:
     return {r["checksum"] for r in rows}
 
 
+TRANSFERS = ("complete", "complete_batch", "content", "content_batch", "get_block")
+
+
 @pytest.mark.parametrize("seed", [7, 2026, 31337])
-async def test_random_devices_converge_and_lose_nothing(tmp_path: Path, seed: int) -> None:
+async def test_random_devices_converge_and_lose_nothing(
+        tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rnd = random.Random(seed)
     server = await start_server(tmp_path / "data")
     log: list[str] = [f"seed={seed}"]
@@ -153,16 +164,42 @@ async def test_random_devices_converge_and_lose_nothing(tmp_path: Path, seed: in
             conf["delete_guard_min_files"] = 10_000  # random deletions are intended here
             (d.config_dir / "config.json").write_text(json.dumps(conf))
         saved: set[bytes] = set()
+        in_flight: dict[str, tuple[str, str]] = {}
+        overwritten: set[bytes] = set()
+
+        def edit_in_flight(d: Device, m: pytest.MonkeyPatch) -> None:
+            """The next transfer call (an upload's commit, a download) of this sync first
+            lets the user save the chosen file: an edit while the file is in flight."""
+            path, label = in_flight.pop(d.name)
+            done: list[bool] = []
+            for name in TRANSFERS:
+                real = getattr(Remote, name)
+
+                async def hooked(self: Remote, *args: Any, _real: Any = real, **kw: Any) -> Any:
+                    out = await _real(self, *args, **kw)
+                    target = d.folder / path
+                    if not done and target.is_file() and not target.is_symlink():
+                        done.append(True)
+                        # The user overwrites what was there before it may have gone up:
+                        # that content is theirs to lose, not the sync's.
+                        overwritten.add(target.read_bytes())
+                        d.write(path, label + " in flight")
+                    return out
+                m.setattr(Remote, name, hooked)
 
         async def sync(d: Device) -> None:
             saved.update(content(v) for v in snapshot(d).values() if v is not None)
             log.append(f"sync {d.name}")
-            rc = await d.cli("run", "--once")
+            with monkeypatch.context() as m:  # the hooks go when this sync ends
+                if d.name in in_flight:
+                    edit_in_flight(d, m)
+                rc = await d.cli("run", "--once")
             assert rc == 0, "\n".join(log)
 
         for step in range(STEPS):
             d = rnd.choice(devices)
-            log.append(f"{d.name}: {await random_op(rnd, d, f'{seed}-{step}-{d.name}')}")
+            log.append(f"{d.name}: "
+                       f"{await random_op(rnd, d, f'{seed}-{step}-{d.name}', in_flight)}")
             if rnd.random() < 0.4:
                 await sync(rnd.choice(devices))
         for _ in range(2):
@@ -179,7 +216,7 @@ async def test_random_devices_converge_and_lose_nothing(tmp_path: Path, seed: in
         assert modes[0] == modes[1] == modes[2], "\n".join(log)
         final = {content(v) for snap in snaps for v in snap.values() if v is not None}
         history = await server_checksums(server)
-        lost = [c for c in saved if c not in final and checksum(c) not in history]
+        lost = [c for c in saved - overwritten if c not in final and checksum(c) not in history]
         assert not lost, f"lost {lost}\n" + "\n".join(log)
     finally:
         await server.stop()

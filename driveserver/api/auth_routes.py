@@ -100,16 +100,15 @@ async def login(request: web.Request) -> web.Response:
                          field="device_name")
     throttle = request.app[appkeys.THROTTLE]
     keys = (f"acct:{accounts.email_key(email)}", f"addr:{request.remote}")
-    wait = throttle.retry_after(*keys)
+    wait = throttle.begin(*keys)  # counted before the check: see LoginThrottle.begin
     if wait > 0:
         raise TooManyRequests("too many failed logins; try again later", retry_after=wait)
     db = request.app[appkeys.DB]
     user = await accounts.user_by_email(db, email)
     if not await check_password(password, user["password_hash"] if user else None):
-        throttle.failed(*keys)
         raise Unauthorized("wrong email or password", code="bad_credentials")
     assert user is not None
-    throttle.succeeded(keys[0])
+    throttle.passed(*keys)
     config = request.app[appkeys.CONFIG]
     async with db.transaction() as tx:
         device_id = None
@@ -140,8 +139,15 @@ async def change_password(request: web.Request) -> web.Response:
     db = request.app[appkeys.DB]
     user = await accounts.user_by_id(db, p.user_id)
     assert user is not None
+    # A stolen session must not become a way to guess the password: throttled as logins are.
+    throttle = request.app[appkeys.THROTTLE]
+    keys = (f"pwd:{p.user_id}", f"addr:{request.remote}")
+    wait = throttle.begin(*keys)
+    if wait > 0:
+        raise TooManyRequests("too many wrong passwords; try again later", retry_after=wait)
     if not await check_password(old, user["password_hash"]):
         raise Forbidden("old_password is wrong", code="bad_credentials")
+    throttle.passed(*keys)
     new_hash = hash_password(new)
     async with db.transaction() as tx:
         await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, p.user_id))

@@ -49,6 +49,8 @@ async def read_json(request: web.Request, *, allow_empty: bool = False) -> dict[
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # "[[[[..." a hundred thousand deep: a 400, not a 500 + traceback
+        raise BadRequest("the JSON body is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the JSON body must be an object", code="invalid_json")
     try:  # JSON allows lone UTF-16 surrogates ("\ud800"); nothing downstream can store them

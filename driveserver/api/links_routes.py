@@ -325,14 +325,13 @@ async def unlock(request: web.Request) -> web.Response:
         throttle = request.app[appkeys.THROTTLE]
         # Own key prefixes: failing at a link must not lock the same address out of logging in.
         keys = (f"link:{link['id']}", f"link-addr:{request.remote}")
-        wait = throttle.retry_after(*keys)
+        wait = throttle.begin(*keys)  # counted before the check: see LoginThrottle.begin
         if wait > 0:
             raise TooManyRequests("too many wrong passwords for this link; try again later",
                                   retry_after=wait)
         if not await check_password(password, link["password_hash"]):
-            throttle.failed(*keys)
             raise Forbidden("wrong password", code="wrong_password")
-        throttle.succeeded(keys[0])
+        throttle.passed(*keys)
     token = request.app[appkeys.SIGNER].sign(
         ACCESS_PURPOSE, {"lid": link["id"], "pw": _password_tag(link)})
     return web.json_response({"access_token": token, "expires_in": ACCESS_SECONDS},

@@ -128,18 +128,24 @@ async def put_block(request: web.Request) -> web.Response:
     return web.json_response(_receipt_json(request, grant.user_id, h, len(data)))
 
 
-def _decode(encoding: str, payload: bytes) -> bytes:
+def _decode(encoding: str, payload: bytes, max_size: int = BLOCK_SIZE) -> bytes:
     try:
-        return decompress_from_wire(encoding, payload)
+        return decompress_from_wire(encoding, payload, max_size)
     except BlockCorrupt as exc:
         raise BadRequest(f"undecodable block payload: {exc}", code="invalid_encoding") from None
 
 
-def parse_batch(body: bytes) -> list[tuple[str, bytes]]:
+def parse_batch(body: bytes, budget: int | None = None) -> list[tuple[str, bytes]]:
     """Frames of ``hash (64 ASCII hex) | encoding (1 byte: 0 identity, 1 zstd) | length (u32 BE)
-    | payload``, back to back. Returns (hash, plaintext) pairs; any malformed frame is a 400."""
+    | payload``, back to back. Returns (hash, plaintext) pairs; any malformed frame is a 400.
+
+    ``budget`` bounds the decoded bytes of the whole batch (the grant's): decoded bytes are
+    counted while parsing and no frame is inflated past what is left, so a body of tiny zstd
+    frames that each inflate to 4 MiB (a decompression bomb) is a 413 after at most ``budget``
+    bytes of memory, not gigabytes."""
     out: list[tuple[str, bytes]] = []
     pos = 0
+    left = budget
     while pos < len(body):
         if len(body) - pos < _FRAME.size:
             raise BadRequest("truncated batch frame header", code="invalid_batch")
@@ -150,7 +156,22 @@ def parse_batch(body: bytes) -> list[tuple[str, bytes]]:
             raise BadRequest(f"invalid batch frame for block {h[:16]}…", code="invalid_batch")
         if len(body) - pos < length:
             raise BadRequest("truncated batch frame payload", code="invalid_batch")
-        out.append((h, _decode("zstd" if enc else WIRE_IDENTITY, body[pos: pos + length])))
+        payload = body[pos: pos + length]
+        encoding = "zstd" if enc else WIRE_IDENTITY
+        if left is None:
+            data = _decode(encoding, payload)
+        else:
+            cap = min(BLOCK_SIZE, left)
+            try:
+                data = decompress_from_wire(encoding, payload, cap)
+            except BlockCorrupt as exc:
+                if cap < BLOCK_SIZE:  # more than the grant has left (or corrupt): refused
+                    raise PayloadTooLarge(f"this upload may carry at most {budget} bytes"
+                                          ) from None
+                raise BadRequest(f"undecodable block payload: {exc}",
+                                 code="invalid_encoding") from None
+            left -= len(data)
+        out.append((h, data))
         pos += length
     return out
 
@@ -170,7 +191,7 @@ async def put_batch(request: web.Request) -> web.Response:
     grant = _upload_grant(request)
     # The frame headers come on top of the grant's bytes; the decoded total is checked below.
     body = await read_body(request, BATCH_MAX_BYTES, "a batch")
-    blocks = parse_batch(body)
+    blocks = parse_batch(body, grant.max_bytes)
     if sum(len(d) for _, d in blocks) > grant.max_bytes:
         raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
     pipeline = request.app[appkeys.PIPELINE]

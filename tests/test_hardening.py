@@ -1,0 +1,120 @@
+"""Regression tests for the outside security probe (issue 12); each name says its finding.
+
+The concurrency ones really race: hundreds of requests on their own sockets at once."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+import aiohttp
+import pytest
+
+from tests.helpers import PASSWORD, ApiClient, RunningServer, upload
+
+WRONG = "not the password, surely"
+
+
+def allowed(seconds: float) -> int:
+    """How many password checks the back-off lets through in a burst lasting ``seconds``: the
+    3 free ones, then one per doubling period (1 s, 2 s, 4 s...)."""
+    return 3 + 1 + int(math.log2(seconds + 1))
+
+
+async def simultaneous(url: str, bodies: list[dict], headers: dict | None = None) -> list[int]:
+    """POST every body at once, each on its own connection; the statuses in order."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async def one(body: dict) -> int:
+            async with s.post(url, json=body, headers=headers) as r:
+                await r.read()
+                return r.status
+        return list(await asyncio.gather(*(one(b) for b in bodies)))
+
+
+async def test_finding1_simultaneous_login_guesses_are_counted_before_checking(
+        server: RunningServer) -> None:
+    """200 guesses at once, the right password among them: all but the first few are refused
+    before any password is checked (was: 199 x 401 and the right one 200)."""
+    await server.register("carol@example.com")
+    bodies = [{"email": "carol@example.com", "password": WRONG} for _ in range(199)]
+    bodies.insert(random.Random(1).randrange(200), {"email": "carol@example.com",
+                                                     "password": PASSWORD})
+    start = time.monotonic()
+    statuses = await simultaneous(server.url + "/api/auth/login", bodies)
+    checked = [s for s in statuses if s != 429]
+    assert len(checked) <= allowed(time.monotonic() - start), sorted(checked)
+
+
+async def test_finding1_simultaneous_link_unlock_guesses_are_counted_before_checking(
+        server: RunningServer, alice: ApiClient) -> None:
+    made = await upload(alice, "/secret.txt", b"secret")
+    r = await alice.post(f"/api/files/{made['file_id']}/links", {"password": "link password 1"})
+    assert r.status == 201
+    bodies = [{"password": WRONG} for _ in range(99)] + [{"password": "link password 1"}]
+    random.Random(2).shuffle(bodies)
+    start = time.monotonic()
+    statuses = await simultaneous(r.body["url"] + "/unlock", bodies)
+    assert len([s for s in statuses if s != 429]) <= allowed(time.monotonic() - start), statuses
+
+
+async def test_finding1_old_password_guesses_are_throttled(
+        server: RunningServer, alice: ApiClient) -> None:
+    """A stolen session is no way to guess the password: 20 wrong old passwords, at once."""
+    bodies = [{"old_password": WRONG + str(i), "new_password": "a new password 123"}
+              for i in range(20)]
+    start = time.monotonic()
+    statuses = await simultaneous(server.url + "/api/auth/password", bodies,
+                                  headers=alice.headers)
+    assert len([s for s in statuses if s != 429]) <= allowed(time.monotonic() - start), statuses
+    assert 204 not in statuses
+
+
+async def test_finding1_a_right_login_does_not_count_against_the_address(
+        server: RunningServer) -> None:
+    """Counting up front must not punish users: ten right logins in a row from one address."""
+    await server.register("dave@example.com")
+    for _ in range(10):
+        r = await server.anonymous().post("/api/auth/login", {"email": "dave@example.com",
+                                                              "password": PASSWORD})
+        assert r.status == 200, r.body
+
+
+async def test_finding12_deeply_nested_json_is_a_400_not_a_500(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as s:
+        for body in ("[" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
+            async with s.post(server.url + "/api/auth/login", data=body,
+                              headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400, await r.text()
+                assert (await r.json())["error"]["code"] == "invalid_json"
+
+
+async def test_finding2_a_decompression_bomb_in_a_batch_inflates_nothing_past_the_grant(
+        alice: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1-byte grant, then 250 frames of a ~150-byte zstd frame that inflates to 4 MiB: a 413
+    after at most the grant's bytes decoded (was 1.1 GB allocated before the 413)."""
+    import struct
+
+    import zstandard
+
+    from driveserver.blocks import routes as block_routes
+    from driveserver.blocks.format import BLOCK_SIZE
+
+    decoded: list[int] = []
+    real = block_routes.decompress_from_wire
+
+    def counting(*args: object, **kwargs: object) -> bytes:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        decoded.append(len(out))
+        return out
+    monkeypatch.setattr(block_routes, "decompress_from_wire", counting)
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * BLOCK_SIZE)
+    assert len(bomb) < 1000
+    frame = b"ab" * 32 + b"\x01" + struct.pack(">I", len(bomb)) + bomb
+    init = (await alice.post("/api/files/upload-init", {"path": "/b", "size": 1})).body
+    async with alice.session.post(init["batch_url"], data=frame * 250) as resp:
+        assert resp.status == 413, await resp.text()
+        assert (await resp.json())["error"]["code"] == "too_large"
+    assert sum(decoded) <= 1
