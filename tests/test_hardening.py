@@ -118,3 +118,25 @@ async def test_finding2_a_decompression_bomb_in_a_batch_inflates_nothing_past_th
         assert resp.status == 413, await resp.text()
         assert (await resp.json())["error"]["code"] == "too_large"
     assert sum(decoded) <= 1
+
+
+async def test_finding5_one_block_listed_a_hundred_thousand_times_is_refused(
+        alice: ApiClient) -> None:
+    made = await upload(alice, "/one.txt", b"x")
+    h = (await alice.get(f"/api/files/{made['file_id']}/download")).body["blocks"][0]["hash"]
+    for blocks in ([h] * 100_000, [h] * 65):
+        r = await alice.post(f"/api/files/{made['file_id']}/complete", {"blocks": blocks})
+        assert r.status == 400 and r.body["error"]["field"] == "blocks", r.body
+    r = await alice.post(f"/api/files/{made['file_id']}/complete", {"blocks": [h] * 64})
+    assert r.status == 200  # a few small blocks are fine (an API client may cut small)
+
+
+async def test_finding16_the_metadata_database_is_private(server: RunningServer) -> None:
+    """meta.sqlite3 was 0644: every account on the machine could read the file tree, emails
+    and password hashes."""
+    import stat
+
+    r = await server.anonymous().get("/healthz")
+    assert r.status == 200
+    for path in server.config.data_dir.glob("meta.sqlite3*"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

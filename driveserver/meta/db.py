@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -47,8 +48,16 @@ class SchemaError(Exception):
     """The database was written by a newer version of the server."""
 
 
+def _private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would make it 0644, readable by
+    every account on the machine); its -wal and -shm files take the same mode."""
+    if str(path) != ":memory:":
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
 async def connect(path: Path) -> aiosqlite.Connection:
     """Open a reading connection with the settings every connection needs."""
+    _private(path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
     for pragma in _PRAGMAS:
@@ -60,6 +69,7 @@ def connect_inline(path: Path) -> sqlite3.Connection:
     """A plain connection for statements run on the loop's thread (the writer's, the snapshot
     reader's), and for those that may block, from a worker thread: never two at once, since
     each connection has its own lock."""
+    _private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     for pragma in _PRAGMAS:
