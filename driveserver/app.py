@@ -36,7 +36,7 @@ from .gc import collect_garbage, move_cold_blocks
 from .meta.db import Database
 from .meta.tree import Tree
 from .meta.versions import Versions
-from .observability import AccessLogger, Metrics
+from .observability import AccessLogger, Metrics, quiet_parser_errors
 from .storage import BlockStore, LocalBlockStore, S3BlockStore, TieredBlockStore
 from .sync.feed import prune_journal
 from .sync.journal import Journal
@@ -176,6 +176,7 @@ async def run_gc_once(config: Config) -> str:
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving ``app``; returns the runner and the bound port (useful with port 0)."""
+    quiet_parser_errors()
     runner = web.AppRunner(app, access_log_class=AccessLogger,
                            access_log=logging.getLogger("driveserver.access"),
                            handler_cancellation=True)

@@ -102,6 +102,7 @@ class LoginThrottle:
                  forget_after: float = 3600.0) -> None:
         self.free, self.base, self.cap, self.forget_after = free, base, cap, forget_after
         self._failures: dict[str, _Failures] = {}
+        self._in_flight: dict[str, int] = {}  # checks begun and not finished, by key
 
     def _delay(self, key: str, now: float) -> float:
         f = self._failures.get(key)
@@ -132,27 +133,39 @@ class LoginThrottle:
         self._failures.pop(key, None)
 
     def begin(self, *keys: str) -> float:
-        """Start one password check: the seconds to wait first (refused), or 0 after counting
-        the attempt as failed *now*, before the slow hash. Checking, then awaiting scrypt, then
-        recording let 200 simultaneous guesses all through (they all saw the counter before any
-        failure was recorded); counted up front, at most ``free`` checks run at once. Nothing
-        awaits between the look and the count, so it holds under any concurrency on the loop.
-        Follow a success with :meth:`passed`."""
+        """Start one password check: the seconds to wait first (refused), or 0 with the check
+        counted as in flight. Checking, then awaiting scrypt, then recording let 200
+        simultaneous guesses all through (each saw the counter before any failure was
+        recorded). Now a key lets at most as many checks run at once as it has free failures
+        left (one once it is backing off), and nothing awaits between the look and the count,
+        so it holds under any concurrency on the loop. Always follow with :meth:`finish`."""
+        now = time.monotonic()
         wait = self.retry_after(*keys)
-        if wait == 0:
-            self.failed(*keys)
-        return wait
-
-    def passed(self, *keys: str) -> None:
-        """The check :meth:`begin` counted succeeded: the first key (the account, the link)
-        starts over, the others (the address) take back the attempt counted up front."""
-        self.succeeded(keys[0])
-        for k in keys[1:]:
+        if wait > 0:
+            return wait
+        for k in keys:
             f = self._failures.get(k)
-            if f is not None:
-                f.count -= 1
-                if f.count <= 0:
-                    del self._failures[k]
+            failures = f.count if f is not None and now - f.last <= self.forget_after else 0
+            if self._in_flight.get(k, 0) >= max(1, self.free - failures):
+                return self.base  # as many checks as may fail are running: try again soon
+        for k in keys:
+            self._in_flight[k] = self._in_flight.get(k, 0) + 1
+        return 0.0
+
+    def finish(self, ok: bool, *keys: str) -> None:
+        """The check :meth:`begin` let through is over: a failure is recorded on every key
+        (a check cut short counts as one); a success starts the first key (the account, the
+        link) over and leaves the others (the address) as they were."""
+        for k in keys:
+            n = self._in_flight.get(k, 0) - 1
+            if n > 0:
+                self._in_flight[k] = n
+            else:
+                self._in_flight.pop(k, None)
+        if ok:
+            self.succeeded(keys[0])
+        else:
+            self.failed(*keys)
 
 
 def new_id(prefix: str) -> str:

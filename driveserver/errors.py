@@ -85,7 +85,8 @@ def error_response(status: int, code: str, message: str, **details: Any) -> web.
 
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+               416: "range_not_satisfiable"}
 
 
 @web.middleware
@@ -103,7 +104,10 @@ async def error_middleware(
         message = exc.reason if exc.status != 404 else "no such route"
         if exc.status == 413:
             message = "request body too large"
-        return error_response(exc.status, code, message)
+        resp = error_response(exc.status, code, message)
+        if "Content-Range" in exc.headers:  # a 416 says how long the file is
+            resp.headers["Content-Range"] = exc.headers["Content-Range"]
+        return resp
     except ConnectionResetError:
         raise
     except Exception:

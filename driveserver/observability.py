@@ -15,6 +15,7 @@ import re
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import appkeys
@@ -56,6 +57,27 @@ def loggable_path(path: str) -> str:
     token, and it must not reach the log either.
     """
     return _LINK_TOKEN.sub("/s/<redacted>", path)
+
+
+class ParserErrorFilter(logging.Filter):
+    """aiohttp logs a request its HTTP parser rejects (an 8 KB URL, a bad header) at ERROR, with
+    a traceback whose message quotes the request line: a link URL's token went into the log.
+    Such a record becomes one WARNING line naming only the kind of error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "rejected a malformed request: %s", (type(exc).__name__,)
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_parser_errors() -> None:
+    """Install :class:`ParserErrorFilter` on aiohttp's server logger (once per process)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ParserErrorFilter())
 
 
 def route_label(request: web.BaseRequest) -> str:

@@ -30,7 +30,7 @@ from . import names
 from .checksum import content_checksum
 from .config import MARKER, Config
 from .errors import ApiError, AuthError, FolderMissing
-from .ignore import Ignore, is_builtin
+from .ignore import Ignore, is_litter
 from .links import TARGET_MAX, link_content, resolves_inside, symlink_stays_inside
 from .localtree import LocalFile, Scan, hash_local, rename_no_replace, scan, stat_trusted
 from .planner import Node, Op, conflict_name, plan, same
@@ -253,6 +253,9 @@ class Engine:
         self._scan_started_ns = await asyncio.to_thread(self._fs_clock) if read_clock else None
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore,
                                         self._scan_started_ns, self.config.sync_symlinks)
+        for p in await asyncio.to_thread(self._ignored_only, local, synced_entries, ignore):
+            for q in [q for q in local.items if q == p or q.startswith(p + "/")]:
+                del local.items[q]
         # The daemon checks that the watcher watches every one of these.
         self.scanned_folders = [(self.root, self.root.stat().st_ino),
                                 *((self._os_path(p, local), f.inode)
@@ -310,6 +313,29 @@ class Engine:
                      if (why := names.windows_problem(p.rpartition("/")[2])) is not None}
         self._name_notices(elsewhere, NOT_ON_WINDOWS)
         return local, remote, synced, synced_entries
+
+    def _ignored_only(self, local: Scan, synced: Mapping[str, SyncedEntry], ignore: Ignore
+                      ) -> list[str]:
+        """New folders here, on neither the server nor the synced tree, that hold no file the
+        scan syncs but something ignored: left alone, not created on the server (blocking).
+        Such a folder is what stays of a folder deleted elsewhere that held ignored files
+        (``_remove_synced_part``); creating it again would undo that deletion everywhere."""
+        with_files: set[str] = set()
+        for p, item in local.items.items():
+            if not item.is_dir:
+                while p:
+                    p = p.rpartition("/")[0]
+                    with_files.add(p)
+        remote = self.state.remote_tree()
+        out = []
+        for p, item in local.items.items():
+            if not item.is_dir or p in with_files or p in synced or p in remote:
+                continue
+            if any(p.startswith(q + "/") for q in out):
+                continue
+            if _holds_ignored(self._os_path(p, local), p, ignore):
+                out.append(p)
+        return out
 
     def _name_notices(self, current: dict[str, str], suffix: str) -> None:
         """Keep the notices that end in ``suffix`` equal to ``current`` (a renamed or deleted
@@ -838,18 +864,21 @@ class Engine:
         self.state.drop_remote(op.path)
         self.state.drop_synced(op.path)
 
-    def _links_leaving(self, src: str, dst: str, on_disk_at: str) -> list[tuple[str, str]]:
+    def _links_leaving(self, src: str, dst: str, on_disk_at: str, local: Scan
+                       ) -> list[tuple[str, str]]:
         """Synced symlinks at or below ``src`` whose target would lead out of the folder once
         at or below ``dst`` (a link's ``..`` means more or less from another depth): (their
         path under ``src``, their target). Their targets are read where they are on disk now,
-        under ``on_disk_at`` (blocking: run in a thread)."""
+        under ``on_disk_at``, as the scan found them spelled (an NFD name on disk); one that
+        cannot be read counts as leaving (blocking: run in a thread)."""
         out = []
         for p, e in self.state.synced_entries().items():
             if not e.symlink or not (p == src or p.startswith(src + "/")):
                 continue
             try:
-                target = os.readlink(self._os_path(on_disk_at + p[len(src):]))
+                target = os.readlink(self._os_path(on_disk_at + p[len(src):], local))
             except OSError:
+                out.append((p, "(unreadable)"))
                 continue
             if not symlink_stays_inside(dst + p[len(src):], target):
                 out.append((p, target))
@@ -862,7 +891,8 @@ class Engine:
         # A link that the move would make lead out of the folder stays here only (as the scan
         # already treats it): it leaves the server first, to the trash, so that no other
         # computer gets a link to outside its folder.
-        for p, target in await asyncio.to_thread(self._links_leaving, op.src, op.path, op.path):
+        for p, target in await asyncio.to_thread(self._links_leaving, op.src, op.path, op.path,
+                                                 local):
             gone = self.state.remote_by_path(p)
             if gone is not None and gone.file_id:
                 try:
@@ -1092,7 +1122,9 @@ class Engine:
                 if seen is None:
                     if e.is_symlink() and not (self.config.sync_symlinks and
                                                symlink_stays_inside(p, os.readlink(e.path))):
-                        continue  # never synced; rmtree removes the link, not what it points at
+                        continue  # never synced; it is removed, not what it points at
+                    if e.is_dir(follow_symlinks=False) and _only_ignored(Path(e.path), p, ignore):
+                        continue  # holds only ignored items, which stay (_remove_synced_part)
                     return p  # created since, or something the scan could not sync: kept
                 st = e.stat(follow_symlinks=False)
                 if seen.is_dir:
@@ -1117,12 +1149,15 @@ class Engine:
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
-        leaving = await asyncio.to_thread(self._links_leaving, op.src, op.path, op.src)
+        leaving = await asyncio.to_thread(self._links_leaving, op.src, op.path, op.src, local)
         synced = self.state.synced_entries()
         for p, target in leaving:
             link = self._os_path(p, local)
-            if self.state.remote_by_path(p) is None and synced[p].checksum == \
-                    (await asyncio.to_thread(link_content, link))[0]:
+            try:
+                here = (await asyncio.to_thread(link_content, link))[0]
+            except OSError:
+                here = None
+            if self.state.remote_by_path(p) is None and synced[p].checksum == here:
                 # Gone from the server (the device that moved the folder took it out, as
                 # _op_move_remote does): it goes here too, before the folder moves.
                 await asyncio.to_thread(link.unlink)
@@ -1154,10 +1189,13 @@ class Engine:
         # Nothing is at op.path now; the folders above it are where the scan found them.
         moved = Scan(os_paths={k: v for k, v in local.os_paths.items()
                                if k != op.path and not k.startswith(op.path + "/")}, items={})
-        if node is not None and node.is_dir:
-            await self._op_mkdir_local(op, moved)
-        elif node is not None:
-            await self._op_download(op, moved)
+        try:
+            if node is not None and node.is_dir:
+                await self._op_mkdir_local(op, moved)
+            elif node is not None:
+                await self._op_download(op, moved)
+        finally:
+            self._modes.pop(op.path, None)  # for this download only, never a later file
 
     async def _op_record(self, op: Op, local: Scan) -> None:
         node = self.state.remote_by_path(op.path)
@@ -1186,18 +1224,50 @@ def _inside_root_unlinked(root: Path, target: Path, link_at_end: bool = False) -
     return os.path.realpath(target) == os.path.join(os.path.realpath(root), rel)
 
 
+def _only_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
+    """Does ``folder`` hold nothing but ignored items (at any depth)?"""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    for e in entries:
+        p = f"{path}/{unicodedata.normalize('NFC', e.name)}"
+        is_dir = e.is_dir(follow_symlinks=False)
+        if not ignore(p, is_dir=is_dir) and not (is_dir and _only_ignored(Path(e.path), p,
+                                                                         ignore)):
+            return False
+    return True
+
+
+def _holds_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
+    """Is something ignored (not litter) at any depth below ``folder``?"""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    for e in entries:
+        p = f"{path}/{unicodedata.normalize('NFC', e.name)}"
+        is_dir = e.is_dir(follow_symlinks=False)
+        if ignore(p, is_dir=is_dir):
+            if not is_litter(e.name):
+                return True
+        elif is_dir and _holds_ignored(Path(e.path), p, ignore):
+            return True
+    return False
+
+
 def _remove_synced_part(folder: Path, path: str, ignore: Ignore) -> None:
     """Remove a folder deleted on the server (checked unchanged by ``_changed_below``), except
-    what the user's ignore patterns name: that was never sent, so it is in no trash nor
-    history on the server, and it stays here with the folders that hold it. Built-in litter
-    (.DS_Store, swap files, our temp files) goes with the folder. Links are removed, never
-    followed."""
+    what is ignored: that was never sent, so it is in no trash nor history on the server, and
+    it stays here with the folders that hold it (which the next rounds leave alone, see
+    ``Engine._ignored_only``). Only litter (.DS_Store, our temp files) goes with the folder;
+    an editor's swap file may hold unsaved work. Links are removed, never followed."""
     def keep(os_dir: Path, tree_dir: str) -> bool:
         kept = False
         for e in list(os.scandir(os_dir)):
             p = f"{tree_dir}/{unicodedata.normalize('NFC', e.name)}"
             is_dir = e.is_dir(follow_symlinks=False)
-            if ignore(p, is_dir=is_dir) and not is_builtin(e.name):
+            if ignore(p, is_dir=is_dir) and not is_litter(e.name):
                 kept = True
             elif is_dir:
                 kept = keep(Path(e.path), p) or kept

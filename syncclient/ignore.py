@@ -249,6 +249,16 @@ class Ignore:
         return bool(verdict)
 
 
+LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def is_litter(name: str) -> bool:
+    """Ignored names nobody can miss: our own download temp files and the system's folder
+    metadata. Unlike editors' swap and lock files (which may hold unsaved work), these may go
+    with a folder deleted elsewhere."""
+    return name.startswith(TEMP_PREFIX) or name in LITTER
+
+
 def is_builtin(name: str) -> bool:
     """Is ``name`` one of the names ignored whatever the ignore file says (the marker, our
     temp files, editors' and systems' litter)?"""

@@ -140,3 +140,76 @@ async def test_finding16_the_metadata_database_is_private(server: RunningServer)
     assert r.status == 200
     for path in server.config.data_dir.glob("meta.sqlite3*"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+async def test_finding16_a_416_keeps_content_range_and_the_json_error_shape(
+        server: RunningServer, alice: ApiClient) -> None:
+    made = await upload(alice, "/ten.txt", b"0123456789")
+    async with alice.session.get(f"{server.url}/api/files/{made['file_id']}/content",
+                                 headers={**alice.headers, "Range": "bytes=50-60"}) as r:
+        assert r.status == 416
+        assert r.headers["Content-Range"] == "bytes */10"
+        assert (await r.json())["error"]["code"] == "range_not_satisfiable"
+
+
+async def test_finding16_if_none_match_star_is_honoured(server: RunningServer,
+                                                        alice: ApiClient) -> None:
+    made = await upload(alice, "/ten.txt", b"0123456789")
+    async with alice.session.get(f"{server.url}/api/files/{made['file_id']}/content",
+                                 headers={**alice.headers, "If-None-Match": "*"}) as r:
+        assert r.status == 304
+
+
+async def test_finding13_block_responses_are_not_cached_past_their_grant(
+        server: RunningServer, alice: ApiClient) -> None:
+    made = await upload(alice, "/one.txt", b"one")
+    (block,) = (await alice.get(f"/api/files/{made['file_id']}/download")).body["blocks"]
+    async with alice.session.get(block["url"]) as r:
+        assert r.status == 200
+        assert "no-store" in r.headers["Cache-Control"]
+        assert "immutable" not in r.headers["Cache-Control"]
+
+
+async def test_finding15_an_over_long_link_url_puts_no_token_in_the_log(
+        server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    port = int(server.url.rsplit(":", 1)[1])
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /s/THE-LINK-TOKEN" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.read(200), 10)
+        writer.close()
+        assert head.startswith(b"HTTP/1.") and b" 400 " in head
+    for record in caplog.records:
+        text = record.getMessage() + (record.exc_text or "") + \
+            (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+        assert "THE-LINK-TOKEN" not in text, text[:200]
+        assert record.levelno < logging.ERROR, record.getMessage()
+
+
+def test_finding1_successes_leave_an_address_count_as_it_was() -> None:
+    """A success must not refresh an address's failures (an office behind one NAT: a typo in
+    the morning and logins all day must not keep everyone's back-off alive)."""
+    from driveserver.auth import LoginThrottle
+
+    t = LoginThrottle()
+    for _ in range(8):
+        t.failed("acct:a", "addr:office")
+    before = (t._failures["addr:office"].count, t._failures["addr:office"].last)
+    t._failures["acct:b"] = type(t._failures["addr:office"])()  # another account, no failures
+    t._in_flight.update({"acct:b": 1, "addr:office": 1})  # as begin() left it
+    t.finish(True, "acct:b", "addr:office")
+    assert (t._failures["addr:office"].count, t._failures["addr:office"].last) == before
+    assert t._in_flight == {}
+
+
+def test_finding1_at_most_the_free_checks_run_at_once() -> None:
+    from driveserver.auth import LoginThrottle
+
+    t = LoginThrottle()
+    assert [t.begin("acct:a", "addr:x") for _ in range(5)] == [0, 0, 0, t.base, t.base]
+    for _ in range(3):
+        t.finish(False, "acct:a", "addr:x")
+    assert t.begin("acct:a", "addr:x") > 0  # backing off now

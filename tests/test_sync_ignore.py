@@ -314,6 +314,7 @@ async def test_a_folder_deleted_on_the_server_keeps_what_was_ignored_in_it(
     a.write("proj/notes.txt", "n")
     a.write("proj/deep/.env", "API_KEY=never-uploaded")
     a.write("proj/.DS_Store", "litter")
+    a.write("proj/.notes.txt.swp", "unsaved work")
     await a.sync()
     alice = await srv.login(EMAIL)
     r = await alice.get("/api/files", params={"path": "/"})
@@ -321,5 +322,10 @@ async def test_a_folder_deleted_on_the_server_keeps_what_was_ignored_in_it(
     assert (await alice.delete(f"/api/files/{fid}")).status == 204
     await a.sync()
     assert a.read("proj/deep/.env") == b"API_KEY=never-uploaded"
+    assert a.read("proj/.notes.txt.swp") == b"unsaved work"  # an editor's swap file stays
     assert not (a.folder / "proj/notes.txt").exists()
     assert not (a.folder / "proj/.DS_Store").exists()
+    # What stays is left alone: the deletion is not undone on the server.
+    await a.sync()
+    r = await alice.get("/api/files", params={"path": "/"})
+    assert [x["name"] for x in r.body["entries"]] == [".drivesyncignore"]

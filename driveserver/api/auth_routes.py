@@ -104,11 +104,15 @@ async def login(request: web.Request) -> web.Response:
     if wait > 0:
         raise TooManyRequests("too many failed logins; try again later", retry_after=wait)
     db = request.app[appkeys.DB]
-    user = await accounts.user_by_email(db, email)
-    if not await check_password(password, user["password_hash"] if user else None):
+    ok = False
+    try:
+        user = await accounts.user_by_email(db, email)
+        ok = await check_password(password, user["password_hash"] if user else None)
+    finally:
+        throttle.finish(ok, *keys)
+    if not ok:
         raise Unauthorized("wrong email or password", code="bad_credentials")
     assert user is not None
-    throttle.passed(*keys)
     config = request.app[appkeys.CONFIG]
     async with db.transaction() as tx:
         device_id = None
@@ -139,15 +143,21 @@ async def change_password(request: web.Request) -> web.Response:
     db = request.app[appkeys.DB]
     user = await accounts.user_by_id(db, p.user_id)
     assert user is not None
-    # A stolen session must not become a way to guess the password: throttled as logins are.
+    # A stolen session must not become a way to guess the password: throttled as logins are,
+    # per session (not per user: a thief's wrong guesses must not lock the owner out of the
+    # very change that revokes the thief's session) and per address.
     throttle = request.app[appkeys.THROTTLE]
-    keys = (f"pwd:{p.user_id}", f"addr:{request.remote}")
+    keys = (f"pwd:{p.session_id}", f"addr:{request.remote}")
     wait = throttle.begin(*keys)
     if wait > 0:
         raise TooManyRequests("too many wrong passwords; try again later", retry_after=wait)
-    if not await check_password(old, user["password_hash"]):
+    ok = False
+    try:
+        ok = await check_password(old, user["password_hash"])
+    finally:
+        throttle.finish(ok, *keys)
+    if not ok:
         raise Forbidden("old_password is wrong", code="bad_credentials")
-    throttle.passed(*keys)
     new_hash = hash_password(new)
     async with db.transaction() as tx:
         await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, p.user_id))

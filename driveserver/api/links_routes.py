@@ -329,9 +329,13 @@ async def unlock(request: web.Request) -> web.Response:
         if wait > 0:
             raise TooManyRequests("too many wrong passwords for this link; try again later",
                                   retry_after=wait)
-        if not await check_password(password, link["password_hash"]):
+        ok = False
+        try:
+            ok = await check_password(password, link["password_hash"])
+        finally:
+            throttle.finish(ok, *keys)
+        if not ok:
             raise Forbidden("wrong password", code="wrong_password")
-        throttle.passed(*keys)
     token = request.app[appkeys.SIGNER].sign(
         ACCESS_PURPOSE, {"lid": link["id"], "pw": _password_tag(link)})
     return web.json_response({"access_token": token, "expires_in": ACCESS_SECONDS},

@@ -393,7 +393,8 @@ async def stream_version(request: web.Request, name: str, version: Row,
     """
     etag = f'"{version["checksum"]}"'
     size = int(version["size"])
-    if etag in request.headers.get("If-None-Match", ""):
+    wanted = request.headers.get("If-None-Match", "")
+    if etag in wanted or wanted.strip() == "*":  # "*": any current version matches
         return web.Response(status=304, headers={**(headers or {}), "ETag": etag})
     rng = _parse_range(request.headers.get("Range", ""), size) \
         if "Range" in request.headers and request.headers.get("If-Range", etag) == etag else None

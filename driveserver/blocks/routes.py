@@ -228,4 +228,6 @@ async def get_block(request: web.Request) -> web.Response:
     _count(request, "out", size)
     return web.Response(body=payload, content_type="application/octet-stream",
                         headers={"X-Block-Encoding": encoding, "X-Block-Size": str(size),
-                                 "Cache-Control": "private, max-age=31536000, immutable"})
+                                 # Not kept past the grant (a revoked share must not go on
+                                 # being served from a cache); the client verifies anyway.
+                                 "Cache-Control": "private, no-store"})

@@ -53,6 +53,12 @@ def _private(path: Path) -> None:
     every account on the machine); its -wal and -shm files take the same mode."""
     if str(path) != ":memory:":
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # made 0644 by older ones
+            try:
+                if os.stat(name).st_mode & 0o077:
+                    os.chmod(name, 0o600)
+            except FileNotFoundError:
+                pass
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
