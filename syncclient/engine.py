@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
@@ -869,15 +870,20 @@ class Engine:
         """Synced symlinks at or below ``src`` whose target would lead out of the folder once
         at or below ``dst`` (a link's ``..`` means more or less from another depth): (their
         path under ``src``, their target). Their targets are read where they are on disk now,
-        under ``on_disk_at``, as the scan found them spelled (an NFD name on disk); one that
-        cannot be read counts as leaving (blocking: run in a thread)."""
+        under ``on_disk_at``, as the scan found them spelled (an NFD name on disk). Nothing
+        there, or no longer a link: nothing to carry; a link that cannot be read counts as
+        leaving (blocking: run in a thread)."""
         out = []
         for p, e in self.state.synced_entries().items():
             if not e.symlink or not (p == src or p.startswith(src + "/")):
                 continue
             try:
                 target = os.readlink(self._os_path(on_disk_at + p[len(src):], local))
-            except OSError:
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:  # not a link (any more)
+                    continue
                 out.append((p, "(unreadable)"))
                 continue
             if not symlink_stays_inside(dst + p[len(src):], target):

@@ -230,3 +230,25 @@ async def test_a_large_file_never_becomes_a_link(srv: RunningServer) -> None:
     r = await alice.post(f"/api/files/{made['file_id']}/complete",
                          {"blocks": [x["hash"] for x in blocks], "symlink": True})
     assert r.status == 400 and r.body["error"]["field"] == "symlink"
+
+
+async def test_a_link_under_a_folder_named_in_nfd_is_checked_before_a_move(
+        tmp_path: Path, srv: RunningServer) -> None:
+    """The link was looked for under the NFC spelling of its folder, not found, and let
+    through: the move made it lead out of the folder."""
+    import unicodedata
+
+    (b,) = make_devices(tmp_path, "b")
+    await b.init(srv)
+    nfd = unicodedata.normalize("NFD", "\u00e9")
+    b.write("data.txt", "x")
+    (b.folder / nfd / "b").mkdir(parents=True)
+    (b.folder / nfd / "b" / "l").symlink_to("../../data.txt")
+    await b.sync()
+    alice = await srv.login(EMAIL)
+    r = await alice.get("/api/files", params={"path": "/\u00e9"})
+    fid = {e["name"]: e for e in r.body["entries"]}["b"]["file_id"]
+    assert (await alice.patch(f"/api/files/{fid}", {"path": "/b"})).status == 200
+    assert await b.cli("run", "--once") == 1  # refused here, and said
+    for link in links(b):
+        assert leads_inside(b.folder, b.folder / link), link
