@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driveserver.blocks.format import hash_file
-from driveserver.paths import MAX_NAME_BYTES, name_key
+from driveserver.paths import MAX_NAME_BYTES, name_key, refused_characters
 
 from .checksum import content_checksum
 from .ignore import TEMP_PREFIX, Ignore
@@ -238,6 +238,13 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int
                 for key in _inodes_under(entry):
                     hidden.setdefault(key, f"now at {rel}/{shown}, under a name that is not "
                                            "valid UTF-8; rename it to sync it")
+                continue
+            refused = refused_characters(name)
+            if refused is not None:  # the server would refuse it: said, not retried for ever
+                out.problems[path] = f"the name has {refused}; rename it to sync it"
+                for key in _inodes_under(entry):
+                    hidden.setdefault(key, f"now at {path}, under a name the server refuses "
+                                           f"({refused}); rename it to sync it")
                 continue
             try:
                 if entry.is_symlink():

@@ -213,3 +213,28 @@ def test_finding1_at_most_the_free_checks_run_at_once() -> None:
     for _ in range(3):
         t.finish(False, "acct:a", "addr:x")
     assert t.begin("acct:a", "addr:x") > 0  # backing off now
+
+
+@pytest.mark.parametrize("name", ["del\x7fname", "c1\x85name", "invoice\u202efdp.exe",
+                                  "isolate\u2066x"])
+async def test_finding16_names_with_hidden_controls_are_refused(alice: ApiClient,
+                                                                name: str) -> None:
+    r = await alice.post("/api/folders", {"path": "/" + name})
+    assert r.status == 400 and r.body["error"]["code"] == "invalid_name", r.body
+
+
+async def test_finding16_the_client_reports_such_a_name_instead_of_uploading(
+        tmp_path, srv: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.sync_helpers import make_devices
+
+    (a,) = make_devices(tmp_path, "a")
+    await a.init(srv)
+    a.write("invoice\u202efdp.exe", "looks like a pdf")
+    a.write("fine.txt", "fine")
+    assert await a.cli("run", "--once") == 1
+    capsys.readouterr()
+    assert await a.cli("status") == 0
+    assert "bidirectional control" in capsys.readouterr().out
+    names = [e["name"] for e in (await (await srv.login("alice@example.com")).get(
+        "/api/files", params={"path": "/"})).body["entries"]]
+    assert names == ["fine.txt"]
