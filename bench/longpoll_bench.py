@@ -191,6 +191,7 @@ def main() -> int:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="drive-bench-") as tmp:
         env = {**os.environ, "DRIVE_SERVER_LOG_LEVEL": "WARNING",
+               "DRIVE_ACCOUNTS_REGISTRATION_OPEN": "true",  # it registers its user by API
                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         server = subprocess.Popen(
             [sys.executable, "-m", "driveserver", "serve", "--data-dir", f"{tmp}/data",

@@ -117,8 +117,10 @@ SETTINGS: tuple[Setting, ...] = (
             _non_negative),
     Setting("gc_interval_seconds", "versions", "gc_interval_seconds", float, 6 * 3600.0,
             "How often the server collects garbage by itself (0 = never).", _non_negative),
-    Setting("registration_open", "accounts", "registration_open", bool, True,
-            "Whether anyone may create an account with POST /api/auth/register."),
+    Setting("registration_open", "accounts", "registration_open", bool, False,
+            "Whether anyone may create an account with POST /api/auth/register (off on a fresh"
+            " install: the first user comes from `drive-server user add`; open it only where"
+            " anyone may have an account, and know that addresses are not verified)."),
 )
 
 
@@ -159,7 +161,7 @@ class Config:
     keep_days: float = 0.0
     gc_grace_days: float = 7.0
     gc_interval_seconds: float = 6 * 3600.0
-    registration_open: bool = True
+    registration_open: bool = False
 
     @property
     def base_url(self) -> str:

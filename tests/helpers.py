@@ -124,6 +124,9 @@ class RunningServer:
 
 
 async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
+    # Registration is closed on a fresh install; these servers open it (tests register users
+    # through the API) unless a test says otherwise.
+    overrides.setdefault("registration_open", True)
     config = load_config(None, env={}, overrides={"data_dir": data_dir, "port": 0, **overrides})
     app = build_app(config)
     runner, port = await start_site(app, "127.0.0.1", 0)

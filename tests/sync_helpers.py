@@ -87,7 +87,8 @@ class Device:
 
 async def restart_server(data_dir: Path, port: int) -> RunningServer:
     """Start the server again on the same port (as after a reboot), so clients find it."""
-    config = load_config(None, env={}, overrides={"data_dir": data_dir, "port": port})
+    config = load_config(None, env={}, overrides={"data_dir": data_dir, "port": port,
+                                                  "registration_open": True})
     app = build_app(config)
     runner, bound = await start_site(app, "127.0.0.1", port)
     return RunningServer(config, app, runner, bound)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_need_no_file(tmp_path: Path) -> None:
     cfg = load_config(None, env={}, overrides={"data_dir": tmp_path})
-    assert cfg.port == 8080 and cfg.backend == "local" and cfg.registration_open
+    assert cfg.port == 8080 and cfg.backend == "local" and not cfg.registration_open
     assert cfg.database_path == tmp_path / "meta.sqlite3"
     assert cfg.blocks_dir == tmp_path / "blocks"
     assert cfg.master_key_file == tmp_path / "secrets" / "master.key"

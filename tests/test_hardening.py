@@ -238,3 +238,33 @@ async def test_finding16_the_client_reports_such_a_name_instead_of_uploading(
     names = [e["name"] for e in (await (await srv.login("alice@example.com")).get(
         "/api/files", params={"path": "/"})).body["entries"]]
     assert names == ["fine.txt"]
+
+
+async def test_finding7_registration_is_closed_on_a_fresh_install(tmp_path) -> None:
+    from driveserver.app import build_app, start_site
+    from driveserver.config import load_config
+    from tests.helpers import RunningServer as Running
+
+    config = load_config(None, env={}, overrides={"data_dir": tmp_path / "d", "port": 0})
+    app = build_app(config)
+    runner, port = await start_site(app, "127.0.0.1", 0)
+    srv = Running(config, app, runner, port)
+    try:
+        r = await srv.anonymous().post("/api/auth/register", {"email": "x@example.com",
+                                                             "password": PASSWORD})
+        assert r.status == 403 and r.body["error"]["code"] == "registration_closed"
+    finally:
+        await srv.stop()
+
+
+async def test_finding7_a_look_alike_address_is_the_address_it_imitates(
+        server: RunningServer) -> None:
+    """U+FB01 (the ligature) in place of "fi": kept as NFKC, it is finance@, not a second
+    account that would receive shares meant for the real one."""
+    anon = server.anonymous()
+    r = await anon.post("/api/auth/register", {"email": "\ufb01nance@example.com",
+                                              "password": PASSWORD})
+    assert r.status == 201 and r.body["email"] == "finance@example.com"
+    r = await anon.post("/api/auth/register", {"email": "finance@example.com",
+                                              "password": PASSWORD})
+    assert r.status == 409 and r.body["error"]["code"] == "email_taken"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,15 @@ from .db import Database, Row, Tx
 DEVICE_TYPES = ("desktop", "web", "ios", "android")
 
 
+def normal_email(email: str) -> str:
+    """The form an address is kept and shown in: NFKC, so that look-alikes made of
+    compatibility characters (``\ufb01nance@`` with the ligature U+FB01) are the address they
+    imitate (``finance@``), and so taken if that one is."""
+    return unicodedata.normalize("NFKC", email.strip())
+
+
 def email_key(email: str) -> str:
-    return name_key(email.strip())
+    return name_key(normal_email(email))
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ async def create_user(db: Database, email: str, password: str, quota_bytes: int)
         await tx.execute(
             "INSERT INTO users (id, email, email_key, password_hash, quota_bytes, workspace_id,"
             " created_at) VALUES (?,?,?,?,?,?,?)",
-            (user_id, email.strip(), email_key(email), password_hash, quota_bytes, workspace_id,
+            (user_id, normal_email(email), email_key(email), password_hash, quota_bytes, workspace_id,
              tx.now))
         await tx.execute(
             "INSERT INTO workspaces (id, owner_id, kind, root_id, created_at) VALUES (?,?,?,?,?)",
