@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from .errors import TooManyRequests
+
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MAX_PASSWORD_BYTES = 1024
 MIN_PASSWORD_CHARS = 8
@@ -151,6 +153,21 @@ class LoginThrottle:
         for k in keys:
             self._in_flight[k] = self._in_flight.get(k, 0) + 1
         return 0.0
+
+    async def check(self, password: str, stored: str | None, keys: tuple[str, ...],
+                    refused: str) -> bool:
+        """Is ``password`` the one ``stored`` hashes? Throttled on ``keys`` (the account or
+        link first, then the address): 429 ``refused`` while backing off or while as many
+        checks as may still fail are running (:meth:`begin`)."""
+        wait = self.begin(*keys)
+        if wait > 0:
+            raise TooManyRequests(refused, retry_after=wait)
+        ok = False
+        try:
+            ok = await check_password(password, stored)
+        finally:
+            self.finish(ok, *keys)
+        return ok
 
     def finish(self, ok: bool, *keys: str) -> None:
         """The check :meth:`begin` let through is over: a failure is recorded on every key

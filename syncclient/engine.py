@@ -20,7 +20,7 @@ import stat
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -254,15 +254,16 @@ class Engine:
         self._scan_started_ns = await asyncio.to_thread(self._fs_clock) if read_clock else None
         local = await asyncio.to_thread(scan, self.root, synced_entries, ignore,
                                         self._scan_started_ns, self.config.sync_symlinks)
-        for p in await asyncio.to_thread(self._ignored_only, local, synced_entries, ignore):
+        remote_all = self.state.remote_tree()
+        for p in await asyncio.to_thread(self._ignored_only, local, synced_entries, remote_all,
+                                         ignore):
             for q in [q for q in local.items if q == p or q.startswith(p + "/")]:
                 del local.items[q]
         # The daemon checks that the watcher watches every one of these.
         self.scanned_folders = [(self.root, self.root.stat().st_ino),
                                 *((self._os_path(p, local), f.inode)
                                   for p, f in local.items.items() if f.is_dir)]
-        remote = {p: n for p, n in self.state.remote_tree().items()
-                  if not ignore(p, is_dir=n.is_dir)}
+        remote = {p: n for p, n in remote_all.items() if not ignore(p, is_dir=n.is_dir)}
         synced = {p: e.node() for p, e in synced_entries.items()
                   if not ignore(p, is_dir=e.is_dir)}
         if read_clock and len(synced) < len(synced_entries):
@@ -315,8 +316,8 @@ class Engine:
         self._name_notices(elsewhere, NOT_ON_WINDOWS)
         return local, remote, synced, synced_entries
 
-    def _ignored_only(self, local: Scan, synced: Mapping[str, SyncedEntry], ignore: Ignore
-                      ) -> list[str]:
+    def _ignored_only(self, local: Scan, synced: Mapping[str, SyncedEntry],
+                      remote: Mapping[str, Node], ignore: Ignore) -> list[str]:
         """New folders here, on neither the server nor the synced tree, that hold no file the
         scan syncs but something ignored: left alone, not created on the server (blocking).
         Such a folder is what stays of a folder deleted elsewhere that held ignored files
@@ -327,8 +328,7 @@ class Engine:
                 while p:
                     p = p.rpartition("/")[0]
                     with_files.add(p)
-        remote = self.state.remote_tree()
-        out = []
+        out: list[str] = []
         for p, item in local.items.items():
             if not item.is_dir or p in with_files or p in synced or p in remote:
                 continue
@@ -865,18 +865,24 @@ class Engine:
         self.state.drop_remote(op.path)
         self.state.drop_synced(op.path)
 
-    def _links_leaving(self, src: str, dst: str, on_disk_at: str, local: Scan
-                       ) -> list[tuple[str, str]]:
+    async def _links_leaving(self, src: str, dst: str, on_disk_at: str, local: Scan
+                             ) -> list[tuple[str, str]]:
         """Synced symlinks at or below ``src`` whose target would lead out of the folder once
         at or below ``dst`` (a link's ``..`` means more or less from another depth): (their
         path under ``src``, their target). Their targets are read where they are on disk now,
         under ``on_disk_at``, as the scan found them spelled (an NFD name on disk). Nothing
         there, or no longer a link: nothing to carry; a link that cannot be read counts as
-        leaving (blocking: run in a thread)."""
+        leaving. Most moves carry no link: one index query, no thread."""
+        links = self.state.synced_links_below(src)
+        if not links:
+            return []
+        return await asyncio.to_thread(self._read_links_leaving, links, src, dst, on_disk_at,
+                                       local)
+
+    def _read_links_leaving(self, links: list[str], src: str, dst: str, on_disk_at: str,
+                            local: Scan) -> list[tuple[str, str]]:
         out = []
-        for p, e in self.state.synced_entries().items():
-            if not e.symlink or not (p == src or p.startswith(src + "/")):
-                continue
+        for p in links:
             try:
                 target = os.readlink(self._os_path(on_disk_at + p[len(src):], local))
             except (FileNotFoundError, NotADirectoryError):
@@ -897,8 +903,7 @@ class Engine:
         # A link that the move would make lead out of the folder stays here only (as the scan
         # already treats it): it leaves the server first, to the trash, so that no other
         # computer gets a link to outside its folder.
-        for p, target in await asyncio.to_thread(self._links_leaving, op.src, op.path, op.path,
-                                                 local):
+        for p, target in await self._links_leaving(op.src, op.path, op.path, local):
             gone = self.state.remote_by_path(p)
             if gone is not None and gone.file_id:
                 try:
@@ -1155,8 +1160,8 @@ class Engine:
 
     async def _op_move_local(self, op: Op, local: Scan) -> None:
         assert op.src is not None
-        leaving = await asyncio.to_thread(self._links_leaving, op.src, op.path, op.src, local)
-        synced = self.state.synced_entries()
+        leaving = await self._links_leaving(op.src, op.path, op.src, local)
+        synced = self.state.synced_entries() if leaving else {}
         for p, target in leaving:
             link = self._os_path(p, local)
             try:
@@ -1230,36 +1235,35 @@ def _inside_root_unlinked(root: Path, target: Path, link_at_end: bool = False) -
     return os.path.realpath(target) == os.path.join(os.path.realpath(root), rel)
 
 
-def _only_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
-    """Does ``folder`` hold nothing but ignored items (at any depth)?"""
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return False
-    for e in entries:
+def _entries_below(folder: Path, path: str, ignore: Ignore
+                   ) -> Iterator[tuple[str, bool, bool]]:
+    """(name, is a folder, is ignored) of everything below ``folder``, not descending into
+    what is ignored nor into links (blocking). Raises OSError if a folder cannot be listed."""
+    for e in list(os.scandir(folder)):
         p = f"{path}/{unicodedata.normalize('NFC', e.name)}"
         is_dir = e.is_dir(follow_symlinks=False)
-        if not ignore(p, is_dir=is_dir) and not (is_dir and _only_ignored(Path(e.path), p,
-                                                                         ignore)):
-            return False
-    return True
+        ignored = ignore(p, is_dir=is_dir)
+        yield e.name, is_dir, ignored
+        if is_dir and not ignored:
+            yield from _entries_below(Path(e.path), p, ignore)
+
+
+def _only_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
+    """Does ``folder`` hold nothing but ignored items (and folders of them), at any depth?"""
+    try:
+        return all(ignored or is_dir for _, is_dir, ignored in
+                   _entries_below(folder, path, ignore))
+    except OSError:
+        return False
 
 
 def _holds_ignored(folder: Path, path: str, ignore: Ignore) -> bool:
     """Is something ignored (not litter) at any depth below ``folder``?"""
     try:
-        entries = list(os.scandir(folder))
+        return any(ignored and not is_litter(name) for name, _, ignored in
+                   _entries_below(folder, path, ignore))
     except OSError:
         return False
-    for e in entries:
-        p = f"{path}/{unicodedata.normalize('NFC', e.name)}"
-        is_dir = e.is_dir(follow_symlinks=False)
-        if ignore(p, is_dir=is_dir):
-            if not is_litter(e.name):
-                return True
-        elif is_dir and _holds_ignored(Path(e.path), p, ignore):
-            return True
-    return False
 
 
 def _remove_synced_part(folder: Path, path: str, ignore: Ignore) -> None:

@@ -145,6 +145,12 @@ class State:
              e.checksum, json.dumps(list(e.blocks)), e.verified_ns, int(e.executable),
              int(e.symlink)))
 
+    def synced_links_below(self, path: str) -> list[str]:
+        """The synced symlinks at or below ``path`` (one subtree query, no other entry read)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT path FROM synced WHERE symlink = 1 AND (path = ? OR path LIKE ? ESCAPE '\\')",
+            (path, _like_prefix(path)))]
+
     def drop_synced(self, path: str) -> None:
         """Forget ``path`` and everything below it (one subtree query)."""
         self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ApiClient, RunningServer, start_server
-from tests.sync_helpers import EMAIL
+from tests.sync_helpers import EMAIL, Device, make_devices
 
 pytest_plugins = ["tests.s3server"]
 
@@ -43,3 +43,12 @@ async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def two(tmp_path: Path, srv: RunningServer) -> tuple[Device, Device]:
+    """Two devices of ``EMAIL``'s, set up with ``drive-sync init`` on ``srv``."""
+    a, b = make_devices(tmp_path, "laptop", "desktop")
+    await a.init(srv)
+    await b.init(srv)
+    return a, b

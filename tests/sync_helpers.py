@@ -109,6 +109,12 @@ def folder_tree(root: Path) -> dict[str, bytes | None]:
     return out
 
 
+async def converge(*devices: Device) -> None:
+    """Sync each device twice, in turn: whatever one sends, the others have after it."""
+    for d in (*devices, *devices):
+        await d.sync()
+
+
 def make_devices(tmp_path: Path, *names: str) -> list[Device]:
     return [Device(n, tmp_path / f"{n}-config", tmp_path / f"{n}-folder") for n in names]
 

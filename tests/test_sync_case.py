@@ -16,17 +16,9 @@ import pytest
 from syncclient.ignore import Ignore
 from syncclient.localtree import rename_twins, scan
 from tests.helpers import RunningServer
-from tests.sync_helpers import Device, make_devices
+from tests.sync_helpers import Device
 
 RENAMED = "renamed to"  # in the log line the rename writes
-
-
-@pytest.fixture
-async def two(tmp_path: Path, srv: RunningServer) -> tuple[Device, Device]:
-    a, b = make_devices(tmp_path, "laptop", "desktop")
-    await a.init(srv)
-    await b.init(srv)
-    return a, b
 
 
 async def run_once(d: Device, capsys: pytest.CaptureFixture[str]) -> str:

@@ -21,14 +21,6 @@ from tests.helpers import PASSWORD, RunningServer, wait_for
 from tests.sync_helpers import EMAIL, REPO, Device, make_devices
 
 
-@pytest.fixture
-async def two(tmp_path: Path, srv: RunningServer) -> tuple[Device, Device]:
-    a, b = make_devices(tmp_path, "laptop", "desktop")
-    await a.init(srv)
-    await b.init(srv)
-    return a, b
-
-
 def init_args(d: Device, server: RunningServer, *extra: str) -> list[str]:
     return ["init", "--server", server.url, "--email", EMAIL, "--password-stdin",
             "--folder", str(d.folder), "--device-name", d.name, *extra]

@@ -23,24 +23,12 @@ from tests.sync_helpers import (
     EMAIL,
     Device,
     act_after_planning,
+    converge,
     make_devices,
     metric,
     restart_server,
     with_engine,
 )
-
-
-@pytest.fixture
-async def two(tmp_path: Path, srv: RunningServer) -> tuple[Device, Device]:
-    a, b = make_devices(tmp_path, "laptop", "desktop")
-    await a.init(srv)
-    await b.init(srv)
-    return a, b
-
-
-async def converge(*devices: Device) -> None:
-    for d in (*devices, *devices):
-        await d.sync()
 
 
 def conflicted(d: Device) -> list[str]:

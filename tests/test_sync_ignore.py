@@ -19,7 +19,7 @@ from watchdog.events import FileCreatedEvent, FileModifiedEvent
 from syncclient.ignore import IGNORE_FILE, Ignore, _Rules, ignored_paths
 from syncclient.watcher import _Handler
 from tests.helpers import RunningServer
-from tests.sync_helpers import EMAIL, Device, make_devices
+from tests.sync_helpers import EMAIL, Device, converge, make_devices
 
 # (the ignore file's lines, [(path, is a folder, ignored)])
 CASES: list[tuple[list[str], list[tuple[str, bool, bool]]]] = [
@@ -228,19 +228,6 @@ def test_ignored_paths_lists_each_ignored_folder_once(tmp_path: Path) -> None:
 
 
 # --- through the CLI and the server ----------------------------------------------------------
-
-@pytest.fixture
-async def two(tmp_path: Path, srv: RunningServer) -> tuple[Device, Device]:
-    a, b = make_devices(tmp_path, "laptop", "desktop")
-    await a.init(srv)
-    await b.init(srv)
-    return a, b
-
-
-async def converge(*devices: Device) -> None:
-    for d in (*devices, *devices):
-        await d.sync()
-
 
 async def test_status_ignored_lists_relative_paths(two: tuple[Device, Device], capsys) -> None:
     a, _ = two

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .. import appkeys
-from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, check_password, hash_password
-from ..errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
+from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..meta import accounts
 from .common import field, principal, read_json
 
@@ -100,17 +100,10 @@ async def login(request: web.Request) -> web.Response:
                          field="device_name")
     throttle = request.app[appkeys.THROTTLE]
     keys = (f"acct:{accounts.email_key(email)}", f"addr:{request.remote}")
-    wait = throttle.begin(*keys)  # counted before the check: see LoginThrottle.begin
-    if wait > 0:
-        raise TooManyRequests("too many failed logins; try again later", retry_after=wait)
     db = request.app[appkeys.DB]
-    ok = False
-    try:
-        user = await accounts.user_by_email(db, email)
-        ok = await check_password(password, user["password_hash"] if user else None)
-    finally:
-        throttle.finish(ok, *keys)
-    if not ok:
+    user = await accounts.user_by_email(db, email)
+    if not await throttle.check(password, user["password_hash"] if user else None, keys,
+                                "too many failed logins; try again later"):
         raise Unauthorized("wrong email or password", code="bad_credentials")
     assert user is not None
     config = request.app[appkeys.CONFIG]
@@ -148,15 +141,8 @@ async def change_password(request: web.Request) -> web.Response:
     # very change that revokes the thief's session) and per address.
     throttle = request.app[appkeys.THROTTLE]
     keys = (f"pwd:{p.session_id}", f"addr:{request.remote}")
-    wait = throttle.begin(*keys)
-    if wait > 0:
-        raise TooManyRequests("too many wrong passwords; try again later", retry_after=wait)
-    ok = False
-    try:
-        ok = await check_password(old, user["password_hash"])
-    finally:
-        throttle.finish(ok, *keys)
-    if not ok:
+    if not await throttle.check(old, user["password_hash"], keys,
+                                "too many wrong passwords; try again later"):
         raise Forbidden("old_password is wrong", code="bad_credentials")
     new_hash = hash_password(new)
     async with db.transaction() as tx:

@@ -31,8 +31,8 @@ from typing import Any
 from aiohttp import web
 
 from .. import appkeys
-from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, check_password, hash_password, new_id
-from ..errors import BadRequest, Forbidden, Gone, NotFound, TooManyRequests, Unauthorized
+from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password, new_id
+from ..errors import BadRequest, Forbidden, Gone, NotFound, Unauthorized
 from ..meta import tree
 from ..meta.db import Row, Tx
 from ..meta.versions import version_row
@@ -325,16 +325,8 @@ async def unlock(request: web.Request) -> web.Response:
         throttle = request.app[appkeys.THROTTLE]
         # Own key prefixes: failing at a link must not lock the same address out of logging in.
         keys = (f"link:{link['id']}", f"link-addr:{request.remote}")
-        wait = throttle.begin(*keys)  # counted before the check: see LoginThrottle.begin
-        if wait > 0:
-            raise TooManyRequests("too many wrong passwords for this link; try again later",
-                                  retry_after=wait)
-        ok = False
-        try:
-            ok = await check_password(password, link["password_hash"])
-        finally:
-            throttle.finish(ok, *keys)
-        if not ok:
+        if not await throttle.check(password, link["password_hash"], keys,
+                                    "too many wrong passwords for this link; try again later"):
             raise Forbidden("wrong password", code="wrong_password")
     token = request.app[appkeys.SIGNER].sign(
         ACCESS_PURPOSE, {"lid": link["id"], "pw": _password_tag(link)})
