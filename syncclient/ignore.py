@@ -259,12 +259,6 @@ def is_litter(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) or name in LITTER
 
 
-def is_builtin(name: str) -> bool:
-    """Is ``name`` one of the names ignored whatever the ignore file says (the marker, our
-    temp files, editors' and systems' litter)?"""
-    return name == MARKER or _BUILTIN_NAME.match(name) is not None
-
-
 def ignored_paths(root: Path, ignore: Ignore | None = None) -> Iterator[str]:
     """What is ignored in the folder (blocking: run it in a thread), top down in name order:
     paths relative to the root as spelled on disk, a folder once with a trailing ``/`` and not
