@@ -268,3 +268,41 @@ async def test_finding7_a_look_alike_address_is_the_address_it_imitates(
     r = await anon.post("/api/auth/register", {"email": "finance@example.com",
                                               "password": PASSWORD})
     assert r.status == 409 and r.body["error"]["code"] == "email_taken"
+
+
+async def test_finding7_a_mixed_script_look_alike_address_is_refused(
+        server: RunningServer) -> None:
+    """A Cyrillic і (U+0456) among Latin letters imitates finance@; such an address is refused
+    with its own code, while addresses in one script per part stay welcome."""
+    anon = server.anonymous()
+    for email in ("f\u0456nance@example.com", "finance@ex\u0430mple.com"):
+        r = await anon.post("/api/auth/register", {"email": email, "password": PASSWORD})
+        assert r.status == 400 and r.body["error"]["code"] == "confusable_email", (email, r.body)
+    for email in ("иван@пример.рф", "иван@example.com", "josé.müller@example.de",
+                  "王小明@example.cn"):
+        r = await anon.post("/api/auth/register", {"email": email, "password": PASSWORD})
+        assert r.status == 201 and r.body["email"] == email, (email, r.body)
+
+
+async def test_finding7_a_whole_script_look_alike_of_an_account_is_taken(
+        server: RunningServer) -> None:
+    """"аре" written wholly in Cyrillic looks exactly like the Latin "ape": one script per part,
+    so only the comparison of skeletons can tell the second one is a copy."""
+    anon = server.anonymous()
+    r = await anon.post("/api/auth/register", {"email": "ape@example.com", "password": PASSWORD})
+    assert r.status == 201
+    r = await anon.post("/api/auth/register", {"email": "\u0430\u0440\u0435@example.com",
+                                              "password": PASSWORD})
+    assert r.status == 409 and r.body["error"]["code"] == "email_taken", r.body
+    assert "ape@example.com" not in r.body["error"]["message"]  # the holder stays unnamed
+
+
+async def test_finding7_simultaneous_look_alikes_get_one_account(server: RunningServer) -> None:
+    """Twelve spellings that look the same, registered at once: exactly one account."""
+    spellings = ["\u0430\u0440\u0435", "ape", "APE", "\u0410\u0420\u0415", "Ape",
+                 "\uff41\uff50\uff45", "\u0430pe", "ap\u0435", "\u0430p\u0435", "aPE", "ApE",
+                 "\u0430\u0440e"]
+    bodies = [{"email": f"{s}@example.org", "password": PASSWORD} for s in spellings]
+    statuses = await simultaneous(server.url + "/api/auth/register", bodies)
+    assert statuses.count(201) == 1, statuses
+    assert set(statuses) <= {201, 400, 409}, statuses

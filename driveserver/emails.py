@@ -1,0 +1,77 @@
+"""Email addresses as account names: the form they are kept in, and look-alikes refused.
+
+An address is how one person finds another to share a folder with, so two accounts whose
+addresses look the same on screen would let the second one receive what was meant for the
+first. Three layers keep that from happening:
+
+- **NFKC** (:func:`normal_email`): compatibility characters are the letters they imitate, so
+  ``\ufb01nance@`` (the ligature U+FB01) *is* ``finance@``, already taken if that one is.
+- **No mixed-script labels** (:func:`check_address`): a local part or a domain label that mixes
+  scripts with characters confusable across them (a Cyrillic ``і`` among Latin letters) is
+  refused. A label wholly in one script is fine (``иван@пример.рф``), as is a Cyrillic local
+  part on a Latin domain.
+- **One account per skeleton** (:func:`skeleton`): whole-script look-alikes (``аре@`` written
+  in Cyrillic against ``ape@`` in Latin) pass the check above, so a new address whose
+  skeleton (each character replaced by the smallest member of its confusable class, after
+  case folding) equals an existing account's is refused as taken.
+
+The confusable classes are Unicode's (UTS #39 ``confusables.txt``) as shipped by the
+``confusable-homoglyphs`` package, loaded on first use (about 1 MB of JSON) so that starting
+the server costs nothing for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import unicodedata
+
+from .errors import BadRequest
+from .paths import name_key
+
+
+def normal_email(email: str) -> str:
+    """The form an address is kept and shown in (NFKC, surrounding spaces dropped)."""
+    return unicodedata.normalize("NFKC", email.strip())
+
+
+def email_key(email: str) -> str:
+    """What two addresses must differ in to be two accounts: NFKC, then case-folded."""
+    return name_key(normal_email(email))
+
+
+@functools.cache
+def _prototypes() -> dict[str, str]:
+    from confusable_homoglyphs.confusables import confusables_data
+
+    table: dict[str, str] = {}
+    for char, glyphs in confusables_data.items():
+        # The data is the symmetric closure of each confusable class; single characters only
+        # (a sequence such as "rn" for "m" cannot be a one-to-one replacement).
+        members = [char] + [g["c"] for g in glyphs if len(g["c"]) == 1]
+        table[char] = min(members)
+    return table
+
+
+def skeleton(email: str) -> str:
+    """The address as it looks: equal skeletons mean two addresses a reader cannot tell apart."""
+    prototypes = _prototypes()
+    key = email_key(email)
+    # Case folding can map into a class again (e.g. "I" -> "i"), so fold, map, fold once more.
+    mapped = "".join(prototypes.get(c, c) for c in key)
+    return name_key("".join(prototypes.get(c, c) for c in mapped))
+
+
+def check_address(email: str) -> str:
+    """``email`` in its kept form, or a 400 ``confusable_email`` if a part of it mixes scripts
+    in a way that imitates another address."""
+    from confusable_homoglyphs.confusables import is_dangerous
+
+    address = normal_email(email)
+    local, _, domain = address.rpartition("@")
+    for label in [local, *domain.split(".")]:
+        if label and is_dangerous(label):
+            raise BadRequest(
+                f"the address {address!r} mixes letters of different scripts that look alike "
+                f"(in {label!r}); use one script per part of the address",
+                code="confusable_email", field="email")
+    return address
