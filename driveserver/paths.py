@@ -13,6 +13,12 @@ from .errors import BadRequest
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
+# How many names a path may have below the root, and how deep anything may lie in its owner's
+# drive (issue 12, finding 4). 4096 bytes alone let one request name ~2,000 one-letter levels,
+# and every walk up or down the tree is as long as it is deep. Real trees stay far below this
+# (Windows' 260-character MAX_PATH already stops most at a few dozen levels, macOS's PATH_MAX is
+# 1024 bytes); 256 keeps every walk a few hundred indexed rows at most.
+MAX_DEPTH = 256
 
 
 def name_key(name: str) -> str:
@@ -70,7 +76,15 @@ def split_path(path: object) -> list[str]:
     parts = path.split("/")[1:]
     if parts and parts[-1] == "":
         parts.pop()  # a trailing slash is harmless: "/Work/" is "/Work"
+    if len(parts) > MAX_DEPTH:
+        raise too_deep()
     return [validate_name(p) for p in parts]
+
+
+def too_deep() -> BadRequest:
+    """The error for anything that would lie more than ``MAX_DEPTH`` levels deep."""
+    return BadRequest(f"a path may be at most {MAX_DEPTH} folders deep", code="path_too_deep",
+                      max_depth=MAX_DEPTH)
 
 
 def join_path(parts: list[str]) -> str:

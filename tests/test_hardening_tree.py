@@ -1,0 +1,275 @@
+"""Regression tests for issue 12, finding 4: deep paths. Each name says its finding.
+
+Finding 4: a 4 KB path named 2,000 levels, and resolving it cost O(depth²) statements on the
+event loop's thread (20 s with ``/healthz`` stalled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from driveserver import appkeys
+from driveserver.paths import MAX_DEPTH
+from tests.helpers import ApiClient, RunningServer, content, upload, wait_for
+from tests.test_sharing import cursor_of, drain, share
+
+
+def deep(levels: int, name: str = "d", top: str = "") -> str:
+    """A path ``levels`` names deep below ``top``: ``/d/d/d...``."""
+    return top + "/" + "/".join([name] * levels)
+
+
+class Healthz:
+    """Another client asking ``GET /healthz`` again and again, from a thread of its own, and
+    timing every answer. (The server runs on the test's event loop: a poller on that loop would
+    stall with it and notice nothing.)"""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.times: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="healthz-poller", daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            while not self._stop.is_set():
+                start = time.monotonic()
+                conn.request("GET", "/healthz")
+                resp = conn.getresponse()
+                resp.read()
+                self.times.append(time.monotonic() - start)
+                if resp.status != 200:
+                    self.errors.append(f"status {resp.status}")
+                self._stop.wait(0.01)  # a poll interval; the answers are what is measured
+        except Exception as exc:  # reported by the test, not as a stray thread exception
+            self.errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    async def __aenter__(self) -> Healthz:
+        self._thread.start()
+        await wait_for(lambda: bool(self.times or self.errors), what="a first /healthz answer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        seen = len(self.times)
+        # At least one answer that was asked for after the last request under test.
+        await wait_for(lambda: len(self.times) > seen + 1 or bool(self.errors),
+                       what="a last /healthz answer")
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 30)
+
+    def check(self, within: float = 1.0) -> None:
+        assert not self.errors, self.errors
+        assert len(self.times) >= 3, self.times
+        assert max(self.times) < within, f"/healthz took {max(self.times):.2f} s"
+
+
+async def snapshot_paths(client: ApiClient) -> list[str]:
+    out: list[str] = []
+    cursor = "0"
+    while True:
+        r = await client.get("/api/sync/snapshot", params={"cursor": cursor})
+        assert r.status == 200, r
+        out += [e["path"] for e in r.body["entries"]]
+        cursor = r.body["next_cursor"]
+        if not r.body["has_more"]:
+            return out
+
+
+async def entry(client: ApiClient, path: str) -> dict[str, Any]:
+    folder, name = path.rsplit("/", 1)
+    r = await client.get("/api/files", params={"path": folder or "/"})
+    assert r.status == 200, r
+    (found,) = [e for e in r.body["entries"] if e["name"] == name]
+    return found
+
+
+def assert_too_deep(r: Any) -> None:
+    assert r.status == 400 and r.error_code() == "path_too_deep", r
+    assert r.body["error"]["max_depth"] == MAX_DEPTH
+
+
+# --- finding 4: deep paths -------------------------------------------------------------------
+
+async def test_finding4_a_path_deeper_than_the_limit_is_refused_everywhere(
+        server: RunningServer, alice: ApiClient) -> None:
+    """The 4 KB probe (2,000 one-letter levels) and one level past the limit: a 400 from every
+    route that takes a path, and nothing created."""
+    made = await upload(alice, "/f.txt", b"x")
+    for path in (deep(2000, "a"), deep(MAX_DEPTH + 1)):
+        assert_too_deep(await alice.post("/api/folders", {"path": path}))
+        assert_too_deep(await alice.patch(f"/api/files/{made['file_id']}", {"path": path}))
+        assert_too_deep(await alice.post("/api/files/upload-init", {"path": path, "size": 1}))
+        assert_too_deep(await alice.get("/api/files", params={"path": path}))
+    assert await alice.listdir("/") == ["f.txt"]
+    r = await alice.post("/api/folders", {"path": deep(MAX_DEPTH)})
+    assert r.status == 201, r
+
+
+async def test_finding4_moves_and_restores_cannot_build_a_tree_past_the_limit(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """Paths are checked on the way in, but a move carries a whole folder's depth along, a
+    restore may land below a folder that has moved deeper, and a shared folder's recipient
+    names paths from its mount: depth is counted in the owner's drive, so none of these makes
+    a tree deeper than the limit."""
+    bottom = deep(MAX_DEPTH - 10, top="/A")  # /A and 246 levels below: 247 deep
+    await alice.mkdir(bottom)
+    b = await alice.mkdir(deep(10, "b", top="/B"))  # /B and 10 levels below it
+    top_b = (await entry(alice, "/B"))["file_id"]
+    # Below bottom, /B would be 248 deep and its last b 258: refused, and /B stays put.
+    assert_too_deep(await alice.patch(f"/api/files/{top_b}", {"path": bottom + "/B"}))
+    assert_too_deep(await alice.patch(f"/api/files/{top_b}", {"path": bottom + "/new/B"}))
+    assert (await alice.get(f"/api/files/{b['file_id']}")).body["path"] == deep(10, "b", "/B")
+    # Below a folder 245 deep, its last b is 256 deep: that fits exactly.
+    r = await alice.patch(f"/api/files/{top_b}",
+                          {"path": deep(MAX_DEPTH - 12, top="/A") + "/B"})
+    assert r.status == 200, r
+    # Renaming in place, even at the limit, is fine.
+    renamed = r.body["path"] + deep(9, "b") + "/c"  # the deepest b, 256 deep, renamed c
+    r = await alice.patch(f"/api/files/{b['file_id']}", {"path": renamed})
+    assert r.status == 200 and r.body["path"] == renamed, r
+
+    # A restore into a folder that has since moved deeper.
+    x = await alice.mkdir("/X/c")
+    await alice.delete(f"/api/files/{x['file_id']}")
+    top_x = (await entry(alice, "/X"))["file_id"]
+    r = await alice.patch(f"/api/files/{top_x}", {"path": bottom + "/y/z/X"})  # X 250 deep
+    assert r.status == 200, r
+    r = await alice.patch(f"/api/files/{top_x}", {"path": deep(MAX_DEPTH - 1) + "/X"})
+    assert r.status == 200, r  # X is at the limit: c would be one past it
+    assert_too_deep(await alice.post(f"/api/trash/{x['file_id']}/restore"))
+    # ... and one whose own folder fits there, but not what is inside it.
+    await alice.mkdir("/Y/w/z")
+    w = (await entry(alice, "/Y/w"))["file_id"]
+    await alice.delete(f"/api/files/{w}")
+    top_y = (await entry(alice, "/Y"))["file_id"]
+    r = await alice.patch(f"/api/files/{top_y}", {"path": deep(MAX_DEPTH - 2) + "/Y"})
+    assert r.status == 200, r  # Y 255 deep: w would be 256, z 257
+    assert_too_deep(await alice.post(f"/api/trash/{w}/restore"))
+    assert {e["file_id"] for e in (await alice.get("/api/trash")).body["entries"]} == {
+        x["file_id"], w}
+
+    # A recipient's short view path of a deep folder of the owner's.
+    proj = await alice.mkdir(deep(MAX_DEPTH - 5, "p", top="/P"))  # 252 deep in alice's drive
+    await share(alice, proj["file_id"], "bob@example.com")
+    mount = "/Shared with me/p"
+    assert_too_deep(await bob.post("/api/folders", {"path": deep(5, "q", mount)}))  # 7 names
+    r = await bob.post("/api/folders", {"path": deep(4, "q", mount)})
+    assert r.status == 201, r
+    assert_too_deep(await bob.post("/api/files/upload-init",
+                                   {"path": deep(4, "q", mount) + "/f.txt", "size": 1}))
+
+
+async def test_finding4_the_deepest_tree_never_stalls_healthz(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """While the hostile 4 KB requests run, then everything one can do with the deepest tree
+    allowed (create, upload into it, move and rename into it, list, share, feed, trash and
+    restore), another client's ``/healthz`` answers within 1 s each time."""
+    f = await upload(alice, "/f.txt", b"x")
+    async with Healthz(server.url) as health:
+        made = await alice.post("/api/folders", {"path": deep(2000, "a")})
+        moved = await alice.patch(f"/api/files/{f['file_id']}", {"path": deep(2000, "a")})
+    health.check()  # was: 5 s, then 12 s without an answer
+    assert made.status == 400 and moved.status == 400, (made, moved)
+
+    async with Healthz(server.url) as health:
+        bottom = deep(MAX_DEPTH - 1)  # its files are MAX_DEPTH deep
+        made = await alice.mkdir(bottom)
+        up = await upload(alice, bottom + "/up.txt", b"deep content")
+        r = await alice.patch(f"/api/files/{f['file_id']}", {"path": bottom + "/f.txt"})
+        assert r.status == 200 and r.body["path"] == bottom + "/f.txt", r
+        r = await alice.patch(f"/api/files/{f['file_id']}", {"path": bottom + "/g.txt"})
+        assert r.status == 200, r
+        assert sorted(await alice.listdir(bottom)) == ["g.txt", "up.txt"]
+        assert (await content(alice, up["file_id"])).body == b"deep content"
+        assert (await alice.get(f"/api/files/{made['file_id']}")).body["path"] == bottom
+
+        top = (await entry(alice, "/d"))["file_id"]
+        await share(alice, top, "bob@example.com")
+        r = await alice.patch(f"/api/files/{top}", {"path": "/e"})  # the whole chain follows
+        assert r.status == 200, r
+        mine = "/e" + bottom[2:]
+        theirs = "/Shared with me/d" + bottom[2:]
+        assert sorted(await bob.listdir(theirs)) == ["g.txt", "up.txt"]
+        cursor = await cursor_of(bob)
+        await upload(alice, mine + "/new.txt", b"new")
+        seen, _ = await drain(bob, cursor)
+        assert seen == [("create", theirs + "/new.txt")]
+        assert len(await snapshot_paths(alice)) == (MAX_DEPTH - 1) + 3  # folders, 3 files
+
+        r = await alice.delete(f"/api/files/{top}")
+        assert r.status == 204
+        r = await alice.post(f"/api/trash/{top}/restore")
+        assert r.status == 200 and r.body["path"] == "/e", r
+        assert sorted(await alice.listdir(mine)) == ["g.txt", "new.txt", "up.txt"]
+    health.check()
+
+
+@contextmanager
+def writer_steps(server: RunningServer) -> Iterator[list[int]]:
+    """Count the SQLite virtual-machine steps the writer connection runs (in thousands): every
+    unit of work runs there, on the event loop's thread."""
+    conn: sqlite3.Connection = server.app[appkeys.DB]._writer  # type: ignore[assignment]
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0  # go on
+    conn.set_progress_handler(tick, 1000)
+    try:
+        yield count
+    finally:
+        conn.set_progress_handler(None, 1000)
+
+
+async def test_finding4_the_work_of_a_request_grows_linearly_with_the_depth(
+        server: RunningServer, alice: ApiClient) -> None:
+    """Moving a file into a folder, making a folder in it and uploading into it, 32 then 256
+    levels deep: eight times deeper costs less than eight times the work (it was O(depth²):
+    about 40 times)."""
+    work: dict[int, int] = {}
+    for levels in (32, MAX_DEPTH - 1):
+        top = f"/t{levels}"
+        bottom = deep(levels - 1, top=top)
+        await alice.mkdir(bottom)
+        f = await upload(alice, f"{top}.txt", b"x")
+        with writer_steps(server) as steps:
+            r = await alice.patch(f"/api/files/{f['file_id']}", {"path": bottom + "/f.txt"})
+            assert r.status == 200, r
+            await alice.mkdir(bottom + "/new")
+            await upload(alice, bottom + "/up.txt", b"y")
+        work[levels] = steps[0]
+    assert work[MAX_DEPTH - 1] < 8 * work[32], work
+
+
+def test_finding4_a_path_is_walked_down_the_live_name_index() -> None:
+    """One query walks the whole path; each of its steps must be an index lookup, never a scan
+    of a folder's children (or of the whole table)."""
+    from driveserver.meta.migrations import MIGRATIONS
+    from driveserver.meta.tree import _walk_sql
+
+    db = sqlite3.connect(":memory:")
+    for script in MIGRATIONS:
+        for statement in script.split(";\n"):
+            if statement.strip():
+                db.execute(statement)
+    params: list[Any] = []
+    for i in range(MAX_DEPTH):
+        params += [i, "d"]
+    plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + _walk_sql(MAX_DEPTH),
+                                         (*params, "root"))]
+    step = plan[plan.index("RECURSIVE STEP"):]
+    assert any("files_live_name" in line for line in step), plan
+    assert not any(line.startswith("SCAN f") for line in step), plan
