@@ -1,7 +1,9 @@
-"""Regression tests for issue 12, finding 4: deep paths. Each name says its finding.
+"""Regression tests for issue 12, findings 4 and 6: deep paths, and trash restores into a shared
+workspace. Each name says its finding.
 
 Finding 4: a 4 KB path named 2,000 levels, and resolving it cost O(depth²) statements on the
-event loop's thread (20 s with ``/healthz`` stalled).
+event loop's thread (20 s with ``/healthz`` stalled). Finding 6: a file restored out of a shared
+folder kept the shared workspace, so its owner's later private edits reached the recipients.
 """
 
 from __future__ import annotations
@@ -273,3 +275,122 @@ def test_finding4_a_path_is_walked_down_the_live_name_index() -> None:
     step = plan[plan.index("RECURSIVE STEP"):]
     assert any("files_live_name" in line for line in step), plan
     assert not any(line.startswith("SCAN f") for line in step), plan
+
+
+# --- finding 6: restores and shared workspaces -----------------------------------------------
+
+async def phone_of(server: RunningServer) -> ApiClient:
+    """Another device of alice's, to read her own feed (a device's own changes are left out)."""
+    return await server.login("alice@example.com", device="alice-phone")
+
+
+async def test_finding6_a_file_restored_out_of_a_shared_folder_leaves_the_share(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """The probe's steps: alice shares /Shared-Proj with bob, trashes Drafts/notes.txt and then
+    Drafts, renames the shared folder, restores notes.txt (to /Shared-Proj/Drafts, recreated in
+    her private tree) and edits it. Bob hears nothing of it any more; alice's own snapshot and
+    feed have it."""
+    proj = await alice.mkdir("/Shared-Proj")
+    await share(alice, proj["file_id"], "bob@example.com")
+    drafts = await alice.mkdir("/Shared-Proj/Drafts")
+    notes = await upload(alice, "/Shared-Proj/Drafts/notes.txt", b"draft one")
+    phone = await phone_of(server)
+    await alice.delete(f"/api/files/{notes['file_id']}")
+    await alice.delete(f"/api/files/{drafts['file_id']}")
+    r = await alice.patch(f"/api/files/{proj['file_id']}", {"path": "/Renamed"})
+    assert r.status == 200, r
+    bob_cursor, alice_cursor = await cursor_of(bob), await cursor_of(phone)
+
+    r = await alice.post(f"/api/trash/{notes['file_id']}/restore")
+    assert r.status == 200 and r.body["path"] == "/Shared-Proj/Drafts/notes.txt", r
+    await upload(alice, "/Shared-Proj/Drafts/notes.txt", b"private second draft",
+                 base_version=1)
+    await alice.mkdir("/Renamed/after")  # the share still works: bob hears of this
+
+    seen, _ = await drain(bob, bob_cursor)
+    assert seen == [("create", "/Shared with me/Shared-Proj/after")]
+    assert (await bob.get(f"/api/files/{notes['file_id']}")).status == 404
+    assert (await content(bob, notes["file_id"])).status == 404
+    assert await bob.listdir("/Shared with me/Shared-Proj") == ["after"]
+
+    # Alice's other device: the parents, then notes.txt as it is now (the feed compacts the
+    # restore and the edit into one entry with the edit's content).
+    r = await phone.get("/api/sync/changes", params={"cursor": alice_cursor, "timeout": "0"})
+    mine = [(c["action"], c["path"], c["size"]) for c in r.body["changes"]]
+    assert mine[:3] == [("create", "/Shared-Proj", 0), ("create", "/Shared-Proj/Drafts", 0),
+                        ("restore", "/Shared-Proj/Drafts/notes.txt",
+                         len(b"private second draft"))], mine
+    assert "/Shared-Proj/Drafts/notes.txt" in await snapshot_paths(alice)
+    assert await alice.listdir("/Shared-Proj/Drafts") == ["notes.txt"]
+
+
+async def test_finding6_a_folder_restored_out_of_a_shared_folder_leaves_it_whole(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """The same with a folder: Drafts (with a file and a subfolder) is trashed, then the folder
+    it was in, and the shared folder is renamed; Drafts comes back whole, all of it private."""
+    proj = await alice.mkdir("/Proj")
+    await share(alice, proj["file_id"], "bob@example.com")
+    sub = await alice.mkdir("/Proj/Work/Drafts/sub")
+    await upload(alice, "/Proj/Work/Drafts/a.txt", b"a")
+    notes = await upload(alice, "/Proj/Work/Drafts/sub/notes.txt", b"n")
+    drafts = (await entry(alice, "/Proj/Work/Drafts"))["file_id"]
+    work = (await entry(alice, "/Proj/Work"))["file_id"]
+    await alice.delete(f"/api/files/{drafts}")
+    await alice.delete(f"/api/files/{work}")
+    r = await alice.patch(f"/api/files/{proj['file_id']}", {"path": "/Renamed"})
+    assert r.status == 200, r
+    bob_cursor = await cursor_of(bob)
+    r = await alice.post(f"/api/trash/{drafts}/restore")
+    assert r.status == 200 and r.body["path"] == "/Proj/Work/Drafts", r
+    await upload(alice, "/Proj/Work/Drafts/sub/notes.txt", b"private", base_version=1)
+    await alice.mkdir("/Proj/Work/Drafts/sub/more")
+    assert (await drain(bob, bob_cursor))[0] == []
+    for fid in (drafts, sub["file_id"], notes["file_id"]):
+        assert (await bob.get(f"/api/files/{fid}")).status == 404
+    paths = await snapshot_paths(alice)
+    for p in ("/Proj/Work/Drafts", "/Proj/Work/Drafts/a.txt", "/Proj/Work/Drafts/sub",
+              "/Proj/Work/Drafts/sub/notes.txt", "/Proj/Work/Drafts/sub/more"):
+        assert paths.count(p) == 1, (p, paths)
+    assert "/Renamed" in paths and not [p for p in paths if p.startswith("/Renamed/")]
+
+
+async def test_finding6_an_item_restored_into_a_shared_folder_joins_it(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """The other way round: the folder a private file comes back to is shared now, so the
+    file is in the shared folder for everyone (it was in neither's snapshot, nor in bob's
+    feed)."""
+    await alice.mkdir("/X")
+    notes = await upload(alice, "/X/notes.txt", b"notes")
+    old_x = (await entry(alice, "/X"))["file_id"]
+    await alice.delete(f"/api/files/{notes['file_id']}")
+    await alice.delete(f"/api/files/{old_x}")
+    new_x = await alice.mkdir("/X")
+    await share(alice, new_x["file_id"], "bob@example.com")
+    bob_cursor = await cursor_of(bob)
+    r = await alice.post(f"/api/trash/{notes['file_id']}/restore")
+    assert r.status == 200 and r.body["path"] == "/X/notes.txt", r
+    seen, bob_cursor = await drain(bob, bob_cursor)
+    assert seen == [("restore", "/Shared with me/X/notes.txt")]
+    assert (await content(bob, notes["file_id"])).body == b"notes"
+    await upload(alice, "/X/notes.txt", b"shared edit", base_version=1)
+    assert (await drain(bob, bob_cursor))[0] == [("modify", "/Shared with me/X/notes.txt")]
+    assert (await snapshot_paths(alice)).count("/X/notes.txt") == 1
+    assert "/Shared with me/X/notes.txt" in await snapshot_paths(bob)
+
+
+async def test_finding6_a_restore_never_nests_a_shared_folder(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """A trashed shared folder whose old parent is now itself shared would come back inside it:
+    409 ``nested_share``, and it stays in the trash."""
+    proj = await alice.mkdir("/Work/Proj")
+    await share(alice, proj["file_id"], "bob@example.com")
+    work = (await entry(alice, "/Work"))["file_id"]
+    await alice.delete(f"/api/files/{proj['file_id']}")
+    await alice.delete(f"/api/files/{work}")
+    new_work = await alice.mkdir("/Work")
+    await share(alice, new_work["file_id"], "bob@example.com")
+    r = await alice.post(f"/api/trash/{proj['file_id']}/restore")
+    assert r.status == 409 and r.error_code() == "nested_share", r
+    assert await alice.listdir("/Work") == []
+    trash = {e["file_id"] for e in (await alice.get("/api/trash")).body["entries"]}
+    assert proj["file_id"] in trash

@@ -368,7 +368,15 @@ class Tree:
         await self.journal.record(tx, row, "delete", actor)
 
     async def restore(self, tx: Tx, file: Row, root: Row, actor: Actor) -> Row:
-        """Bring a trashed item back to its old path (parents recreated, name made unique)."""
+        """Bring a trashed item back to its old path (parents recreated, name made unique).
+
+        It takes the workspace of the folder it lands in, with everything below it: its old
+        folder may be gone, or no longer in the shared folder it was in, and an item kept in a
+        shared workspace under a private folder would send its owner's later edits to everyone
+        the workspace is shared with, while missing from the owner's own snapshot (issue 12,
+        finding 6). Those who follow the old workspace saw it deleted when it was trashed;
+        those who follow the new one see it restored, parents first.
+        """
         if file["trashed_at"] is None or file["trash_root_id"] != file["id"]:
             raise NotFound("no such item in the trash")
         old_parts = [p for p in (file["trashed_path"] or "/").split("/") if p]
@@ -379,6 +387,14 @@ class Tree:
             await check_depth(tx, parent, 1)
         await _check_subtree_depth(tx, file, parent, restoring=True)
         await _check_quota_for_restore(tx, file)
+        target_ws = await child_workspace(tx, parent)
+        if target_ws != file["workspace_id"]:
+            if await _kind(tx, target_ws) == "shared" and await _contains_shared_folder(
+                    tx, file):
+                raise Conflict("this would put a shared folder inside another shared folder;"
+                               " move or unshare the folder it would land in, then restore",
+                               code="nested_share")
+            await _set_workspace(tx, file, target_ws)
         name = await self._free_name(tx, parent["id"], file["name"])
         await tx.execute("UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
                          (parent["id"], name, name_key(name), file["id"]))
