@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driveserver.blocks.format import hash_file
-from driveserver.paths import MAX_NAME_BYTES, name_key, refused_characters
+from driveserver.paths import MAX_DEPTH, MAX_NAME_BYTES, name_key, refused_characters
 
 from .checksum import content_checksum
 from .ignore import TEMP_PREFIX, Ignore
@@ -238,6 +238,13 @@ def scan(root: Path, synced: dict[str, SyncedEntry], ignore: Ignore, now_ns: int
                 for key in _inodes_under(entry):
                     hidden.setdefault(key, f"now at {rel}/{shown}, under a name that is not "
                                            "valid UTF-8; rename it to sync it")
+                continue
+            if path.count("/") > MAX_DEPTH:  # the server keeps no deeper path: said, once
+                out.problems[path] = (f"more than {MAX_DEPTH} folders deep, deeper than the "
+                                      "server keeps; move it higher up to sync it")
+                for key in _inodes_under(entry):
+                    hidden.setdefault(key, f"now at {path}, more than {MAX_DEPTH} folders deep;"
+                                           " move it higher up to sync it")
                 continue
             refused = refused_characters(name)
             if refused is not None:  # the server would refuse it: said, not retried for ever

@@ -45,7 +45,6 @@ async def test_waiting_for_another_process_keeps_the_loop_running(db: Database) 
     for it in a worker thread, so the loop keeps serving while the transaction waits."""
     other = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
-    ticks = 0
     entered = asyncio.Event()
 
     async def write() -> None:
@@ -54,10 +53,16 @@ async def test_waiting_for_another_process_keeps_the_loop_running(db: Database) 
             await tx.execute("CREATE TABLE waited (v INTEGER)")
 
     task = asyncio.create_task(write())
+    # Had BEGIN blocked the loop's thread, these 20 short sleeps would last the whole
+    # busy_timeout (10 s): the loop's own clock shows whether it kept turning meanwhile.
+    loop = asyncio.get_running_loop()
+    lags = []
     for _ in range(20):
+        before = loop.time()
         await asyncio.sleep(0.01)
-        ticks += 1
-    assert ticks == 20 and not entered.is_set()
+        lags.append(loop.time() - before - 0.01)
+    assert max(lags) < 1.0, lags
+    assert not entered.is_set() and not task.done()
     other.execute("COMMIT")
     other.close()
     await asyncio.wait_for(task, 15)

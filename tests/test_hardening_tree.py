@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from driveserver import appkeys
 from driveserver.paths import MAX_DEPTH
 from tests.helpers import ApiClient, RunningServer, content, upload, wait_for
@@ -394,3 +396,28 @@ async def test_finding6_a_restore_never_nests_a_shared_folder(
     assert await alice.listdir("/Work") == []
     trash = {e["file_id"] for e in (await alice.get("/api/trash")).body["entries"]}
     assert proj["file_id"] in trash
+
+
+async def test_finding4_the_client_reports_a_tree_deeper_than_the_server_keeps(
+        tmp_path, srv: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """A local tree deeper than the server's limit is reported, once, instead of uploads that
+    fail for ever; what fits is synced, and moving a synced file down there deletes nothing."""
+    from tests.sync_helpers import make_devices
+
+    (a,) = make_devices(tmp_path, "a")
+    await a.init(srv)
+    deep = "/".join(["d"] * (MAX_DEPTH + 1))
+    a.write(f"{deep}/too-deep.txt", "below the limit")
+    a.write("kept.txt", "synced first")
+    assert await a.cli("run", "--once") == 1  # problems reported: not a clean round
+    alice = await srv.login("alice@example.com")
+    top = "/" + "/".join(["d"] * MAX_DEPTH)
+    r = await alice.get("/api/files", params={"path": top})
+    assert r.status == 200 and r.body["entries"] == [], r.body
+    capsys.readouterr()
+    assert await a.cli("status") == 0
+    assert f"more than {MAX_DEPTH} folders deep" in capsys.readouterr().out
+    (a.folder / "kept.txt").rename(a.folder / deep / "kept.txt")
+    await a.cli("run", "--once")
+    r = await alice.get("/api/files", params={"path": "/"})
+    assert "kept.txt" in [e["name"] for e in r.body["entries"]], r.body
