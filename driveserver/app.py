@@ -117,7 +117,7 @@ def build_app(config: Config) -> web.Application:
         app[appkeys.STORE], app[appkeys.KEYRING] = store, keyring
         app[appkeys.PIPELINE] = pipeline = BlockPipeline(keyring, store)
         yield
-        pipeline.close()
+        await pipeline.aclose()
         await store.close()
 
     async def maintenance_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ least one tier; a crash in between leaves it in both, which reads and
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from driveserver.storage.base import (
@@ -74,7 +75,15 @@ class TieredBlockStore(AsyncContextStore):
             raise BlockNotFound(name, repr(self)) from None
 
     async def exists(self, name: str) -> bool:
-        return await self.hot.exists(name) or await self.cold.exists(name)
+        # Both tiers are asked, at once: an answer that came sooner for a hot block than for
+        # a missing one would tell an uploader whether anyone stores that block (issue 12,
+        # finding 10; see blocks/pipeline.py).
+        hot, cold = await asyncio.gather(self.hot.exists(name), self.cold.exists(name),
+                                         return_exceptions=True)
+        for answer in (hot, cold):
+            if isinstance(answer, BaseException):
+                raise answer
+        return bool(hot) or bool(cold)
 
     async def delete(self, name: str) -> None:
         """Delete from both tiers.
