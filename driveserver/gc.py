@@ -15,6 +15,7 @@ import logging
 import time
 
 from .meta.db import Database
+from .meta.upload_grants import forget_expired
 from .storage.tiered import TieredBlockStore
 
 log = logging.getLogger("driveserver.gc")
@@ -31,6 +32,8 @@ async def collect_garbage(db: Database, store: TieredBlockStore,
             "DELETE FROM files WHERE is_directory = 0 AND version = 0 AND created_at < ?",
             (cutoff,))
         abandoned = cur.rowcount
+        # Upload grants past their life: their tokens are refused anyway, their rows only count.
+        await forget_expired(tx, time.time())
     deleted = 0
     while True:
         async with db.transaction(offload=True) as tx:

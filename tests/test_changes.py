@@ -458,7 +458,9 @@ async def test_an_acknowledgement_being_written_is_already_the_stored_cursor(
     await db.open()
     try:
         async with db.transaction() as tx:
-            await tx.execute("INSERT INTO users VALUES ('u1', 'a@b.c', 'a@b.c', '', 0, 'w1', 0)")
+            await tx.execute("INSERT INTO users (id, email, email_key, password_hash,"
+                             " quota_bytes, workspace_id, created_at)"
+                             " VALUES ('u1', 'a@b.c', 'a@b.c', '', 0, 'w1', 0)")
             await tx.execute("INSERT INTO devices (id, user_id, name, type, created_at,"
                              " last_seen_at, cursor) VALUES ('d1', 'u1', 'pc', 'desktop', 0, 0,"
                              " 'old')")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+import urllib.parse
 
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -124,10 +125,12 @@ async def test_forged_and_expired_tokens_are_refused(alice: ApiClient,
             return int(time.time()) - 10 * 86400
 
     secret = (server.config.secrets_dir / "session.key").read_text().strip()
-    for purpose, payload, url in [
-            ("block-read", {"u": alice.user_id, "h": h}, f"{base}/blocks/{h}"),
-            ("upload", {"u": alice.user_id, "f": [init["file_id"]], "n": 3},
-             f"{base}/blocks/upload")]:
+    for purpose, real, url in [
+            ("block-read", urllib.parse.unquote(token), f"{base}/blocks/{h}"),
+            ("upload", init["token"], f"{base}/blocks/upload")]:
+        # The payload of a genuine grant (it names the grant's epochs and its record), re-signed.
+        payload = URLSafeTimedSerializer(bytes.fromhex(secret),
+                                         salt=f"drive.{purpose}").loads(real)
         old = URLSafeTimedSerializer(bytes.fromhex(secret), salt=f"drive.{purpose}",
                                      signer=OldSigner).dumps(payload)
         fresh = URLSafeTimedSerializer(bytes.fromhex(secret), salt=f"drive.{purpose}").dumps(

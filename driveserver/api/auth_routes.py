@@ -148,6 +148,7 @@ async def change_password(request: web.Request) -> web.Response:
     async with db.transaction() as tx:
         await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, p.user_id))
         await accounts.revoke_sessions(tx, user_id=p.user_id)
+        await accounts.bump_grant_epoch(tx, p.user_id)  # and every block URL handed out
     return web.Response(status=204)
 
 

@@ -22,7 +22,7 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
 )
-from ..meta import accounts, mounts, tree
+from ..meta import accounts, mounts, tree, upload_grants
 from ..meta.db import Row, Tx
 from ..meta.versions import BlockRef, version_blocks, version_row
 from ..paths import split_path
@@ -73,6 +73,7 @@ class InitResult:
     size: int
     planned: list[BlockRef] | None
     body: dict[str, Any]
+    workspace_id: str = ""
 
 
 async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitResult:
@@ -116,12 +117,23 @@ async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitR
         known = await readable_block_sizes(tx, p.user_id, [b.hash for b in planned])
         out["blocks_already_exist"] = sorted({b.hash for b in planned if b.hash in known})
         out["blocks_to_upload"] = sorted({b.hash for b in planned if b.hash not in known})
-    return InitResult(file["id"], file["version"], size, planned, out)
+    return InitResult(file["id"], file["version"], size, planned, out, file["workspace_id"])
 
 
-def _grant_urls(request: web.Request, file_ids: list[str], max_bytes: int) -> dict[str, str]:
+async def _grant_urls(request: web.Request, tx: Tx, results: list[InitResult]
+                      ) -> dict[str, str]:
+    """Mint the upload grant for ``results`` and record it, in the transaction that created
+    their files: its budget is the bytes the quota was checked for (for the grant's whole life,
+    see ``meta.upload_grants``), its epochs the session and shares it relies on."""
+    p = principal(request)
+    config = request.app[appkeys.CONFIG]
+    max_bytes = sum(r.size for r in results)
+    epochs = await accounts.grant_epochs(tx, p.user_id, p.session_id,
+                                         [r.workspace_id for r in results])
+    grant_id = await upload_grants.open_grant(tx, p.user_id, max_bytes, epochs,
+                                              config.upload_token_seconds)
     token = request.app[appkeys.GRANTS].upload_token(
-        UploadGrant(principal(request).user_id, tuple(file_ids), max_bytes))
+        UploadGrant(p.user_id, tuple(r.file_id for r in results), max_bytes, grant_id))
     base = _base_url(request)
     q = urllib.parse.quote(token)
     return {"token": token, "upload_url": f"{base}/blocks/upload?token={q}",
@@ -137,8 +149,8 @@ async def upload_init(request: web.Request) -> web.Response:
     body = await read_json(request)
     async with request.app[appkeys.DB].transaction() as tx:
         result = await _init_one(request, tx, body)
-    return web.json_response({**result.body,
-                              **_grant_urls(request, [result.file_id], result.size)})
+        urls = await _grant_urls(request, tx, [result])
+    return web.json_response({**result.body, **urls})
 
 
 async def _in_savepoint(tx: Tx, fn: Any) -> dict[str, Any]:
@@ -170,9 +182,8 @@ async def upload_init_batch(request: web.Request) -> web.Response:
                 ok.append(r)
                 return r.body
             results.append(await _in_savepoint(tx, one))
-    total = sum(r.size for r in ok)
-    return web.json_response({"results": results,
-                              **_grant_urls(request, [r.file_id for r in ok], total)})
+        urls = await _grant_urls(request, tx, ok)
+    return web.json_response({"results": results, **urls})
 
 
 async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockRef]:
@@ -344,8 +355,12 @@ async def download(request: web.Request) -> web.Response:
     """The block list of a version with one short-lived URL per block."""
     p = principal(request)
     file, version = await _readable_version(request)
-    blocks = await version_blocks(request.app[appkeys.DB], version["id"])
+    db = request.app[appkeys.DB]
+    blocks = await version_blocks(db, version["id"])
     grants = request.app[appkeys.GRANTS]
+    # The block URLs die with the session, the password and the share (if any) that let the
+    # user read this file (issue 12, finding 13).
+    epochs = await accounts.grant_epochs(db, p.user_id, p.session_id, [file["workspace_id"]])
     base = _base_url(request)
     return web.json_response({
         "file_id": file["id"], "version": version["version"], "size": version["size"],
@@ -353,7 +368,7 @@ async def download(request: web.Request) -> web.Response:
         "executable": bool(version["executable"]), "symlink": bool(version["symlink"]),
         "blocks": [{"order": i, "hash": b.hash, "size": b.size,
                     "url": f"{base}/blocks/{b.hash}?token="
-                           f"{urllib.parse.quote(grants.read_token(p.user_id, b.hash))}"}
+                           f"{urllib.parse.quote(grants.read_token(p.user_id, b.hash, epochs))}"}
                    for i, b in enumerate(blocks)]})
 
 

@@ -2,12 +2,17 @@
 
 * An **upload grant** (minted by ``upload-init``) names the user, the files it may carry content
   for, and the most bytes it may send. It travels as ``?token=`` on ``upload_url`` and on
-  ``PUT /blocks/{hash}``.
+  ``PUT /blocks/{hash}``. It also names its row in the database (``meta.upload_grants``), which
+  counts what it stored over its whole life and holds the epochs it was minted under: a
+  signature alone could neither count nor be taken back (issue 12, findings 8 and 13).
 * A **receipt** (minted by the block routes for every block they received *and verified*) proves
   that this user sent these bytes. ``complete`` requires one for every block the user could not
   already read, so knowing a hash never lets anyone claim a block (the 2011 "Dropship" hole).
 * A **read grant** (minted by ``download``) lets the holder fetch exactly one block for a short
-  time; it is per block so a URL never carries a list of hashes.
+  time; it is per block so a URL never carries a list of hashes. It carries the epochs it was
+  minted under (:class:`~driveserver.meta.accounts.GrantEpochs`: session, password, share),
+  which ``GET /blocks/{hash}`` checks against the database, so it dies with the access it came
+  from rather than up to an hour later.
 
 Each kind is signed with its own purpose salt, so one kind can never be used as another.
 """
@@ -18,6 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ..auth import TokenSigner
+from ..meta.accounts import GrantEpochs
 from .format import is_block_hash
 
 UPLOAD, RECEIPT, READ = "upload", "receipt", "block-read"
@@ -28,7 +34,14 @@ MAX_NAMED_FILES = 8
 class UploadGrant:
     user_id: str
     file_ids: tuple[str, ...]
-    max_bytes: int
+    max_bytes: int  # per request; the budget for the grant's life is its database row's
+    grant_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReadGrant:
+    user_id: str
+    epochs: GrantEpochs | None  # None: minted before grants had epochs, so revoked
 
 
 @dataclass(frozen=True)
@@ -53,14 +66,19 @@ class Grants:
         if len(files) > MAX_NAMED_FILES:
             digest = hashlib.sha256("\n".join(sorted(files)).encode()).hexdigest()[:32]
             files = [f"sha256:{digest}"]
-        return self.signer.sign(UPLOAD, {"u": grant.user_id, "f": files, "n": grant.max_bytes})
+        return self.signer.sign(UPLOAD, {"u": grant.user_id, "f": files, "n": grant.max_bytes,
+                                         "g": grant.grant_id})
 
     def load_upload(self, token: str) -> UploadGrant | None:
+        """The grant, if the token is genuine and unexpired. A grant minted before grants had
+        rows has ``grant_id`` "" and is refused as revoked when it is used."""
         p = self.signer.load(UPLOAD, token, self.upload_seconds)
         if not (isinstance(p, dict) and isinstance(p.get("u"), str)
                 and isinstance(p.get("f"), list) and isinstance(p.get("n"), int)):
             return None
-        return UploadGrant(p["u"], tuple(str(f) for f in p["f"]), p["n"])
+        grant_id = p.get("g")
+        return UploadGrant(p["u"], tuple(str(f) for f in p["f"]), p["n"],
+                           grant_id if isinstance(grant_id, str) else "")
 
     def receipt(self, user_id: str, block_hash: str, size: int) -> str:
         return self.signer.sign(RECEIPT, {"u": user_id, "h": block_hash, "s": size})
@@ -74,12 +92,13 @@ class Grants:
             return None
         return Receipt(p["u"], p["h"], p["s"])
 
-    def read_token(self, user_id: str, block_hash: str) -> str:
-        return self.signer.sign(READ, {"u": user_id, "h": block_hash})
+    def read_token(self, user_id: str, block_hash: str, epochs: GrantEpochs) -> str:
+        return self.signer.sign(READ, {"u": user_id, "h": block_hash, "e": epochs.to_json()})
 
-    def load_read(self, token: str, block_hash: str) -> str | None:
-        """The user id the read grant was minted for, if it is valid for ``block_hash``."""
+    def load_read(self, token: str, block_hash: str) -> ReadGrant | None:
+        """The read grant, if the token is genuine, unexpired and for ``block_hash``. Whether
+        its epochs still hold is for the caller to ask the database."""
         p = self.signer.load(READ, token, self.read_seconds)
         if isinstance(p, dict) and p.get("h") == block_hash and isinstance(p.get("u"), str):
-            return str(p["u"])
+            return ReadGrant(str(p["u"]), GrantEpochs.from_json(p.get("e")))
         return None

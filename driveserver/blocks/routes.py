@@ -1,4 +1,4 @@
-"""Block routes: stateless, no metadata database — they trust only signed grants.
+"""Block routes: the bytes of files, authorised by signed grants rather than a bearer token.
 
 * ``POST /blocks/upload?token=`` — a whole file as a streamed body; split, sealed, stored.
 * ``PUT /blocks/{hash}?token=`` — one block (the delta path); the hash is checked.
@@ -6,6 +6,18 @@
 * ``GET /blocks/{hash}?token=`` — one verified block, zstd-compressed on the wire when it helps.
 
 Uploads answer with a signed receipt per block, which ``complete`` checks.
+
+These routes were meant to trust signed grants alone and never touch the metadata database, so
+that block serving could scale out on its own. A signature can neither count nor be taken back,
+though (issue 12): a grant for 1 MB stored any number of megabytes for six hours (finding 8),
+and a saved block URL went on serving a revoked share for an hour (finding 13). So each use of
+a grant now makes one small database call, through two narrow functions: uploads charge each
+block to the grant's budget before storing it (:func:`~driveserver.meta.upload_grants.charge`,
+one short write transaction per block or per batch), and reads check that the grant's epochs
+still hold (:func:`~driveserver.meta.accounts.grant_epochs_hold`, one primary-key query on the
+snapshot reader). Scaling block serving out means giving those two calls a shared database,
+nothing more. A download of many blocks asks once per block request; nothing is cached across
+requests, so a revocation takes effect at the next block.
 """
 
 from __future__ import annotations
@@ -19,6 +31,9 @@ from aiohttp import web
 from .. import appkeys
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
 from ..httputil import read_body
+from ..meta import upload_grants
+from ..meta.accounts import grant_epochs_hold
+from ..meta.upload_grants import GrantRevoked
 from ..storage.base import BlockNotFound
 from .format import (
     BLOCK_SIZE,
@@ -53,6 +68,22 @@ def _upload_grant(request: web.Request) -> UploadGrant:
     return grant
 
 
+async def _charge(request: web.Request, grant: UploadGrant,
+                  blocks: list[tuple[str, int]]) -> set[str]:
+    """Count ``blocks`` against the grant's budget for its whole life, before they are stored;
+    the hashes the grant had stored already (see :func:`meta.upload_grants.charge`)."""
+    if not grant.grant_id:
+        raise GrantRevoked("this upload grant predates budgets; ask upload-init for a new one")
+    async with request.app[appkeys.DB].transaction() as tx:
+        return await upload_grants.charge(tx, grant.grant_id, grant.user_id, blocks)
+
+
+async def _charge_and_store(request: web.Request, grant: UploadGrant, h: str,
+                            data: bytes) -> None:
+    known = await _charge(request, grant, [(h, len(data))])
+    await request.app[appkeys.PIPELINE].store_block(h, data, conceal=h not in known)
+
+
 def _receipt_json(request: web.Request, user_id: str, h: str, size: int) -> dict:
     return {"hash": h, "size": size,
             "receipt": request.app[appkeys.GRANTS].receipt(user_id, h, size)}
@@ -84,8 +115,13 @@ async def upload_stream(request: web.Request) -> web.Response:
             _count(request, "in", size)
             results.append(_receipt_json(request, grant.user_id, h, size))
 
+    async def one(block: bytes) -> str:
+        h = await pipeline.verified_hash(block)
+        await _charge_and_store(request, grant, h, block)
+        return h
+
     def start(block: bytes) -> None:
-        in_flight.append(asyncio.ensure_future(pipeline.put(block)))
+        in_flight.append(asyncio.ensure_future(one(block)))
         sizes.append(len(block))
 
     try:
@@ -121,9 +157,10 @@ async def put_block(request: web.Request) -> web.Response:
     if len(data) > grant.max_bytes:
         raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
     try:
-        await request.app[appkeys.PIPELINE].put(data, expected_hash=h)
+        await request.app[appkeys.PIPELINE].verified_hash(data, h)
     except BlockCorrupt:
         raise BadRequest("block content does not match its hash", code="hash_mismatch") from None
+    await _charge_and_store(request, grant, h, data)
     _count(request, "in", len(data))
     return web.json_response(_receipt_json(request, grant.user_id, h, len(data)))
 
@@ -197,16 +234,24 @@ async def put_batch(request: web.Request) -> web.Response:
     pipeline = request.app[appkeys.PIPELINE]
     gate = asyncio.Semaphore(BATCH_PARALLEL)
 
-    async def store(h: str, data: bytes) -> None:
+    async def verify(h: str, data: bytes) -> None:
         async with gate:
             try:
-                await pipeline.put(data, expected_hash=h)
+                await pipeline.verified_hash(data, h)
             except BlockCorrupt:
                 raise BadRequest(f"block {h} does not match its hash",
                                  code="hash_mismatch") from None
 
-    # Each put fsyncs its file and folder; running several at once overlaps those waits.
-    await asyncio.gather(*(store(h, d) for h, d in blocks))
+    async def store(h: str, data: bytes, conceal: bool) -> None:
+        async with gate:
+            await pipeline.store_block(h, data, conceal=conceal)
+
+    await asyncio.gather(*(verify(h, d) for h, d in blocks))
+    unique = dict(blocks)
+    # One transaction for the whole batch: thousands of small blocks are one charge.
+    known = await _charge(request, grant, [(h, len(d)) for h, d in unique.items()])
+    # Each store fsyncs its file and folder; running several at once overlaps those waits.
+    await asyncio.gather(*(store(h, d, h not in known) for h, d in unique.items()))
     results = [_receipt_json(request, grant.user_id, h, len(d)) for h, d in blocks]
     _count(request, "in", sum(len(d) for _, d in blocks), len(blocks))
     return web.json_response({"blocks": results})
@@ -216,9 +261,15 @@ async def put_batch(request: web.Request) -> web.Response:
 async def get_block(request: web.Request) -> web.Response:
     h = request.match_info["hash"]
     token = request.query.get("token", "")
-    if not is_block_hash(h) or not token or \
-            request.app[appkeys.GRANTS].load_read(token, h) is None:
+    grant = request.app[appkeys.GRANTS].load_read(token, h) \
+        if token and is_block_hash(h) else None
+    if grant is None:
         raise Unauthorized("missing, invalid or expired block token", code="invalid_token")
+    async with request.app[appkeys.DB].snapshot() as q:
+        live = await grant_epochs_hold(q, grant.user_id, grant.epochs)
+    if not live:
+        raise GrantRevoked("the access this block URL was issued under was revoked (a share,"
+                           " device, session or password changed); ask download again")
     try:
         encoding, payload, size = await request.app[appkeys.PIPELINE].get_for_wire(h)
     except BlockCorrupt:

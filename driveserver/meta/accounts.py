@@ -167,3 +167,114 @@ def spent_quota(tx: Tx, owner_id: str, delta: int) -> None:
     key = ("used_bytes", owner_id)
     if key in tx.memo:
         tx.memo[key] += delta
+
+
+# --- revocation epochs: what a block grant was minted under (issue 12, finding 13) -----------
+
+@dataclass(frozen=True)
+class GrantEpochs:
+    """The access a block grant was minted under, checked again every time the grant is used.
+
+    Grants are signed tokens that the block routes verify without the database, so on their own
+    they outlive whatever gave them: a revoked share, a removed device, a changed password. Each
+    grant therefore names
+
+    * the **session** it was minted for: logging out, removing the device and changing the
+      password revoke sessions, and a grant of a revoked session is dead;
+    * the user's **grant epoch**, which a password change bumps (so a grant dies with the
+      password even if a later change should keep the current session alive);
+    * for each folder shared with the user that the grant relies on, that **share's epoch**,
+      which revoking the share bumps. Grants minted under no share (the user's own files) are
+      not touched by revoking one: a recipient's other downloads go on.
+    """
+
+    session_id: str
+    user_epoch: int
+    shares: tuple[tuple[str, int], ...] = ()
+
+    def to_json(self) -> list[Any]:
+        return [self.session_id, self.user_epoch, [list(s) for s in self.shares]]
+
+    @classmethod
+    def from_json(cls, raw: object) -> GrantEpochs | None:
+        """The epochs ``raw`` describes, or None if it is not what :meth:`to_json` makes (a grant
+        minted before epochs existed counts as revoked)."""
+        if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str)
+                and type(raw[1]) is int and isinstance(raw[2], list)):
+            return None
+        shares = []
+        for item in raw[2]:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                    and type(item[1]) is int):
+                return None
+            shares.append((item[0], item[1]))
+        return cls(raw[0], raw[1], tuple(shares))
+
+
+async def grant_epochs(q: Any, user_id: str, session_id: str,
+                       workspace_ids: list[str]) -> GrantEpochs:
+    """The epochs a grant minted now for ``user_id`` (through ``session_id``) is bound to, for
+    content in ``workspace_ids``: the shares it relies on are the shared folders at the root of
+    those workspaces that ``user_id`` does not own (a shared folder is the root of its own
+    workspace, and shares cannot nest)."""
+    user_epoch = int(await q.fetchval("SELECT grant_epoch FROM users WHERE id = ?",
+                                      (user_id,)) or 0)
+    unique = sorted(set(workspace_ids))
+    folders: list[str] = []
+    for i in range(0, len(unique), 500):
+        chunk = unique[i: i + 500]
+        folders += [r["root_id"] for r in await q.fetchall(
+            f"SELECT root_id FROM workspaces WHERE id IN ({','.join('?' * len(chunk))})"
+            " AND owner_id != ?", (*chunk, user_id))]
+    epochs = {f: 0 for f in folders}
+    for i in range(0, len(folders), 500):
+        chunk = folders[i: i + 500]
+        for r in await q.fetchall(
+                "SELECT folder_id, epoch FROM share_epochs WHERE grantee_id = ?"
+                f" AND folder_id IN ({','.join('?' * len(chunk))})", (user_id, *chunk)):
+            epochs[r["folder_id"]] = int(r["epoch"])
+    return GrantEpochs(session_id, user_epoch, tuple(sorted(epochs.items())))
+
+
+async def grant_epochs_hold(q: Any, user_id: str, epochs: GrantEpochs | None) -> bool:
+    """Whether a grant of ``user_id`` minted under ``epochs`` still stands: its session is live
+    (not revoked, not expired, its device not removed), the user's grant epoch and those of the
+    shares it relies on are still the ones it was minted under. One indexed query (primary keys
+    only), so the block routes can afford it on every request."""
+    if epochs is None:
+        return False
+    pairs = list(epochs.shares)
+    row = await q.fetchone(grant_check_sql(len(pairs)),
+                           (epochs.session_id, user_id, time.time(), epochs.user_epoch,
+                            *(v for pair in pairs for v in pair)))
+    return row is not None
+
+
+def grant_check_sql(shares: int) -> str:
+    """The query of :func:`grant_epochs_hold` for a grant relying on ``shares`` shares
+    (parameters: session id, user id, now, user epoch, then folder id and epoch per share)."""
+    stale = ""
+    if shares:
+        values = ",".join("(?,?)" for _ in range(shares))
+        stale = (" AND NOT EXISTS (SELECT 1 FROM share_epochs e JOIN (VALUES " + values +
+                 ") AS c ON e.folder_id = c.column1 AND e.epoch != c.column2"
+                 " WHERE e.grantee_id = s.user_id)")
+    return ("SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id"
+            " LEFT JOIN devices d ON d.id = s.device_id"
+            " WHERE s.id = ? AND s.user_id = ? AND s.revoked_at IS NULL AND s.expires_at > ?"
+            " AND d.removed_at IS NULL AND u.grant_epoch = ?" + stale)
+
+
+async def bump_grant_epoch(tx: Tx, user_id: str) -> None:
+    """Every block grant minted for ``user_id`` so far stops working (a password change)."""
+    await tx.execute("UPDATE users SET grant_epoch = grant_epoch + 1 WHERE id = ?", (user_id,))
+
+
+async def bump_share_epoch(tx: Tx, folder_id: str, grantee_id: str) -> None:
+    """Every block grant that ``grantee_id`` was given through the share of ``folder_id`` stops
+    working (the share is revoked). Kept apart from the share's row, which revoking deletes:
+    a later share of the same folder with the same person starts from the bumped epoch."""
+    await tx.execute(
+        "INSERT INTO share_epochs (folder_id, grantee_id, epoch) VALUES (?, ?, 1)"
+        " ON CONFLICT (folder_id, grantee_id) DO UPDATE SET epoch = epoch + 1",
+        (folder_id, grantee_id))

@@ -182,4 +182,33 @@ MIGRATIONS: list[str] = [
     ALTER TABLE file_versions ADD COLUMN symlink INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE journal ADD COLUMN symlink INTEGER NOT NULL DEFAULT 0
     """,
+    # 6: grants the server can take back and bound (issue 12, findings 8 and 13). Each upload
+    # grant's byte budget for its whole life, with the blocks already counted against it (a
+    # retried block is not counted twice); the epochs a grant was minted under, per user
+    # (bumped by a password change) and per share (bumped when the share is revoked).
+    """
+    ALTER TABLE users ADD COLUMN grant_epoch INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE share_epochs (
+        folder_id TEXT NOT NULL,
+        grantee_id TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        PRIMARY KEY (folder_id, grantee_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE upload_grants (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        max_bytes INTEGER NOT NULL,
+        used_bytes INTEGER NOT NULL DEFAULT 0,
+        epochs TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX upload_grants_expiry ON upload_grants(expires_at);
+    CREATE TABLE upload_grant_blocks (
+        grant_id TEXT NOT NULL REFERENCES upload_grants(id) ON DELETE CASCADE,
+        block_hash TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (grant_id, block_hash)
+    ) WITHOUT ROWID
+    """,
 ]

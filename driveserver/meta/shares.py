@@ -16,7 +16,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..paths import name_key
 from ..sync.journal import Journal
 from ..sync.notifications import add_notification
-from .accounts import user_by_email
+from .accounts import bump_share_epoch, user_by_email
 from .db import Row, Tx
 
 PERMISSIONS = ("view", "edit")
@@ -123,4 +123,5 @@ async def set_permission(tx: Tx, journal: Journal, owner_id: str, share_id: str,
 async def revoke(tx: Tx, journal: Journal, owner_id: str, share_id: str) -> None:
     share = await share_for_owner(tx, owner_id, share_id)
     await tx.execute("DELETE FROM shares WHERE id = ?", (share_id,))
+    await bump_share_epoch(tx, share["file_id"], share["grantee_id"])  # its block grants die
     journal.touch(tx, share["grantee_workspace"])
