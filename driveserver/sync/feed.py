@@ -390,8 +390,12 @@ class Feed:
             budget -= len(rows)
             nxt[ws] = int(rows[-1]["seq"])
             per_workspace.append(compact([Entry.from_row(r) for r in rows]))
-        # Within a workspace the journal order is kept; across workspaces, by time.
-        changes = list(heapq.merge(*per_workspace, key=lambda c: c.modified_at))
+        # Within a workspace the journal order is kept; across workspaces, by time, and at the
+        # same time (one transaction) deletes first: a move into or out of a shared folder is
+        # a delete in one workspace and a create in the other, of the same file id, and a
+        # device that applied the create first would then delete the file it just placed.
+        changes = list(heapq.merge(*per_workspace,
+                                   key=lambda c: (c.modified_at, c.action != "delete")))
         return Page(changes, nxt, has_more)
 
 
