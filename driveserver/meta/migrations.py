@@ -211,4 +211,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (grant_id, block_hash)
     ) WITHOUT ROWID
     """,
+    # 7: when each share was given, as the position its folder's journal had then: entries up
+    # to it happened before the recipient had access, so neither the feed nor notifications
+    # show them (a re-share is a new grant). Shares made before this: 0, all of the journal.
+    """
+    ALTER TABLE shares ADD COLUMN granted_seq INTEGER NOT NULL DEFAULT 0
+    """,
 ]

@@ -33,6 +33,9 @@ class Mount:
     role: str      # "owner", "edit" or "view"
     share_id: str | None = None
     mount_name: str | None = None
+    # The workspace's journal position when the share was given: entries up to it are not
+    # the viewer's to see (0 for the owner, who sees all of it).
+    granted_seq: int = 0
 
 
 async def _names_up(q: Any, file_id: str, stop_id: str | None = None) -> list[str]:
@@ -79,13 +82,13 @@ async def mounts_for(q: Any, user_id: str) -> dict[str, Mount]:
             out[w["id"]] = Mount(w["id"], w["root_id"], await owner_path(q, w["root_id"]),
                                  "owner")
     for s in await q.fetchall(
-            "SELECT s.id, s.permission, s.mount_name, w.id AS workspace_id, w.root_id"
-            " FROM shares s JOIN workspaces w ON w.root_id = s.file_id"
+            "SELECT s.id, s.permission, s.mount_name, s.granted_seq, w.id AS workspace_id,"
+            " w.root_id FROM shares s JOIN workspaces w ON w.root_id = s.file_id"
             " JOIN files f ON f.id = w.root_id"
             " WHERE s.grantee_id = ? AND f.trashed_at IS NULL", (user_id,)):
         out[s["workspace_id"]] = Mount(
             s["workspace_id"], s["root_id"], f"/{SHARED_ROOT}/{s['mount_name']}",
-            s["permission"], s["id"], s["mount_name"])
+            s["permission"], s["id"], s["mount_name"], int(s["granted_seq"]))
     return out
 
 

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -24,7 +24,7 @@ from ..errors import BadRequest, NotFound
 from ..meta.accounts import Principal
 from ..meta.mounts import SHARED_ROOT, Mount, mounts_for
 from . import notifications
-from .cursor import Cursor, DeviceCursors, decode_cursor, encode_cursor
+from .cursor import SNAPSHOT_CURSOR, Cursor, DeviceCursors, decode_cursor, encode_cursor
 from .feed import Change, Feed, Page, current_positions, in_view, snapshot_page
 from .hub import Hub
 from .notifications import Notifier
@@ -34,9 +34,12 @@ DEVICE_CURSORS: web.AppKey[DeviceCursors] = web.AppKey("sync.device_cursors", De
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("sync.notifier", Notifier)
 
 PAGE_DEFAULT, PAGE_MAX = 1000, 5000
+# How often a read is done again when the user's shares change while it runs (_in_one_view).
+VIEW_TRIES = 3
 RESET: dict[str, Any] = {"reset": True, "changes": [], "next_cursor": "0", "has_more": True}
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 
 def setup_sync(app: web.Application) -> None:
@@ -142,31 +145,89 @@ async def _mount_listing(db: Any, mount: Mount, first: bool) -> list[Change]:
             return out
 
 
-async def _view_changes(db: Any, cursor: Cursor, view: Mapping[str, Mount]
-                        ) -> tuple[list[Change], dict[str, int]] | None:
+@dataclasses.dataclass(frozen=True)
+class ViewChange:
+    """What changed in which folders are shared with the user: the changes that say so (deletes
+    of mounts gone, listings of mounts new), the positions after them, and the workspaces whose
+    journal entries must not reach the user from before (a mount gone or given anew)."""
+
+    changes: list[Change]
+    positions: dict[str, int]
+    dropped: frozenset[str]
+
+
+def _renewed(view: Mapping[str, Mount], had: Mapping[str, tuple[str, str]],
+             since: Mapping[str, int]) -> set[str]:
+    """Mounts the holder has that were given anew since: revoked (or left) and shared again.
+
+    A position taken while the current share existed is never behind its ``granted_seq`` (the
+    share's transaction read it, and positions are read after the share is seen), so a
+    position behind it comes from an earlier grant. The journal between would show the holder
+    what happened while they had no access; the new grant is a new mount instead."""
+    return {ws for ws, m in view.items() if m.share_id is not None and ws in had
+            and (since.get(ws, -1) < m.granted_seq or had[ws][1] != m.prefix)}
+
+
+async def _view_changes(db: Any, cursor: Cursor, view: Mapping[str, Mount],
+                        since: Mapping[str, int] | None = None) -> ViewChange | None:
     """What changed in *which folders are shared with the user* since ``cursor``: a folder
     shared since comes as a full listing (its journal does not hold what was there before),
-    one unshared since as a delete. None when nothing changed."""
+    one unshared since as a delete, one shared anew (revoked, then shared again) as both, so
+    that nothing of the time between reaches the user. None when nothing changed.
+
+    ``since`` are the positions to judge renewals by (default: the cursor's); a long poll
+    passes the ones it started from, since the page it read may have moved past a re-grant.
+    """
     assert cursor.positions is not None
     had = cursor.mounts or {}
-    added = [m for ws, m in view.items() if m.share_id is not None and ws not in had]
-    gone = [ws for ws in had if ws not in view]
+    renewed = _renewed(view, had, cursor.positions if since is None else since)
+    added = [m for ws, m in view.items()
+             if m.share_id is not None and (ws not in had or ws in renewed)]
+    gone = [ws for ws in had if ws not in view or ws in renewed]
     if not added and not gone:
         return None
     now = time.time()
     out = [_synthetic(ws, had[ws][0], had[ws][1], "delete", now) for ws in gone]
-    positions = {ws: p for ws, p in cursor.positions.items() if ws in view}
+    positions = {ws: p for ws, p in cursor.positions.items() if ws in view and ws not in gone}
     current = await current_positions(db, [m.workspace_id for m in added])
-    first = not any(m.share_id is not None for ws, m in view.items() if ws in had)
+    first = not any(m.share_id is not None for ws, m in view.items()
+                    if ws in had and ws not in renewed)
     for m in added:
         positions[m.workspace_id] = current[m.workspace_id]  # taken before the listing
         out += await _mount_listing(db, m, first)
         first = False
-    return out, positions
+    return ViewChange(out, positions, frozenset(gone))
+
+
+async def _in_one_view(hub: Hub, workspace_id: str, read: Callable[[], Awaitable[T]]
+                       ) -> T | None:
+    """``read()`` (which reads the user's mounts, then trees or journal below them), again
+    while a share change of the user's (share, revoke, leave) commits during it; None if one
+    did every time. A share change bumps the hub's view epoch after its commit and before any
+    later write begins (post-commit hooks run under the write lock), so an unchanged epoch
+    means that nothing ``read`` saw was written after a change its mounts do not show: no
+    listing of a folder taken back meanwhile, no page of what happened after a revoke."""
+    for _ in range(VIEW_TRIES):
+        epoch = hub.view_epoch(workspace_id)
+        result = await read()
+        if hub.view_epoch(workspace_id) == epoch:
+            return result
+    return None
 
 
 async def _snapshot(request: web.Request, p: Principal, cursor: Cursor, limit: int
                     ) -> tuple[list[Change], str, bool]:
+    result = await _in_one_view(request.app[appkeys.HUB], p.workspace_id,
+                                lambda: _snapshot_page(request, p, cursor, limit))
+    if result is None:  # the user's shares kept changing: nothing this time, ask again
+        same = SNAPSHOT_CURSOR if cursor.positions is None else encode_cursor(
+            request.app[appkeys.SIGNER], cursor)
+        return [], same, True
+    return result
+
+
+async def _snapshot_page(request: web.Request, p: Principal, cursor: Cursor, limit: int
+                         ) -> tuple[list[Change], str, bool]:
     db = request.app[appkeys.DB]
     view = await mounts_for(db, p.user_id)
     roots = {ws: m.root_id for ws, m in view.items()}
@@ -183,12 +244,20 @@ async def _snapshot(request: web.Request, p: Principal, cursor: Cursor, limit: i
                                       f"/{SHARED_ROOT}", "create", now))
             entries += [_synthetic(m.workspace_id, m.root_id, m.prefix, "create", now)
                         for m in shared]
+        mounts = _grantee_mounts(view)
     else:
+        # A folder shared with the user while the listing is paged is not listed in it (the
+        # listing's order may have passed it already, and its position would be 0, the whole
+        # journal of the folder): it comes after the listing, as a new mount. One gone
+        # meanwhile stays in ``mounts``, so its delete comes after the listing too.
+        mounts = dict(cursor.mounts or {})
+        roots = {ws: r for ws, r in roots.items()
+                 if view[ws].share_id is None or ws in mounts}
         positions = _visible(cursor.positions, roots)
     page, mark = await snapshot_page(db, roots, cursor.snapshot, limit)
     entries += [in_view(c, view[c.workspace_id]) for c in page]
     next_cursor = encode_cursor(request.app[appkeys.SIGNER],
-                                Cursor(p.user_id, positions, mark, _grantee_mounts(view)))
+                                Cursor(p.user_id, positions, mark, mounts))
     return entries, next_cursor, mark is not None
 
 
@@ -279,17 +348,27 @@ async def get_changes(request: web.Request) -> web.Response:
 
     assert cursor.positions is not None
     db = app[appkeys.DB]
-    view = await mounts_for(db, p.user_id)
-    shared_change = await _view_changes(db, cursor, view)
-    if shared_change is not None:
-        extra, positions = shared_change
-        return web.json_response({
-            "changes": [c.to_json() for c in extra], "has_more": True,
-            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions, None,
-                                                        _grantee_mounts(view)))})
-    positions = _visible(cursor.positions, view)
     hub = app[appkeys.HUB]
-    epoch = hub.view_epoch(p.workspace_id)
+    unsettled = web.json_response({"changes": [], "next_cursor": token, "has_more": True})
+
+    async def read_view() -> tuple[int, dict[str, Mount], ViewChange | None]:
+        # The epoch is taken before the view is read: either the view shows a share change
+        # (revoke, leave, re-share), or the epoch differs by the time the journal page below
+        # is read, and the view is read again before anything is answered (_in_one_view).
+        epoch = hub.view_epoch(p.workspace_id)
+        view = await mounts_for(db, p.user_id)
+        return epoch, view, await _view_changes(db, cursor, view)
+
+    settled = await _in_one_view(hub, p.workspace_id, read_view)
+    if settled is None:
+        return unsettled
+    epoch, view, shared_change = settled
+    if shared_change is not None:
+        return web.json_response({
+            "changes": [c.to_json() for c in shared_change.changes], "has_more": True,
+            "next_cursor": encode_cursor(signer, Cursor(p.user_id, shared_change.positions,
+                                                        None, _grantee_mounts(view)))})
+    start = positions = _visible(cursor.positions, view)
 
     async def view_changed() -> bool:  # no database query: thousands of polls wake at once
         return hub.view_epoch(p.workspace_id) != epoch
@@ -302,15 +381,23 @@ async def get_changes(request: web.Request) -> web.Response:
     out = [in_view(c, view[c.workspace_id]) for c in out if c.workspace_id in view]
     shared_change = None
     if await view_changed():
-        new_view = await mounts_for(db, p.user_id)
-        shared_change = await _view_changes(
-            db, Cursor(p.user_id, positions, None, cursor.mounts), new_view)
+        async def read_new_view() -> tuple[dict[str, Mount], ViewChange | None]:
+            new_view = await mounts_for(db, p.user_id)
+            return new_view, await _view_changes(
+                db, Cursor(p.user_id, positions, None, cursor.mounts), new_view, since=start)
+
+        changed = await _in_one_view(hub, p.workspace_id, read_new_view)
+        if changed is None:
+            return unsettled  # the page is read again next time, with a settled view
+        new_view, shared_change = changed
     if shared_change is not None:  # a folder was shared or unshared while this poll waited
-        extra, positions = shared_change
+        # What the page holds of a mount gone or given anew is not the user's to see any more
+        # (it may be from after the revoke): the delete and the fresh listing replace it.
+        out = [c for c in out if c.workspace_id not in shared_change.dropped]
         return web.json_response({
-            "changes": [c.to_json() for c in out + extra], "has_more": True,
-            "next_cursor": encode_cursor(signer, Cursor(p.user_id, positions, None,
-                                                        _grantee_mounts(new_view)))})
+            "changes": [c.to_json() for c in out + shared_change.changes], "has_more": True,
+            "next_cursor": encode_cursor(signer, Cursor(p.user_id, shared_change.positions,
+                                                        None, _grantee_mounts(new_view)))})
     if positions == cursor.positions:
         text = json.dumps({"changes": [c.to_json() for c in out], "next_cursor": token,
                            "has_more": page.has_more})
