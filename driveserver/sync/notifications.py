@@ -2,10 +2,13 @@
 
 They are derived from the journal rather than written by each route: every change is already
 there, in order, with who made it. After a commit the :class:`Notifier` reads the workspace's new
-journal entries and, for each one made by someone other than the workspace owner or a share
-grantee, notifies those of them who can see the file (``permissions.role_for`` decides). How far
-it has read each journal is kept in ``notify_marks``, written in the same transaction as the
-notifications, so a crash neither loses nor duplicates any: the next run reads on from the mark.
+journal entries and, for each one, notifies those who follow that workspace (its owner, and the
+people a shared folder is shared with) other than who made the change. A recipient hears only
+of entries after their share was given (``shares.granted_seq``), at the entry's path under their
+mount: what happened before they had access, or above the folder they were given, is never
+theirs to hear of. How far it has read each journal is kept in ``notify_marks``, written in the
+same transaction as the notifications, so a crash neither loses nor duplicates any: the next run
+reads on from the mark.
 
 While nobody but the owner touches a workspace (no sharing yet), entries produce nothing, and
 the mark is then stored only now and then, so the common case costs no extra write.
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -28,16 +32,15 @@ from .. import appkeys
 from ..api.common import field, principal, query_int, read_json
 from ..errors import BadRequest
 from ..meta.db import Database, Row, Tx
-from ..meta.mounts import view_path
-from ..meta.tree import path_of
-from ..paths import name_key
-from ..permissions import role_for
+from ..meta.mounts import SHARED_ROOT, owner_path
 
 log = logging.getLogger("driveserver.notifications")
 
 # Journal action → what the notification says happened.
 NOTE_FOR_ACTION = {"create": "added", "modify": "edited", "move": "moved", "delete": "deleted",
                    "restore": "restored", "share": "shared", "unshare": "unshared"}
+# Written by the sharing routes themselves, not derived from the journal: "shared" (to the
+# recipient) and "left" (to the owner, when a recipient leaves a shared folder).
 BATCH = 500
 MARK_EVERY = 1000  # store a mark that produced nothing at least this often (bounds catch-up)
 PAGE_DEFAULT, PAGE_MAX = 50, 500
@@ -70,36 +73,36 @@ async def add_notification(tx: Tx, *, user_id: str, actor_id: str, action: str, 
     return int(cur.lastrowid or 0)
 
 
-async def _candidates(q: Any, entry: Row, owner_id: str) -> list[tuple[str, str | None]]:
-    """Who may hear of ``entry``: (user id, id of the shared folder they see it through)."""
-    if entry["action"] in ("share", "unshare"):
-        # Only those the share is about, not everyone who can see a folder above it.
-        rows = await q.fetchall("SELECT grantee_id, file_id FROM shares WHERE file_id = ?",
-                                (entry["file_id"],))
-    else:
-        rows = await q.fetchall(
-            "WITH RECURSIVE up(id, parent_id, depth) AS ("
-            "  SELECT id, parent_id, 0 FROM files WHERE id = ?"
-            "  UNION ALL SELECT f.id, f.parent_id, up.depth + 1 FROM files f"
-            "  JOIN up ON f.id = up.parent_id)"
-            " SELECT s.grantee_id, s.file_id FROM shares s JOIN up ON s.file_id = up.id"
-            " ORDER BY up.depth DESC", (entry["file_id"],))
-    out: dict[str, str | None] = {owner_id: None}
-    for r in rows:
-        out.setdefault(r["grantee_id"], r["file_id"])  # the top-most share wins
-    return list(out.items())
+@dataclass(frozen=True, slots=True)
+class _Viewer:
+    """Someone who follows a workspace's journal: where they see its root, and from which
+    position on its entries are theirs to hear of (0: all of them)."""
+
+    user_id: str
+    prefix: str
+    after_seq: int = 0
 
 
-async def _path_for(q: Any, path: str, share_root: str | None) -> str:
-    """``path`` as a grantee sees it: from the shared folder down, never the owner's folders."""
-    if share_root is None:
-        return path
-    root_path = await path_of(q, share_root)
-    parent = root_path.rsplit("/", 1)[0]
-    if name_key(path) == name_key(root_path) or name_key(path).startswith(
-            name_key(root_path) + "/"):
-        return path[len(parent):] if parent else path
-    return "/" + path.rsplit("/", 1)[-1]
+async def _audience(q: Any, workspace_id: str, owner_id: str) -> list[_Viewer]:
+    """Who follows ``workspace_id``'s journal, read at once: its owner, and for a shared folder
+    (not in its owner's trash) everyone it is shared with, from the grant on.
+
+    A notification's path is the entry's own path (relative to the workspace, as it was when
+    the change was made) under the viewer's mount: it never comes from the file's row read
+    later, which may be in another workspace by then (a folder shared while files are created
+    in it), so it cannot name a folder above what the viewer was given."""
+    root = await q.fetchone(
+        "SELECT w.kind, w.root_id, f.trashed_at FROM workspaces w JOIN files f"
+        " ON f.id = w.root_id WHERE w.id = ?", (workspace_id,))
+    if root is None or root["kind"] != "shared":
+        return [_Viewer(owner_id, "")]
+    out = [_Viewer(owner_id, await owner_path(q, root["root_id"]))]
+    if root["trashed_at"] is None:
+        out += [_Viewer(r["grantee_id"], f"/{SHARED_ROOT}/{r['mount_name']}",
+                        int(r["granted_seq"])) for r in await q.fetchall(
+            "SELECT grantee_id, mount_name, granted_seq FROM shares WHERE file_id = ?",
+            (root["root_id"],))]
+    return out
 
 
 class Notifier:
@@ -172,29 +175,22 @@ class Notifier:
                     return created
 
     async def _notes_for(self, workspace_id: str, entries: list[Row]) -> list[dict[str, Any]]:
-        db = self._db
         owner_id = entries[0]["owner_id"]
-        shared = await db.fetchval(
-            "SELECT 1 FROM workspaces WHERE id = ? AND kind = 'shared' UNION ALL"
-            " SELECT 1 FROM shares s JOIN files f ON f.id = s.file_id"
-            " WHERE f.workspace_id = ? LIMIT 1", (workspace_id, workspace_id))
+        if all(e["user_id"] == owner_id for e in entries) and not await self._db.fetchval(
+                "SELECT 1 FROM workspaces WHERE id = ? AND kind = 'shared'", (workspace_id,)):
+            return []  # the owner alone in their own drive: nobody to tell
+        audience = await _audience(self._db, workspace_id, owner_id)
         notes: list[dict[str, Any]] = []
         for e in entries:
-            if not shared and e["user_id"] == owner_id:
-                continue  # the owner alone in their own workspace: nobody to tell
-            file = await db.fetchone("SELECT * FROM files WHERE id = ?", (e["file_id"],))
-            for user_id, share_root in await _candidates(db, e, owner_id):
-                if user_id == e["user_id"]:
-                    continue
-                if user_id != owner_id and (file is None
-                                            or await role_for(db, user_id, file) is None):
+            for viewer in audience:
+                # Not of one's own changes, nor of what happened before one had access.
+                if viewer.user_id == e["user_id"] or e["seq"] <= viewer.after_seq:
                     continue
                 notes.append({
-                    "user_id": user_id, "actor_id": e["user_id"],
+                    "user_id": viewer.user_id, "actor_id": e["user_id"],
                     "action": NOTE_FOR_ACTION.get(e["action"], e["action"]),
                     "file_id": e["file_id"], "workspace_id": workspace_id,
-                    "path": await view_path(db, user_id, file) if file is not None
-                    else await _path_for(db, e["path"], share_root),
+                    "path": (viewer.prefix + e["path"]) or "/",
                     "is_directory": bool(e["is_directory"]), "seq": e["seq"]})
         return notes
 
