@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     share.add_argument("path")
     share.add_argument("--with", dest="user_email", required=True, help="their account email")
     share.add_argument("--permission", choices=["view", "edit"], default="edit")
+    leave = sub.add_parser("leave", parents=[common],
+                           help="leave a folder shared with you (its owner keeps it)")
+    leave.add_argument("path", help="the folder under 'Shared with me'")
     sub.add_parser("logout", parents=[common], help="revoke this device's token")
     return p
 
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
     commands: dict[str, Callable[..., Coroutine[Any, Any, int]]] = {
         "init": cmd_init, "run": cmd_run, "status": cmd_status, "resume": cmd_resume,
         "ls": cmd_ls, "versions": cmd_versions, "restore": cmd_restore, "trash": cmd_trash,
-        "share": cmd_share, "logout": cmd_logout, "wait": cmd_wait}
+        "share": cmd_share, "leave": cmd_leave, "logout": cmd_logout, "wait": cmd_wait}
     try:
         if args.command == "init":
             rc = asyncio.run(cmd_init(args, config_dir, stdin or sys.stdin))
@@ -717,4 +720,24 @@ async def cmd_share(args: argparse.Namespace, config_dir: Path) -> int:
                                 {"user_email": args.user_email, "permission": args.permission})
     print(f"Shared {path} with {args.user_email} ({args.permission}); it appears in their "
           f"folder as 'Shared with me/{out['mount_name']}'.")
+    return 0
+
+
+async def cmd_leave(args: argparse.Namespace, config_dir: Path) -> int:
+    """Leave a folder someone shared with this account: the server ends the share for this
+    account only, and every device of it removes the folder at its next sync, as when the owner
+    unshares it (the owner's folder is not touched; a file changed here and not yet synced is
+    kept on this computer)."""
+    conf, remote = await _with_remote(config_dir)
+    path = _remote_path(conf, args.path)
+    async with remote:
+        shares = (await remote.call("GET", "/api/shared-with-me"))["shares"]
+        key = path.casefold()
+        mine = next((s for s in shares if s["path"].casefold() == key), None)
+        if mine is None:
+            raise ApiError(404, "not_found", f"{shown(path)} is not a folder shared with you"
+                           " (those are the folders in 'Shared with me')")
+        await remote.call("DELETE", f"/api/shares/{mine['share_id']}")
+    print(f"Left {shown(path)}, shared by {mine['owner']['email']}; it leaves your devices at "
+          "their next sync, and stays in its owner's drive.")
     return 0

@@ -156,8 +156,8 @@ async def delete(request: web.Request) -> web.Response:
     async with request.app[appkeys.DB].transaction() as tx:
         file = await authorize(tx, p.user_id, Action.DELETE, request.match_info["file_id"])
         if await mounts.is_mount_root(tx, p.user_id, file):
-            raise Forbidden("only its owner can delete a shared folder; you can leave it by"
-                            " asking the owner to unshare it", code="forbidden")
+            raise Forbidden("only its owner can delete a shared folder; leave it instead"
+                            " (DELETE /api/shares/{share_id})", code="forbidden")
         await request.app[appkeys.TREE].trash(tx, file, actor(request))
     return web.Response(status=204)
 

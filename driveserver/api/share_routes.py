@@ -19,7 +19,9 @@ async def share(request: web.Request) -> web.Response:
     body = await read_json(request)
     email = field(body, "user_email", str)
     permission = field(body, "permission", str)
-    async with request.app[appkeys.DB].transaction() as tx:
+    # Offloaded: the first share of a folder moves everything below it into the new workspace
+    # in one UPDATE, which for a big folder would hold the event loop (and every other request).
+    async with request.app[appkeys.DB].transaction(offload=True) as tx:
         folder = await authorize(tx, p.user_id, Action.SHARE, request.match_info["file_id"])
         share_id, mount_name = await shares.share_folder(
             tx, request.app[appkeys.JOURNAL], p.user_id, folder, email, permission)
@@ -52,11 +54,13 @@ async def change_permission(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/shares/{share_id}")
-async def revoke(request: web.Request) -> web.Response:
+async def revoke_or_leave(request: web.Request) -> web.Response:
+    """The owner revokes the share; its recipient leaves it (the ``share_id`` that
+    ``/api/shared-with-me`` lists). Either way the folder leaves the recipient's view only."""
     p = principal(request)
     async with request.app[appkeys.DB].transaction() as tx:
-        await shares.revoke(tx, request.app[appkeys.JOURNAL], p.user_id,
-                            request.match_info["share_id"])
+        await shares.end_share(tx, request.app[appkeys.JOURNAL], p.user_id,
+                               request.match_info["share_id"])
     return web.Response(status=204)
 
 

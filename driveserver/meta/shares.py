@@ -5,6 +5,16 @@ into the new workspace (one UPDATE), while the folder itself stays in its owner'
 mount point. From then on its changes are journalled in that workspace, which the owner and
 every recipient follow (see ``meta.mounts`` and ``sync.feed``). Unsharing keeps the workspace;
 it simply stops being visible to that person.
+
+A share ends in one of two ways: its owner revokes it, or its recipient leaves it (nobody
+asked them before the folder appeared on their devices, so they must be able to drop it). Both
+are the same change for the recipient's devices: the mount is gone, as a ``delete`` of the
+mount folder in their feed, and nothing is deleted in the owner's tree.
+
+Each share remembers ``granted_seq``, the position of the folder's journal when it was given.
+Everything up to it happened while the recipient had no access, so the feed and notifications
+never show it to them, also after a revoke and a re-share: a re-share is a new grant, which
+reaches the recipient's devices as a fresh listing (see ``sync.routes``).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from ..sync.journal import Journal
 from ..sync.notifications import add_notification
 from .accounts import bump_share_epoch, user_by_email
 from .db import Row, Tx
+from .mounts import owner_path
 
 PERMISSIONS = ("view", "edit")
 
@@ -88,10 +99,14 @@ async def share_folder(tx: Tx, journal: Journal, owner_id: str, folder: Row, ema
                        " of the existing share instead", code="exists")
     share_id = new_id("sh")
     mount_name = await _free_mount_name(tx, grantee["id"], folder["name"])
+    # Read in this transaction, so no entry can commit between this position and the grant.
+    granted_seq = int(await tx.fetchval("SELECT seq FROM workspaces WHERE id = ?",
+                                        (workspace_id,)))
     await tx.execute(
         "INSERT INTO shares (id, file_id, grantee_id, permission, created_by, created_at,"
-        " mount_name) VALUES (?,?,?,?,?,?,?)",
-        (share_id, folder["id"], grantee["id"], permission, owner_id, tx.now, mount_name))
+        " mount_name, granted_seq) VALUES (?,?,?,?,?,?,?,?)",
+        (share_id, folder["id"], grantee["id"], permission, owner_id, tx.now, mount_name,
+         granted_seq))
     await add_notification(tx, user_id=grantee["id"], actor_id=owner_id, action="shared",
                            file_id=folder["id"], workspace_id=workspace_id,
                            path=f"/Shared with me/{mount_name}", is_directory=True)
@@ -125,3 +140,42 @@ async def revoke(tx: Tx, journal: Journal, owner_id: str, share_id: str) -> None
     await tx.execute("DELETE FROM shares WHERE id = ?", (share_id,))
     await bump_share_epoch(tx, share["file_id"], share["grantee_id"])  # its block grants die
     journal.touch(tx, share["grantee_workspace"])
+
+
+async def share_for_grantee(q: Any, grantee_id: str, share_id: str) -> Row | None:
+    """The share ``share_id`` if it was given to ``grantee_id`` (with the grantee's personal
+    workspace and the shared folder's workspace owner), else None."""
+    return await q.fetchone(
+        "SELECT s.*, u.workspace_id AS grantee_workspace, w.id AS shared_workspace,"
+        " w.owner_id FROM shares s JOIN users u ON u.id = s.grantee_id"
+        " JOIN workspaces w ON w.root_id = s.file_id AND w.kind = 'shared'"
+        " WHERE s.id = ? AND s.grantee_id = ?", (share_id, grantee_id))
+
+
+async def leave(tx: Tx, journal: Journal, grantee_id: str, share: Row) -> None:
+    """The recipient gives up ``share`` (a row from :func:`share_for_grantee`).
+
+    The share row goes, exactly as on a revoke, so the recipient's devices drop the mount the
+    same way; the owner's folder and everything in it stay as they are. The owner is told
+    ("left"), at the folder's path in their drive.
+    """
+    await tx.execute("DELETE FROM shares WHERE id = ?", (share["id"],))
+    folder = await tx.fetchone("SELECT id, trashed_at FROM files WHERE id = ?",
+                               (share["file_id"],))
+    if folder is not None and folder["trashed_at"] is None:
+        await add_notification(tx, user_id=share["owner_id"], actor_id=grantee_id,
+                               action="left", file_id=share["file_id"],
+                               workspace_id=share["shared_workspace"],
+                               path=await owner_path(tx, share["file_id"]), is_directory=True)
+    journal.touch(tx, share["grantee_workspace"])  # their devices drop the mount now
+
+
+async def end_share(tx: Tx, journal: Journal, user_id: str, share_id: str) -> str:
+    """``DELETE /api/shares/{id}``: the recipient leaves, the owner revokes; anyone else gets
+    404 (as for a share that does not exist). Returns ``"left"`` or ``"revoked"``."""
+    share = await share_for_grantee(tx, user_id, share_id)
+    if share is not None:
+        await leave(tx, journal, user_id, share)
+        return "left"
+    await revoke(tx, journal, user_id, share_id)
+    return "revoked"
