@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 
 from driveserver import appkeys
+from driveserver.meta import accounts
+from driveserver.sync.journal import Actor
 from driveserver.sync.routes import NOTIFIER
 from tests.helpers import ApiClient, RunningServer, upload, wait_for
 
@@ -76,6 +78,38 @@ def revealing(changes: list[dict[str, Any]], secrets: list[str]) -> list[dict[st
 
 def shape(tree: dict[str, dict[str, Any]]) -> dict[str, tuple[bool, str | None]]:
     return {p: (bool(e["is_directory"]), e.get("checksum")) for p, e in tree.items()}
+
+
+class HealthProbe:
+    """Asks ``GET /healthz`` on its own connection, one request after another, while something
+    else runs; records the slowest answer."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.slowest = 0.0
+        self.answers = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as s:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                async with s.get(self.url + "/healthz") as r:
+                    assert r.status == 200
+                    await r.read()
+                self.slowest = max(self.slowest, time.monotonic() - t0)
+                self.answers += 1
+
+    async def __aenter__(self) -> HealthProbe:
+        self._task = asyncio.ensure_future(self._run())
+        await wait_for(lambda: self.answers > 0, what="a first /healthz answer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await self._task
 
 
 # --- finding 9: a re-share is a new mount --------------------------------------------------------
@@ -173,39 +207,56 @@ async def test_finding9_devices_polling_through_revokes_and_re_shares_see_no_rev
         assert shape(replay(seen[i] + more)) == fresh, i
 
 
+async def _folders(server: RunningServer, owner: ApiClient, parts: list[str], count: int) -> None:
+    """``count`` folders in ``parts`` (two levels), made through the tree code the routes use, in
+    one transaction: a big folder without thousands of requests."""
+    db, tree = server.app[appkeys.DB], server.app[appkeys.TREE]
+    who = Actor(owner.user_id or "", None)
+    async with db.transaction() as tx:
+        root = await accounts.root_of(tx, owner.user_id or "")
+        for i in range(count):
+            await tree.create_folder(tx, root, [*parts, f"g{i % 50:02}", f"d{i:05}"], who)
+
+
+async def test_finding9_a_new_mounts_listing_comes_in_pages(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """A re-share makes the recipient's devices list the folder again, so a folder of thousands
+    of items must not come as one answer of that size (was: the whole folder in one answer,
+    whatever the limit). Pages of the asked limit, /healthz answering meanwhile, and the device
+    ends with the server's tree, also after a revoke, a change and a re-share."""
+    proj = await alice.mkdir("/Proj")
+    await _folders(server, alice, ["Proj"], 6000)
+    bob_cursor = await cursor_of(bob)
+    async with HealthProbe(server.url) as probe:
+        share_id = await share(alice, proj["file_id"])
+        pages = []
+        while True:
+            r = await bob.get("/api/sync/changes", params={"cursor": bob_cursor, "timeout": "0",
+                                                           "limit": "500"})
+            assert r.status == 200, r
+            pages.append(r.body["changes"])
+            bob_cursor = r.body["next_cursor"]
+            if not r.body["has_more"]:
+                break
+    assert probe.slowest < 1.0, probe.slowest
+    assert max(len(p) for p in pages) <= 502, [len(p) for p in pages]  # + the two folders
+    bob_tree = replay([c for p in pages for c in p])
+    assert shape(bob_tree) == shape(replay((await drain(bob, "0"))[0]))
+    assert len(bob_tree) == 6000 + 50 + 2
+
+    assert (await alice.delete(f"/api/shares/{share_id}")).status == 204
+    await upload(alice, "/Proj/while-revoked.txt", b"so that the re-share is a new listing")
+    await share(alice, proj["file_id"])
+    r = await bob.get("/api/sync/changes", params={"cursor": bob_cursor, "timeout": "0",
+                                                   "limit": "500"})
+    assert len(r.body["changes"]) <= 502 and r.body["has_more"]
+    seen, _ = await drain(bob, r.body["next_cursor"], limit=500)
+    bob_tree = replay(r.body["changes"] + seen, bob_tree)
+    assert shape(bob_tree) == shape(replay((await drain(bob, "0"))[0]))
+    assert "/Shared with me/Proj/while-revoked.txt" in bob_tree
+
+
 # --- finding 11: notifications and feed entries never carry the owner's private path ---------
-
-class HealthProbe:
-    """Asks ``GET /healthz`` on its own connection, one request after another, while something
-    else runs; records the slowest answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.slowest = 0.0
-        self.answers = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        async with aiohttp.ClientSession() as s:
-            while not self._stop.is_set():
-                t0 = time.monotonic()
-                async with s.get(self.url + "/healthz") as r:
-                    assert r.status == 200
-                    await r.read()
-                self.slowest = max(self.slowest, time.monotonic() - t0)
-                self.answers += 1
-
-    async def __aenter__(self) -> HealthProbe:
-        self._task = asyncio.ensure_future(self._run())
-        await wait_for(lambda: self.answers > 0, what="a first /healthz answer")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
-
 
 async def all_notes(client: ApiClient) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []

@@ -214,7 +214,9 @@ MIGRATIONS: list[str] = [
     # 7: when each share was given, as the position its folder's journal had then: entries up
     # to it happened before the recipient had access, so neither the feed nor notifications
     # show them (a re-share is a new grant). Shares made before this: 0, all of the journal.
+    # And workspaces by owner: every feed request reads the user's (meta.mounts.mounts_for).
     """
-    ALTER TABLE shares ADD COLUMN granted_seq INTEGER NOT NULL DEFAULT 0
+    ALTER TABLE shares ADD COLUMN granted_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX workspaces_owner ON workspaces(owner_id)
     """,
 ]

@@ -54,6 +54,9 @@ class Cursor:
     # Folders shared with the user that this cursor's holder has: workspace → (mount folder id,
     # mount path). When one disappears from the user's view, the holder is told to delete it.
     mounts: dict[str, tuple[str, str]] | None = None
+    # Folders newly shared with the user whose listing is being paged (``snapshot`` is the
+    # place in it); their positions, taken before the listing, are in ``positions`` already.
+    listing: tuple[str, ...] | None = None
 
     @property
     def in_snapshot(self) -> bool:
@@ -67,6 +70,8 @@ def encode_cursor(signer: TokenSigner, cursor: Cursor) -> str:
         payload["s"] = [s.workspace_id, s.depth, s.file_id]
     if cursor.mounts:
         payload["m"] = {ws: list(v) for ws, v in cursor.mounts.items()}
+    if cursor.listing:
+        payload["l"] = list(cursor.listing)
     return signer.sign(PURPOSE, payload)
 
 
@@ -103,7 +108,13 @@ def decode_cursor(signer: TokenSigner, token: str, user_id: str) -> Cursor:
             for v in raw_mounts.values()):
         raise _invalid("malformed cursor")
     mounts = {ws: (v[0], v[1]) for ws, v in raw_mounts.items()}
-    return Cursor(user_id, dict(raw_positions), mark, mounts)
+    raw_listing = payload.get("l")
+    if raw_listing is not None and not (
+            isinstance(raw_listing, list) and raw_listing and mark is not None
+            and all(isinstance(ws, str) for ws in raw_listing)):
+        raise _invalid("malformed cursor")
+    listing = tuple(raw_listing) if raw_listing else None
+    return Cursor(user_id, dict(raw_positions), mark, mounts, listing)
 
 
 class DeviceCursors:

@@ -401,26 +401,40 @@ class Feed:
 
 SNAPSHOT_SQL = (
     "WITH RECURSIVE t(id, path, depth) AS ("
-    "  SELECT id, '', 0 FROM files WHERE id = ?"
+    "  SELECT id, '', 0 FROM files WHERE id = ?1"
     "  UNION ALL SELECT f.id, t.path || '/' || f.name, t.depth + 1"
     "  FROM files f JOIN t ON f.parent_id = t.id"
     # A shared folder is listed apart. The unary + keeps SQLite on the parent index: with the
     # (workspace_id, trashed_at) index it rescans the whole workspace at every step.
-    "  WHERE f.trashed_at IS NULL AND +f.workspace_id = ?)"
-    " SELECT f.*, t.path AS full_path, t.depth AS depth FROM t JOIN files f ON f.id = t.id"
-    " WHERE t.depth > 0 AND (f.is_directory = 1 OR f.version > 0)"  # not a pending first upload
-    "  AND (t.depth > ? OR (t.depth = ? AND t.id > ?))"
-    " ORDER BY t.depth, t.id LIMIT ?")
+    "  WHERE f.trashed_at IS NULL AND +f.workspace_id = ?2),"
+    " page AS (SELECT f.*, t.path AS full_path, t.depth AS depth FROM t JOIN files f"
+    "  ON f.id = t.id"
+    "  WHERE t.depth > 0 AND (f.is_directory = 1 OR f.version > 0)"  # not a pending first upload
+    "  AND (t.depth > ?3 OR (t.depth = ?4 AND t.id > ?5)) ORDER BY t.depth, t.id LIMIT ?6)"
+    # The workspace's journal position in the same statement, so in the same state as the
+    # rows (one row of NULLs besides it when the page is empty): see snapshot_page.
+    " SELECT w.seq AS ws_seq, page.* FROM workspaces w LEFT JOIN page ON 1 WHERE w.id = ?2"
+    " ORDER BY page.depth, page.id")
+
+
+class StaleRead(Exception):
+    """A read returned an older state than the caller already knows of (read it again)."""
 
 
 async def snapshot_page(q: Any, roots: Mapping[str, str], mark: SnapshotMark | None,
-                        limit: int) -> tuple[list[Change], SnapshotMark | None]:
+                        limit: int, fresh: Mapping[str, int] | None = None
+                        ) -> tuple[list[Change], SnapshotMark | None]:
     """One page of the live tree of every workspace in ``roots``, after ``mark``.
 
     Items come parents first (by depth, then id, one workspace after another), each as a
     ``create``. Returns the page and the mark to continue after, or None when the listing is
     complete. Changes made while the pages are read are in the journal after the positions the
     snapshot started from, so the client receives them next.
+
+    ``fresh``: per workspace, the journal position its tree must be at least at (the position
+    the listing continues from, or when a folder was shared with the reader). The reading
+    connection can serve an older state than one already seen elsewhere; such a page raises
+    :class:`StaleRead` instead of listing what the reader missed, or may not see.
     """
     out: list[Change] = []
     last: SnapshotMark | None = None
@@ -431,7 +445,11 @@ async def snapshot_page(q: Any, roots: Mapping[str, str], mark: SnapshotMark | N
                         and ws == mark.workspace_id else (0, ""))
         rows = await q.fetchall(SNAPSHOT_SQL, (roots[ws], ws, depth, depth, after,
                                                limit - len(out) + 1))
+        if fresh is not None and (not rows or rows[0]["ws_seq"] < fresh.get(ws, 0)):
+            raise StaleRead(ws)
         for r in rows:
+            if r["id"] is None:  # the page is empty: only the workspace's position came
+                continue
             if len(out) == limit:
                 return out, last
             out.append(Change(

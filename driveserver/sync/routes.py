@@ -22,10 +22,18 @@ from ..api.common import principal, query_int
 from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..meta.accounts import Principal
+from ..meta.db import Database
 from ..meta.mounts import SHARED_ROOT, Mount, mounts_for
 from . import notifications
-from .cursor import SNAPSHOT_CURSOR, Cursor, DeviceCursors, decode_cursor, encode_cursor
-from .feed import Change, Feed, Page, current_positions, in_view, snapshot_page
+from .cursor import (
+    SNAPSHOT_CURSOR,
+    Cursor,
+    DeviceCursors,
+    SnapshotMark,
+    decode_cursor,
+    encode_cursor,
+)
+from .feed import Change, Feed, Page, StaleRead, current_positions, in_view, snapshot_page
 from .hub import Hub
 from .notifications import Notifier
 
@@ -114,6 +122,19 @@ def _visible(positions: Mapping[str, int], roots: Mapping[str, Any]) -> dict[str
     return {ws: positions.get(ws, 0) for ws in roots}
 
 
+async def _read_view(db: Database, user_id: str) -> tuple[dict[str, Mount], dict[str, int]]:
+    """The user's mounts and each one's current journal position, read fresh and together.
+
+    Read on the database's snapshot connection, in one read transaction begun now: the shared
+    reading connection may still serve an older state (its read transaction lasts while any of
+    the statements interleaved on it is unfinished), and a view older than a revoke whose hook
+    has run would let a journal page or listing read after the revoke through (_in_one_view).
+    The lookups are indexed and few (one per folder the user owns that is shared)."""
+    async with db.snapshot() as q:
+        view = await mounts_for(q, user_id)
+        return view, await current_positions(q, view)
+
+
 def _grantee_mounts(view: Mapping[str, Mount]) -> dict[str, tuple[str, str]]:
     return {ws: (m.root_id, m.prefix) for ws, m in view.items() if m.share_id is not None}
 
@@ -127,9 +148,9 @@ def _synthetic(ws: str, file_id: str, path: str, action: str, at: float) -> Chan
 SHARED_ROOT_ID = "virtual:shared-with-me"
 
 
-async def _mount_listing(db: Any, mount: Mount, first: bool) -> list[Change]:
-    """A folder shared with the user, as creates: ``/Shared with me`` (if ``first``), the mount
-    folder, then everything in it, parents first."""
+async def _mount_folder(db: Any, mount: Mount, first: bool) -> list[Change]:
+    """A folder newly shared with the user, as creates: ``/Shared with me`` (if ``first``) and
+    the mount folder. What is in it follows in pages (``Cursor.listing``)."""
     now = time.time()
     root = await db.fetchone("SELECT * FROM files WHERE id = ?", (mount.root_id,))
     out = [_synthetic(mount.workspace_id, SHARED_ROOT_ID, f"/{SHARED_ROOT}", "create", now)] \
@@ -137,12 +158,7 @@ async def _mount_listing(db: Any, mount: Mount, first: bool) -> list[Change]:
     out.append(dataclasses.replace(
         _synthetic(mount.workspace_id, mount.root_id, mount.prefix, "create", now),
         version=root["version"], modified_at=root["modified_at"]))
-    mark = None
-    while True:
-        page, mark = await snapshot_page(db, {mount.workspace_id: mount.root_id}, mark, 5000)
-        out += [in_view(c, mount) for c in page]
-        if mark is None:
-            return out
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +170,13 @@ class ViewChange:
     changes: list[Change]
     positions: dict[str, int]
     dropped: frozenset[str]
+    listing: tuple[str, ...] = ()  # mounts new to the user, whose contents follow in pages
+
+    def cursor(self, user_id: str, view: Mapping[str, Mount]) -> Cursor:
+        """Where the holder stands after these changes: listing the new mounts, if any."""
+        mark = SnapshotMark(self.listing[0], 0, "") if self.listing else None
+        return Cursor(user_id, self.positions, mark, _grantee_mounts(view),
+                      self.listing or None)
 
 
 def _renewed(view: Mapping[str, Mount], had: Mapping[str, tuple[str, str]],
@@ -169,14 +192,18 @@ def _renewed(view: Mapping[str, Mount], had: Mapping[str, tuple[str, str]],
 
 
 async def _view_changes(db: Any, cursor: Cursor, view: Mapping[str, Mount],
-                        since: Mapping[str, int] | None = None) -> ViewChange | None:
+                        seqs: Mapping[str, int], since: Mapping[str, int] | None = None
+                        ) -> ViewChange | None:
     """What changed in *which folders are shared with the user* since ``cursor``: a folder
-    shared since comes as a full listing (its journal does not hold what was there before),
-    one unshared since as a delete, one shared anew (revoked, then shared again) as both, so
-    that nothing of the time between reaches the user. None when nothing changed.
+    shared since comes as a full listing (its journal does not hold what was there before:
+    here its mount folder, then its contents in pages, see ``Cursor.listing``), one unshared
+    since as a delete, one shared anew (revoked, then shared again) as both, so that nothing of
+    the time between reaches the user. None when nothing changed.
 
-    ``since`` are the positions to judge renewals by (default: the cursor's); a long poll
-    passes the ones it started from, since the page it read may have moved past a re-grant.
+    ``seqs`` are the journal positions read with ``view`` (_read_view): a new mount's journal
+    continues from there. ``since`` are the positions to judge renewals by (default: the
+    cursor's); a long poll passes the ones it started from, since the page it read may have
+    moved past a re-grant.
     """
     assert cursor.positions is not None
     had = cursor.mounts or {}
@@ -189,14 +216,14 @@ async def _view_changes(db: Any, cursor: Cursor, view: Mapping[str, Mount],
     now = time.time()
     out = [_synthetic(ws, had[ws][0], had[ws][1], "delete", now) for ws in gone]
     positions = {ws: p for ws, p in cursor.positions.items() if ws in view and ws not in gone}
-    current = await current_positions(db, [m.workspace_id for m in added])
     first = not any(m.share_id is not None for ws, m in view.items()
                     if ws in had and ws not in renewed)
     for m in added:
-        positions[m.workspace_id] = current[m.workspace_id]  # taken before the listing
-        out += await _mount_listing(db, m, first)
+        positions[m.workspace_id] = seqs[m.workspace_id]  # taken before the listing
+        out += await _mount_folder(db, m, first)
         first = False
-    return ViewChange(out, positions, frozenset(gone))
+    return ViewChange(out, positions, frozenset(gone),
+                      tuple(sorted(m.workspace_id for m in added)))
 
 
 async def _in_one_view(hub: Hub, workspace_id: str, read: Callable[[], Awaitable[T]]
@@ -204,12 +231,17 @@ async def _in_one_view(hub: Hub, workspace_id: str, read: Callable[[], Awaitable
     """``read()`` (which reads the user's mounts, then trees or journal below them), again
     while a share change of the user's (share, revoke, leave) commits during it; None if one
     did every time. A share change bumps the hub's view epoch after its commit and before any
-    later write begins (post-commit hooks run under the write lock), so an unchanged epoch
-    means that nothing ``read`` saw was written after a change its mounts do not show: no
-    listing of a folder taken back meanwhile, no page of what happened after a revoke."""
+    later write begins (post-commit hooks run under the write lock), and ``read`` reads the
+    mounts fresh (_read_view) after the epoch is taken, so an unchanged epoch means that
+    nothing ``read`` saw was written after a change its mounts do not show: no listing of a
+    folder taken back meanwhile, no page of what happened after a revoke. Listings check that
+    they are not older than the view (``StaleRead``)."""
     for _ in range(VIEW_TRIES):
         epoch = hub.view_epoch(workspace_id)
-        result = await read()
+        try:
+            result = await read()
+        except StaleRead:  # a listing older than the view it lists for: read again
+            continue
         if hub.view_epoch(workspace_id) == epoch:
             return result
     return None
@@ -229,13 +261,13 @@ async def _snapshot(request: web.Request, p: Principal, cursor: Cursor, limit: i
 async def _snapshot_page(request: web.Request, p: Principal, cursor: Cursor, limit: int
                          ) -> tuple[list[Change], str, bool]:
     db = request.app[appkeys.DB]
-    view = await mounts_for(db, p.user_id)
+    view, seqs = await _read_view(db, p.user_id)
     roots = {ws: m.root_id for ws, m in view.items()}
     entries: list[Change] = []
     if cursor.positions is None:
         # Taken before the tree is read: whatever changes from here on reaches the client
         # through the journal, even what the listing misses while it is paged.
-        positions = await current_positions(db, roots)
+        positions = dict(seqs)
         # The mount points of folders shared with the user come first, as folders.
         shared = [m for m in view.values() if m.share_id is not None]
         if shared:
@@ -245,6 +277,12 @@ async def _snapshot_page(request: web.Request, p: Principal, cursor: Cursor, lim
             entries += [_synthetic(m.workspace_id, m.root_id, m.prefix, "create", now)
                         for m in shared]
         mounts = _grantee_mounts(view)
+    elif cursor.listing:
+        # The contents of folders newly shared with the user, after their mount folders came
+        # (_view_changes). One taken back meanwhile is left out; its delete follows.
+        mounts = dict(cursor.mounts or {})
+        roots = {ws: view[ws].root_id for ws in cursor.listing if ws in view}
+        positions = {ws: p for ws, p in cursor.positions.items() if ws in view}
     else:
         # A folder shared with the user while the listing is paged is not listed in it (the
         # listing's order may have passed it already, and its position would be 0, the whole
@@ -254,11 +292,18 @@ async def _snapshot_page(request: web.Request, p: Principal, cursor: Cursor, lim
         roots = {ws: r for ws, r in roots.items()
                  if view[ws].share_id is None or ws in mounts}
         positions = _visible(cursor.positions, roots)
-    page, mark = await snapshot_page(db, roots, cursor.snapshot, limit)
+    # The listing must show each tree as it is at (or after) the position its journal
+    # continues from, and a shared folder as it is since it was shared with the user: never
+    # from an older state the reading connection may still hold.
+    fresh = {ws: max(positions.get(ws, 0), view[ws].granted_seq) for ws in roots}
+    page, mark = await snapshot_page(db, roots, cursor.snapshot, limit, fresh)
     entries += [in_view(c, view[c.workspace_id]) for c in page]
+    listing = cursor.listing if mark is not None else None
     next_cursor = encode_cursor(request.app[appkeys.SIGNER],
-                                Cursor(p.user_id, positions, mark, mounts))
-    return entries, next_cursor, mark is not None
+                                Cursor(p.user_id, positions, mark, mounts, listing))
+    # The end of a new mount's listing is not the end of the answer: the journal entries made
+    # while it was paged follow at once.
+    return entries, next_cursor, mark is not None or bool(cursor.listing)
 
 
 async def _long_poll(app: web.Application, positions: dict[str, int], own: str | None,
@@ -310,8 +355,7 @@ async def get_cursor(request: web.Request) -> web.Response:
     """The current position ("start from now")."""
     p = principal(request)
     db = request.app[appkeys.DB]
-    view = await mounts_for(db, p.user_id)
-    positions = await current_positions(db, view)
+    view, positions = await _read_view(db, p.user_id)
     return web.json_response({"cursor": encode_cursor(
         request.app[appkeys.SIGNER], Cursor(p.user_id, positions, None, _grantee_mounts(view)))})
 
@@ -356,8 +400,8 @@ async def get_changes(request: web.Request) -> web.Response:
         # (revoke, leave, re-share), or the epoch differs by the time the journal page below
         # is read, and the view is read again before anything is answered (_in_one_view).
         epoch = hub.view_epoch(p.workspace_id)
-        view = await mounts_for(db, p.user_id)
-        return epoch, view, await _view_changes(db, cursor, view)
+        view, seqs = await _read_view(db, p.user_id)
+        return epoch, view, await _view_changes(db, cursor, view, seqs)
 
     settled = await _in_one_view(hub, p.workspace_id, read_view)
     if settled is None:
@@ -366,8 +410,7 @@ async def get_changes(request: web.Request) -> web.Response:
     if shared_change is not None:
         return web.json_response({
             "changes": [c.to_json() for c in shared_change.changes], "has_more": True,
-            "next_cursor": encode_cursor(signer, Cursor(p.user_id, shared_change.positions,
-                                                        None, _grantee_mounts(view)))})
+            "next_cursor": encode_cursor(signer, shared_change.cursor(p.user_id, view))})
     start = positions = _visible(cursor.positions, view)
 
     async def view_changed() -> bool:  # no database query: thousands of polls wake at once
@@ -382,9 +425,10 @@ async def get_changes(request: web.Request) -> web.Response:
     shared_change = None
     if await view_changed():
         async def read_new_view() -> tuple[dict[str, Mount], ViewChange | None]:
-            new_view = await mounts_for(db, p.user_id)
+            new_view, seqs = await _read_view(db, p.user_id)
             return new_view, await _view_changes(
-                db, Cursor(p.user_id, positions, None, cursor.mounts), new_view, since=start)
+                db, Cursor(p.user_id, positions, None, cursor.mounts), new_view, seqs,
+                since=start)
 
         changed = await _in_one_view(hub, p.workspace_id, read_new_view)
         if changed is None:
@@ -396,8 +440,7 @@ async def get_changes(request: web.Request) -> web.Response:
         out = [c for c in out if c.workspace_id not in shared_change.dropped]
         return web.json_response({
             "changes": [c.to_json() for c in out + shared_change.changes], "has_more": True,
-            "next_cursor": encode_cursor(signer, Cursor(p.user_id, shared_change.positions,
-                                                        None, _grantee_mounts(new_view)))})
+            "next_cursor": encode_cursor(signer, shared_change.cursor(p.user_id, new_view))})
     if positions == cursor.positions:
         text = json.dumps({"changes": [c.to_json() for c in out], "next_cursor": token,
                            "has_more": page.has_more})
