@@ -251,6 +251,22 @@ async def test_finding13_a_revoked_share_stops_the_block_urls_it_gave(
         assert await get_status(s, own_urls[0]) == (200, None)
 
 
+async def test_finding13_leaving_a_share_stops_the_block_urls_it_gave(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """The same when Bob leaves the share himself (finding 14): what he was given through it
+    ends with it."""
+    folder = await alice.mkdir("/Team")
+    share_id = await share(alice, folder["file_id"], "bob@example.com")
+    theirs = await upload(alice, "/Team/plan.txt", b"the plan")
+    saved = await block_urls(bob, theirs["file_id"])
+    grant = await init(bob, "/Shared with me/Team/new.txt", 5)
+    async with aiohttp.ClientSession() as s:
+        assert await get_status(s, saved[0]) == (200, None)
+        assert (await bob.delete(f"/api/shares/{share_id}")).status == 204
+        assert await get_status(s, saved[0]) == REVOKED
+        assert await put_status(s, grant, b"later") == REVOKED
+
+
 async def test_finding13_a_password_change_stops_upload_and_block_urls(
         server: RunningServer, alice: ApiClient) -> None:
     made = await upload(alice, "/doc.txt", b"document")

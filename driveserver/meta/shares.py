@@ -160,6 +160,7 @@ async def leave(tx: Tx, journal: Journal, grantee_id: str, share: Row) -> None:
     ("left"), at the folder's path in their drive.
     """
     await tx.execute("DELETE FROM shares WHERE id = ?", (share["id"],))
+    await bump_share_epoch(tx, share["file_id"], grantee_id)  # as on a revoke
     folder = await tx.fetchone("SELECT id, trashed_at FROM files WHERE id = ?",
                                (share["file_id"],))
     if folder is not None and folder["trashed_at"] is None:
