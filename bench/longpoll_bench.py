@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 
 PASSWORD = "benchmark password"
+METRICS_TOKEN = "benchmark-metrics-token"  # /metrics answers only with it
 
 
 def raise_fd_limit() -> int:
@@ -134,7 +135,7 @@ async def run(ns: list[int], client_procs: int, pid: int, url: str) -> list[dict
         ctx = mp.get_context("spawn")
         for n in ns:
             cursor = (await api(s, "GET", f"{url}/api/sync/cursor", tokens["poller"]))["cursor"]
-            before = await api(s, "GET", f"{url}/metrics")
+            before = await api(s, "GET", f"{url}/metrics", METRICS_TOKEN)
             queue = ctx.Queue()
             shares = [n // client_procs + (1 if i < n % client_procs else 0)
                       for i in range(client_procs)]
@@ -143,7 +144,7 @@ async def run(ns: list[int], client_procs: int, pid: int, url: str) -> list[dict
             for p in procs:
                 p.start()
             deadline = time.monotonic() + 300
-            while metric(await api(s, "GET", f"{url}/metrics"), "drive_longpoll_open") < n:
+            while metric(await api(s, "GET", f"{url}/metrics", METRICS_TOKEN), "drive_longpoll_open") < n:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the polls did not all start waiting")
                 await asyncio.sleep(0.05)
@@ -157,7 +158,7 @@ async def run(ns: list[int], client_procs: int, pid: int, url: str) -> list[dict
                 answers += await asyncio.to_thread(queue.get, True, 300)
             for p in procs:
                 p.join()
-            after = await api(s, "GET", f"{url}/metrics")
+            after = await api(s, "GET", f"{url}/metrics", METRICS_TOKEN)
             latencies = [done - t0 for done, _ in answers]
             woken = (metric(after, "drive_longpoll_wake_seconds_count")
                      - metric(before, "drive_longpoll_wake_seconds_count"))
@@ -192,6 +193,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="drive-bench-") as tmp:
         env = {**os.environ, "DRIVE_SERVER_LOG_LEVEL": "WARNING",
                "DRIVE_ACCOUNTS_REGISTRATION_OPEN": "true",  # it registers its user by API
+               # every poll comes from 127.0.0.1: no cap per client; /metrics needs its token
+               "DRIVE_LIMITS_MAX_CONNECTIONS_PER_CLIENT": "0", "DRIVE_METRICS_TOKEN": METRICS_TOKEN,
                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         server = subprocess.Popen(
             [sys.executable, "-m", "driveserver", "serve", "--data-dir", f"{tmp}/data",

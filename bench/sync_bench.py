@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
 
-from tests.helpers import PASSWORD  # noqa: E402
+from tests.helpers import METRICS_AUTH, METRICS_TOKEN, PASSWORD  # noqa: E402
 from tests.sync_helpers import EMAIL, Device, make_devices  # noqa: E402
 
 MiB = 1024 * 1024
@@ -44,6 +44,7 @@ class Server:
 
     def __init__(self, data: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVE_")}
+        env["DRIVE_METRICS_TOKEN"] = METRICS_TOKEN  # /metrics answers only with it
         self.log = open(data.parent / "server.log", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "driveserver", "serve", "--port",
                                       "0", "--data-dir", str(data)], stderr=self.log, env=env)
@@ -68,7 +69,8 @@ class Server:
 
 
 async def metric(srv: Server, name: str, direction: str) -> float:
-    async with aiohttp.ClientSession() as s, s.get(srv.url + "/metrics") as r:
+    async with aiohttp.ClientSession() as s, s.get(srv.url + "/metrics",
+                                                   headers=METRICS_AUTH) as r:
         text = await r.text()
     m = re.search(rf'^{name}\{{direction="{direction}"\}} ([0-9.e+]+)$', text, re.M)
     return float(m.group(1)) if m else 0.0

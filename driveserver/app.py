@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -30,7 +31,16 @@ from .blocks.grants import Grants
 from .blocks.keys import KeyRing
 from .blocks.pipeline import BlockPipeline
 from .config import Config
-from .errors import error_middleware
+from .connections import (
+    MAX_HEADER_LINE,
+    MAX_REQUEST_LINE,
+    ConnectionGuard,
+    ConnectionLimits,
+    body_guard_middleware,
+    guarded_site,
+    raise_open_file_limit,
+)
+from .errors import Unauthorized, error_middleware
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, move_cold_blocks
 from .meta.db import Database
@@ -52,6 +62,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics, for the holder of ``metrics.token`` only (the route exists only when
+    one is set): they tell an outsider how busy the server is, who is online (long polls) and
+    how much is stored."""
+    expected = request.app[appkeys.CONFIG].metrics_token.encode()
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized("GET /metrics needs Authorization: Bearer <metrics.token>")
     m = request.app[appkeys.METRICS]
     m.journal_entries.set(await request.app[appkeys.DB].fetchval("SELECT COUNT(*) FROM journal"))
     return web.Response(body=generate_latest(m.registry),
@@ -93,7 +110,8 @@ async def open_storage(config: Config) -> tuple[TieredBlockStore, KeyRing]:
 
 def build_app(config: Config) -> web.Application:
     prepare_data_dir(config)
-    app = web.Application(middlewares=[error_middleware, auth_routes.auth_middleware],
+    app = web.Application(middlewares=[error_middleware, auth_routes.auth_middleware,
+                                       body_guard_middleware],
                           client_max_size=config.max_json_bytes)
     app[appkeys.CONFIG] = config
     app[appkeys.DB] = db = Database(config.database_path)
@@ -132,7 +150,8 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.extend([database_ctx, storage_ctx, maintenance_ctx])
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if config.metrics_token:
+        app.router.add_get("/metrics", metrics)
     app.add_routes(auth_routes.routes)
     app.add_routes(upload_routes.routes)
     app.add_routes(batch_download_routes.routes)
@@ -175,30 +194,35 @@ async def run_gc_once(config: Config) -> str:
 
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start serving ``app``; returns the runner and the bound port (useful with port 0)."""
+    """Start serving ``app``; returns the runner and the bound port (useful with port 0).
+
+    Every connection is guarded (``connections``): head and body deadlines, connection caps,
+    JSON answers to what the HTTP parser refuses."""
     quiet_parser_errors()
-    runner = web.AppRunner(app, access_log_class=AccessLogger,
-                           access_log=logging.getLogger("driveserver.access"),
-                           handler_cancellation=True)
+    config = app[appkeys.CONFIG]
+    handler_args = dict(access_log_class=AccessLogger,
+                        access_log=logging.getLogger("driveserver.access"),
+                        max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_LINE)
+    runner = web.AppRunner(app, handler_cancellation=True, **handler_args)  # type: ignore[arg-type]
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    guard = ConnectionGuard(ConnectionLimits.from_config(config), app[appkeys.METRICS])
+    site = guarded_site(runner, host, port, guard, **handler_args)
     await site.start()
-    server = site._server  # the only way aiohttp exposes the bound socket for port 0
-    bound = server.sockets[0].getsockname()[1] if server is not None else port  # type: ignore[union-attr]
-    return runner, bound
+    return runner, site.bound_port
 
 
 async def serve(config: Config) -> None:
     """Run until SIGINT/SIGTERM."""
     app = build_app(config)
+    files = raise_open_file_limit()  # before start_site: the connection cap follows from it
     runner, port = await start_site(app, config.host, config.port)
     # Everything allocated at start-up lives as long as the process: keep the cyclic GC from
     # rescanning it, and let it run less often, so waking thousands of long polls at once is not
     # stalled by collections (measured: 5,000 polls answered ~30% sooner).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    log.info("drive-server listening on http://%s:%d (data in %s)", config.host, port,
-             config.data_dir)
+    log.info("drive-server listening on http://%s:%d (data in %s; open-file limit %s)",
+             config.host, port, config.data_dir, files or "none")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -39,3 +39,6 @@ JOURNAL: web.AppKey[Journal] = web.AppKey("journal")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 USER_ID: web.RequestKey[str] = web.RequestKey("user_id")
 BYTES_IN: web.RequestKey[int] = web.RequestKey("bytes_in")
+# A lower body limit for this request (set by connections.body_guard_middleware for requests no
+# session or grant vouches for); httputil.read_body applies it.
+BODY_LIMIT: web.RequestKey[int] = web.RequestKey("body_limit")

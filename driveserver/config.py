@@ -54,6 +54,11 @@ def _non_negative(v: float) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
 
+def _metrics_token(v: str) -> str | None:
+    # Nothing throttles guesses at /metrics, so a short token would be found by trying.
+    return None if v == "" or len(v) >= 16 else "must be empty (metrics off) or at least 16 characters"
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "server", "host", str, "127.0.0.1", "Address to listen on."),
     Setting("port", "server", "port", int, 8080, "TCP port to listen on (0 picks a free one).", _port),
@@ -101,6 +106,26 @@ SETTINGS: tuple[Setting, ...] = (
             "Lifetime of a block download token, in seconds.", _positive),
     Setting("session_days", "limits", "session_days", float, 90.0,
             "Lifetime of a login session, in days.", _positive),
+    Setting("unauthenticated_body_bytes", "limits", "unauthenticated_body_bytes", int, 64 * 1024,
+            "Largest body of a request that no session or block grant vouches for (login,"
+            " registration, link unlock), in bytes.", _positive),
+    Setting("header_timeout_seconds", "limits", "header_timeout_seconds", float, 60.0,
+            "A connection must deliver a complete request head (request line and headers) within"
+            " this many seconds of opening or of its previous response, or it is closed; so an"
+            " idle keep-alive connection is closed after it too.", _positive),
+    Setting("body_timeout_seconds", "limits", "body_timeout_seconds", float, 60.0,
+            "While a handler waits for a request body, every window this long must bring at least"
+            " body_min_bytes_per_second times its length in bytes, or the connection is dropped"
+            " (time the server itself holds reading does not count).", _positive),
+    Setting("body_min_bytes_per_second", "limits", "body_min_bytes_per_second", int, 1024,
+            "The floor rate of a request body, in bytes per second (0: any byte in each window"
+            " will do).", _non_negative),
+    Setting("max_connections_per_client", "limits", "max_connections_per_client", int, 256,
+            "Open connections one client address (an IPv6 /64) may hold; more are refused with"
+            " 503 (0 = no cap; behind a reverse proxy every client is the proxy).", _non_negative),
+    Setting("max_connections", "limits", "max_connections", int, 0,
+            "Open connections in all; more are refused with 503 (0 = the open-file limit minus"
+            " a reserve for the database, block files and S3).", _non_negative),
     Setting("longpoll_default_seconds", "sync", "longpoll_default_seconds", float, 30.0,
             "Long-poll wait when the client names none.", _positive),
     Setting("longpoll_max_seconds", "sync", "longpoll_max_seconds", float, 120.0,
@@ -121,6 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Whether anyone may create an account with POST /api/auth/register (off on a fresh"
             " install: the first user comes from `drive-server user add`; open it only where"
             " anyone may have an account, and know that addresses are not verified)."),
+    Setting("metrics_token", "metrics", "token", str, "",
+            "Bearer token that GET /metrics requires; empty turns /metrics off (the default)."
+            " At least 16 characters.", _metrics_token),
 )
 
 
@@ -162,6 +190,13 @@ class Config:
     gc_grace_days: float = 7.0
     gc_interval_seconds: float = 6 * 3600.0
     registration_open: bool = False
+    unauthenticated_body_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 60.0
+    body_timeout_seconds: float = 60.0
+    body_min_bytes_per_second: int = 1024
+    max_connections_per_client: int = 256
+    max_connections: int = 0
+    metrics_token: str = field(default="", repr=False)
 
     @property
     def base_url(self) -> str:

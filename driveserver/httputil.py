@@ -10,7 +10,10 @@ from .errors import PayloadTooLarge
 
 
 async def read_body(request: web.Request, limit: int, what: str = "request body") -> bytes:
-    """The whole body, or 413 as soon as it passes ``limit`` bytes (without reading the rest)."""
+    """The whole body, or 413 as soon as it passes ``limit`` bytes (without reading the rest).
+
+    A request that nobody vouches for gets the lower limit the body guard set on it."""
+    limit = min(limit, request.get(appkeys.BODY_LIMIT, limit))
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"{what} may be at most {limit} bytes")
     buf = bytearray()

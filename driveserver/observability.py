@@ -1,10 +1,17 @@
-"""Access log and Prometheus metrics.
+"""Access log, Prometheus metrics, and the filters that keep logs free of secrets and floods.
 
 The access log is one JSON object per request. It logs the path without its query string,
-because block URLs carry signed tokens in the query, and with a public link's token (the secret
-in ``/s/{token}/...``) replaced by ``<redacted>``: tokens must never reach a log. Metrics
-are counted in the same place, after the response is complete, so streamed bodies are counted
-by what was really sent.
+because block URLs carry signed tokens in the query, with a public link's token (the secret
+in ``/s/{token}/...``) replaced by ``<redacted>``: tokens must never reach a log; and with the
+block hash of ``/blocks/{hash}`` replaced too: a content hash in a log confirms that somebody
+holds that exact file. Metrics are counted in the same place, after the response is complete,
+so streamed bodies are counted by what was really sent; their labels are route templates
+(``/blocks/{hash}``), never the values in a URL.
+
+A client can make the server log as fast as it can send (a malformed request is one WARNING;
+past the open-file limit asyncio logs an ERROR with a traceback for every accept it retries,
+about 1,900 lines a second): :class:`RateLimitFilter` lets one record of a kind through per
+interval and says how many it held back.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -45,18 +54,39 @@ class Metrics:
             buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5), registry=self.registry)
         self.journal_entries = Gauge("drive_journal_entries", "Entries in the change journal",
                                      registry=self.registry)
+        self.connections_open = Gauge("drive_connections_open", "Client connections open now",
+                                      registry=self.registry)
+        self.connections_refused = Counter(
+            "drive_connections_refused", "Connections refused at accept, by cap reached",
+            ["reason"], registry=self.registry)
+        self.connections_dropped = Counter(
+            "drive_connections_dropped", "Connections dropped by the server, by reason",
+            ["reason"], registry=self.registry)
 
 
 _LINK_TOKEN = re.compile(r"^/+s/+[^/]*", re.IGNORECASE)
+# Anything after /blocks/ but the two fixed routes: a hash, or something meant as one.
+_BLOCK_HASH = re.compile(r"^/+blocks/+(?!(?:batch|upload)/*$)[^/]+", re.IGNORECASE)
 
 
 def loggable_path(path: str) -> str:
-    """``path`` with a link token replaced: ``/s/{token}/content`` → ``/s/<redacted>/content``.
+    """``path`` with its secrets replaced: ``/s/{token}/content`` → ``/s/<redacted>/content``,
+    ``/blocks/{hash}`` → ``/blocks/<hash>``.
 
     Lenient on purpose (extra slashes, any case): a mistyped link URL still carries a working
-    token, and it must not reach the log either.
+    token, and a malformed hash may still be most of a real one; neither may reach the log.
     """
-    return _LINK_TOKEN.sub("/s/<redacted>", path)
+    return _BLOCK_HASH.sub("/blocks/<hash>", _LINK_TOKEN.sub("/s/<redacted>", path))
+
+
+# Methods get their own label value; anything else is "other", so a client inventing methods
+# cannot grow the metrics without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND",
+                      "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT"})
+
+
+def method_label(method: str) -> str:
+    return method if method in _METHODS else "other"
 
 
 class ParserErrorFilter(logging.Filter):
@@ -73,11 +103,58 @@ class ParserErrorFilter(logging.Filter):
         return True
 
 
+class RateLimitFilter(logging.Filter):
+    """At most one record of a kind per ``interval`` seconds; the next one let through says how
+    many were held back. A kind is the logger, the level, the first line of the message template
+    (asyncio puts the socket and descriptor in later lines) and the exception's type."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 max_kinds: int = 1000) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._max_kinds = max_kinds
+        self._kinds: dict[tuple[str, int, str, str], list[float]] = {}  # kind -> [last, held]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        first_line = str(record.msg).split("\n", 1)[0][:200]
+        kind = (record.name, record.levelno, first_line, type(exc).__name__)
+        now = self._clock()
+        seen = self._kinds.get(kind)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            return False
+        if seen is None and len(self._kinds) >= self._max_kinds:  # forget the quiet kinds
+            self._kinds = {k: v for k, v in self._kinds.items() if now - v[0] < self.interval}
+        held = int(seen[1]) if seen is not None else 0
+        self._kinds[kind] = [now, 0]
+        if held:
+            try:
+                text = record.getMessage()
+            except (TypeError, ValueError):
+                text = str(record.msg)
+            record.msg = f"{text} [{held} more like this in the last {self.interval:g} s not logged]"
+            record.args = None
+        return True
+
+
+#: The loggers a client can make write lines: aiohttp's server (malformed requests), asyncio
+#: (accept failures past the open-file limit), our connection guard (refusals and drops).
+FLOODABLE_LOGGERS = ("aiohttp.server", "asyncio", "driveserver.connections")
+
+
 def quiet_parser_errors() -> None:
-    """Install :class:`ParserErrorFilter` on aiohttp's server logger (once per process)."""
+    """Install :class:`ParserErrorFilter` on aiohttp's server logger and a
+    :class:`RateLimitFilter` on each of :data:`FLOODABLE_LOGGERS` (once per process; the
+    parser filter first, so that it is the rewritten record that is rate-limited)."""
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, ParserErrorFilter) for f in server_log.filters):
         server_log.addFilter(ParserErrorFilter())
+    for name in FLOODABLE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+            logger.addFilter(RateLimitFilter())
 
 
 def route_label(request: web.BaseRequest) -> str:
@@ -105,7 +182,8 @@ class AccessLogger(AbstractAccessLogger):
         bytes_in = request.get(appkeys.BYTES_IN, request.content_length or 0)
         bytes_out = response.body_length
         if metrics is not None:
-            metrics.requests.labels(request.method, route, str(response.status)).inc()
+            metrics.requests.labels(method_label(request.method), route,
+                                    str(response.status)).inc()
             metrics.latency.labels(route).observe(time)
             metrics.bytes.labels("in", route).inc(bytes_in)
             metrics.bytes.labels("out", route).inc(bytes_out)

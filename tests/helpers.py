@@ -17,6 +17,9 @@ from driveserver.app import build_app, start_site
 from driveserver.config import Config, load_config
 
 PASSWORD = "correct horse battery"
+# /metrics answers only with its bearer token (issue 12, finding 16); test servers set this one.
+METRICS_TOKEN = "test-metrics-token-0123456789"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 @dataclass
@@ -127,6 +130,10 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     # Registration is closed on a fresh install; these servers open it (tests register users
     # through the API) unless a test says otherwise.
     overrides.setdefault("registration_open", True)
+    # Every test client is 127.0.0.1, and some open a thousand long polls at once: no cap per
+    # client unless a test sets one (tests/test_hardening_connections.py does).
+    overrides.setdefault("max_connections_per_client", 0)
+    overrides.setdefault("metrics_token", METRICS_TOKEN)
     config = load_config(None, env={}, overrides={"data_dir": data_dir, "port": 0, **overrides})
     app = build_app(config)
     runner, port = await start_site(app, "127.0.0.1", 0)

@@ -26,7 +26,7 @@ from driveserver.app import build_app, start_site
 from driveserver.config import load_config
 from syncclient.cli import main, open_engine
 from syncclient.engine import Engine
-from tests.helpers import PASSWORD, RunningServer
+from tests.helpers import METRICS_AUTH, METRICS_TOKEN, PASSWORD, RunningServer
 
 EMAIL = "alice@example.com"
 T = TypeVar("T")
@@ -88,7 +88,9 @@ class Device:
 async def restart_server(data_dir: Path, port: int) -> RunningServer:
     """Start the server again on the same port (as after a reboot), so clients find it."""
     config = load_config(None, env={}, overrides={"data_dir": data_dir, "port": port,
-                                                  "registration_open": True})
+                                                  "registration_open": True,
+                                                  "max_connections_per_client": 0,
+                                                  "metrics_token": METRICS_TOKEN})
     app = build_app(config)
     runner, bound = await start_site(app, "127.0.0.1", port)
     return RunningServer(config, app, runner, bound)
@@ -121,7 +123,7 @@ def make_devices(tmp_path: Path, *names: str) -> list[Device]:
 
 async def metric(server: RunningServer, name: str, direction: str) -> float:
     """One sample of the server's /metrics (block counters by direction)."""
-    r = await server.anonymous().get("/metrics")
+    r = await server.anonymous().get("/metrics", headers=METRICS_AUTH)
     text = r.body.decode() if isinstance(r.body, bytes) else str(r.body)
     m = re.search(rf'^{name}\{{direction="{direction}"\}} ([0-9.e+]+)$', text, re.M)
     return float(m.group(1)) if m else 0.0

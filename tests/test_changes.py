@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from driveserver import appkeys
 from driveserver.sync.feed import Change, Entry, compact, prune_journal
-from tests.helpers import ApiClient, RunningServer, start_server, wait_for
+from tests.helpers import METRICS_AUTH, ApiClient, RunningServer, start_server, wait_for
 
 # --- a model of the server's tree that journals exactly like meta/tree.py -----------------------
 
@@ -561,7 +561,7 @@ async def test_thousand_dropped_waits_leave_the_hub_empty(server: RunningServer,
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     await wait_for(lambda: hub.waiter_count() == 0, within=30, what="the hub to empty")
-    metrics = await laptop.get("/metrics")
+    metrics = await laptop.get("/metrics", headers=METRICS_AUTH)
     assert "drive_longpoll_open 0.0" in metrics.body.decode()
 
 
@@ -656,11 +656,11 @@ async def test_metrics_show_open_polls_and_wake_latency(
     hub = server.app[appkeys.HUB]
     waiting = asyncio.create_task(poll(laptop, await cursor_of(laptop), 30))
     await wait_for(lambda: hub.waiter_count() == 1, what="the poll to wait")
-    text = (await laptop.get("/metrics")).body.decode()
+    text = (await laptop.get("/metrics", headers=METRICS_AUTH)).body.decode()
     assert "drive_longpoll_open 1.0" in text
     await phone.mkdir("/wake")
     await waiting
-    text = (await laptop.get("/metrics")).body.decode()
+    text = (await laptop.get("/metrics", headers=METRICS_AUTH)).body.decode()
     assert "drive_longpoll_open 0.0" in text
     assert "drive_longpoll_wake_seconds_count 1.0" in text
     assert "drive_journal_entries 1.0" in text

@@ -18,7 +18,7 @@ from driveserver.blocks.format import BLOCK_SIZE
 from driveserver.meta.versions import content_checksum as server_checksum
 from syncclient.checksum import content_checksum
 from syncclient.engine import Engine
-from tests.helpers import RunningServer, start_server, wait_for
+from tests.helpers import METRICS_AUTH, RunningServer, start_server, wait_for
 from tests.sync_helpers import (
     EMAIL,
     Device,
@@ -455,7 +455,7 @@ async def test_kill_9_during_upload_and_download_then_converge(
 
 
 async def requests_to(server: RunningServer, route: str) -> float:
-    r = await server.anonymous().get("/metrics")
+    r = await server.anonymous().get("/metrics", headers=METRICS_AUTH)
     text = r.body.decode() if isinstance(r.body, bytes) else str(r.body)
     total = 0.0
     for line in text.splitlines():
