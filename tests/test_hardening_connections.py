@@ -176,12 +176,12 @@ async def test_finding3_stalled_bodies_are_dropped_but_slow_honest_requests_are_
     url = guarded.url
     # The upload whose store is held: its handler stops reading, the client cannot send.
     pipeline = guarded.app[appkeys.PIPELINE]
-    real_put, gate = pipeline.put, asyncio.Event()
+    real_store, gate = pipeline.store_block, asyncio.Event()
 
-    async def held_put(*args: object, **kwargs: object) -> str:
+    async def held_store(*args: object, **kwargs: object) -> None:
         await gate.wait()
-        return await real_put(*args, **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(pipeline, "put", held_put)
+        await real_store(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(pipeline, "store_block", held_store)
     big = os.urandom(24 * 1024 * 1024)
     init = await carol.post("/api/files/upload-init", {"path": "/big.bin", "size": len(big)})
     assert init.status == 200, init

@@ -296,6 +296,8 @@ async def _race_round(racer: ApiClient, n: int, drop_id: str) -> None:
         await third.wait()
         await share(racer, drop_id)
     await asyncio.gather(share_midway(), *(one(i) for i in range(300)))
+    # However the race fell, one file surely after the share: Bob must hear of it.
+    await upload(racer, f"/HR-Confidential/Layoffs-2027-round{n}/Drop/after.txt", b"after")
 
 
 ROUNDS = 6  # without the fix, about one round in four showed the owner's path
