@@ -6,6 +6,8 @@ first. Three layers keep that from happening:
 
 - **NFKC** (:func:`normal_email`): compatibility characters are the letters they imitate, so
   ``\ufb01nance@`` (the ligature U+FB01) *is* ``finance@``, already taken if that one is.
+- **Nothing invisible**: format and control characters (zero-width space, soft hyphen, word
+  joiner, direction marks) are refused, since ``alice\u200b@`` shows as ``alice@``.
 - **No mixed-script labels** (:func:`check_address`): a local part or a domain label that mixes
   scripts with characters confusable across them (a Cyrillic ``і`` among Latin letters) is
   refused. A label wholly in one script is fine (``иван@пример.рф``), as is a Cyrillic local
@@ -43,22 +45,34 @@ def email_key(email: str) -> str:
 def _prototypes() -> dict[str, str]:
     from confusable_homoglyphs.confusables import confusables_data
 
-    table: dict[str, str] = {}
+    # The data lists, per character, what it may be confused with, but not always both ways
+    # round ("I" lists only "l", while "l" lists "1" and "I"): join them into classes
+    # (union-find) and take each class's smallest member. Single characters only (a sequence
+    # such as "rn" for "m" cannot be a one-to-one replacement).
+    parent: dict[str, str] = {}
+
+    def find(c: str) -> str:
+        while parent.setdefault(c, c) != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
     for char, glyphs in confusables_data.items():
-        # The data is the symmetric closure of each confusable class; single characters only
-        # (a sequence such as "rn" for "m" cannot be a one-to-one replacement).
-        members = [char] + [g["c"] for g in glyphs if len(g["c"]) == 1]
-        table[char] = min(members)
-    return table
+        for g in glyphs:
+            if len(g["c"]) == 1:
+                a, b = find(char), find(g["c"])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return {c: find(c) for c in list(parent)}
 
 
 def skeleton(email: str) -> str:
     """The address as it looks: equal skeletons mean two addresses a reader cannot tell apart."""
     prototypes = _prototypes()
-    key = email_key(email)
-    # Case folding can map into a class again (e.g. "I" -> "i"), so fold, map, fold once more.
-    mapped = "".join(prototypes.get(c, c) for c in key)
-    return name_key("".join(prototypes.get(c, c) for c in mapped))
+    # Mapped before case folding as well as after: a capital I looks like l ("paypaI"), which
+    # folding alone would turn into an i, and folding can land in a class again.
+    mapped = "".join(prototypes.get(c, c) for c in normal_email(email))
+    return name_key("".join(prototypes.get(c, c) for c in name_key(mapped)))
 
 
 def check_address(email: str) -> str:
@@ -67,6 +81,11 @@ def check_address(email: str) -> str:
     from confusable_homoglyphs.confusables import is_dangerous
 
     address = normal_email(email)
+    hidden = sorted({f"U+{ord(c):04X}" for c in address
+                     if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")})
+    if hidden:  # zero-width spaces, soft hyphens, joiners, direction marks: invisible on screen
+        raise BadRequest(f"the address has invisible characters ({', '.join(hidden)})",
+                         code="confusable_email", field="email")
     local, _, domain = address.rpartition("@")
     for label in [local, *domain.split(".")]:
         if label and is_dangerous(label):

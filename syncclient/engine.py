@@ -700,20 +700,27 @@ class Engine:
 
     async def _op_upload(self, op: Op, local: Scan) -> None:
         file_id, base_version = self._upload_target(op)
-        try:
-            up = await upload_file(self.remote, self._os_path(op.path, local), op.path, file_id,
-                                   base_version, self.config.parallel_transfers,
-                                   on_bytes=_Progress(self, "uploading", op.path,
-                                                      local.items[op.path].size),
-                                   receipts=self.state)
-        except ApiError as exc:
-            if exc.status == 409 and exc.code == "version_conflict":
-                await self._lost_race(op.path)
-                return
-            if exc.status == 403:
-                await self._view_only(op.path, local)
-                return
-            raise
+        for attempt in range(2):
+            try:
+                up = await upload_file(self.remote, self._os_path(op.path, local), op.path,
+                                       file_id, base_version, self.config.parallel_transfers,
+                                       on_bytes=_Progress(self, "uploading", op.path,
+                                                          local.items[op.path].size),
+                                       receipts=self.state)
+                break
+            except ApiError as exc:
+                if exc.status == 409 and exc.code == "version_conflict":
+                    await self._lost_race(op.path)
+                    return
+                if exc.code == GRANT_REVOKED and attempt == 0:
+                    # The grant, not the permission, ended (a share re-made, a server
+                    # upgrade): a new upload-init decides, once more, right away.
+                    log.info("%s: upload grant ended (%s); asking for a new one", op.path, exc)
+                    continue
+                if _view_only_refusal(exc):
+                    await self._view_only(op.path, local)
+                    return
+                raise
         self._remember(op.path, up)
 
     async def _view_only(self, path: str, local: Scan) -> None:
@@ -744,7 +751,7 @@ class Engine:
                     res.code == "version_conflict":
                 await self._lost_race(op.path)
                 out.ops.append(op)
-            elif isinstance(res, ApiError) and res.status == 403:
+            elif isinstance(res, ApiError) and _view_only_refusal(res):
                 await self._view_only(op.path, local)
                 out.ops.append(op)
             elif isinstance(res, ApiError):
@@ -1333,3 +1340,12 @@ def _rename_no_replace(src: Path, dst: Path) -> None:
     which ``exists()`` would not see): atomically where the system can."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     rename_no_replace(src, dst)
+
+
+GRANT_REVOKED = "grant_revoked"
+
+
+def _view_only_refusal(exc: ApiError) -> bool:
+    """A 403 that means "you may not write here" (a folder shared to view only), as opposed to
+    an upload grant that ended (``grant_revoked``: ask again, nothing is wrong with the file)."""
+    return exc.status == 403 and exc.code != GRANT_REVOKED

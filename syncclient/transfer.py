@@ -32,6 +32,7 @@ from .ignore import TEMP_PREFIX
 from .remote import Remote
 
 BATCH_BODY_MAX = 32 * 1024 * 1024
+BATCH_RAW_MAX = 64 * 1024 * 1024  # the server inflates at most this much of one batch request
 
 
 class FileChanged(Exception):
@@ -242,14 +243,14 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
                   if "error" not in res)
     limit = min(BATCH_BODY_MAX, granted + 4096)
     frames: list[tuple[str, bytes]] = []
-    body_len = 0
+    body_len = raw_len = 0
 
     async def flush() -> None:
-        nonlocal frames, body_len
+        nonlocal frames, body_len, raw_len
         if frames:
             for r in await remote.put_batch(init["batch_url"], encode_batch(frames)):
                 receipts[r["hash"]] = r
-        frames, body_len = [], 0
+        frames, body_len, raw_len = [], 0, 0
 
     for h, (path, offset, size) in wanted.items():
         data = await asyncio.to_thread(_read_at, path, offset, size)
@@ -257,10 +258,11 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
             changed.add(path)
             continue
         frame_len = len(encode_batch([(h, data)]))
-        if frames and body_len + frame_len > limit:
+        if frames and (body_len + frame_len > limit or raw_len + len(data) > BATCH_RAW_MAX):
             await flush()
         frames.append((h, data))
         body_len += frame_len
+        raw_len += len(data)
     await flush()
     completes, order = [], []
     for i, (item, res) in enumerate(zip(items, init["results"], strict=True)):

@@ -278,7 +278,9 @@ async def test_finding7_a_mixed_script_look_alike_address_is_refused(
     """A Cyrillic і (U+0456) among Latin letters imitates finance@; such an address is refused
     with its own code, while addresses in one script per part stay welcome."""
     anon = server.anonymous()
-    for email in ("f\u0456nance@example.com", "finance@ex\u0430mple.com"):
+    for email in ("f\u0456nance@example.com", "finance@ex\u0430mple.com",
+                  "alice\u200b@example.com", "alice\u00ad@example.com", "a\u2060lice@example.com",
+                  "\u202ealice@example.com", "ali\u200dce@example.com"):
         r = await anon.post("/api/auth/register", {"email": email, "password": PASSWORD})
         assert r.status == 400 and r.body["error"]["code"] == "confusable_email", (email, r.body)
     for email in ("иван@пример.рф", "иван@example.com", "josé.müller@example.de",
@@ -298,6 +300,10 @@ async def test_finding7_a_whole_script_look_alike_of_an_account_is_taken(
                                               "password": PASSWORD})
     assert r.status == 409 and r.body["error"]["code"] == "email_taken", r.body
     assert "ape@example.com" not in r.body["error"]["message"]  # the holder stays unnamed
+    r = await anon.post("/api/auth/register", {"email": "paypal@example.com", "password": PASSWORD})
+    assert r.status == 201
+    r = await anon.post("/api/auth/register", {"email": "paypaI@example.com", "password": PASSWORD})
+    assert r.status == 409 and r.body["error"]["code"] == "email_taken", r.body  # capital I
 
 
 async def test_finding7_simultaneous_look_alikes_get_one_account(server: RunningServer) -> None:

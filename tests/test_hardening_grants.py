@@ -148,6 +148,88 @@ async def test_finding8_a_batch_grant_covers_the_sum_of_its_files_once(
     assert statuses == [200, 200, 413, 413]
 
 
+async def test_finding8_a_batch_names_each_file_once(server: RunningServer,
+                                                     alice: ApiClient) -> None:
+    """One existing file listed 100 times in one upload-init/batch: one result, 99 refused,
+    and a grant for that file's size once (was: 100 results and a grant 100 times as big, with
+    the quota full, since replacing a file costs the quota nothing)."""
+    made = await upload(alice, "/one.bin", random.Random(7).randbytes(MB))
+    r = await alice.post("/api/files/upload-init/batch", {"files": [
+        {"file_id": made["file_id"], "size": MB} for _ in range(100)]})
+    assert r.status == 200, r
+    codes = [res.get("error", {}).get("code") for res in r.body["results"]]
+    assert codes == [None] + ["duplicate_file"] * 99, codes
+    rng = random.Random(82)
+    statuses = [(await all_at_once("batch", r.body, [rng.randbytes(MB)]))[0] for _ in range(3)]
+    assert statuses == [200, 413, 413]
+
+
+def _bomb_frames(count: int) -> bytes:
+    """``count`` frames, each a tiny zstd frame inflating to a whole block of zeros, under
+    hashes of their own (the server can only learn they are wrong by inflating them)."""
+    import struct
+
+    import zstandard
+
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * BLOCK_SIZE)
+    body = b"".join(f"{i:064x}".encode() + b"\x01" + struct.pack(">I", len(bomb)) + bomb
+                    for i in range(count))
+    return body
+
+
+@pytest.mark.parametrize("spent_by", ["upload", "revoke"])
+async def test_finding2_a_spent_or_revoked_grant_inflates_nothing(
+        server: RunningServer, alice: ApiClient, monkeypatch: pytest.MonkeyPatch,
+        spent_by: str) -> None:
+    """A grant for one 4 MiB file, then its budget used up (or its session logged out): a batch
+    of 50 frames that would each inflate to 4 MiB (10 KB of body) is refused before anything is
+    inflated (was: decoded up to the grant's full size whatever it had left, 193 MB of memory
+    for a 50-times grant)."""
+    from driveserver.blocks import routes as block_routes
+
+    decoded: list[int] = []
+    real = block_routes.decompress_from_wire
+
+    def counting(*args: object, **kwargs: object) -> bytes:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        decoded.append(len(out))
+        return out
+    grant = await init(alice, "/big.bin", BLOCK_SIZE)
+    async with aiohttp.ClientSession() as s:
+        if spent_by == "upload":
+            status, _ = await send(s, "put", grant, random.Random(9).randbytes(BLOCK_SIZE))
+            assert status == 200
+        else:
+            assert (await alice.post("/api/auth/logout")).status == 204
+        monkeypatch.setattr(block_routes, "decompress_from_wire", counting)
+        body = _bomb_frames(50)
+        async with s.post(grant["batch_url"], data=body) as r:
+            expected = (413, "too_large") if spent_by == "upload" else (403, "grant_revoked")
+            assert (r.status, (await r.json())["error"]["code"]) == expected
+    assert sum(decoded) == 0, decoded
+
+
+async def test_finding2_a_batch_request_inflates_at_most_64_mib(
+        server: RunningServer, alice: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However big the grant (a 1 GiB file's), one batch request inflates at most 64 MiB: 40
+    frames of 4 MiB each from a 10 KB body are a 413 after 16 of them at most."""
+    from driveserver.blocks import routes as block_routes
+
+    decoded: list[int] = []
+    real = block_routes.decompress_from_wire
+
+    def counting(*args: object, **kwargs: object) -> bytes:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        decoded.append(len(out))
+        return out
+    monkeypatch.setattr(block_routes, "decompress_from_wire", counting)
+    grant = await init(alice, "/huge.bin", 1024 * MB)
+    body = _bomb_frames(40)
+    async with aiohttp.ClientSession() as s, s.post(grant["batch_url"], data=body) as r:
+        assert r.status == 413, await r.text()
+    assert sum(decoded) <= block_routes.BATCH_MAX_DECODED, sum(decoded)
+
+
 # --- finding 10: storing a block says nothing about other people's blocks -----------------------
 
 def p_less(xs: list[float], ys: list[float]) -> float:
@@ -321,3 +403,34 @@ def test_finding13_the_check_on_every_block_request_uses_primary_keys_only() -> 
         searches = [line for line in plan if line.startswith("SEARCH")]
         assert len(searches) == 3 + (shares > 0), plan
         assert all("autoindex" in line or "PRIMARY KEY" in line for line in searches), plan
+
+
+async def test_finding13_an_ended_grant_is_asked_again_not_taken_for_a_view_only_folder(
+        tmp_path, srv: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 403 ``grant_revoked`` during an upload of the user's own file (a grant that ended
+    with a re-made share, or one minted before an upgrade): the client asks for a new grant and
+    the edit lands where it was made (was: taken for a view-only folder, the edit moved to a
+    conflicted copy at the root and the old content put back)."""
+    from driveserver.meta import upload_grants
+    from driveserver.meta.upload_grants import GrantRevoked
+    from tests.sync_helpers import make_devices
+
+    (a,) = make_devices(tmp_path, "laptop")
+    await a.init(srv)
+    a.write("Docs/report.txt", "v1")
+    await a.sync()
+    a.write("Docs/report.txt", "v2 - my edit")
+    real, fired = upload_grants.charge, []
+
+    async def once(*args: Any, **kwargs: Any) -> set[str]:
+        if not fired:
+            fired.append(1)
+            raise GrantRevoked("this upload grant was revoked")
+        return await real(*args, **kwargs)
+    monkeypatch.setattr(upload_grants, "charge", once)
+    await a.sync()
+    assert fired
+    assert a.tree() == {"Docs": None, "Docs/report.txt": b"v2 - my edit"}, a.tree()
+    alice = await srv.login("alice@example.com")
+    r = await alice.get("/api/files", params={"path": "/"})
+    assert [e["name"] for e in r.body["entries"]] == ["Docs"], r.body

@@ -392,3 +392,25 @@ async def test_tiered_move_to_cold(s3_server: S3Server, s3_bucket: str, tmp_path
             await store.move_to_cold(_name("never stored"))
         await store.delete(name)
         assert not await store.exists(name)
+
+
+async def test_tiered_exists_answers_from_the_hot_tier_while_the_cold_one_fails(
+        tmp_path: Path) -> None:
+    """Both tiers are asked at once (issue 12, finding 10), but a cold-tier outage must not
+    fail a lookup the hot tier answers: every ``complete`` asks it."""
+    class Flaky(LocalBlockStore):
+        down = False
+
+        async def exists(self, name: str) -> bool:
+            if self.down:
+                raise OSError("cold tier unreachable")
+            return await super().exists(name)
+
+    cold = Flaky(tmp_path / "cold")
+    async with TieredBlockStore(LocalBlockStore(tmp_path / "hot"), cold) as store:
+        name = _name("hot")
+        await store.put_if_absent(name, b"data")
+        cold.down = True
+        assert await store.exists(name)
+        with pytest.raises(OSError):
+            await store.exists(_name("nowhere"))

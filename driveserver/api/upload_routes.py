@@ -179,6 +179,11 @@ async def upload_init_batch(request: web.Request) -> web.Response:
                 if not isinstance(item, dict):
                     raise BadRequest("each file must be an object", code="invalid_field")
                 r = await _init_one(request, tx, item)
+                if r.file_id in {o.file_id for o in ok}:
+                    # Each file's size counts once in the grant's budget: the same file twice
+                    # would add its size again for nothing (a 100-times budget, say).
+                    raise BadRequest("this file is already in the batch", code="duplicate_file",
+                                     file_id=r.file_id)
                 ok.append(r)
                 return r.body
             results.append(await _in_savepoint(tx, one))

@@ -52,6 +52,7 @@ routes = web.RouteTableDef()
 READ_CHUNK = 1024 * 1024
 IN_FLIGHT = 3  # blocks being sealed/stored at once while the body streams in
 BATCH_MAX_BYTES = 64 * 1024 * 1024
+BATCH_MAX_DECODED = 64 * 1024 * 1024  # plaintext bytes one batch request may inflate to
 BATCH_PARALLEL = 16
 _FRAME = struct.Struct(">64sBI")  # hash (hex), encoding (0 identity, 1 zstd), payload length
 
@@ -172,17 +173,11 @@ def _decode(encoding: str, payload: bytes, max_size: int = BLOCK_SIZE) -> bytes:
         raise BadRequest(f"undecodable block payload: {exc}", code="invalid_encoding") from None
 
 
-def parse_batch(body: bytes, budget: int | None = None) -> list[tuple[str, bytes]]:
-    """Frames of ``hash (64 ASCII hex) | encoding (1 byte: 0 identity, 1 zstd) | length (u32 BE)
-    | payload``, back to back. Returns (hash, plaintext) pairs; any malformed frame is a 400.
-
-    ``budget`` bounds the decoded bytes of the whole batch (the grant's): decoded bytes are
-    counted while parsing and no frame is inflated past what is left, so a body of tiny zstd
-    frames that each inflate to 4 MiB (a decompression bomb) is a 413 after at most ``budget``
-    bytes of memory, not gigabytes."""
-    out: list[tuple[str, bytes]] = []
+def _frames(body: bytes) -> list[tuple[str, int, int, int]]:
+    """The frames' headers, checked, without decoding anything: (hash, encoding byte, payload
+    offset, payload length) each; any malformed frame is a 400."""
+    out: list[tuple[str, int, int, int]] = []
     pos = 0
-    left = budget
     while pos < len(body):
         if len(body) - pos < _FRAME.size:
             raise BadRequest("truncated batch frame header", code="invalid_batch")
@@ -193,23 +188,57 @@ def parse_batch(body: bytes, budget: int | None = None) -> list[tuple[str, bytes
             raise BadRequest(f"invalid batch frame for block {h[:16]}…", code="invalid_batch")
         if len(body) - pos < length:
             raise BadRequest("truncated batch frame payload", code="invalid_batch")
+        out.append((h, enc, pos, length))
+        pos += length
+    return out
+
+
+def frame_hashes(body: bytes) -> list[str]:
+    """The blocks a batch body claims to carry (headers only: nothing is inflated)."""
+    return [h for h, _, _, _ in _frames(body)]
+
+
+def parse_batch(body: bytes, budget: int | None = None,
+                known: dict[str, int] | None = None,
+                most: int = BATCH_MAX_DECODED) -> list[tuple[str, bytes]]:
+    """Frames of ``hash (64 ASCII hex) | encoding (1 byte: 0 identity, 1 zstd) | length (u32 BE)
+    | payload``, back to back. Returns (hash, plaintext) pairs; any malformed frame is a 400.
+
+    Inflating is bounded before it happens (a body of tiny zstd frames that each inflate to
+    4 MiB is a decompression bomb): ``budget`` bounds the decoded bytes of blocks new to the
+    grant, ``known`` gives the size of blocks charged to it before (a retry: inflated to that
+    size and no further), a block repeated within the batch is decoded once, and nothing in all
+    past ``most`` bytes per request. Past any of these: a 413, with at most that much memory
+    spent, not gigabytes."""
+    out: list[tuple[str, bytes]] = []
+    decoded: dict[str, bytes] = {}
+    sizes = known or {}
+    left = budget
+    for h, enc, pos, length in _frames(body):
+        if h in decoded:
+            out.append((h, decoded[h]))
+            continue
         payload = body[pos: pos + length]
         encoding = "zstd" if enc else WIRE_IDENTITY
-        if left is None:
-            data = _decode(encoding, payload)
+        if h in sizes:
+            cap, counted = sizes[h], False
         else:
-            cap = min(BLOCK_SIZE, left)
-            try:
-                data = decompress_from_wire(encoding, payload, cap)
-            except BlockCorrupt as exc:
-                if cap < BLOCK_SIZE:  # more than the grant has left (or corrupt): refused
-                    raise PayloadTooLarge(f"this upload may carry at most {budget} bytes"
-                                          ) from None
-                raise BadRequest(f"undecodable block payload: {exc}",
-                                 code="invalid_encoding") from None
+            cap, counted = BLOCK_SIZE if left is None else min(BLOCK_SIZE, left), True
+        cap = min(cap, most)
+        try:
+            data = decompress_from_wire(encoding, payload, cap)
+        except BlockCorrupt as exc:
+            if cap < BLOCK_SIZE and (h not in sizes or cap < sizes[h]):
+                raise PayloadTooLarge(
+                    f"this upload may carry at most {budget} more bytes, and one request at "
+                    f"most {BATCH_MAX_DECODED}") from None
+            raise BadRequest(f"undecodable block payload: {exc}",
+                             code="invalid_encoding") from None
+        most -= len(data)
+        if counted and left is not None:
             left -= len(data)
+        decoded[h] = data
         out.append((h, data))
-        pos += length
     return out
 
 
@@ -228,9 +257,14 @@ async def put_batch(request: web.Request) -> web.Response:
     grant = _upload_grant(request)
     # The frame headers come on top of the grant's bytes; the decoded total is checked below.
     body = await read_body(request, BATCH_MAX_BYTES, "a batch")
-    blocks = parse_batch(body, grant.max_bytes)
-    if sum(len(d) for _, d in blocks) > grant.max_bytes:
-        raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
+    # What may be inflated is settled before anything is: what the grant has *left* (a spent or
+    # revoked grant decodes nothing), and never more than BATCH_MAX_DECODED per request
+    # whatever the grant's size; blocks charged before (a retry) only to their known size.
+    if not grant.grant_id:
+        raise GrantRevoked("this upload grant predates budgets; ask upload-init for a new one")
+    left, charged = await upload_grants.standing(
+        request.app[appkeys.DB], grant.grant_id, grant.user_id, frame_hashes(body))
+    blocks = parse_batch(body, max(0, left), charged)
     pipeline = request.app[appkeys.PIPELINE]
     gate = asyncio.Semaphore(BATCH_PARALLEL)
 

@@ -24,12 +24,14 @@ transactions charging the same block to the same grant at once collide on the pr
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from ..auth import new_id
 from ..errors import Forbidden, PayloadTooLarge
 from .accounts import GrantEpochs, grant_epochs_hold
-from .db import Tx
+from .db import Row, Tx
 
 
 class GrantRevoked(Forbidden):
@@ -51,6 +53,42 @@ async def open_grant(tx: Tx, user_id: str, max_bytes: int, epochs: GrantEpochs,
     return grant_id
 
 
+async def _live_row(q: Any, grant_id: str, user_id: str, now: float) -> Row:
+    row = await q.fetchone(
+        "SELECT max_bytes, used_bytes, epochs, expires_at FROM upload_grants"
+        " WHERE id = ? AND user_id = ?", (grant_id, user_id))
+    if row is None or row["expires_at"] <= now or \
+            not await grant_epochs_hold(q, user_id,
+                                        GrantEpochs.from_json(json.loads(row["epochs"]))):
+        raise GrantRevoked("this upload grant was revoked (a share, device, session or password"
+                           " changed since it was issued); ask upload-init for a new one")
+    return row
+
+
+async def _charged(q: Any, grant_id: str, hashes: Iterable[str]) -> dict[str, int]:
+    unique = sorted(set(hashes))
+    out: dict[str, int] = {}
+    for i in range(0, len(unique), 500):
+        chunk = unique[i: i + 500]
+        out.update((r["block_hash"], r["size"]) for r in await q.fetchall(
+            "SELECT block_hash, size FROM upload_grant_blocks WHERE grant_id = ?"
+            f" AND block_hash IN ({','.join('?' * len(chunk))})", (grant_id, *chunk)))
+    return out
+
+
+async def standing(q: Any, grant_id: str, user_id: str,
+                   hashes: Iterable[str]) -> tuple[int, dict[str, int]]:
+    """Before a batch body is decoded: the bytes the grant has left, and which of ``hashes``
+    were charged to it already (with their sizes). A read, not a charge: it only bounds what
+    parsing may inflate, so that a revoked or spent grant costs no decoding at all (the charge
+    itself, atomic, comes after the blocks' hashes are verified).
+
+    :raises GrantRevoked: as :func:`charge`.
+    """
+    row = await _live_row(q, grant_id, user_id, time.time())
+    return row["max_bytes"] - row["used_bytes"], await _charged(q, grant_id, hashes)
+
+
 async def charge(tx: Tx, grant_id: str, user_id: str,
                  blocks: Iterable[tuple[str, int]]) -> set[str]:
     """Count ``blocks`` (hash, plaintext size) against the grant before they are stored.
@@ -62,22 +100,10 @@ async def charge(tx: Tx, grant_id: str, user_id: str,
     :raises PayloadTooLarge: the new blocks would take the grant past its budget (nothing is
         charged then).
     """
-    row = await tx.fetchone(
-        "SELECT max_bytes, used_bytes, epochs, expires_at FROM upload_grants"
-        " WHERE id = ? AND user_id = ?", (grant_id, user_id))
-    if row is None or row["expires_at"] <= tx.now or \
-            not await grant_epochs_hold(tx, user_id,
-                                        GrantEpochs.from_json(json.loads(row["epochs"]))):
-        raise GrantRevoked("this upload grant was revoked (a share, device, session or password"
-                           " changed since it was issued); ask upload-init for a new one")
+    row = await _live_row(tx, grant_id, user_id, tx.now)
     wanted = dict(blocks)
     unique = sorted(wanted)
-    known: set[str] = set()
-    for i in range(0, len(unique), 500):
-        chunk = unique[i: i + 500]
-        known.update(r["block_hash"] for r in await tx.fetchall(
-            "SELECT block_hash FROM upload_grant_blocks WHERE grant_id = ?"
-            f" AND block_hash IN ({','.join('?' * len(chunk))})", (grant_id, *chunk)))
+    known = set(await _charged(tx, grant_id, unique))
     new = [(h, wanted[h]) for h in unique if h not in known]
     total = sum(size for _, size in new)
     if not new:

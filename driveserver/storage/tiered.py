@@ -80,10 +80,12 @@ class TieredBlockStore(AsyncContextStore):
         # finding 10; see blocks/pipeline.py).
         hot, cold = await asyncio.gather(self.hot.exists(name), self.cold.exists(name),
                                          return_exceptions=True)
+        if hot is True:  # a cold-tier outage must not fail what the hot tier answers alone
+            return True
         for answer in (hot, cold):
             if isinstance(answer, BaseException):
                 raise answer
-        return bool(hot) or bool(cold)
+        return bool(cold)
 
     async def delete(self, name: str) -> None:
         """Delete from both tiers.
