@@ -30,7 +30,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from driveserver.blocks.format import BLOCK_SIZE, block_hash, decompress_from_wire  # noqa: E402
+from driveproto.blocks import BLOCK_SIZE, block_hash  # noqa: E402
+from driveproto.wire import decompress_from_wire  # noqa: E402
 from driveserver.blocks.keys import KeyRing  # noqa: E402
 
 MB = 1e6

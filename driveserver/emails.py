@@ -27,8 +27,9 @@ from __future__ import annotations
 import functools
 import unicodedata
 
+from driveproto.names import name_key
+
 from .errors import BadRequest
-from .paths import name_key
 
 
 def normal_email(email: str) -> str:

@@ -28,6 +28,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
+from driveproto.codes import DEVICE_NAME_TAKEN
+from driveproto.replies import ListedEntry, LoginReply, PathEntry
+
 from . import config as cfg
 from .engine import Engine, Paused
 from .errors import ApiError, NotConfigured, Offline, SyncClientError
@@ -225,7 +228,7 @@ async def cmd_init(args: argparse.Namespace, config_dir: Path, stdin: TextIO) ->
                 answer = await remote.login(args.email, password, device,
                                             new_device=not same_device)
             except ApiError as exc:
-                if exc.code != "device_name_taken":
+                if exc.code != DEVICE_NAME_TAKEN:
                     raise
                 raise SyncClientError(
                     f"the account {args.email} already has a device named {device!r}; each "
@@ -242,7 +245,7 @@ async def cmd_init(args: argparse.Namespace, config_dir: Path, stdin: TextIO) ->
 
 
 def _set_up_device(config_dir: Path, args: argparse.Namespace, device: str,
-                   answer: dict[str, Any], previous: cfg.Config | None) -> Path:
+                   answer: LoginReply, previous: cfg.Config | None) -> Path:
     """Create the folder and its marker, store the token (0600) and write the config. Runs
     under the config dir's lock, so no daemon uses the state database it may delete."""
     folder: Path = args.folder.expanduser().resolve()
@@ -587,7 +590,7 @@ async def _with_remote(config_dir: Path) -> tuple[cfg.Config, Remote]:
     return conf, Remote(conf.server, cfg.load_token(config_dir))
 
 
-async def _find(remote: Remote, path: str) -> dict[str, Any] | None:
+async def _find(remote: Remote, path: str) -> ListedEntry | None:
     """The live item at the server path ``path``, or None (its folder may be missing too)."""
     path = "/" + path.strip("/")
     parent, _, name = path.rpartition("/")
@@ -600,7 +603,7 @@ async def _find(remote: Remote, path: str) -> dict[str, Any] | None:
     return next((e for e in entries if e["name"] == name), None)
 
 
-async def _resolve(remote: Remote, path: str) -> dict[str, Any]:
+async def _resolve(remote: Remote, path: str) -> ListedEntry:
     entry = await _find(remote, path)
     if entry is None:
         raise ApiError(404, "not_found", f"{shown(path)} is not on the server")
@@ -653,6 +656,7 @@ async def cmd_restore(args: argparse.Namespace, config_dir: Path) -> int:
         raise NotConfigured("give the PATH to restore, or --trash-id ID (see `drive-sync trash`)")
     conf, remote = await _with_remote(config_dir)
     async with remote:
+        entry: PathEntry | ListedEntry | None
         if args.trash_id is not None:
             entry = await remote.restore_from_trash(args.trash_id)
             print(f"Restored {shown(entry['path'])} from the trash; the folders get it at their "
@@ -674,7 +678,7 @@ async def cmd_restore(args: argparse.Namespace, config_dir: Path) -> int:
     return 0
 
 
-async def _untrash(remote: Remote, path: str) -> dict[str, Any]:
+async def _untrash(remote: Remote, path: str) -> PathEntry:
     """Restore the latest deletion at ``path`` from the trash; the restored entry."""
     trash = await remote.trash()  # newest first
     item = next((e for e in trash if e["path"] == path), None)

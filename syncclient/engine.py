@@ -25,10 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from driveserver.paths import name_key
+from driveproto.blocks import content_checksum
+from driveproto.names import name_key
 
 from . import names
-from .checksum import content_checksum
 from .config import MARKER, Config
 from .errors import ApiError, AuthError, FolderMissing
 from .ignore import Ignore, is_litter

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from driveserver.blocks.format import block_hash
-
-from .checksum import content_checksum
+from driveproto.blocks import block_hash, content_checksum
 
 TARGET_MAX = 4096  # bytes; PATH_MAX on Linux (the server refuses longer ones too)
 

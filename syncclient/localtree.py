@@ -28,10 +28,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driveserver.blocks.format import hash_file
-from driveserver.paths import MAX_DEPTH, MAX_NAME_BYTES, name_key, refused_characters
+from driveproto.blocks import content_checksum, hash_file
+from driveproto.names import MAX_DEPTH, MAX_NAME_BYTES, name_key, refused_characters
 
-from .checksum import content_checksum
 from .ignore import TEMP_PREFIX, Ignore
 from .links import link_content, symlink_stays_inside
 from .names import not_utf8

@@ -1,7 +1,7 @@
 """Names one computer can hold and another cannot.
 
 The server takes any name of 1–255 UTF-8 bytes without ``/`` or NUL (see
-``driveserver.paths``), which Linux and macOS can both create. Windows cannot create names with
+``driveproto.names``), which Linux and macOS can both create. Windows cannot create names with
 ``< > : " | ? * \\`` or control characters, names ending in a space or a dot, or the device names
 ``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM1``–``COM9``, ``LPT1``–``LPT9`` (with any extension).
 And Linux can hold a file name that is not UTF-8 at all, which no other system (nor the server)

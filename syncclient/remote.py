@@ -9,14 +9,32 @@ daemon retries with backoff), 401 becomes :class:`AuthError`, every other error 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 import urllib.parse
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
-from driveserver.blocks.format import block_hash, compress_for_wire, decompress_from_wire
+from driveproto.blocks import block_hash
+from driveproto.frames import read_content_frame
+from driveproto.replies import (
+    BlockReceipt,
+    ChangesReply,
+    CompleteReply,
+    ContentFileHeader,
+    DownloadReply,
+    ErrorBody,
+    FileMetadata,
+    ListedEntry,
+    ListReply,
+    LoginReply,
+    PathEntry,
+    RestoreReply,
+    TrashEntry,
+    UploadInitBatchReply,
+    UploadInitReply,
+    VersionInfo,
+)
+from driveproto.wire import WIRE_IDENTITY, compress_for_wire, decompress_from_wire
 
 from .errors import ApiError, AuthError, Offline
 
@@ -67,10 +85,10 @@ class Remote:
     # --- accounts -------------------------------------------------------------------------------
 
     async def login(self, email: str, password: str, device_name: str,
-                    new_device: bool = False) -> dict[str, Any]:
+                    new_device: bool = False) -> LoginReply:
         """Log in as ``device_name``. ``new_device``: the account must not have a device of
         that name yet (409 ``device_name_taken`` otherwise)."""
-        body = await self.call("POST", "/api/auth/login", {
+        body: LoginReply = await self.call("POST", "/api/auth/login", {
             "email": email, "password": password, "device_name": device_name,
             "device_type": "desktop", "new_device": new_device})
         self.token = body["token"]
@@ -81,60 +99,61 @@ class Remote:
 
     # --- tree -----------------------------------------------------------------------------------
 
-    async def changes(self, cursor: str, wait_seconds: float = 0) -> dict[str, Any]:
+    async def changes(self, cursor: str, wait_seconds: float = 0) -> ChangesReply:
         return await self.call("GET", "/api/sync/changes", params={
             "cursor": cursor, "timeout": str(wait_seconds), "limit": "5000"})
 
-    async def mkdir(self, path: str) -> dict[str, Any]:
+    async def mkdir(self, path: str) -> PathEntry:
         return await self.call("POST", "/api/folders", {"path": path})
 
-    async def move(self, file_id: str, path: str) -> dict[str, Any]:
+    async def move(self, file_id: str, path: str) -> PathEntry:
         return await self.call("PATCH", f"/api/files/{file_id}", {"path": path})
 
     async def delete(self, file_id: str) -> None:
         await self.call("DELETE", f"/api/files/{file_id}")
 
-    async def list_folder(self, path: str) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = []
+    async def list_folder(self, path: str) -> list[ListedEntry]:
+        entries: list[ListedEntry] = []
         params = {"path": path, "limit": "5000"}
         while True:
-            body = await self.call("GET", "/api/files", params=params)
+            body: ListReply = await self.call("GET", "/api/files", params=params)
             entries += body["entries"]
             if not body.get("has_more"):
                 return entries
             params["cursor"] = body["next_cursor"]
 
-    async def metadata(self, file_id: str) -> dict[str, Any]:
+    async def metadata(self, file_id: str) -> FileMetadata:
         return await self.call("GET", f"/api/files/{file_id}")
 
-    async def versions(self, file_id: str) -> list[dict[str, Any]]:
+    async def versions(self, file_id: str) -> list[VersionInfo]:
         return (await self.call("GET", f"/api/files/{file_id}/versions"))["versions"]
 
-    async def restore(self, file_id: str, version: int) -> dict[str, Any]:
+    async def restore(self, file_id: str, version: int) -> RestoreReply:
         return await self.call("POST", f"/api/files/{file_id}/restore/{version}")
 
-    async def trash(self) -> list[dict[str, Any]]:
+    async def trash(self) -> list[TrashEntry]:
         return (await self.call("GET", "/api/trash"))["entries"]
 
-    async def restore_from_trash(self, file_id: str) -> dict[str, Any]:
+    async def restore_from_trash(self, file_id: str) -> PathEntry:
         """Put a trashed item back; the answer's ``path`` says where it is now."""
         return await self.call("POST", f"/api/trash/{file_id}/restore")
 
     # --- content --------------------------------------------------------------------------------
 
-    async def upload_init(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def upload_init(self, body: dict[str, Any]) -> UploadInitReply:
         return await self.call("POST", "/api/files/upload-init", body)
 
-    async def upload_init_batch(self, files: list[dict[str, Any]]) -> dict[str, Any]:
+    async def upload_init_batch(self, files: list[dict[str, Any]]) -> UploadInitBatchReply:
         return await self.call("POST", "/api/files/upload-init/batch", {"files": files})
 
-    async def complete(self, file_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def complete(self, file_id: str, body: dict[str, Any]) -> CompleteReply:
         return await self.call("POST", f"/api/files/{file_id}/complete", body)
 
-    async def complete_batch(self, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def complete_batch(self, files: list[dict[str, Any]]
+                             ) -> list[CompleteReply | ErrorBody]:
         return (await self.call("POST", "/api/files/complete/batch", {"files": files}))["results"]
 
-    async def download_info(self, file_id: str) -> dict[str, Any]:
+    async def download_info(self, file_id: str) -> DownloadReply:
         return await self.call("GET", f"/api/files/{file_id}/download")
 
     async def content(self, file_id: str) -> bytes:
@@ -149,12 +168,13 @@ class Remote:
         except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
             raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
 
-    async def content_batch(self, file_ids: list[str]) -> dict[str, tuple[dict[str, Any], bytes]]:
+    async def content_batch(self, file_ids: list[str]
+                            ) -> dict[str, tuple[ContentFileHeader, bytes]]:
         """The current content of many small files in one request (``POST
         /api/files/content/batch``): ``{file_id: (header, bytes)}`` for each file the server
         sent; files it answered with an error frame are left out (the caller falls back to
         fetching them one by one, which reports the error). Callers verify the checksums."""
-        out: dict[str, tuple[dict[str, Any], bytes]] = {}
+        out: dict[str, tuple[ContentFileHeader, bytes]] = {}
         try:
             async with self.session.post(f"{self.base_url}/api/files/content/batch",
                                          json={"files": [{"file_id": f} for f in file_ids]},
@@ -162,18 +182,17 @@ class Remote:
                 if resp.status != 200:
                     _answer(resp.status, await resp.read())
                 for _ in file_ids:
-                    (length,) = struct.unpack(">I", await resp.content.readexactly(4))
-                    header = json.loads(await resp.content.readexactly(length))
-                    payload = await resp.content.readexactly(header.get("length", 0))
+                    header, payload = await read_content_frame(resp.content.readexactly)
                     if "error" not in header:
-                        data = decompress_from_wire(header["encoding"], payload)
-                        out[header["file_id"]] = (header, data)
+                        sent = cast(ContentFileHeader, header)
+                        data = decompress_from_wire(sent["encoding"], payload)
+                        out[sent["file_id"]] = (sent, data)
         except (aiohttp.ClientConnectionError, TimeoutError, OSError,
                 asyncio.IncompleteReadError) as exc:
             raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
         return out
 
-    async def put_block(self, block_url: str, h: str, data: bytes) -> dict[str, Any]:
+    async def put_block(self, block_url: str, h: str, data: bytes) -> BlockReceipt:
         encoding, payload = compress_for_wire(data)
         url = block_url.replace("{hash}", urllib.parse.quote(h))
         try:
@@ -183,7 +202,7 @@ class Remote:
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
 
-    async def put_batch(self, batch_url: str, body: bytes) -> list[dict[str, Any]]:
+    async def put_batch(self, batch_url: str, body: bytes) -> list[BlockReceipt]:
         try:
             async with self.session.post(batch_url, data=body) as resp:
                 return _answer(resp.status, await resp.read())["blocks"]
@@ -197,7 +216,7 @@ class Remote:
                 raw = await resp.read()
                 if resp.status != 200:
                     _answer(resp.status, raw)
-                encoding = resp.headers.get("X-Block-Encoding", "identity")
+                encoding = resp.headers.get("X-Block-Encoding", WIRE_IDENTITY)
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
         data = decompress_from_wire(encoding, raw)

@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from driveserver.blocks.format import BLOCK_SIZE
+from driveproto.blocks import BLOCK_SIZE
+from driveproto.replies import BlockReceipt
 
 from .planner import Node
 
@@ -225,11 +225,11 @@ class State:
 
     # --- block receipts -------------------------------------------------------------------------
 
-    def receipts(self, hashes: list[str]) -> dict[str, dict[str, Any]]:
+    def receipts(self, hashes: list[str]) -> dict[str, BlockReceipt]:
         """Receipts the server gave for blocks this device sent and has not yet committed: after
         a crash or a lost connection the upload resumes with only the blocks still missing."""
         fresh = time.time() - RECEIPT_SECONDS
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, BlockReceipt] = {}
         for h in hashes:
             row = self.db.execute("SELECT receipt, at FROM receipts WHERE hash = ?",
                                   (h,)).fetchone()
@@ -237,7 +237,7 @@ class State:
                 out[h] = json.loads(row[0])
         return out
 
-    def put_receipt(self, h: str, receipt: dict[str, Any]) -> None:
+    def put_receipt(self, h: str, receipt: BlockReceipt) -> None:
         self.db.execute("INSERT OR REPLACE INTO receipts(hash, receipt, at) VALUES (?,?,?)",
                         (h, json.dumps(receipt), time.time()))
 

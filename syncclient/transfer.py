@@ -18,15 +18,22 @@ import asyncio
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from driveserver.blocks.format import BLOCK_SIZE, block_hash, hash_file
-from driveserver.blocks.routes import encode_batch
+from driveproto.blocks import BLOCK_SIZE, block_hash, content_checksum, hash_file
+from driveproto.codes import MISSING_BLOCKS
+from driveproto.frames import encode_frame
+from driveproto.replies import (
+    BlockReceipt,
+    CompleteReply,
+    DownloadBlock,
+    DownloadReply,
+    ErrorBody,
+)
 
-from .checksum import content_checksum
 from .errors import ApiError
 from .ignore import TEMP_PREFIX
 from .remote import Remote
@@ -82,8 +89,8 @@ def _hash_with_sizes(path: Path) -> list[dict[str, Any]]:
 class ReceiptStore(Protocol):
     """Where receipts of sent blocks survive a crash (the state database)."""
 
-    def receipts(self, hashes: list[str]) -> dict[str, dict[str, Any]]: ...
-    def put_receipt(self, h: str, receipt: dict[str, Any]) -> None: ...
+    def receipts(self, hashes: list[str]) -> dict[str, BlockReceipt]: ...
+    def put_receipt(self, h: str, receipt: BlockReceipt) -> None: ...
     def drop_receipts(self, hashes: list[str] | None = None) -> None: ...
 
 
@@ -147,7 +154,7 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
         try:
             result = await remote.complete(init["file_id"], done_body)
         except ApiError as exc:
-            if exc.status == 400 and exc.code == "missing_blocks" and kept:
+            if exc.status == 400 and exc.code == MISSING_BLOCKS and kept:
                 # A kept receipt's block is gone from the server (collected since): send it.
                 if receipts is not None:
                     receipts.drop_receipts(list(kept))
@@ -164,9 +171,9 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
 async def _send_blocks(remote: Remote, local_path: Path, block_url: str, needed: list[str],
                        offsets: dict[str, tuple[int, int]], parallel: int,
                        on_bytes: Callable[[int], None] | None,
-                       store: ReceiptStore | None = None) -> dict[str, dict[str, Any]]:
+                       store: ReceiptStore | None = None) -> dict[str, BlockReceipt]:
     """PUT the blocks the server lacks, ``parallel`` at a time, each re-read and re-hashed."""
-    receipts: dict[str, dict[str, Any]] = {}
+    receipts: dict[str, BlockReceipt] = {}
     sem = asyncio.Semaphore(parallel)
 
     async def send(h: str) -> None:
@@ -235,20 +242,20 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
             if b["hash"] in res.get("blocks_to_upload", []):
                 wanted.setdefault(b["hash"], (item.local_path, offset, b["size"]))
             offset += b["size"]
-    receipts: dict[str, dict[str, Any]] = {}
+    receipts: dict[str, BlockReceipt] = {}
     changed: set[Path] = set()
     # The server accepts a batch body of at most the grant's bytes + 4096, headers included
     # (69 bytes a frame), so many tiny blocks go in several requests.
     granted = sum(item.stat[0] for item, res in zip(items, init["results"], strict=True)
                   if "error" not in res)
     limit = min(BATCH_BODY_MAX, granted + 4096)
-    frames: list[tuple[str, bytes]] = []
+    frames: list[bytes] = []  # each block encoded once, to measure it and to send it
     body_len = raw_len = 0
 
     async def flush() -> None:
         nonlocal frames, body_len, raw_len
         if frames:
-            for r in await remote.put_batch(init["batch_url"], encode_batch(frames)):
+            for r in await remote.put_batch(init["batch_url"], b"".join(frames)):
                 receipts[r["hash"]] = r
         frames, body_len, raw_len = [], 0, 0
 
@@ -257,11 +264,11 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         if block_hash(data) != h:
             changed.add(path)
             continue
-        frame_len = len(encode_batch([(h, data)]))
-        if frames and (body_len + frame_len > limit or raw_len + len(data) > BATCH_RAW_MAX):
+        frame = encode_frame(h, data)
+        if frames and (body_len + len(frame) > limit or raw_len + len(data) > BATCH_RAW_MAX):
             await flush()
-        frames.append((h, data))
-        body_len += frame_len
+        frames.append(frame)
+        body_len += len(frame)
         raw_len += len(data)
     await flush()
     completes, order = [], []
@@ -275,10 +282,10 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
             body["base_version"] = item.base_version
         completes.append(body)
         order.append(i)
-    done = dict(zip(order, await remote.complete_batch(completes) if completes else [],
-                    strict=True))
+    done: dict[int, CompleteReply | ErrorBody] = dict(zip(
+        order, await remote.complete_batch(completes) if completes else [], strict=True))
     for i, (item, res) in enumerate(zip(items, init["results"], strict=True)):
-        err = res.get("error") or (done.get(i) or {}).get("error")
+        err = _error_of(res) or _error_of(done.get(i))
         if err:
             results.append(ApiError(err.get("status", 400), err.get("code"),
                                     err.get("message", ""), err))
@@ -291,10 +298,16 @@ async def upload_batch(remote: Remote, items: list[BatchItem]
         # would leave every later upload on a stale base); the next round sends the rest.
         assert item.blocks is not None
         hashes = tuple(b["hash"] for b in item.blocks)
-        results.append(Uploaded(done[i]["file_id"], done[i]["version"], item.stat[0],
+        committed = cast(CompleteReply, done[i])
+        results.append(Uploaded(committed["file_id"], committed["version"], item.stat[0],
                                 item.stat[1], item.stat[2], content_checksum(hashes), hashes,
                                 item.stat[3], item.stat[4]))
     return results
+
+
+def _error_of(result: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The ``error`` of one file's result in a batch answer, if it failed."""
+    return result.get("error") if result else None
 
 
 def temp_path_for(target: Path) -> Path:
@@ -314,7 +327,7 @@ def read_local_block(path: Path, offset: int, size: int, h: str) -> bytes | None
 async def download_to_temp(remote: Remote, file_id: str, target: Path,
                            local_sources: dict[str, tuple[Path, int]], parallel: int = 4,
                            on_fetch: Callable[[int], None] | None = None
-                           ) -> tuple[Path, dict[str, Any]]:
+                           ) -> tuple[Path, DownloadReply]:
     """Assemble the current version of ``file_id`` in a temp file beside ``target`` (fsynced).
 
     Returns the temp path and the download answer (version, checksum, blocks). The caller renames
@@ -333,7 +346,7 @@ async def download_to_temp(remote: Remote, file_id: str, target: Path,
             offsets.append(offset)
             offset += b["size"]
 
-        async def one(b: dict[str, Any], at: int) -> None:
+        async def one(b: DownloadBlock, at: int) -> None:
             data: bytes | None = None
             src = local_sources.get(b["hash"])
             if src is not None:

@@ -171,7 +171,8 @@ async def upload(client: ApiClient, path: str, data: bytes, **init: Any) -> dict
 
 async def download_blocks(client: ApiClient, file_id: str, version: int | None = None) -> bytes:
     """Fetch a version block by block through the signed block URLs, verifying each hash."""
-    from driveserver.blocks.format import block_hash, decompress_from_wire
+    from driveproto.blocks import block_hash
+    from driveproto.wire import decompress_from_wire
 
     params = {"version": str(version)} if version is not None else None
     r = await client.get(f"/api/files/{file_id}/download", params=params)

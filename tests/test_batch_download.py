@@ -7,9 +7,9 @@ import json
 import struct
 from typing import Any
 
+from driveproto.blocks import BLOCK_SIZE, block_hash, content_checksum
+from driveproto.wire import decompress_from_wire
 from driveserver import appkeys
-from driveserver.blocks.format import BLOCK_SIZE, block_hash, decompress_from_wire
-from driveserver.meta.versions import content_checksum
 from tests.helpers import ApiClient, RunningServer, upload
 
 

@@ -12,19 +12,18 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from driveserver.blocks.format import (
+from driveproto.blocks import (
     BLOCK_SIZE,
     CHUNKING_SCHEME,
     BlockCorrupt,
     BlockInfo,
     BlockSplitter,
     block_hash,
-    compress_for_wire,
-    decompress_from_wire,
     hash_file,
     is_block_hash,
     iter_file_blocks,
 )
+from driveproto.wire import compress_for_wire, decompress_from_wire
 from driveserver.blocks.keys import (
     FLAG_ZSTD,
     SEALED_HEADER_SIZE,

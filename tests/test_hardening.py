@@ -101,8 +101,8 @@ async def test_finding2_a_decompression_bomb_in_a_batch_inflates_nothing_past_th
 
     import zstandard
 
+    from driveproto.blocks import BLOCK_SIZE
     from driveserver.blocks import routes as block_routes
-    from driveserver.blocks.format import BLOCK_SIZE
 
     decoded: list[int] = []
     real = block_routes.decompress_from_wire

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
+from driveproto.blocks import BLOCK_SIZE, block_hash
+from driveproto.frames import encode_batch
 from driveserver import appkeys
-from driveserver.blocks.format import BLOCK_SIZE, block_hash
-from driveserver.blocks.routes import encode_batch
 from tests.helpers import ApiClient, RunningServer, download_blocks, upload
 
 T = TypeVar("T")

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from driveserver.blocks.format import block_hash
+from driveproto.blocks import block_hash
 from tests.helpers import ApiClient, RunningServer, upload
 
 ROLES = ("owner", "editor", "viewer", "link", "stranger", "revoked")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
-from driveserver.blocks.format import block_hash
+from driveproto.blocks import block_hash
 from driveserver.blocks.keys import KeyRing
 from driveserver.storage import (
     BlockNotFound,

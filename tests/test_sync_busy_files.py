@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from driveserver.blocks.format import BLOCK_SIZE
+from driveproto.blocks import BLOCK_SIZE
 from syncclient.errors import Offline
 from syncclient.remote import Remote
 from tests.helpers import RunningServer, wait_for

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from driveserver.blocks.format import BLOCK_SIZE
+from driveproto.blocks import BLOCK_SIZE, content_checksum
 from driveserver.meta.versions import content_checksum as server_checksum
-from syncclient.checksum import content_checksum
 from syncclient.engine import Engine
 from tests.helpers import METRICS_AUTH, RunningServer, start_server, wait_for
 from tests.sync_helpers import (

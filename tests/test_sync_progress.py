@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from driveserver.blocks.format import BLOCK_SIZE
+from driveproto.blocks import BLOCK_SIZE
 from syncclient import engine as engine_module
 from syncclient.engine import Engine
 from tests.helpers import RunningServer

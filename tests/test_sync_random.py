@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
+from driveproto.blocks import block_hash, content_checksum
 from driveserver import appkeys
-from driveserver.blocks.format import block_hash
-from syncclient.checksum import content_checksum
 from syncclient.links import symlink_stays_inside
 from syncclient.remote import Remote
 from tests.helpers import RunningServer, start_server

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from driveserver.blocks.format import BLOCK_SIZE
+from driveproto.blocks import BLOCK_SIZE
 from syncclient.remote import Remote
 from syncclient.state import State
 from syncclient.transfer import upload_file

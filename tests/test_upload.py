@@ -10,9 +10,9 @@ import urllib.parse
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+from driveproto.blocks import BLOCK_SIZE, block_hash
+from driveproto.frames import encode_batch
 from driveserver import appkeys
-from driveserver.blocks.format import BLOCK_SIZE, block_hash
-from driveserver.blocks.routes import encode_batch
 from driveserver.gc import collect_garbage
 from tests.helpers import ApiClient, RunningServer, content, download_blocks, upload
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import botocore.session
 import pytest
 
+from driveproto.blocks import BLOCK_SIZE, block_hash
 from driveserver import appkeys
-from driveserver.blocks.format import BLOCK_SIZE, block_hash
 from driveserver.gc import collect_garbage, move_cold_blocks
 from tests.helpers import ApiClient, RunningServer, content, download_blocks, start_server, upload
 from tests.s3server import S3Server

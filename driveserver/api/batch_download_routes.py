@@ -6,8 +6,9 @@ here is the permission check and one block read. Files up to one block (4 MiB) q
 file's bytes are read and verified in full before its frame is written, and a corrupt or missing
 block becomes that file's error frame instead of a cut stream.
 
-Response body: one frame per requested file, in request order. A frame is a 4-byte big-endian
-header length, a JSON header, then ``header["length"]`` payload bytes (none for an error):
+Response body: one frame per requested file, in request order. A frame
+(:func:`driveproto.frames.content_frame`) is a 4-byte big-endian header length, a JSON header,
+then ``header["length"]`` payload bytes (none for an error):
 
 * ``{"file_id", "version", "size", "checksum", "encoding", "length"}`` — ``encoding`` is
   ``identity`` or ``zstd`` (as ``GET /blocks/{hash}`` sends it);
@@ -18,15 +19,16 @@ header length, a JSON header, then ``header["length"]`` payload bytes (none for 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt
+from driveproto.frames import content_frame
+from driveproto.wire import WIRE_IDENTITY
+
 from .. import appkeys
-from ..blocks.format import BLOCK_SIZE, WIRE_IDENTITY, BlockCorrupt
 from ..blocks.pipeline import BlockPipeline
 from ..errors import ApiError, BadRequest, NotFound
 from ..meta.db import Tx
@@ -37,7 +39,6 @@ from .common import batch_items, principal, read_json
 
 routes = web.RouteTableDef()
 
-_HEADER_LEN = struct.Struct(">I")
 PREFETCH = 8  # files read ahead while earlier frames are written ...
 PREFETCH_BYTES = 8 * 1024 * 1024  # ... holding at most this much (one file at least)
 
@@ -46,12 +47,6 @@ PREFETCH_BYTES = 8 * 1024 * 1024  # ... holding at most this much (one file at l
 class _Planned:
     header: dict[str, Any]
     blocks: tuple[str, ...] = ()  # none for an empty file or an error
-
-
-def frame(header: dict[str, Any]) -> bytes:
-    """A frame's length prefix and header; its payload (``header["length"]`` bytes) follows."""
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    return _HEADER_LEN.pack(len(raw)) + raw
 
 
 def _error(file_id: Any, exc: ApiError) -> _Planned:
@@ -128,7 +123,7 @@ async def content_batch(request: web.Request) -> web.StreamResponse:
                 ahead += 1
             read = reads.pop(i, None)
             if read is None:  # an error, or an empty file
-                await resp.write(frame(entry.header if "error" in entry.header else
+                await resp.write(content_frame(entry.header if "error" in entry.header else
                                        {**entry.header, "encoding": WIRE_IDENTITY, "length": 0}))
                 continue
             ahead_bytes -= entry.header["size"]
@@ -137,11 +132,11 @@ async def content_batch(request: web.Request) -> web.StreamResponse:
             except (BlockCorrupt, StorageError) as exc:
                 code, status = _READ_ERRORS[type(exc)] if type(exc) in _READ_ERRORS \
                     else ("storage_error", 503)
-                await resp.write(frame({"file_id": entry.header["file_id"], "error": {
+                await resp.write(content_frame({"file_id": entry.header["file_id"], "error": {
                     "code": code, "status": status,
                     "message": "the stored block of this file could not be read"}}))
                 continue
-            await resp.write(frame({**entry.header, "encoding": encoding,
+            await resp.write(content_frame({**entry.header, "encoding": encoding,
                                     "length": len(payload)}))
             await resp.write(payload)
             del read, payload

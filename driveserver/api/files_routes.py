@@ -6,11 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
+from driveproto.names import name_key
+
 from .. import appkeys
 from ..errors import BadRequest, Forbidden, NotFound
 from ..meta import accounts, mounts, tree
 from ..meta.db import Row
-from ..paths import name_key, split_path
+from ..paths import split_path
 from ..permissions import Action, authorize
 from .common import (
     actor,

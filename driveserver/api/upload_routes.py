@@ -11,8 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, is_block_hash
+
 from .. import appkeys
-from ..blocks.format import BLOCK_SIZE, BlockCorrupt, is_block_hash
 from ..blocks.grants import UploadGrant
 from ..blocks.routes import CorruptBlockError
 from ..errors import (

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from driveproto.blocks import is_block_hash
+
 from ..auth import TokenSigner
 from ..meta.accounts import GrantEpochs
-from .format import is_block_hash
 
 UPLOAD, RECEIPT, READ = "upload", "receipt", "block-read"
 MAX_NAMED_FILES = 8

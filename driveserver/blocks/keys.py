@@ -61,14 +61,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from driveserver.blocks.format import (
-    BLOCK_SIZE,
-    WIRE_IDENTITY,
-    WIRE_ZSTD,
-    BlockCorrupt,
-    decompress_from_wire,
-    is_block_hash,
-)
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, is_block_hash
+from driveproto.wire import WIRE_IDENTITY, WIRE_ZSTD, decompress_from_wire
 from driveserver.fsutil import atomic_write, fsync_dir
 
 __all__ = [

@@ -29,8 +29,9 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, block_hash
+
 from ..storage.base import BlockNotFound, BlockStore
-from .format import BLOCK_SIZE, BlockCorrupt, block_hash
 from .keys import KeyRing
 
 log = logging.getLogger("driveserver.blocks")

@@ -2,7 +2,7 @@
 
 * ``POST /blocks/upload?token=`` — a whole file as a streamed body; split, sealed, stored.
 * ``PUT /blocks/{hash}?token=`` — one block (the delta path); the hash is checked.
-* ``POST /blocks/batch?token=`` — many small blocks in one request (see :func:`parse_batch`).
+* ``POST /blocks/batch?token=`` — many small blocks in one request (:mod:`driveproto.frames`).
 * ``GET /blocks/{hash}?token=`` — one verified block, zstd-compressed on the wire when it helps.
 
 Uploads answer with a signed receipt per block, which ``complete`` checks.
@@ -23,10 +23,13 @@ requests, so a revocation takes effect at the next block.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections import deque
 
 from aiohttp import web
+
+from driveproto import frames
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, BlockSplitter, is_block_hash
+from driveproto.wire import WIRE_ENCODINGS, WIRE_IDENTITY, decompress_from_wire
 
 from .. import appkeys
 from ..errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unauthorized
@@ -35,16 +38,6 @@ from ..meta import upload_grants
 from ..meta.accounts import grant_epochs_hold
 from ..meta.upload_grants import GrantRevoked
 from ..storage.base import BlockNotFound
-from .format import (
-    BLOCK_SIZE,
-    WIRE_ENCODINGS,
-    WIRE_IDENTITY,
-    BlockCorrupt,
-    BlockSplitter,
-    compress_for_wire,
-    decompress_from_wire,
-    is_block_hash,
-)
 from .grants import UploadGrant
 
 routes = web.RouteTableDef()
@@ -54,7 +47,6 @@ IN_FLIGHT = 3  # blocks being sealed/stored at once while the body streams in
 BATCH_MAX_BYTES = 64 * 1024 * 1024
 BATCH_MAX_DECODED = 64 * 1024 * 1024  # plaintext bytes one batch request may inflate to
 BATCH_PARALLEL = 16
-_FRAME = struct.Struct(">64sBI")  # hash (hex), encoding (0 identity, 1 zstd), payload length
 
 
 class CorruptBlockError(ApiError):
@@ -173,83 +165,21 @@ def _decode(encoding: str, payload: bytes, max_size: int = BLOCK_SIZE) -> bytes:
         raise BadRequest(f"undecodable block payload: {exc}", code="invalid_encoding") from None
 
 
-def _frames(body: bytes) -> list[tuple[str, int, int, int]]:
-    """The frames' headers, checked, without decoding anything: (hash, encoding byte, payload
-    offset, payload length) each; any malformed frame is a 400."""
-    out: list[tuple[str, int, int, int]] = []
-    pos = 0
-    while pos < len(body):
-        if len(body) - pos < _FRAME.size:
-            raise BadRequest("truncated batch frame header", code="invalid_batch")
-        raw_hash, enc, length = _FRAME.unpack_from(body, pos)
-        pos += _FRAME.size
-        h = raw_hash.decode("ascii", "replace")
-        if not is_block_hash(h) or enc not in (0, 1) or length > BLOCK_SIZE:
-            raise BadRequest(f"invalid batch frame for block {h[:16]}…", code="invalid_batch")
-        if len(body) - pos < length:
-            raise BadRequest("truncated batch frame payload", code="invalid_batch")
-        out.append((h, enc, pos, length))
-        pos += length
-    return out
-
-
-def frame_hashes(body: bytes) -> list[str]:
-    """The blocks a batch body claims to carry (headers only: nothing is inflated)."""
-    return [h for h, _, _, _ in _frames(body)]
-
-
 def parse_batch(body: bytes, budget: int | None = None,
-                known: dict[str, int] | None = None,
-                most: int = BATCH_MAX_DECODED) -> list[tuple[str, bytes]]:
-    """Frames of ``hash (64 ASCII hex) | encoding (1 byte: 0 identity, 1 zstd) | length (u32 BE)
-    | payload``, back to back. Returns (hash, plaintext) pairs; any malformed frame is a 400.
-
-    Inflating is bounded before it happens (a body of tiny zstd frames that each inflate to
-    4 MiB is a decompression bomb): ``budget`` bounds the decoded bytes of blocks new to the
-    grant, ``known`` gives the size of blocks charged to it before (a retry: inflated to that
-    size and no further), a block repeated within the batch is decoded once, and nothing in all
-    past ``most`` bytes per request. Past any of these: a 413, with at most that much memory
-    spent, not gigabytes."""
-    out: list[tuple[str, bytes]] = []
-    decoded: dict[str, bytes] = {}
-    sizes = known or {}
-    left = budget
-    for h, enc, pos, length in _frames(body):
-        if h in decoded:
-            out.append((h, decoded[h]))
-            continue
-        payload = body[pos: pos + length]
-        encoding = "zstd" if enc else WIRE_IDENTITY
-        if h in sizes:
-            cap, counted = sizes[h], False
-        else:
-            cap, counted = BLOCK_SIZE if left is None else min(BLOCK_SIZE, left), True
-        cap = min(cap, most)
-        try:
-            data = decompress_from_wire(encoding, payload, cap)
-        except BlockCorrupt as exc:
-            if cap < BLOCK_SIZE and (h not in sizes or cap < sizes[h]):
-                raise PayloadTooLarge(
-                    f"this upload may carry at most {budget} more bytes, and one request at "
-                    f"most {BATCH_MAX_DECODED}") from None
-            raise BadRequest(f"undecodable block payload: {exc}",
-                             code="invalid_encoding") from None
-        most -= len(data)
-        if counted and left is not None:
-            left -= len(data)
-        decoded[h] = data
-        out.append((h, data))
-    return out
-
-
-def encode_batch(blocks: list[tuple[str, bytes]]) -> bytes:
-    """The client side of :func:`parse_batch` (compresses each block when that helps)."""
-    parts = []
-    for h, data in blocks:
-        encoding, payload = compress_for_wire(data)
-        parts.append(_FRAME.pack(h.encode(), 1 if encoding == "zstd" else 0, len(payload)))
-        parts.append(payload)
-    return b"".join(parts)
+                known: dict[str, int] | None = None) -> list[tuple[str, bytes]]:
+    """The blocks of a ``/blocks/batch`` body (:func:`driveproto.frames.parse_batch`, at most
+    ``BATCH_MAX_DECODED`` decoded), its failures as HTTP errors: a malformed frame is 400
+    ``invalid_batch``, an undecodable payload 400 ``invalid_encoding``, and decoded bytes past
+    ``budget`` (what the grant has left) or past ``BATCH_MAX_DECODED`` 413."""
+    try:
+        return frames.parse_batch(body, budget, known, BATCH_MAX_DECODED)
+    except frames.FrameError as exc:
+        raise BadRequest(str(exc), code="invalid_batch") from None
+    except frames.BudgetExceeded:
+        raise PayloadTooLarge(f"this upload may carry at most {budget} more bytes, and one "
+                              f"request at most {BATCH_MAX_DECODED} decoded") from None
+    except BlockCorrupt as exc:
+        raise BadRequest(f"undecodable block payload: {exc}", code="invalid_encoding") from None
 
 
 @routes.post("/blocks/batch")
@@ -263,7 +193,7 @@ async def put_batch(request: web.Request) -> web.Response:
     if not grant.grant_id:
         raise GrantRevoked("this upload grant predates budgets; ask upload-init for a new one")
     left, charged = await upload_grants.standing(
-        request.app[appkeys.DB], grant.grant_id, grant.user_id, frame_hashes(body))
+        request.app[appkeys.DB], grant.grant_id, grant.user_id, frames.frame_hashes(body))
     blocks = parse_batch(body, max(0, left), charged)
     pipeline = request.app[appkeys.PIPELINE]
     gate = asyncio.Semaphore(BATCH_PARALLEL)

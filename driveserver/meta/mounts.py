@@ -16,10 +16,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from ..paths import join_path, name_key
+from driveproto.names import SHARED_ROOT, name_key
+
+from ..paths import join_path
 from .db import Row
 
-SHARED_ROOT = "Shared with me"
 SHARED_ROOT_KEY = name_key(SHARED_ROOT)
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from driveproto.names import name_key
+
 from ..auth import new_id
 from ..errors import BadRequest, Conflict, NotFound
-from ..paths import name_key
 from ..sync.journal import Journal
 from ..sync.notifications import add_notification
 from .accounts import bump_share_epoch, user_by_email

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from driveproto.names import MAX_DEPTH, name_key
+
 from ..auth import new_id
 from ..errors import BadRequest, Conflict, Forbidden, InsufficientStorage, NotFound
-from ..paths import MAX_DEPTH, join_path, name_key, too_deep, validate_name
+from ..paths import join_path, too_deep, validate_name
 from ..sync.journal import Actor, Journal
 from .db import Row, Tx
 from .mounts import owner_path, workspace_path

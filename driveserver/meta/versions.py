@@ -8,11 +8,11 @@ a version number.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..blocks.format import CHUNKING_SCHEME
+from driveproto.blocks import CHUNKING_SCHEME, content_checksum
+
 from ..errors import Conflict, NotFound
 from ..sync.journal import Actor, Journal
 from .accounts import check_quota, spent_quota
@@ -24,17 +24,6 @@ from .tree import get_file
 class BlockRef:
     hash: str
     size: int
-
-
-def content_checksum(hashes: list[str]) -> str:
-    """A file's checksum: SHA-256 over its blocks' binary SHA-256s, in order (Dropbox-style).
-
-    Computable from the block list alone, so client and server agree without rereading data.
-    """
-    h = hashlib.sha256()
-    for block in hashes:
-        h.update(bytes.fromhex(block))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from driveproto.names import name_key
+
 from ..meta.db import Database, Row
 from ..meta.mounts import Mount, mounts_for
-from ..paths import name_key
 from .cursor import SnapshotMark
 
 # Actions that change where (or whether) an item is, as opposed to what it holds.

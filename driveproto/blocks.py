@@ -1,19 +1,14 @@
-"""The block format shared by the server and the sync client.
+"""How a file is cut into blocks and named, identically on the server and the client.
 
-Both sides import this one module so that they split files at the same offsets
-and hash blocks the same way: a file's identity on the server is the list of
-its block hashes, and a client that computed them differently would upload
-every file again and never see its own changes come back as "already synced".
+A file's identity on the server is the list of its block hashes, and a client that computed them
+differently would upload every file again and never see its own changes come back as "already
+synced"; so both sides import this one module.
 
-A file is cut into fixed 4 MiB blocks (the last one shorter, an empty file has
-no blocks). A block is named by the SHA-256 of its plaintext. The scheme is
-recorded per file version as :data:`CHUNKING_SCHEME` so that content-defined
-chunking can be added later without reinterpreting old versions.
-
-Blocks travel between client and server either as-is (``identity``) or
-zstd-compressed (``zstd``); :func:`decompress_from_wire` never produces more
-than one block's worth of output, whatever the payload claims, so a small
-upload cannot make the server allocate gigabytes.
+A file is cut into fixed 4 MiB blocks (the last one shorter, an empty file has no blocks). A
+block is named by the SHA-256 of its plaintext, and a file's checksum is the SHA-256 over its
+blocks' binary SHA-256s, in order. The scheme is recorded per file version as
+:data:`CHUNKING_SCHEME` so that content-defined chunking can be added later without
+reinterpreting old versions.
 """
 
 from __future__ import annotations
@@ -21,27 +16,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
-
-import zstandard
 
 __all__ = [
     "BLOCK_SIZE",
     "CHUNKING_SCHEME",
-    "WIRE_IDENTITY",
-    "WIRE_ZSTD",
-    "WIRE_ENCODINGS",
+    "CHUNKING_SCHEMES",
     "BlockCorrupt",
     "BlockInfo",
     "BlockSplitter",
     "block_hash",
+    "content_checksum",
+    "hash_file",
     "is_block_hash",
     "iter_file_blocks",
-    "hash_file",
-    "compress_for_wire",
-    "decompress_from_wire",
 ]
 
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -50,12 +40,8 @@ BLOCK_SIZE = 4 * 1024 * 1024
 CHUNKING_SCHEME = "fixed-4MiB-v1"
 """Name of the chunking rule above; stored with each file version."""
 
-WIRE_IDENTITY = "identity"
-WIRE_ZSTD = "zstd"
-WIRE_ENCODINGS = frozenset({WIRE_IDENTITY, WIRE_ZSTD})
-
-_ZSTD_LEVEL = 3
-"""zstd's default level: most of the gain at a fraction of the CPU of higher levels."""
+CHUNKING_SCHEMES = frozenset({CHUNKING_SCHEME})
+"""Every scheme a version may name (content-defined chunking will add one)."""
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -91,6 +77,18 @@ def is_block_hash(value: object) -> bool:
     them, so a malformed one is a clean 400 instead of a failure deep inside.
     """
     return isinstance(value, str) and _HASH_RE.fullmatch(value) is not None
+
+
+def content_checksum(hashes: Iterable[str]) -> str:
+    """A file's checksum: SHA-256 over its blocks' binary SHA-256s, in order (Dropbox-style).
+
+    Computable from the block list alone, so client and server agree without rereading data;
+    the client compares its files with the server's by this value alone.
+    """
+    h = hashlib.sha256()
+    for block in hashes:
+        h.update(bytes.fromhex(block))
+    return h.hexdigest()
 
 
 def iter_file_blocks(path: str | os.PathLike[str]) -> Iterator[tuple[str, bytes]]:
@@ -191,58 +189,3 @@ class BlockSplitter:
         tail = bytes(self._buffer)
         self._buffer.clear()
         return tail
-
-
-def compress_for_wire(data: bytes) -> tuple[str, bytes]:
-    """Compress a block for transfer.
-
-    Returns ``("zstd", compressed)``, or ``("identity", data)`` when zstd does
-    not make it smaller (already-compressed media, random data) so the receiver
-    does not pay for a useless decompression.
-    """
-    compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(data)
-    if len(compressed) < len(data):
-        return WIRE_ZSTD, compressed
-    return WIRE_IDENTITY, data
-
-
-def decompress_from_wire(encoding: str, payload: bytes, max_size: int = BLOCK_SIZE) -> bytes:
-    """Undo :func:`compress_for_wire`, producing at most ``max_size`` bytes.
-
-    The payload is untrusted. A zstd frame header may declare any content size,
-    and python-zstandard would allocate it up front, so the declared size is
-    checked before decompressing, and frames that do not declare one are
-    decompressed into a buffer of ``max_size`` that fails rather than grows.
-    Trailing bytes after the frame are rejected, so one payload has exactly one
-    meaning.
-
-    :raises BlockCorrupt: unknown encoding, undecodable payload, or output over ``max_size``.
-    """
-    if encoding == WIRE_IDENTITY:
-        if len(payload) > max_size:
-            raise BlockCorrupt(f"block of {len(payload)} bytes exceeds the limit of {max_size}")
-        return bytes(payload)
-    if encoding != WIRE_ZSTD:
-        raise BlockCorrupt(f"unknown block encoding {encoding!r}")
-    try:
-        params = zstandard.get_frame_parameters(payload)
-    except zstandard.ZstdError as exc:
-        raise BlockCorrupt(f"invalid zstd frame header: {exc}") from None
-    declared = params.content_size
-    dctx = zstandard.ZstdDecompressor()
-    try:
-        if declared == zstandard.CONTENTSIZE_UNKNOWN:
-            data = dctx.decompress(payload, max_output_size=max_size, allow_extra_data=False)
-        elif declared > max_size:
-            raise BlockCorrupt(
-                f"zstd frame declares {declared} bytes, over the limit of {max_size}"
-            )
-        else:
-            data = dctx.decompress(payload, allow_extra_data=False)
-    except zstandard.ZstdError as exc:
-        raise BlockCorrupt(
-            f"zstd payload is corrupt or decompresses to more than {max_size} bytes: {exc}"
-        ) from None
-    if len(data) > max_size:  # belt and braces; the paths above already bound it
-        raise BlockCorrupt(f"block of {len(data)} bytes exceeds the limit of {max_size}")
-    return data
