@@ -39,11 +39,15 @@ def test_readme_walkthrough_is_the_tested_one() -> None:
 
 
 def test_readme_commands_match_ci() -> None:
-    """The README's two commands: the test one is exactly what .ci/run runs."""
+    """The README's two commands: the test one is exactly what .ci/run runs, and its server
+    smoke step runs the server one (with ``exec`` before the server, so it can be stopped)."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     start = _sh_blocks(readme.split("## Quick start", 1)[1])
-    assert start[0].strip() == ("python3 -m venv .venv && .venv/bin/pip install -q -e . && "
-                                ".venv/bin/drive-server serve")
+    server_command = start[0].strip()
+    assert server_command == ("python3 -m venv .venv && .venv/bin/pip install -q -e '.[server]'"
+                              " && .venv/bin/drive-server serve")
     test_command = start[1].strip()
     assert test_command in ci.splitlines()
+    smoke = server_command.replace(" && .venv/bin/drive-server", " && exec .venv/bin/drive-server")
+    assert f'bash -c "{smoke}"' in ci
