@@ -135,14 +135,22 @@ def test_an_undecodable_batch_payload_is_corrupt() -> None:
 
 
 def test_a_batch_bomb_stops_at_the_budget() -> None:
-    """Tiny zstd frames of 4 MiB of zeros each: parsing stops once the budget is spent rather
-    than inflating them all."""
+    """Tiny zstd frames of 4 MiB of zeros each, under hashes of their own: parsing stops once
+    the budget (or the cap of a request) is spent rather than inflating them all; the same
+    frame repeated is inflated once."""
     zeros = zstandard.ZstdCompressor().compress(bytes(BLOCK_SIZE))
-    frame = frames.BATCH_FRAME.pack(block_hash(bytes(BLOCK_SIZE)).encode(), 1, len(zeros)) + zeros
-    body = frame * 1000  # ~4 GiB decoded, a few hundred KB sent
+
+    def frame(h: str) -> bytes:
+        return frames.BATCH_FRAME.pack(h.encode(), 1, len(zeros)) + zeros
+    body = b"".join(frame(f"{i:064x}") for i in range(1000))  # ~4 GiB decoded, ~200 KB sent
     with pytest.raises(frames.BudgetExceeded) as caught:
         frames.parse_batch(body, budget=2 * BLOCK_SIZE + 1)
     assert caught.value.budget == 2 * BLOCK_SIZE + 1
+    with pytest.raises(frames.BudgetExceeded):
+        frames.parse_batch(body, most=3 * BLOCK_SIZE)
+    repeated = frames.parse_batch(frame(block_hash(bytes(BLOCK_SIZE))) * 1000,
+                                  budget=BLOCK_SIZE)
+    assert len(repeated) == 1000 and len({id(data) for _, data in repeated}) == 1
 
 
 async def test_the_server_answers_batch_frame_errors_as_before(server: RunningServer) -> None:
@@ -160,7 +168,8 @@ async def test_the_server_answers_batch_frame_errors_as_before(server: RunningSe
                 (b"short", 400, "invalid_batch"),
                 (frames.BATCH_FRAME.pack(block_hash(b"").encode(), 1, 4) + b"nope", 400,
                  "invalid_encoding"),
-                (bomb * 2, 413, "too_large")]:
+                (bomb + frames.encode_frame(block_hash(b"\1" * BLOCK_SIZE),
+                                            b"\1" * BLOCK_SIZE), 413, "too_large")]:
             async with session.post(url, data=body) as r:
                 answer = await r.json()
                 assert (r.status, answer["error"]["code"]) == (status, code), answer

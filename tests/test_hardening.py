@@ -101,17 +101,17 @@ async def test_finding2_a_decompression_bomb_in_a_batch_inflates_nothing_past_th
 
     import zstandard
 
+    from driveproto import frames
     from driveproto.blocks import BLOCK_SIZE
-    from driveserver.blocks import routes as block_routes
 
     decoded: list[int] = []
-    real = block_routes.decompress_from_wire
+    real = frames.decompress_from_wire
 
     def counting(*args: object, **kwargs: object) -> bytes:
         out = real(*args, **kwargs)  # type: ignore[arg-type]
         decoded.append(len(out))
         return out
-    monkeypatch.setattr(block_routes, "decompress_from_wire", counting)
+    monkeypatch.setattr(frames, "decompress_from_wire", counting)
     bomb = zstandard.ZstdCompressor().compress(b"\0" * BLOCK_SIZE)
     assert len(bomb) < 1000
     frame = b"ab" * 32 + b"\x01" + struct.pack(">I", len(bomb)) + bomb

@@ -192,8 +192,12 @@ async def put_batch(request: web.Request) -> web.Response:
     # whatever the grant's size; blocks charged before (a retry) only to their known size.
     if not grant.grant_id:
         raise GrantRevoked("this upload grant predates budgets; ask upload-init for a new one")
+    try:
+        claimed = frames.frame_hashes(body)
+    except frames.FrameError as exc:
+        raise BadRequest(str(exc), code="invalid_batch") from None
     left, charged = await upload_grants.standing(
-        request.app[appkeys.DB], grant.grant_id, grant.user_id, frames.frame_hashes(body))
+        request.app[appkeys.DB], grant.grant_id, grant.user_id, claimed)
     blocks = parse_batch(body, max(0, left), charged)
     pipeline = request.app[appkeys.PIPELINE]
     gate = asyncio.Semaphore(BATCH_PARALLEL)
