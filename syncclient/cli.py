@@ -347,7 +347,7 @@ async def cmd_run(args: argparse.Namespace, config_dir: Path) -> int:
                 return 1
             for op in result.done:
                 log.info("%s", op.describe())
-            for path, why in sorted(json.loads(state.get("notices") or "{}").items()):
+            for path, why in sorted(state.notices().items()):
                 print(f"drive-sync: notice: {shown(path)}: {shown(why)}", file=sys.stderr)
             if result.in_sync:
                 print(f"In sync ({len(result.done)} operation(s) in {result.rounds} round(s)).")
@@ -403,7 +403,7 @@ async def cmd_status(args: argparse.Namespace, config_dir: Path) -> int:
             print(f"Conflicts ({len(conflicts)}):")
             for p in conflicts:
                 print(f"  {shown(p)}")
-        notices = json.loads(state.get("notices") or "{}")
+        notices = state.notices()
         if notices:
             print(f"Notices ({len(notices)}):")
             for path, why in sorted(notices.items()):

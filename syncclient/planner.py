@@ -26,8 +26,22 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
-__all__ = ["Node", "Op", "Tree", "apply_op", "conflict_name", "plan", "same"]
+__all__ = ["DOWN_KINDS", "OP_KINDS", "TO_SERVER", "Node", "Op", "OpKind", "Tree", "apply_op",
+           "conflict_name", "plan", "same"]
+
+# Every operation the planner can ask for; the executor has one handler per kind (its dispatch
+# table is checked against this list), so a new kind cannot be planned without being carried out.
+OpKind = Literal["upload", "mkdir_remote", "delete_remote", "move_remote", "download",
+                 "mkdir_local", "delete_local", "move_local", "conflict", "record", "forget"]
+OP_KINDS: tuple[OpKind, ...] = get_args(OpKind)
+# The kinds that change the server, and those that change the folder (a conflict renames the
+# local item and downloads the server's): what ``drive-sync status`` counts as up and down.
+TO_SERVER: frozenset[OpKind] = frozenset({"upload", "mkdir_remote", "delete_remote",
+                                          "move_remote"})
+DOWN_KINDS: frozenset[OpKind] = frozenset({"download", "mkdir_local", "delete_local",
+                                           "move_local", "conflict"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +80,7 @@ class Op:
     and ``forget`` (gone on both sides: drop it from the synced tree).
     """
 
-    kind: str
+    kind: OpKind
     path: str
     reason: str
     src: str | None = None

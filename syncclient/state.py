@@ -10,8 +10,13 @@ never believe something that did not happen.
 * ``remote`` — the server's tree as the change feed described it, keyed by file id.
 * ``kv`` — the feed cursor, the pause flag of the deletion guard, and similar single values.
 * ``sync_errors`` — per-file problems shown by ``drive-sync status``.
+* ``notices`` — per-path things ``drive-sync status`` tells the user that are not errors (a name
+  this computer cannot create, a link kept here only), each with the ``kind`` of rule that
+  made it, so that rule can replace all of its own at once.
 
-Schema changes are handled the way the style guide allows for a client: drop and resync.
+Schema changes: columns and tables added later are added in place (``_upgrade``), so existing
+state files keep working; a layout this code does not know is dropped and resynced, the way the
+style guide allows for a client.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from driveproto.replies import BlockReceipt
 
 from .planner import Node
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: notices in a table of their own (they were a JSON value in kv)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS synced (
@@ -44,7 +49,26 @@ CREATE INDEX IF NOT EXISTS remote_path ON remote(path);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS sync_errors (path TEXT PRIMARY KEY, message TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS receipts (hash TEXT PRIMARY KEY, receipt TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS notices (path TEXT PRIMARY KEY, message TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT '');
 """
+
+# Which rule made a notice; ``replace_notices`` swaps all of one kind for the current ones. A
+# notice of no kind ("") stays until its path gets another one.
+NOTICE_KINDS = ("not_here", "not_on_windows", "twin")
+
+
+def _notice_kind(message: str) -> str:
+    """The kind of a notice, told by how its text ends (the rule that made it words it so)."""
+    from .localtree import TWIN_NOTICE  # localtree imports this module
+
+    if message.endswith("not synced to this computer"):
+        return "not_here"
+    if message.endswith("Windows computers will not get it"):
+        return "not_on_windows"
+    if message.endswith(TWIN_NOTICE):
+        return "twin"
+    return ""
 
 # The server honours a block receipt for twice the upload grant's lifetime (12 h by default);
 # the client uses its own for less, so a receipt it presents is never one the server just expired.
@@ -89,7 +113,7 @@ class State:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             # An older client layout: drop and resync (the synced tree is rebuilt by a merge).
             for table in ("synced", "remote", "kv", "sync_errors"):
                 self.db.execute(f"DROP TABLE IF EXISTS {table}")
@@ -109,7 +133,26 @@ class State:
             except sqlite3.OperationalError as exc:  # another process (status) was first
                 if "duplicate column" not in str(exc):
                     raise
+        self._notices_from_kv()
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _notices_from_kv(self) -> None:
+        """Schema 1 kept the notices as one JSON object under the ``notices`` key: move them to
+        their table, in one transaction (another process opening the file at the same time
+        finds them moved already)."""
+        with self.transaction():
+            row = self.db.execute("SELECT value FROM kv WHERE key = 'notices'").fetchone()
+            if row is None:
+                return
+            try:
+                old = json.loads(row[0] or "{}")
+            except ValueError:
+                old = {}
+            if isinstance(old, dict):
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO notices(path, message, kind) VALUES (?, ?, ?)",
+                    [(str(p), str(m), _notice_kind(str(m))) for p, m in old.items()])
+            self.db.execute("DELETE FROM kv WHERE key = 'notices'")
 
     def close(self) -> None:
         self.db.close()
@@ -194,6 +237,10 @@ class State:
                 (node.file_id, path, int(node.is_dir), node.version, node.size, node.checksum,
                  int(node.executable), int(node.symlink)))
 
+    def drop_remote_id(self, file_id: str) -> None:
+        """Forget the item with this id, wherever the cache has it."""
+        self.db.execute("DELETE FROM remote WHERE file_id = ?", (file_id,))
+
     def drop_remote(self, path: str) -> None:
         self.db.execute("DELETE FROM remote WHERE path = ? OR path LIKE ? ESCAPE '\\'",
                         (path, _like_prefix(path)))
@@ -248,6 +295,33 @@ class State:
                             (time.time() - RECEIPT_SECONDS,))
         else:
             self.db.executemany("DELETE FROM receipts WHERE hash = ?", [(h,) for h in hashes])
+
+    # --- notices --------------------------------------------------------------------------------
+
+    def notices(self) -> dict[str, str]:
+        """Path -> notice, for ``drive-sync status``."""
+        return dict(self.db.execute("SELECT path, message FROM notices ORDER BY path"))
+
+    def notices_of(self, kind: str) -> dict[str, str]:
+        return dict(self.db.execute("SELECT path, message FROM notices WHERE kind = ?", (kind,)))
+
+    def set_notice(self, path: str, message: str, kind: str | None = None) -> None:
+        """Set the notice at ``path``; its kind, if not given, is told by how it ends (a twin
+        renamed by another rule is still a twin notice)."""
+        self.db.execute("INSERT OR REPLACE INTO notices(path, message, kind) VALUES (?, ?, ?)",
+                        (path, message, _notice_kind(message) if kind is None else kind))
+
+    def replace_notices(self, kind: str, current: dict[str, str]) -> None:
+        """Make the notices of ``kind`` exactly ``current`` (a renamed or deleted item's notice
+        goes away; another kind's notice at one of these paths is replaced)."""
+        assert kind in NOTICE_KINDS
+        with self.transaction():
+            if self.notices_of(kind) == current:
+                return
+            self.db.execute("DELETE FROM notices WHERE kind = ?", (kind,))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO notices(path, message, kind) VALUES (?, ?, ?)",
+                [(p, m, kind) for p, m in current.items()])
 
     # --- errors ---------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from driveproto.replies import (
 
 from .errors import ApiError
 from .ignore import TEMP_PREFIX
-from .remote import Remote
+from .remote_api import RemoteApi
 
 BATCH_BODY_MAX = 32 * 1024 * 1024
 BATCH_RAW_MAX = 64 * 1024 * 1024  # the server inflates at most this much of one batch request
@@ -111,7 +111,7 @@ async def _hash_settled(path: Path) -> tuple[StatKey, list[dict[str, Any]]]:
     raise FileChanged(f"{path} keeps changing; will retry later")
 
 
-async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_id: str | None,
+async def upload_file(remote: RemoteApi, local_path: Path, remote_path: str, file_id: str | None,
                       base_version: int | None, parallel: int = 4,
                       on_bytes: Callable[[int], None] | None = None,
                       receipts: ReceiptStore | None = None) -> Uploaded:
@@ -168,7 +168,7 @@ async def upload_file(remote: Remote, local_path: Path, remote_path: str, file_i
     raise FileChanged(f"{local_path} keeps changing; will retry later")
 
 
-async def _send_blocks(remote: Remote, local_path: Path, block_url: str, needed: list[str],
+async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, needed: list[str],
                        offsets: dict[str, tuple[int, int]], parallel: int,
                        on_bytes: Callable[[int], None] | None,
                        store: ReceiptStore | None = None) -> dict[str, BlockReceipt]:
@@ -202,7 +202,7 @@ class BatchItem:
     blocks: list[dict[str, Any]] | None = None
 
 
-async def upload_batch(remote: Remote, items: list[BatchItem]
+async def upload_batch(remote: RemoteApi, items: list[BatchItem]
                        ) -> list[Uploaded | Exception]:
     """Upload many small files with three requests: upload-init/batch, one POST /blocks/batch,
     complete/batch. Each file keeps its own result (an exception for a failed one)."""
@@ -324,7 +324,7 @@ def read_local_block(path: Path, offset: int, size: int, h: str) -> bytes | None
     return data if len(data) == size and block_hash(data) == h else None
 
 
-async def download_to_temp(remote: Remote, file_id: str, target: Path,
+async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
                            local_sources: dict[str, tuple[Path, int]], parallel: int = 4,
                            on_fetch: Callable[[int], None] | None = None
                            ) -> tuple[Path, DownloadReply]:
@@ -396,7 +396,7 @@ def verified_small(data: bytes, checksum: str) -> tuple[str, ...] | None:
     return hashes if content_checksum(hashes) == checksum else None
 
 
-async def download_small(remote: Remote, file_id: str, checksum: str, target: Path
+async def download_small(remote: RemoteApi, file_id: str, checksum: str, target: Path
                          ) -> tuple[Path, tuple[str, ...]] | None:
     """One request for a small file (``GET /content``) instead of block list + block: half the
     round trips when thousands of small files arrive. The bytes are verified against the

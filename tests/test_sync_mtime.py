@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from syncclient import localtree
+from syncclient import down, localtree
+from syncclient.context import SyncContext
 from syncclient.engine import Engine
 from syncclient.state import State
 from tests.helpers import RunningServer
@@ -96,16 +97,16 @@ async def test_a_same_tick_edit_during_the_download_is_not_overwritten(
     await b.sync()
     a.write("budget.csv", "q1,200")
     await a.sync()
-    real_fetch = Engine._fetch
+    real_fetch = down.fetch
     edited: list[bool] = []
 
-    async def fetch_while_the_user_saves(self: Engine, *args: Any) -> Any:
-        got = await real_fetch(self, *args)
+    async def fetch_while_the_user_saves(ctx: SyncContext, *args: Any) -> Any:
+        got = await real_fetch(ctx, *args)
         if not edited:
             edited.append(True)
             rewrite_in_the_same_tick(b.folder / "budget.csv", b"q1,300")
         return got
-    monkeypatch.setattr(Engine, "_fetch", fetch_while_the_user_saves)
+    monkeypatch.setattr(down, "fetch", fetch_while_the_user_saves)
     await b.sync()
     assert edited
     assert sorted(v for v in b.tree().values() if v) == [b"q1,200", b"q1,300"], b.tree()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from driveproto.blocks import BLOCK_SIZE
-from syncclient import engine as engine_module
+from syncclient import progress as progress_module
 from syncclient.engine import Engine
 from tests.helpers import RunningServer
 from tests.sync_helpers import REPO, Device, make_devices, with_engine
@@ -81,7 +81,7 @@ async def sync_with_progress(tmp_path: Path, srv: RunningServer, small_files: in
         engine.on_status = statuses.append
         return (await engine.sync_once()).in_sync
 
-    with caplog.at_level(logging.INFO, logger="syncclient.engine"):
+    with caplog.at_level(logging.INFO, logger="syncclient"):
         assert await with_engine(a, sync_reporting)
     return [r.getMessage() for r in caplog.records], statuses
 
@@ -91,7 +91,7 @@ async def test_without_a_terminal_progress_goes_to_the_log_and_status(
         caplog: pytest.LogCaptureFixture) -> None:
     """Lines every PROGRESS_LOG_SECONDS (shortened here so that a quick transfer shows some):
     for a big file, bytes so far; for a long round, operations so far."""
-    monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", engine_module.PROGRESS_FLOOR_SECONDS)
+    monkeypatch.setattr(progress_module, "PROGRESS_LOG_SECONDS", progress_module.PROGRESS_FLOOR_SECONDS)
     lines, statuses = await sync_with_progress(tmp_path, srv, 150, caplog)
     assert any(re.fullmatch(r"uploading /big\.bin: \d+\.\d of 12\.0 MiB transferred", m)
                for m in lines), lines
@@ -107,7 +107,7 @@ async def test_no_period_makes_progress_spin(
         caplog: pytest.LogCaptureFixture) -> None:
     """A period of zero (or any other) cannot turn a reporter into a busy loop: the round's
     count is reported only when it moved, at most once per operation, and the sync ends."""
-    monkeypatch.setattr(engine_module, "PROGRESS_LOG_SECONDS", 0.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_LOG_SECONDS", 0.0)
     lines, _ = await sync_with_progress(tmp_path, srv, 20, caplog)
     counts = [m for m in lines if re.fullmatch(r"\d+ of \d+ operation\(s\) done", m)]
     assert len(counts) == len(set(counts)), counts
