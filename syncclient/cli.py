@@ -32,10 +32,12 @@ from driveproto.codes import DEVICE_NAME_TAKEN
 from driveproto.replies import ListedEntry, LoginReply, PathEntry
 
 from . import config as cfg
-from .engine import Engine, Paused
+from .engine import Engine
 from .errors import ApiError, NotConfigured, Offline, SyncClientError
+from .guards import Paused
 from .remote import Remote
 from .state import State
+from .status import write_status
 
 log = logging.getLogger("syncclient")
 
@@ -304,14 +306,6 @@ def open_engine(config_dir: Path) -> tuple[cfg.Config, State, Remote, Engine]:
         write_status(status_path, status)
 
     return conf, state, remote, Engine(conf, state, remote, on_status)
-
-
-def write_status(path: Path, status: dict[str, Any]) -> None:
-    """Written atomically for ``drive-sync status`` (another process) to read."""
-    status = {**status, "updated_at": time.time(), "pid": os.getpid()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, path)
 
 
 async def cmd_run(args: argparse.Namespace, config_dir: Path) -> int:

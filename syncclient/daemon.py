@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import write_status
 from .config import STATUS_FILE, Config
-from .engine import Engine, Paused
+from .engine import Engine
 from .errors import AuthError, FolderMissing, Offline
+from .guards import Paused
 from .ignore import Ignore
+from .status import write_status
 from .watcher import Watcher, quiet_watchdog_warnings
 
 log = logging.getLogger(__name__)
