@@ -140,6 +140,12 @@ async def _check(config: Config) -> list[str]:
     db = Database(config.database_path)
     await db.open()
     try:
+        from .meta.integrity import misplaced_items
+
+        misplaced = await misplaced_items(db)
+        if misplaced:
+            raise SystemExit("database: items in the wrong workspace:\n  " +
+                             "\n  ".join(misplaced))
         report.append(f"database ok ({config.database_path}, schema {await db.schema_version()})")
     finally:
         await db.close()

@@ -13,8 +13,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from driveserver import appkeys
 from driveserver.app import build_app, start_site
 from driveserver.config import Config, load_config
+from driveserver.meta.integrity import misplaced_items
 
 PASSWORD = "correct horse battery"
 # /metrics answers only with its bearer token (issue 12, finding 16); test servers set this one.
@@ -88,15 +90,26 @@ class RunningServer:
     runner: web.AppRunner
     port: int
     _sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    _stopped: bool = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
+        """Stop the server, after checking the invariants no single test looks at
+        (:mod:`driveserver.meta.integrity`): whatever state a test reached must keep them. A
+        second call (a test that stopped its server, then the fixture) does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         for s in self._sessions:
             await s.close()
-        await self.runner.cleanup()
+        try:
+            misplaced = await misplaced_items(self.app[appkeys.DB])
+        finally:
+            await self.runner.cleanup()
+        assert not misplaced, misplaced
 
     def anonymous(self) -> ApiClient:
         s = aiohttp.ClientSession()

@@ -149,6 +149,22 @@ def test_check_and_gc_on_a_fresh_data_dir(tmp_path: Path) -> None:
     assert r.returncode == 0 and "gc: 0 unreferenced" in r.stdout, r.stderr
 
 
+def test_check_reports_items_in_the_wrong_workspace(tmp_path: Path) -> None:
+    """An item whose workspace disagrees with its folder (what finding 6 of issue 12 left) is
+    named by ``drive-server check``, which then fails."""
+    data = str(tmp_path / "d")
+    assert drive_server("user", "add", "a@example.com", "--password-stdin", "--data-dir", data,
+                        stdin="long enough password\n").returncode == 0
+    with sqlite3.connect(tmp_path / "d" / "meta.sqlite3") as db:
+        root = db.execute("SELECT id, workspace_id FROM files WHERE parent_id IS NULL").fetchone()
+        db.execute("INSERT INTO files (id, workspace_id, parent_id, name, name_key, is_directory,"
+                   " version, size, created_at, modified_at)"
+                   " VALUES ('f_stray', 'w_elsewhere', ?, 'stray', 'stray', 1, 1, 0, 0, 0)",
+                   (root[0],))
+    r = drive_server("check", "--data-dir", data)
+    assert r.returncode != 0 and "f_stray ('stray') is in workspace w_elsewhere" in r.stderr, r
+
+
 def test_check_reports_unreachable_s3_in_one_line(tmp_path: Path) -> None:
     import socket
 

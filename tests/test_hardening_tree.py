@@ -421,3 +421,41 @@ async def test_finding4_the_client_reports_a_tree_deeper_than_the_server_keeps(
     await a.cli("run", "--once")
     r = await alice.get("/api/files", params={"path": "/"})
     assert "kept.txt" in [e["name"] for e in r.body["entries"]], r.body
+
+
+async def test_finding6_a_database_from_before_the_fix_is_repaired(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """A file the old restore left in alice's private folder with the shared folder's workspace
+    (made here by hand, as the old code did): opening the database repairs it, so bob stops
+    hearing of its edits; a consistent database is left exactly as it was."""
+    from driveserver.meta.db import Database
+    from driveserver.meta.migrations import MIGRATIONS
+
+    proj = await alice.mkdir("/Proj")
+    await share(alice, proj["file_id"], "bob@example.com")
+    await upload(alice, "/Proj/inside.txt", b"shared")
+    leaked = await upload(alice, "/Private/notes.txt", b"private")
+    db = server.app[appkeys.DB]
+    before = await db.fetchall("SELECT id, workspace_id FROM files ORDER BY id")
+    shared_ws = await db.fetchval(
+        "SELECT id FROM workspaces WHERE root_id = ? AND kind = 'shared'", (proj["file_id"],))
+
+    async def reopen() -> None:
+        path = server.config.database_path
+        with sqlite3.connect(path) as raw:
+            raw.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
+        again = Database(path)
+        await again.open()
+        await again.close()
+
+    await reopen()  # consistent: nothing changes
+    assert await db.fetchall("SELECT id, workspace_id FROM files ORDER BY id") == before
+    async with db.transaction() as tx:  # the state the old restore left
+        await tx.execute("UPDATE files SET workspace_id = ? WHERE id = ?",
+                         (shared_ws, leaked["file_id"]))
+    await reopen()
+    assert await db.fetchall("SELECT id, workspace_id FROM files ORDER BY id") == before
+    bob_cursor = await cursor_of(bob)
+    await upload(alice, "/Private/notes.txt", b"private, edited", base_version=1)
+    seen, _ = await drain(bob, bob_cursor)
+    assert seen == [], seen

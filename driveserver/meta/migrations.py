@@ -219,4 +219,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE shares ADD COLUMN granted_seq INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX workspaces_owner ON workspaces(owner_id)
     """,
+    # 8: repair what finding 6 of issue 12 left in databases from before its fix: a file restored
+    # from the trash out of a shared folder kept that folder's workspace, so its later edits
+    # went on reaching the share's recipients. Every item's workspace is made what the tree
+    # says it is (a shared folder's own for what is inside it, else the parent's), walking
+    # down from the roots; items that already agree are left alone, so this changes nothing
+    # in a consistent database.
+    """
+    WITH RECURSIVE want(id, ws) AS (
+        SELECT id, workspace_id FROM files WHERE parent_id IS NULL
+        UNION ALL
+        SELECT c.id, COALESCE((SELECT w.id FROM workspaces w
+                               WHERE w.root_id = want.id AND w.kind = 'shared'), want.ws)
+        FROM files c JOIN want ON c.parent_id = want.id
+    )
+    UPDATE files SET workspace_id = (SELECT ws FROM want WHERE want.id = files.id)
+    WHERE id IN (SELECT want.id FROM want JOIN files f ON f.id = want.id
+                 WHERE f.workspace_id != want.ws)
+    """,
 ]
