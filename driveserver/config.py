@@ -198,10 +198,6 @@ class Config:
     max_connections: int = 0
     metrics_token: str = field(default="", repr=False)
 
-    @property
-    def base_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
-
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
     where = f"{setting.dotted} ({source})"

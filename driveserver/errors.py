@@ -70,10 +70,6 @@ class InsufficientStorage(ApiError):
     status, code = 507, "over_quota"
 
 
-class ServiceUnavailable(ApiError):
-    status, code = 503, "unavailable"
-
-
 def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
     body.update(details)

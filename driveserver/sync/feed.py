@@ -33,7 +33,7 @@ from typing import Any
 from driveproto.names import name_key
 
 from ..meta.db import Database, Row
-from ..meta.mounts import Mount, mounts_for
+from ..meta.mounts import Mount
 from .cursor import SnapshotMark
 
 # Actions that change where (or whether) an item is, as opposed to what it holds.
@@ -287,14 +287,6 @@ def compact(entries: Sequence[Entry]) -> list[Change]:
 
 
 # --- reading the feed -------------------------------------------------------------------------
-
-async def visible_workspaces(q: Any, user_id: str) -> dict[str, str]:
-    """Workspace id → root folder id for every workspace whose changes ``user_id`` receives:
-    the user's own (their drive, and folders of theirs that are shared) and the folders shared
-    with them. The one place that decides what the feed covers (``meta.mounts`` decides the
-    paths)."""
-    return {ws: m.root_id for ws, m in (await mounts_for(q, user_id)).items()}
-
 
 def in_view(change: Change, mount: Mount) -> Change:
     """``change`` with its paths as the mount's viewer sees them."""
