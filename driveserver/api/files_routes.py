@@ -9,11 +9,18 @@ from aiohttp import web
 from driveproto.names import name_key
 
 from .. import appkeys
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, NotFound
 from ..meta import accounts, mounts, tree
 from ..meta.db import Row
 from ..paths import split_path
-from ..permissions import Action, authorize
+from ..permissions import (
+    Action,
+    authorize,
+    authorize_move,
+    authorize_purge,
+    authorize_trash,
+    writable_base,
+)
 from .common import (
     actor,
     decode_page,
@@ -123,9 +130,7 @@ async def create_folder(request: web.Request) -> web.Response:
     parts = split_path(field(body, "path", str))
     db = request.app[appkeys.DB]
     async with db.transaction() as tx:
-        base, rest = await mounts.view_base(tx, p.user_id, parts, for_write=True)
-        assert base is not None
-        await authorize(tx, p.user_id, Action.WRITE, base["id"])
+        base, rest = await writable_base(tx, p.user_id, parts)
         folder = await request.app[appkeys.TREE].create_folder(tx, base, rest, actor(request))
         path = await mounts.view_path(tx, p.user_id, folder)
     return web.json_response({**entry_json(folder), "path": path}, status=201)
@@ -138,15 +143,8 @@ async def move(request: web.Request) -> web.Response:
     dest = split_path(field(body, "path", str))
     db = request.app[appkeys.DB]
     async with db.transaction() as tx:
-        file = await authorize(tx, p.user_id, Action.WRITE, request.match_info["file_id"])
-        if file["trashed_at"] is not None:
-            raise NotFound("no such file")
-        if await mounts.is_mount_root(tx, p.user_id, file):
-            raise BadRequest("a folder shared with you keeps its place under"
-                             f" /{mounts.SHARED_ROOT}", code="invalid_move")
-        base, rest = await mounts.view_base(tx, p.user_id, dest, for_write=True)
-        assert base is not None
-        await authorize(tx, p.user_id, Action.WRITE, base["id"])
+        file = await authorize_move(tx, p.user_id, request.match_info["file_id"])
+        base, rest = await writable_base(tx, p.user_id, dest)
         moved = await request.app[appkeys.TREE].move(tx, file, base, rest, actor(request))
         path = await mounts.view_path(tx, p.user_id, moved)
     return web.json_response({**entry_json(moved), "path": path})
@@ -156,10 +154,7 @@ async def move(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     p = principal(request)
     async with request.app[appkeys.DB].transaction() as tx:
-        file = await authorize(tx, p.user_id, Action.DELETE, request.match_info["file_id"])
-        if await mounts.is_mount_root(tx, p.user_id, file):
-            raise Forbidden("only its owner can delete a shared folder; leave it instead"
-                            " (DELETE /api/shares/{share_id})", code="forbidden")
+        file = await authorize_trash(tx, p.user_id, request.match_info["file_id"])
         await request.app[appkeys.TREE].trash(tx, file, actor(request))
     return web.Response(status=204)
 
@@ -176,18 +171,11 @@ async def list_trash(request: web.Request) -> web.Response:
         for r in rows]})
 
 
-async def _trash_item(tx: Any, user_id: str, file_id: str) -> Row:
-    file = await authorize(tx, user_id, Action.PURGE, file_id)
-    if file["trash_root_id"] != file["id"]:
-        raise NotFound("no such item in the trash")
-    return file
-
-
 @routes.post("/api/trash/{file_id}/restore")
 async def restore_from_trash(request: web.Request) -> web.Response:
     p = principal(request)
     async with request.app[appkeys.DB].transaction() as tx:
-        file = await _trash_item(tx, p.user_id, request.match_info["file_id"])
+        file = await authorize_purge(tx, p.user_id, request.match_info["file_id"])
         root = await accounts.root_of(tx, p.user_id)
         restored = await request.app[appkeys.TREE].restore(tx, file, root,
                                                            news_to_every_device(request))
@@ -199,7 +187,7 @@ async def restore_from_trash(request: web.Request) -> web.Response:
 async def purge(request: web.Request) -> web.Response:
     p = principal(request)
     async with request.app[appkeys.DB].transaction() as tx:
-        file = await _trash_item(tx, p.user_id, request.match_info["file_id"])
+        file = await authorize_purge(tx, p.user_id, request.match_info["file_id"])
         await request.app[appkeys.TREE].purge(tx, file)
     return web.Response(status=204)
 

@@ -19,6 +19,7 @@ from typing import Any
 from driveproto.names import SHARED_ROOT, name_key
 
 from ..paths import join_path
+from ..permissions import Role, refuse_managed_path
 from .db import Row
 
 SHARED_ROOT_KEY = name_key(SHARED_ROOT)
@@ -31,7 +32,7 @@ class Mount:
     workspace_id: str
     root_id: str   # the folder the workspace's tree hangs from
     prefix: str    # the viewer's path of that folder: "" for the personal root
-    role: str      # "owner", "edit" or "view"
+    role: Role
     share_id: str | None = None
     mount_name: str | None = None
     # The workspace's journal position when the share was given: entries up to it are not
@@ -78,10 +79,10 @@ async def mounts_for(q: Any, user_id: str) -> dict[str, Mount]:
             "SELECT w.id, w.kind, w.root_id, f.trashed_at FROM workspaces w"
             " JOIN files f ON f.id = w.root_id WHERE w.owner_id = ?", (user_id,)):
         if w["kind"] == "personal":
-            out[w["id"]] = Mount(w["id"], w["root_id"], "", "owner")
+            out[w["id"]] = Mount(w["id"], w["root_id"], "", Role.OWNER)
         elif w["trashed_at"] is None:
             out[w["id"]] = Mount(w["id"], w["root_id"], await owner_path(q, w["root_id"]),
-                                 "owner")
+                                 Role.OWNER)
     for s in await q.fetchall(
             "SELECT s.id, s.permission, s.mount_name, s.granted_seq, w.id AS workspace_id,"
             " w.root_id FROM shares s JOIN workspaces w ON w.root_id = s.file_id"
@@ -89,7 +90,7 @@ async def mounts_for(q: Any, user_id: str) -> dict[str, Mount]:
             " WHERE s.grantee_id = ? AND f.trashed_at IS NULL", (user_id,)):
         out[s["workspace_id"]] = Mount(
             s["workspace_id"], s["root_id"], f"/{SHARED_ROOT}/{s['mount_name']}",
-            s["permission"], s["id"], s["mount_name"], int(s["granted_seq"]))
+            Role(s["permission"]), s["id"], s["mount_name"], int(s["granted_seq"]))
     return out
 
 
@@ -104,13 +105,6 @@ async def view_path(q: Any, user_id: str, file: Row) -> str:
         return await owner_path(q, file["id"])
     rel = await workspace_path(q, file)
     return (mount.prefix + rel) or "/"
-
-
-async def is_mount_root(q: Any, user_id: str, file: Row) -> bool:
-    """Whether ``file`` is a folder shared with ``user_id`` (its mount point)."""
-    row = await q.fetchone("SELECT 1 FROM shares WHERE file_id = ? AND grantee_id = ?",
-                           (file["id"], user_id))
-    return row is not None
 
 
 def is_shared_root(parts: list[str]) -> bool:
@@ -130,15 +124,18 @@ async def view_base(q: Any, user_id: str, parts: list[str], *, for_write: bool =
     """Split a view path into (the folder to resolve the rest under, the rest).
 
     ``/Shared with me/<mount>/rest`` resolves under the shared folder; anything else under the
-    user's own root. ``(None, [])`` is the virtual ``/Shared with me`` folder itself. The names
-    ``/Shared with me`` and its mounts cannot be created, moved onto or uploaded to.
-    """
-    from ..errors import Conflict, NotFound  # local: errors must not depend on meta
+    user's own root. ``(None, [])`` is the virtual ``/Shared with me`` folder itself.
 
+    ``for_write``: first refuse the names that sharing manages
+    (:func:`permissions.refuse_managed_path`). Routes that write use
+    :func:`permissions.writable_base`, which does that and checks the role as well; the flag
+    stays for the callers not moved to it yet.
+    """
+    from ..errors import NotFound  # local: errors must not depend on meta
+
+    if for_write:
+        refuse_managed_path(parts)
     if is_shared_root(parts):
-        if for_write and len(parts) <= 2:
-            raise Conflict(f"/{SHARED_ROOT} and its folders are managed by sharing",
-                           code="reserved_name")
         if len(parts) == 1:
             return None, []
         mount = await grantee_mount(q, user_id, parts[1])

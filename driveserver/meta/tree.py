@@ -17,8 +17,9 @@ from typing import Any
 from driveproto.names import MAX_DEPTH, name_key
 
 from ..auth import new_id
-from ..errors import BadRequest, Conflict, Forbidden, InsufficientStorage, NotFound
+from ..errors import BadRequest, Conflict, InsufficientStorage, NotFound
 from ..paths import join_path, too_deep, validate_name
+from ..permissions import authorize_workspace_change
 from ..sync.journal import Actor, Journal
 from .db import Row, Tx
 from .mounts import owner_path, workspace_path
@@ -51,10 +52,6 @@ async def _check_quota_for_restore(tx: Tx, file: Row) -> None:
 
 async def _kind(q: Any, workspace_id: str) -> str:
     return str(await q.fetchval("SELECT kind FROM workspaces WHERE id = ?", (workspace_id,)))
-
-
-async def _owner(q: Any, workspace_id: str) -> str:
-    return str(await q.fetchval("SELECT owner_id FROM workspaces WHERE id = ?", (workspace_id,)))
 
 
 async def _contains_shared_folder(q: Any, file: Row) -> bool:
@@ -328,10 +325,7 @@ class Tree:
             raise Conflict("a shared folder cannot be moved into another shared folder",
                            code="nested_share")
         if target_ws != file["workspace_id"] and not await _is_workspace_root(tx, file):
-            owners = {await _owner(tx, file["workspace_id"]), await _owner(tx, target_ws)}
-            if owners != {actor.user_id}:
-                raise Forbidden("only the owner can move items into or out of a shared folder",
-                                code="forbidden")
+            await authorize_workspace_change(tx, actor.user_id, file["workspace_id"], target_ws)
             return await self._move_across(tx, file, target_ws, old_path, actor)
         moved = await get_file(tx, file["id"])
         assert moved is not None
