@@ -25,13 +25,14 @@ from driveproto.names import name_key
 
 from ..auth import new_id
 from ..errors import BadRequest, Conflict, NotFound
+from ..permissions import SHARE_ROLES, ShareAction, authorize_end_share, authorize_share
 from ..sync.journal import Journal
 from ..sync.notifications import add_notification
 from .accounts import bump_share_epoch, user_by_email
 from .db import Row, Tx
 from .mounts import owner_path
 
-PERMISSIONS = ("view", "edit")
+PERMISSIONS = tuple(role.value for role in SHARE_ROLES)
 
 
 async def shared_workspace_of(q: Any, folder_id: str) -> str | None:
@@ -115,46 +116,27 @@ async def share_folder(tx: Tx, journal: Journal, owner_id: str, folder: Row, ema
     return share_id, mount_name
 
 
-async def share_for_owner(tx: Any, owner_id: str, share_id: str) -> Row:
-    row = await tx.fetchone(
-        "SELECT s.*, u.workspace_id AS grantee_workspace FROM shares s"
-        " JOIN files f ON f.id = s.file_id JOIN workspaces w ON w.id = f.workspace_id"
-        " JOIN users u ON u.id = s.grantee_id WHERE s.id = ? AND w.owner_id = ?",
-        (share_id, owner_id))
-    if row is None:
-        raise NotFound("no such share")
-    return row
-
-
 async def set_permission(tx: Tx, journal: Journal, owner_id: str, share_id: str,
                          permission: str) -> None:
+    """The folder's owner changes what ``share_id`` allows (who may: ``permissions``)."""
     if permission not in PERMISSIONS:
         raise BadRequest("permission must be 'view' or 'edit'", code="invalid_field",
                          field="permission")
-    share = await share_for_owner(tx, owner_id, share_id)
+    share = await authorize_share(tx, owner_id, ShareAction.SET_PERMISSION, share_id)
     await tx.execute("UPDATE shares SET permission = ? WHERE id = ?", (permission, share_id))
     journal.touch(tx, share["grantee_workspace"])
 
 
-async def revoke(tx: Tx, journal: Journal, owner_id: str, share_id: str) -> None:
-    share = await share_for_owner(tx, owner_id, share_id)
+async def revoke(tx: Tx, journal: Journal, share: Row) -> None:
+    """The folder's owner takes ``share`` back (a row from ``permissions.authorize_share``)."""
+    share_id = share["id"]
     await tx.execute("DELETE FROM shares WHERE id = ?", (share_id,))
     await bump_share_epoch(tx, share["file_id"], share["grantee_id"])  # its block grants die
     journal.touch(tx, share["grantee_workspace"])
 
 
-async def share_for_grantee(q: Any, grantee_id: str, share_id: str) -> Row | None:
-    """The share ``share_id`` if it was given to ``grantee_id`` (with the grantee's personal
-    workspace and the shared folder's workspace owner), else None."""
-    return await q.fetchone(
-        "SELECT s.*, u.workspace_id AS grantee_workspace, w.id AS shared_workspace,"
-        " w.owner_id FROM shares s JOIN users u ON u.id = s.grantee_id"
-        " JOIN workspaces w ON w.root_id = s.file_id AND w.kind = 'shared'"
-        " WHERE s.id = ? AND s.grantee_id = ?", (share_id, grantee_id))
-
-
 async def leave(tx: Tx, journal: Journal, grantee_id: str, share: Row) -> None:
-    """The recipient gives up ``share`` (a row from :func:`share_for_grantee`).
+    """The recipient gives up ``share`` (a row from ``permissions.authorize_share``).
 
     The share row goes, exactly as on a revoke, so the recipient's devices drop the mount the
     same way; the owner's folder and everything in it stay as they are. The owner is told
@@ -174,10 +156,11 @@ async def leave(tx: Tx, journal: Journal, grantee_id: str, share: Row) -> None:
 
 async def end_share(tx: Tx, journal: Journal, user_id: str, share_id: str) -> str:
     """``DELETE /api/shares/{id}``: the recipient leaves, the owner revokes; anyone else gets
-    404 (as for a share that does not exist). Returns ``"left"`` or ``"revoked"``."""
-    share = await share_for_grantee(tx, user_id, share_id)
-    if share is not None:
+    404 (as for a share that does not exist; ``permissions.authorize_end_share`` decides).
+    Returns ``"left"`` or ``"revoked"``."""
+    action, share = await authorize_end_share(tx, user_id, share_id)
+    if action is ShareAction.LEAVE:
         await leave(tx, journal, user_id, share)
         return "left"
-    await revoke(tx, journal, user_id, share_id)
+    await revoke(tx, journal, share)
     return "revoked"
