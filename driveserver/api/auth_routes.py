@@ -10,6 +10,7 @@ from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..meta import accounts
+from ..permissions import own_device
 from .common import field, principal, read_json
 
 routes = web.RouteTableDef()
@@ -182,10 +183,7 @@ async def remove_device(request: web.Request) -> web.Response:
     p = principal(request)
     device_id = request.match_info["device_id"]
     async with request.app[appkeys.DB].transaction() as tx:
-        row = await tx.fetchone(
-            "SELECT id FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
-            (device_id, p.user_id))
-        if row is None:
+        if not await own_device(tx, p.user_id, device_id):
             raise NotFound("no such device")
         await tx.execute("UPDATE devices SET removed_at = ? WHERE id = ?", (tx.now, device_id))
         await accounts.revoke_sessions(tx, device_id=device_id)

@@ -9,6 +9,7 @@ from typing import Any
 from ..auth import hash_password, new_id
 from ..emails import check_address, email_key, normal_email, skeleton
 from ..errors import Conflict, NotFound
+from ..permissions import own_device
 from .db import Database, Row, Tx
 
 DEVICE_TYPES = ("desktop", "web", "ios", "android")
@@ -82,10 +83,7 @@ async def register_device(tx: Tx, user_id: str, name: str, device_type: str,
     ``must_be_new``: a live device of that name is a 409 ``device_name_taken`` instead (a new
     folder must not pass for a device that exists: the feed leaves out a device's own changes)."""
     if device_id is not None:
-        row = await tx.fetchone(
-            "SELECT * FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
-            (device_id, user_id))
-        if row is None:
+        if not await own_device(tx, user_id, device_id):
             raise NotFound("no such device")
         await tx.execute("UPDATE devices SET name = ?, type = ?, last_seen_at = ? WHERE id = ?",
                          (name, device_type, tx.now, device_id))

@@ -24,6 +24,7 @@ from ..errors import BadRequest, NotFound
 from ..meta.accounts import Principal
 from ..meta.db import Database
 from ..meta.mounts import SHARED_ROOT, Mount, mounts_for
+from ..permissions import own_device
 from . import notifications
 from .cursor import (
     SNAPSHOT_CURSOR,
@@ -88,10 +89,7 @@ async def _device(request: web.Request, p: Principal) -> str | None:
     device_id = request.query.get("device_id")
     if device_id is None:
         return p.device_id
-    row = await request.app[appkeys.DB].fetchone(
-        "SELECT id FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
-        (device_id, p.user_id))
-    if row is None:
+    if not await own_device(request.app[appkeys.DB], p.user_id, device_id):
         raise NotFound("no such device")
     return device_id
 
