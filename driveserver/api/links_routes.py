@@ -5,7 +5,7 @@ Why it is built this way:
 
 * The URL's token is a random secret (192 bits). Only its SHA-256 is stored, so a copy of the
   database (or a backup) does not hand out working links, and the owner's list never shows one.
-* A link never grants more than its creator has: every use asks :func:`permissions.authorize`
+* A link never grants more than its creator has: every use asks :func:`permissions.link_root`
   again whether the creator may still ``SHARE`` the file. Revoking the link, trashing the file
   (or a folder above it) or purging it (the row goes with it, ``ON DELETE CASCADE``) ends it.
 * A link password is hashed with scrypt like an account password. It is sent once, to
@@ -37,7 +37,7 @@ from ..meta import tree
 from ..meta.db import Row, Tx
 from ..meta.versions import version_row
 from ..paths import join_path, split_path
-from ..permissions import Action, Query, authorize
+from ..permissions import Action, Query, authorize, authorize_link_admin, link_root
 from .common import decode_page, encode_page, field, principal, query_int, read_json
 from .upload_routes import stream_version
 
@@ -193,10 +193,7 @@ async def revoke_link(request: web.Request) -> web.Response:
         link = await _link_by_id(tx, request.match_info["link_id"])
         if link is None:
             raise NotFound("no such link")
-        try:
-            await authorize(tx, p.user_id, Action.SHARE, link["file_id"])
-        except Forbidden:
-            raise NotFound("no such link") from None
+        await authorize_link_admin(tx, p.user_id, link)
         await tx.execute("UPDATE links SET revoked_at = ? WHERE id = ?", (tx.now, link["id"]))
     return web.Response(status=204)
 
@@ -214,13 +211,8 @@ async def _open(request: web.Request) -> OpenLink:
     db = request.app[appkeys.DB]
     link = await _link_by_token(db, request.match_info["token"])
     not_found = NotFound("this link does not exist or was removed", code="link_not_found")
-    if link is None:
-        raise not_found
-    try:
-        root = await authorize(db, link["created_by"], Action.SHARE, link["file_id"])
-    except (NotFound, Forbidden):
-        raise not_found from None
-    if root["trashed_at"] is not None:
+    root = None if link is None else await link_root(db, link)
+    if link is None or root is None:
         raise not_found
     if link["expires_at"] is not None and link["expires_at"] <= time.time():
         raise Gone("this link has expired", code="link_expired")
