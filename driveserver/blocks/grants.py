@@ -93,6 +93,16 @@ class Grants:
             return None
         return Receipt(p["u"], p["h"], p["s"])
 
+    def receipt_for(self, token: object, user_id: str, block_hash: object) -> Receipt | None:
+        """The receipt in ``token`` if it is genuine, unexpired, and vouches that ``user_id``
+        sent the block ``block_hash``: a receipt another user obtained (or one for another block)
+        proves nothing about this upload, so it is as good as none. The one check of a receipt's
+        owner; ``complete`` asks it for every block it takes on a receipt's word."""
+        receipt = self.load_receipt(token)
+        if receipt is None or receipt.user_id != user_id or receipt.block_hash != block_hash:
+            return None
+        return receipt
+
     def read_token(self, user_id: str, block_hash: str, epochs: GrantEpochs) -> str:
         return self.signer.sign(READ, {"u": user_id, "h": block_hash, "e": epochs.to_json()})
 
