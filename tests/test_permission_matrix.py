@@ -39,6 +39,7 @@ class World:
     owner_device: str        # one of the owner's devices, which nobody else may speak for
     receipt_block: dict[str, Any]  # a block the owner uploaded (with her receipt), never used
     revoked_link_url: str    # a link the owner revoked
+    trashed_link_url: str    # a link to a file the owner then trashed
 
     def view_path(self, role: str, rest: str = "") -> str:
         base = "/Proj" if role == "owner" else "/Shared with me/Proj"
@@ -106,10 +107,16 @@ async def make_world(server: RunningServer) -> World:
     assert r.status == 201, r
     revoked = r.body
     assert (await alice.delete(f"/api/links/{revoked['link_id']}")).status == 204
+    doomed = (await upload(alice, "/Proj/doomed.txt", b"soon in the trash"))["file_id"]
+    r = await alice.post(f"/api/files/{doomed}/links", {})
+    assert r.status == 201, r
+    trashed_link_url = r.body["url"]
+    assert (await alice.delete(f"/api/files/{doomed}")).status == 204
     r = await alice.post(f"/api/files/{folder}/links", {})
     assert r.status == 201, r
     return World(server, clients, folder, doc["file_id"], data, r.body["url"], per_role,
-                 shares["editor"], owner_device, receipt_block, revoked["url"])
+                 shares["editor"], owner_device, receipt_block, revoked["url"],
+                 trashed_link_url)
 
 
 Call = Callable[[World, str], Awaitable[int]]
@@ -142,6 +149,11 @@ async def link_get(w: World, role: str, suffix: str = "", **params: str) -> int:
 
 async def revoked_link_get(w: World, role: str) -> int:
     async with w.clients[role].session.get(w.revoked_link_url) as resp:
+        return resp.status
+
+
+async def trashed_link_get(w: World, role: str) -> int:
+    async with w.clients[role].session.get(w.trashed_link_url) as resp:
         return resp.status
 
 
@@ -265,6 +277,7 @@ TABLE: list[tuple[str, Call, tuple[int | None, ...]]] = [
     ("DELETE link", api("DELETE", lambda w, r: f"/api/links/{w.per_role[r]['link']}"),
      (E, N, N, U, N, N)),
     ("GET a revoked link", revoked_link_get, (N, N, N, N, N, N)),
+    ("GET a link to a trashed file", trashed_link_get, (N, N, N, N, N, N)),
 ]
 
 
