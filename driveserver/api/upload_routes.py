@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -24,6 +24,7 @@ from ..errors import (
     PayloadTooLarge,
 )
 from ..meta import accounts, mounts, tree, upload_grants
+from ..meta import blocks as blocks_meta
 from ..meta.db import Row, Tx
 from ..meta.versions import BlockRef, version_blocks, version_row
 from ..paths import split_path
@@ -34,6 +35,7 @@ from .common import actor, batch_items, field, news_to_every_device, principal, 
 from .files_routes import version_list
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 
 def _base_url(request: web.Request) -> str:
@@ -214,11 +216,16 @@ async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockR
     known = await readable_block_sizes(tx, p.user_id, hashes)
     sizes = {**receipts, **known}
     missing = sorted({h for h in hashes if h not in sizes})
-    # A receipt proves the upload happened; the block must still be stored (GC takes the same
-    # write lock, so it cannot delete it between this check and the commit).
-    # (Asked of the store itself, not of the blocks table: a GC killed between deleting an
-    # object and committing leaves a row for a block that is gone.)
-    missing += await _gone_from_store(request, tx, [h for h in receipts if h not in known])
+    # A receipt proves the upload happened; the block must still be stored. The store was
+    # asked before this transaction (:func:`_with_store_lookup`, which put the answers in
+    # ``tx.memo``); a block GC has tombstoned since counts as missing whatever the store said
+    # (see driveserver/gc.py for why that is enough).
+    stored: dict[str, bool] = tx.memo.get(STORED, {})
+    missing += [h for h in receipts if h not in known and not stored.get(h, False)]
+    keyring = request.app[appkeys.KEYRING]
+    names = {h: keyring.object_name(h) for h in set(hashes)}
+    dead = await blocks_meta.tombstoned(tx, names.values())
+    missing += [h for h, name in names.items() if name in dead]
     if missing:
         raise BadRequest(f"{len(missing)} block(s) were never uploaded by you; upload them first",
                          code="missing_blocks", missing=sorted(set(missing)))
@@ -243,15 +250,45 @@ def _check_chunking(blocks: list[BlockRef]) -> None:
                          code="invalid_field", field="blocks")
 
 
-async def _gone_from_store(request: web.Request, tx: Tx, hashes: list[str]) -> list[str]:
-    """Which of ``hashes`` are not in the block store. Answers are kept for the transaction
-    (GC cannot run inside it), so a batch looks every block up once, all at the same time."""
-    stored: dict[str, bool] = tx.memo.setdefault("stored", {})
-    todo = sorted({h for h in hashes if h not in stored})
-    if todo:
-        gone = set(await request.app[appkeys.PIPELINE].missing(todo))
-        stored.update((h, h not in gone) for h in todo)
-    return [h for h in hashes if not stored[h]]
+STORED = "stored"  # tx.memo key: the store's answers, block hash -> stored
+LOOKUP_TRIES = 3  # store look-ups before a straddled one counts its blocks missing
+
+
+class _StaleLookup(Exception):
+    """GC dropped tombstones after the store was asked: the answers may be out of date."""
+
+
+async def _with_store_lookup(request: web.Request, hashes: list[str],
+                             unit: Callable[[Tx], Awaitable[T]]) -> T:
+    """Ask the store whether each of ``hashes`` is stored, *then* run ``unit`` as one write
+    transaction with the answers in ``tx.memo[STORED]``: no store round trip holds the writer.
+
+    The GC epoch is read before the look-up and again inside the transaction; if GC dropped
+    tombstones in between, one of its deletes may postdate the look-up, so the transaction is
+    rolled back and the store asked again (up to ``LOOKUP_TRIES`` times; the last try counts
+    the blocks missing instead, and the client sends them again). Safety: driveserver/gc.py."""
+    db = request.app[appkeys.DB]
+    todo = sorted(set(hashes))
+    for attempt in range(LOOKUP_TRIES):
+        epoch = await blocks_meta.gc_epoch(db)
+        gone = set(await request.app[appkeys.PIPELINE].missing(todo)) if todo else set()
+        stored = {h: h not in gone for h in todo}
+        last = attempt == LOOKUP_TRIES - 1
+
+        async def fn(tx: Tx, stored: dict[str, bool] = stored, last: bool = last,
+                     epoch: int = epoch) -> T:
+            if await blocks_meta.gc_epoch(tx) != epoch:
+                if not last:
+                    raise _StaleLookup
+                stored = {}
+            tx.memo[STORED] = stored
+            return await unit(tx)
+
+        try:
+            return await db.write(fn)
+        except _StaleLookup:
+            continue
+    raise AssertionError("unreachable: the last try does not raise _StaleLookup")
 
 
 def _receipt_size(request: web.Request, item: Any) -> int | None:
@@ -316,8 +353,10 @@ async def complete(request: web.Request) -> web.Response:
     body = await read_json(request)
     if "blocks" not in body:
         raise BadRequest("field 'blocks' is required", code="missing_field", field="blocks")
-    async with request.app[appkeys.DB].transaction() as tx:
-        out = await _complete_one(request, tx, request.match_info["file_id"], body)
+    async def unit(tx: Tx) -> dict[str, Any]:
+        return await _complete_one(request, tx, request.match_info["file_id"], body)
+
+    out = await _with_store_lookup(request, _receipted_hashes(request, [body]), unit)
     return web.json_response(out)
 
 
@@ -325,15 +364,18 @@ async def complete(request: web.Request) -> web.Response:
 async def complete_batch(request: web.Request) -> web.Response:
     """Complete many files in one transaction; each is its own compare-and-swap and result."""
     items = batch_items(await read_json(request))
-    results: list[dict[str, Any]] = []
-    async with request.app[appkeys.DB].transaction() as tx:
-        await _gone_from_store(request, tx, _receipted_hashes(request, items))
+
+    async def unit(tx: Tx) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
         for item in items:
             async def one(item: Any = item) -> dict[str, Any]:
                 if not isinstance(item, dict):
                     raise BadRequest("each file must be an object", code="invalid_field")
                 return await _complete_one(request, tx, field(item, "file_id", str), item)
             results.append(await _in_savepoint(tx, one))
+        return results
+
+    results = await _with_store_lookup(request, _receipted_hashes(request, items), unit)
     return web.json_response({"results": results})
 
 

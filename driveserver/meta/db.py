@@ -17,11 +17,20 @@ statements scan whole tables asks for ``transaction(offload=True)``, which runs 
 in a worker thread so that the loop stays responsive. For the same reason, routes that look up
 metadata for a whole batch of files read through :meth:`Database.snapshot`: a third connection,
 read-only, used on the loop's thread for indexed lookups only.
+
+A unit of work is a plain function of the transaction: ``await db.write(fn)`` runs ``fn(tx)``
+inside one transaction and returns what it returns. Such a function does SQL and nothing else:
+no network and no block-store I/O, which would hold the single writer (every other writer of
+the server) across round trips. What needs the store asks it before the transaction and
+re-checks inside it against what the database records (``complete`` and GC do this with
+tombstones, see :mod:`driveserver.gc`). :func:`writing` says whether the current task is inside
+a write transaction, so that a store wrapper can refuse to be called there (the tests do).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import sqlite3
@@ -42,6 +51,17 @@ T = TypeVar("T")
 
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=10000")
+
+
+# True in the task (and the tasks it starts) that holds the writer, from BEGIN to the end of
+# the post-commit hooks. Per task rather than "is the lock held": a block PUT storing bytes
+# while another request's transaction runs is no store call inside a transaction.
+_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("drive_writing", default=False)
+
+
+def writing() -> bool:
+    """Whether the calling task is inside a write transaction (see the module docstring)."""
+    return _WRITING.get()
 
 
 class SchemaError(Exception):
@@ -193,16 +213,30 @@ class Database:
             await _see_through(asyncio.to_thread(writer.execute, "BEGIN IMMEDIATE"),
                                on_cancel=lambda: writer.execute("ROLLBACK"))
             tx = Tx(writer, offload)
+            marker = _WRITING.set(True)
             try:
-                yield tx
-            except BaseException:
-                if writer.in_transaction:  # SQLite ends it by itself after some errors
-                    writer.execute("ROLLBACK")
-                raise
-            # Handlers are cancelled when their client disconnects. Once the body has run, the
-            # commit and its hooks must finish anyway (and before the lock is released), or a
-            # committed change could go unannounced to the long-poll hub.
-            await _see_through(self._commit(tx))
+                try:
+                    yield tx
+                except BaseException:
+                    if writer.in_transaction:  # SQLite ends it by itself after some errors
+                        writer.execute("ROLLBACK")
+                    raise
+                # Handlers are cancelled when their client disconnects. Once the body has run,
+                # the commit and its hooks must finish anyway (and before the lock is
+                # released), or a committed change could go unannounced to the long-poll hub.
+                await _see_through(self._commit(tx))
+            finally:
+                _WRITING.reset(marker)
+
+    async def write(self, fn: Callable[[Tx], Awaitable[T]], *, offload: bool = False) -> T:
+        """Run the unit of work ``fn(tx)`` as one transaction and return its result.
+
+        Commits when ``fn`` returns, rolls back when it raises (the exception goes on to the
+        caller), and keeps :meth:`transaction`'s guarantees: post-commit hooks run after the
+        commit, and a commit that has begun finishes even if the caller is cancelled. ``fn``
+        must not touch the network or the block store (see the module docstring)."""
+        async with self.transaction(offload=offload) as tx:
+            return await fn(tx)
 
     async def _commit(self, tx: Tx) -> None:
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 # Every item's workspace is what the tree says it is: the shared workspace of the folder it is
 # in if that folder is shared, else its parent's. (A shared folder's own row stays in its
-# parent's workspace: it is an item of the owner's tree.) Migration 8 repairs the one known way
+# parent's workspace: it is an item of the owner's tree.) Migration 9 repairs the one known way
 # this was broken (issue 12, finding 6).
 _MISPLACED = """
 WITH RECURSIVE want(id, ws) AS (

@@ -219,7 +219,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE shares ADD COLUMN granted_seq INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX workspaces_owner ON workspaces(owner_id)
     """,
-    # 8: repair what finding 6 of issue 12 left in databases from before its fix: a file restored
+    # 8: GC deletes store objects outside any transaction (issue 13, item 3). A tombstone names
+    # an object GC has decided to delete (recorded in ``blocks`` or an orphan no row records),
+    # committed before the delete and dropped after it; ``complete`` treats a tombstoned block
+    # as missing. ``gc_epoch.dropped`` counts the transactions that dropped tombstones: a
+    # ``complete`` whose look-up in the store straddles one asks again (see driveserver/gc.py).
+    """
+    CREATE TABLE block_tombstones (
+        object_name TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE gc_epoch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        dropped INTEGER NOT NULL
+    );
+    INSERT INTO gc_epoch (id, dropped) VALUES (1, 0)
+    """,
+    # 9: repair what finding 6 of issue 12 left in databases from before its fix: a file restored
     # from the trash out of a shared folder kept that folder's workspace, so its later edits
     # went on reaching the share's recipients. Every item's workspace is made what the tree
     # says it is (a shared folder's own for what is inside it, else the parent's), walking
