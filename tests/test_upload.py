@@ -3,6 +3,7 @@ restore, deduplication security, idempotency, quota, GC — on the local store."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 import urllib.parse
@@ -348,10 +349,10 @@ async def test_trash_purge_and_gc(alice: ApiClient, server: RunningServer) -> No
     assert (await content(alice, keep["file_id"])).body == b"keep me " * 100
 
 
-async def test_gc_never_breaks_a_concurrent_complete(alice: ApiClient,
-                                                     server: RunningServer) -> None:
-    """An orphan block re-uploaded and completed while GC runs is either kept or reported
-    missing — never referenced after deletion."""
+async def test_complete_after_gc_took_its_block_reports_it_missing(alice: ApiClient,
+                                                                   server: RunningServer) -> None:
+    """GC first, complete after (one after the other): an orphan block GC deleted is reported
+    missing by both complete routes; sent again, it completes and stays."""
     app = server.app
     await upload(alice, "/g", b"first version")
     data = b"race with gc"
@@ -371,6 +372,40 @@ async def test_gc_never_breaks_a_concurrent_complete(alice: ApiClient,
     assert r.status == 200
     await collect_garbage(app[appkeys.DB], app[appkeys.STORE], -1)
     assert (await content(alice, init["file_id"])).body == data
+
+
+async def test_gc_never_breaks_a_concurrent_complete(alice: ApiClient,
+                                                     server: RunningServer) -> None:
+    """GC and complete really at once (gathered), 20 times, each on a block GC may take: the
+    complete either reports the block missing or makes a version that reads back, verified,
+    also after another GC. (tests/test_gc_race.py races them harder, and pins the two
+    interleavings that matter.)"""
+    app = server.app
+    db, store = app[appkeys.DB], app[appkeys.STORE]
+    await upload(alice, "/g", b"first version")
+    outcomes = set()
+    for i in range(20):
+        data = f"race with gc {i}".encode() * 40
+        init = (await alice.post("/api/files/upload-init", {"path": "/g", "size": len(data)})).body
+        async with alice.session.post(init["upload_url"], data=data) as resp:
+            blocks = (await resp.json())["blocks"]
+        if i % 2:
+            body = {"files": [{"file_id": init["file_id"], "blocks": blocks}]}
+            reply, _ = await asyncio.gather(alice.post("/api/files/complete/batch", body),
+                                            collect_garbage(db, store, -1))
+            result = reply.body["results"][0]
+            code = result["error"]["code"] if "error" in result else "created"
+        else:
+            reply, _ = await asyncio.gather(
+                alice.post(f"/api/files/{init['file_id']}/complete", {"blocks": blocks}),
+                collect_garbage(db, store, -1))
+            code = reply.error_code() or "created"
+        assert code in ("missing_blocks", "created"), reply
+        outcomes.add(code)
+        if code == "created":
+            await collect_garbage(db, store, -1)
+            assert await download_blocks(alice, init["file_id"]) == data
+    assert "created" in outcomes
 
 
 async def test_upload_init_bad_input(alice: ApiClient) -> None:
