@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 from .meta import blocks
 from .meta.db import Database, Tx
 from .meta.upload_grants import forget_expired
+from .meta.versions import forget_abandoned
 from .storage.base import BlockNotFound
 from .storage.tiered import TieredBlockStore
 
@@ -96,13 +97,10 @@ async def collect_garbage(db: Database, store: TieredBlockStore,
     cutoff = time.time() - grace_seconds
 
     async def forget(tx: Tx) -> int:
-        # Files whose first upload never completed (version 0) are abandoned after the grace.
-        cur = await tx.execute(
-            "DELETE FROM files WHERE is_directory = 0 AND version = 0 AND created_at < ?",
-            (cutoff,))
+        abandoned = await forget_abandoned(tx, cutoff)
         # Upload grants past their life: their tokens are refused anyway, their rows only count.
         await forget_expired(tx, time.time())
-        return cur.rowcount
+        return abandoned
 
     abandoned = await db.write(forget, offload=True)
     # Tombstones a killed run left: their objects may or may not be gone yet; finish them.

@@ -144,8 +144,8 @@ class BlockPipeline:
 
     async def missing(self, hashes: list[str], concurrency: int = 16) -> list[str]:
         """The blocks among ``hashes`` that are not stored, looked up concurrently: ``complete``
-        asks this of a whole batch while it holds the write lock, so one lookup after another
-        (a stat or an S3 HEAD each) would hold up every other writer."""
+        asks this of a whole batch (before its write transaction), and one lookup after another
+        (a stat or an S3 HEAD each) would make a batch of a thousand files wait for each."""
         sem = asyncio.Semaphore(concurrency)
 
         async def absent(h: str) -> bool:

@@ -49,6 +49,14 @@ async def version_blocks(q: Any, version_id: int) -> list[BlockRef]:
     return [BlockRef(r["block_hash"], r["size"]) for r in rows]
 
 
+async def forget_abandoned(tx: Tx, cutoff: float) -> int:
+    """Remove files whose first upload never completed (version 0) and that were created
+    before ``cutoff`` (GC's grace period); how many."""
+    cur = await tx.execute(
+        "DELETE FROM files WHERE is_directory = 0 AND version = 0 AND created_at < ?", (cutoff,))
+    return cur.rowcount
+
+
 class Versions:
     def __init__(self, journal: Journal, keep_versions: int, keep_days: float) -> None:
         self.journal = journal
