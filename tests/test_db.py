@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from driveserver.meta.db import Database
+from driveserver.meta.db import Database, Tx, writing
 
 
 @pytest.fixture
@@ -157,3 +157,38 @@ async def test_a_failed_commit_leaves_the_connection_usable(db: Database) -> Non
         await tx.execute("INSERT INTO parent VALUES (1)")
         await tx.execute("INSERT INTO child VALUES (1)")
     assert await db.fetchval("SELECT COUNT(*) FROM child") == 1
+
+
+async def test_write_runs_a_function_as_one_transaction(db: Database) -> None:
+    """``db.write(fn)``: ``fn(tx)``'s result comes back after the commit and its post-commit
+    hooks; an exception rolls all of it back and reaches the caller; ``writing()`` is true only
+    inside (and in tasks started inside), which is what the store guard of
+    tests/test_gc_race.py relies on."""
+    await db.write(lambda tx: tx.execute("CREATE TABLE w (v INTEGER)"))
+    seen: list[str] = []
+
+    async def unit(tx: Tx) -> int:
+        assert writing()
+        assert await asyncio.ensure_future(_writing_in_a_task())
+        await tx.execute("INSERT INTO w VALUES (1)")
+        tx.on_commit(lambda: seen.append("hook"))
+        return 7
+
+    assert not writing()
+    assert await db.write(unit) == 7 and seen == ["hook"]
+    assert not writing()
+
+    async def failing(tx: Tx) -> None:
+        await tx.execute("INSERT INTO w VALUES (2)")
+        tx.on_commit(lambda: seen.append("never"))
+        raise LookupError("abandon")
+
+    with pytest.raises(LookupError):
+        await db.write(failing)
+    assert not writing() and seen == ["hook"]
+    assert [r[0] for r in await db.fetchall("SELECT v FROM w")] == [1]
+    assert await db.write(lambda tx: tx.fetchval("SELECT count(*) FROM w"), offload=True) == 1
+
+
+async def _writing_in_a_task() -> bool:
+    return writing()
