@@ -42,7 +42,7 @@ from .connections import (
 )
 from .errors import Unauthorized, error_middleware
 from .fsutil import ensure_private_dir, load_or_create_secret
-from .gc import collect_garbage, move_cold_blocks
+from .gc import collect_garbage, finish_interrupted, move_cold_blocks
 from .meta.db import Database
 from .meta.tree import Tree
 from .meta.versions import Versions
@@ -166,6 +166,10 @@ def build_app(config: Config) -> web.Application:
 async def _maintenance_loop(app: web.Application) -> None:
     """Garbage collection and cold tiering, every ``gc_interval_seconds``."""
     config = app[appkeys.CONFIG]
+    try:  # a GC killed between its two transactions left blocks complete refuses: finish it
+        await finish_interrupted(app[appkeys.DB], app[appkeys.STORE])
+    except Exception:
+        log.exception("finishing an interrupted GC failed; the next run retries")
     while True:
         await asyncio.sleep(config.gc_interval_seconds)
         try:

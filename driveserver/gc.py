@@ -40,7 +40,8 @@ already, which are never tombstoned. The object-age test (``stat_mtime``) makes 
 has just stored safe under a grace period; with a negative grace (tests) GC may delete it before
 its ``complete``, which then answers ``missing_blocks`` and the client sends it again: a
 retry, never a version pointing at nothing. A GC killed between mark and drop leaves
-tombstones: their blocks count as missing until the next run deletes and drops them first.
+tombstones: their blocks count as missing until :func:`finish_interrupted` (at the server's
+start and at the start of every run) deletes and drops them.
 
 Several writers (PostgreSQL): M and C each read what the other writes (references, tombstones,
 the epoch row), a write skew that READ COMMITTED lets through; both units must run SERIALIZABLE
@@ -92,6 +93,16 @@ async def _delete_and_drop(db: Database, store: TieredBlockStore, names: list[st
     await db.write(drop, offload=True)
 
 
+async def finish_interrupted(db: Database, store: TieredBlockStore) -> int:
+    """Delete the objects of the tombstones a killed GC run left, and drop them; how many.
+
+    Until then ``complete`` refuses those blocks (their objects may be gone already), so the
+    server runs this at start-up as well as at the start of every collection."""
+    names = await blocks.all_tombstones(db)
+    await _delete_and_drop(db, store, names)
+    return len(names)
+
+
 async def collect_garbage(db: Database, store: TieredBlockStore,
                           grace_seconds: float) -> str:
     cutoff = time.time() - grace_seconds
@@ -103,8 +114,7 @@ async def collect_garbage(db: Database, store: TieredBlockStore,
         return abandoned
 
     abandoned = await db.write(forget, offload=True)
-    # Tombstones a killed run left: their objects may or may not be gone yet; finish them.
-    await _delete_and_drop(db, store, await blocks.all_tombstones(db))
+    await finish_interrupted(db, store)
     deleted = 0
     while True:
         async def mark(tx: Tx) -> list[str]:

@@ -38,6 +38,7 @@ from tests.helpers import (
     download_blocks,
     start_server,
     upload,
+    wait_for,
 )
 
 # --- a store that refuses to be called inside a write transaction ---------------------------
@@ -433,3 +434,45 @@ async def test_healthz_answers_during_a_heavy_gc(alice: ApiClient, server: Runni
     report = task.result()
     assert "300 unreferenced" in report and "3000 never-committed" in report, report
     assert worst < 1.0, worst
+
+
+async def test_a_gc_killed_between_mark_and_drop_is_finished_at_start(tmp_path: Path) -> None:
+    """A GC that died after committing its tombstones (kill -9 before deleting) leaves blocks
+    that ``complete`` refuses, as it must (their objects may be gone); the next server start
+    deletes and drops them, and the block, sent again, completes."""
+    from driveserver.meta import blocks
+
+    data = b"tombstoned by a GC that died" * 20
+    srv = await start_server(tmp_path / "d")
+    try:
+        async with srv.user("k@example.com") as alice:
+            await upload(alice, "/k.txt", b"first")
+            grant = await init(alice, "/k.txt", len(data))
+            receipts = await send(alice, grant, data)
+            name = object_name(srv, data)
+
+            async def mark(tx: Any) -> list[str]:
+                return await blocks.mark_orphans(tx, [name])
+
+            assert await srv.app[appkeys.DB].write(mark) == [name]  # ... and then kill -9
+            r = await alice.post(f"/api/files/{grant['file_id']}/complete", {"blocks": receipts})
+            assert r.status == 400 and r.error_code() == "missing_blocks", r
+    finally:
+        await srv.stop()
+    srv = await start_server(tmp_path / "d")
+    try:
+        db = srv.app[appkeys.DB]
+
+        async def finished() -> bool:
+            return await blocks.all_tombstones(db) == []
+
+        await wait_for(finished, what="the interrupted GC to be finished at start")
+        assert not await srv.app[appkeys.PIPELINE].exists(block_hash(data))
+        alice = await srv.login("k@example.com")
+        grant = await init(alice, "/k.txt", len(data))
+        receipts = await send(alice, grant, data)
+        r = await alice.post(f"/api/files/{grant['file_id']}/complete", {"blocks": receipts})
+        assert r.status == 200, r
+        assert await download_blocks(alice, grant["file_id"]) == data
+    finally:
+        await srv.stop()
