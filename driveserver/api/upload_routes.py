@@ -23,12 +23,12 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
 )
-from ..meta import accounts, mounts, tree, upload_grants
+from ..meta import accounts, tree, upload_grants
 from ..meta import blocks as blocks_meta
 from ..meta.db import Row, Tx
 from ..meta.versions import BlockRef, version_blocks, version_row
 from ..paths import split_path
-from ..permissions import Action, authorize, readable_block_sizes
+from ..permissions import Action, authorize, own_device, readable_block_sizes, writable_base
 from ..storage.base import StorageError
 from ..sync.journal import Actor
 from .common import actor, batch_items, field, news_to_every_device, principal, read_json
@@ -95,11 +95,9 @@ async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitR
             raise NotFound("no such file")
     else:
         parts = split_path(field(body, "path", str))
-        root, rest = await mounts.view_base(tx, p.user_id, parts, for_write=True)
-        assert root is not None
+        root, rest = await writable_base(tx, p.user_id, parts)
         file = await tree.resolve(tx, root["id"], rest)
         if file is None:
-            await authorize(tx, p.user_id, Action.WRITE, root["id"])
             file = await request.app[appkeys.TREE].create_file(tx, root, rest, actor(request))
         else:
             await authorize(tx, p.user_id, Action.WRITE, file["id"])
@@ -296,11 +294,9 @@ def _receipt_size(request: web.Request, item: Any) -> int | None:
     this block."""
     if not isinstance(item, dict) or "receipt" not in item:
         return None
-    receipt = request.app[appkeys.GRANTS].load_receipt(item["receipt"])
-    if receipt is None or receipt.user_id != principal(request).user_id or \
-            receipt.block_hash != item.get("hash"):
-        return None
-    return receipt.size
+    receipt = request.app[appkeys.GRANTS].receipt_for(item["receipt"], principal(request).user_id,
+                                                      item.get("hash"))
+    return None if receipt is None else receipt.size
 
 
 def _receipted_hashes(request: web.Request, items: list[Any]) -> list[str]:
@@ -315,10 +311,7 @@ async def _device(request: web.Request, tx: Tx, body: dict) -> str | None:
     device_id = field(body, "device_id", str, default=None)
     if device_id is None:
         return p.device_id
-    row = await tx.fetchone(
-        "SELECT 1 FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
-        (device_id, p.user_id))
-    if row is None:
+    if not await own_device(tx, p.user_id, device_id):
         raise BadRequest("device_id is not one of your devices", code="invalid_field",
                          field="device_id")
     return device_id
