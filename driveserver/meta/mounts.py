@@ -19,7 +19,7 @@ from typing import Any
 from driveproto.names import SHARED_ROOT, name_key
 
 from ..paths import join_path
-from ..permissions import Role, refuse_managed_path
+from ..permissions import Role
 from .db import Row
 
 SHARED_ROOT_KEY = name_key(SHARED_ROOT)
@@ -119,22 +119,17 @@ async def grantee_mount(q: Any, user_id: str, name: str) -> Mount | None:
     return None
 
 
-async def view_base(q: Any, user_id: str, parts: list[str], *, for_write: bool = False
-                    ) -> tuple[Row | None, list[str]]:
+async def view_base(q: Any, user_id: str, parts: list[str]) -> tuple[Row | None, list[str]]:
     """Split a view path into (the folder to resolve the rest under, the rest).
 
     ``/Shared with me/<mount>/rest`` resolves under the shared folder; anything else under the
     user's own root. ``(None, [])`` is the virtual ``/Shared with me`` folder itself.
 
-    ``for_write``: first refuse the names that sharing manages
-    (:func:`permissions.refuse_managed_path`). Routes that write use
-    :func:`permissions.writable_base`, which does that and checks the role as well; the flag
-    stays for the callers not moved to it yet.
+    Routes that write use :func:`permissions.writable_base`, which first refuses the names
+    that sharing manages and checks the role as well.
     """
     from ..errors import NotFound  # local: errors must not depend on meta
 
-    if for_write:
-        refuse_managed_path(parts)
     if is_shared_root(parts):
         if len(parts) == 1:
             return None, []
