@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -203,3 +206,56 @@ async def download_blocks(client: ApiClient, file_id: str, version: int | None =
 
 async def content(client: ApiClient, file_id: str, **kw: Any) -> Reply:
     return await client.get(f"/api/files/{file_id}/content", **kw)
+
+
+class HealthzProbe:
+    """Another client asking ``GET /healthz`` again and again, from a thread of its own, and
+    timing every answer: what the hardening tests use to show a heavy request stalls nobody. (The server runs on the test's event loop: a poller on that loop would
+    stall with it and notice nothing.)"""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.times: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="healthz-poller", daemon=True)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            while not self._stop.is_set():
+                start = time.monotonic()
+                conn.request("GET", "/healthz")
+                resp = conn.getresponse()
+                resp.read()
+                self.times.append(time.monotonic() - start)
+                if resp.status != 200:
+                    self.errors.append(f"status {resp.status}")
+                self._stop.wait(0.01)  # a poll interval; the answers are what is measured
+        except Exception as exc:  # reported by the test, not as a stray thread exception
+            self.errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    async def __aenter__(self) -> HealthzProbe:
+        self._thread.start()
+        await wait_for(lambda: bool(self.times or self.errors), what="a first /healthz answer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        seen = len(self.times)
+        # At least one answer that was asked for after the last request under test.
+        await wait_for(lambda: len(self.times) > seen + 1 or bool(self.errors),
+                       what="a last /healthz answer")
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 30)
+
+    @property
+    def slowest(self) -> float:
+        return max(self.times, default=0.0)
+
+    def check(self, within: float = 1.0) -> None:
+        assert not self.errors, self.errors
+        assert len(self.times) >= 3, self.times
+        assert max(self.times) < within, f"/healthz took {max(self.times):.2f} s"

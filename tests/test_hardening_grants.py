@@ -20,7 +20,7 @@ import pytest
 from driveproto.blocks import BLOCK_SIZE, block_hash
 from driveproto.frames import encode_batch
 from driveserver import appkeys
-from tests.helpers import ApiClient, RunningServer, download_blocks, upload
+from tests.helpers import ApiClient, HealthzProbe, RunningServer, download_blocks, upload
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -60,27 +60,10 @@ def stored(server: RunningServer, data: bytes) -> bool:
 async def with_healthz(server: RunningServer, work: Awaitable[T]) -> tuple[T, float]:
     """Run ``work`` while another client asks ``GET /healthz`` over and over; its result and the
     slowest health answer (seconds)."""
-    slowest = 0.0
-    done = asyncio.Event()
-
-    async def probe() -> None:
-        nonlocal slowest
-        async with aiohttp.ClientSession() as s:
-            while not done.is_set():
-                start = time.monotonic()
-                async with s.get(server.url + "/healthz") as r:
-                    assert r.status == 200
-                    await r.read()
-                slowest = max(slowest, time.monotonic() - start)
-                await asyncio.sleep(0.01)
-
-    prober = asyncio.ensure_future(probe())
-    try:
+    async with HealthzProbe(server.url) as probe:
         result = await work
-    finally:
-        done.set()
-        await prober
-    return result, slowest
+    probe.check()
+    return result, probe.slowest
 
 
 async def all_at_once(how: str, grant: dict[str, Any], bodies: list[bytes]) -> list[int]:

@@ -17,7 +17,7 @@ from driveserver import appkeys
 from driveserver.meta import accounts
 from driveserver.sync.journal import Actor
 from driveserver.sync.routes import NOTIFIER
-from tests.helpers import ApiClient, RunningServer, upload, wait_for
+from tests.helpers import ApiClient, HealthzProbe, RunningServer, upload, wait_for
 
 
 async def share(owner: ApiClient, file_id: str, email: str = "bob@example.com",
@@ -78,38 +78,6 @@ def revealing(changes: list[dict[str, Any]], secrets: list[str]) -> list[dict[st
 
 def shape(tree: dict[str, dict[str, Any]]) -> dict[str, tuple[bool, str | None]]:
     return {p: (bool(e["is_directory"]), e.get("checksum")) for p, e in tree.items()}
-
-
-class HealthProbe:
-    """Asks ``GET /healthz`` on its own connection, one request after another, while something
-    else runs; records the slowest answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.slowest = 0.0
-        self.answers = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        async with aiohttp.ClientSession() as s:
-            while not self._stop.is_set():
-                t0 = time.monotonic()
-                async with s.get(self.url + "/healthz") as r:
-                    assert r.status == 200
-                    await r.read()
-                self.slowest = max(self.slowest, time.monotonic() - t0)
-                self.answers += 1
-
-    async def __aenter__(self) -> HealthProbe:
-        self._task = asyncio.ensure_future(self._run())
-        await wait_for(lambda: self.answers > 0, what="a first /healthz answer")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._task is not None
-        await self._task
 
 
 # --- finding 9: a re-share is a new mount --------------------------------------------------------
@@ -227,7 +195,7 @@ async def test_finding9_a_new_mounts_listing_comes_in_pages(
     proj = await alice.mkdir("/Proj")
     await _folders(server, alice, ["Proj"], 6000)
     bob_cursor = await cursor_of(bob)
-    async with HealthProbe(server.url) as probe:
+    async with HealthzProbe(server.url) as probe:
         share_id = await share(alice, proj["file_id"])
         pages = []
         while True:
@@ -312,7 +280,7 @@ async def test_finding11_files_created_while_their_folder_is_shared_never_show_t
     added after he was given the folder. /healthz answers within 1 s meanwhile."""
     bob_cursor = await cursor_of(bob)
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as s, HealthProbe(server.url) as probe:
+    async with aiohttp.ClientSession(connector=connector) as s, HealthzProbe(server.url) as probe:
         racer = ApiClient(server.url, s, alice.token, alice.user_id)
         for n in range(ROUNDS):
             drop = await alice.mkdir(f"/HR-Confidential/Layoffs-2027-round{n}/Drop")

@@ -8,76 +8,22 @@ folder kept the shared workspace, so its owner's later private edits reached the
 
 from __future__ import annotations
 
-import asyncio
-import http.client
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
 from driveserver import appkeys
 from driveserver.paths import MAX_DEPTH
-from tests.helpers import ApiClient, RunningServer, content, upload, wait_for
+from tests.helpers import ApiClient, HealthzProbe, RunningServer, content, upload
 from tests.test_sharing import cursor_of, drain, share
 
 
 def deep(levels: int, name: str = "d", top: str = "") -> str:
     """A path ``levels`` names deep below ``top``: ``/d/d/d...``."""
     return top + "/" + "/".join([name] * levels)
-
-
-class Healthz:
-    """Another client asking ``GET /healthz`` again and again, from a thread of its own, and
-    timing every answer. (The server runs on the test's event loop: a poller on that loop would
-    stall with it and notice nothing.)"""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.times: list[float] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="healthz-poller", daemon=True)
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        try:
-            while not self._stop.is_set():
-                start = time.monotonic()
-                conn.request("GET", "/healthz")
-                resp = conn.getresponse()
-                resp.read()
-                self.times.append(time.monotonic() - start)
-                if resp.status != 200:
-                    self.errors.append(f"status {resp.status}")
-                self._stop.wait(0.01)  # a poll interval; the answers are what is measured
-        except Exception as exc:  # reported by the test, not as a stray thread exception
-            self.errors.append(repr(exc))
-        finally:
-            conn.close()
-
-    async def __aenter__(self) -> Healthz:
-        self._thread.start()
-        await wait_for(lambda: bool(self.times or self.errors), what="a first /healthz answer")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        seen = len(self.times)
-        # At least one answer that was asked for after the last request under test.
-        await wait_for(lambda: len(self.times) > seen + 1 or bool(self.errors),
-                       what="a last /healthz answer")
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join, 30)
-
-    def check(self, within: float = 1.0) -> None:
-        assert not self.errors, self.errors
-        assert len(self.times) >= 3, self.times
-        assert max(self.times) < within, f"/healthz took {max(self.times):.2f} s"
 
 
 async def snapshot_paths(client: ApiClient) -> list[str]:
@@ -182,13 +128,13 @@ async def test_finding4_the_deepest_tree_never_stalls_healthz(
     allowed (create, upload into it, move and rename into it, list, share, feed, trash and
     restore), another client's ``/healthz`` answers within 1 s each time."""
     f = await upload(alice, "/f.txt", b"x")
-    async with Healthz(server.url) as health:
+    async with HealthzProbe(server.url) as health:
         made = await alice.post("/api/folders", {"path": deep(2000, "a")})
         moved = await alice.patch(f"/api/files/{f['file_id']}", {"path": deep(2000, "a")})
     health.check()  # was: 5 s, then 12 s without an answer
     assert made.status == 400 and moved.status == 400, (made, moved)
 
-    async with Healthz(server.url) as health:
+    async with HealthzProbe(server.url) as health:
         bottom = deep(MAX_DEPTH - 1)  # its files are MAX_DEPTH deep
         made = await alice.mkdir(bottom)
         up = await upload(alice, bottom + "/up.txt", b"deep content")
