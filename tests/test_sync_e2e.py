@@ -6,16 +6,22 @@ the daemon test runs ``python -m syncclient run`` as subprocesses.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
+import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from driveproto.blocks import BLOCK_SIZE, content_checksum
+from driveserver import appkeys
 from driveserver.meta.versions import content_checksum as server_checksum
+from syncclient.config import STATE_FILE
 from syncclient.engine import Engine
 from tests.helpers import METRICS_AUTH, RunningServer, start_server, wait_for
 from tests.sync_helpers import (
@@ -415,40 +421,111 @@ async def test_race_on_a_new_path_becomes_a_conflict_not_an_overwrite(
     assert [b.read(p) for p in conflicted(b)] == [b"desktop's"]
 
 
+class Gate:
+    """Wraps an async method of the server: the first ``free`` calls go through, later ones wait
+    until :meth:`open`. Holding the server's side of a transfer is what lets a test kill the
+    client *while* it is part-way through, instead of hoping the kill beats a fast transfer."""
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]], free: int) -> None:
+        self.fn, self.free = fn, free
+        self.passed = 0  # calls let through (those past the gate included)
+        self.held = 0  # calls waiting at the gate now
+        self.active = 0  # calls inside the wrapper, waiting or running
+        self.opened = asyncio.Event()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.active += 1
+        try:
+            if self.passed >= self.free:
+                self.held += 1
+                try:
+                    await self.opened.wait()
+                finally:
+                    self.held -= 1
+            self.passed += 1
+            return await self.fn(*args, **kwargs)
+        finally:
+            self.active -= 1
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+def kept_receipts(d: Device) -> int:
+    """How many block receipts the device's state database holds: blocks the server stored and
+    the client recorded, which a restarted upload must not send again."""
+    db = sqlite3.connect(f"file:{d.config_dir / STATE_FILE}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT count(*) FROM receipts").fetchone()[0]
+    finally:
+        db.close()
+
+
 async def test_kill_9_during_upload_and_download_then_converge(
-        two: tuple[Device, Device], srv: RunningServer, tmp_path: Path) -> None:
+        two: tuple[Device, Device], srv: RunningServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 lands mid-transfer, both ways, and is shown to: the server lets a few blocks
+    through and holds the rest, the test kills once the client has recorded those few and is
+    stuck on the next. The upload then resumes with only the blocks it had not sent; the
+    download leaves a temp file, never a partial file under the real name, and the next run
+    completes it and cleans up."""
     a, b = two
-    payload = os.urandom(48 * 1024 * 1024)
+    nblocks, through = 12, 3
+    payload = os.urandom(nblocks * BLOCK_SIZE)
+    pipeline = srv.app[appkeys.PIPELINE]
+    stores = Gate(pipeline.store_block, through)
+    monkeypatch.setattr(pipeline, "store_block", stores)
     blocks_in = await metric(srv, "drive_blocks_total", "in")
     a.write("big.bin", payload)
     a.start_daemon(tmp_path / "a.log")
+    try:
+        await wait_for(lambda: stores.held >= 1 and kept_receipts(a) == through, within=60,
+                       what=f"{through} blocks stored and recorded, the next held")
+        a.stop_daemon(signal.SIGKILL)
+        # The kill landed mid-upload (the gate still holds the rest): some blocks stored, not
+        # all, nothing committed.
+        assert await metric(srv, "drive_blocks_total", "in") == blocks_in + through
+        assert "big.bin" not in await (await srv.login(EMAIL)).listdir("/")
+        assert kept_receipts(a) == through
+    finally:
+        stores.open()
+    await wait_for(lambda: stores.active == 0, within=30, what="the held stores to end")
+    # (The server drops a request whose client is gone; whether or not the held ones ran,
+    # ``passed`` is final now, and counts every block the restarted run stores.)
+    resumed_from = stores.passed
 
-    async def uploading() -> bool:
-        return await metric(srv, "drive_blocks_total", "in") >= blocks_in + 2
-
-    await wait_for(uploading, within=60, what="the upload to start")
-    a.stop_daemon(signal.SIGKILL)
     a.start_daemon(tmp_path / "a2.log")  # restarted: it converges on its own
+
     async def uploaded() -> bool:
         return "big.bin" in await (await srv.login(EMAIL)).listdir("/")
 
     await wait_for(uploaded, within=60, what="the upload to finish after the restart")
     a.stop_daemon()
+    # Only what the killed run had not recorded was sent again; the receipts are spent.
+    assert stores.passed - resumed_from == nblocks - through
+    assert kept_receipts(a) == 0
 
-    blocks_out = await metric(srv, "drive_blocks_total", "out")
-    b.start_daemon(tmp_path / "b.log")
-
-    async def downloading() -> bool:
-        return await metric(srv, "drive_blocks_total", "out") >= blocks_out + 2
-
-    await wait_for(downloading, within=60, what="the download to start")
-    b.stop_daemon(signal.SIGKILL)
-    # Never a partial file under the real name.
+    reads = Gate(pipeline.get_for_wire, through)
+    monkeypatch.setattr(pipeline, "get_for_wire", reads)
     target = b.folder / "big.bin"
-    assert not target.exists() or target.read_bytes() == payload
+    b.start_daemon(tmp_path / "b.log")
+    try:
+        await wait_for(lambda: reads.held >= 1 and reads.passed == through
+                       and bool(list(b.folder.glob(".~drive-sync-*"))), within=60,
+                       what=f"{through} blocks served into a temp file, the next held")
+        b.stop_daemon(signal.SIGKILL)
+        # The kill landed mid-download: a few blocks served, the rest held; a partial temp
+        # file, never a partial file under the real name.
+        assert reads.passed == through
+        assert not target.exists()
+        [partial] = b.folder.glob(".~drive-sync-*")
+        assert partial.stat().st_size < len(payload)
+    finally:
+        reads.open()
+    await wait_for(lambda: reads.active == 0, within=30, what="the held reads to end")
     await b.sync()
     assert b.read("big.bin") == payload
-    assert not list(b.folder.glob(".~drive-sync-*"))
+    assert not list(b.folder.glob(".~drive-sync-*"))  # the killed run's temp file is gone too
     await a.sync()
     assert a.tree() == b.tree()
 
