@@ -19,6 +19,7 @@ from watchdog.events import FileCreatedEvent, FileModifiedEvent
 from syncclient.ignore import IGNORE_FILE, Ignore, _Rules, ignored_paths
 from syncclient.watcher import _Handler
 from tests.helpers import RunningServer
+from tests.needs import need
 from tests.sync_helpers import EMAIL, Device, converge, make_devices
 
 # (the ignore file's lines, [(path, is a folder, ignored)])
@@ -86,8 +87,10 @@ def _folder_with(tmp_path: Path, lines: list[str], rows: list[tuple[str, bool, b
     return root
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git as the oracle")
 def test_the_table_is_what_git_says(tmp_path: Path) -> None:
+    need(shutil.which("git") is not None,
+         "needs the `git` command on PATH as the oracle for .gitignore semantics: install git "
+         "(e.g. `apt-get install git`)")
     wrong = []
     for n, (lines, rows) in enumerate(CASES):
         repo = tmp_path / f"repo{n}"
