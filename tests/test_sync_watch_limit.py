@@ -14,33 +14,38 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import RunningServer, wait_for
+from tests.needs import need
 from tests.sync_helpers import make_devices
 
 WATCH_LIMIT = 4
 
 
-def _namespace_wrapper() -> tuple[str, ...] | None:
+def _namespace_wrapper() -> tuple[tuple[str, ...] | None, str]:
     """A command prefix that runs a program with at most WATCH_LIMIT inotify watches, or None
-    where user namespaces are not available."""
+    and what stands in the way (and how to remove it) where user namespaces are not available."""
     if shutil.which("unshare") is None:
-        return None
+        return None, "needs the `unshare` command: install util-linux"
     prefix = ("unshare", "--user", "--map-root-user", "sh", "-c",
               f'echo {WATCH_LIMIT} > /proc/sys/user/max_inotify_watches && exec "$0" "$@"')
     probe = subprocess.run([*prefix, "cat", "/proc/sys/user/max_inotify_watches"],
-                           capture_output=True, text=True)
-    return prefix if probe.returncode == 0 and probe.stdout.strip() == str(WATCH_LIMIT) \
-        else None
-
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode == 0 and probe.stdout.strip() == str(WATCH_LIMIT):
+        return prefix, ""
+    said = (probe.stderr.strip() or probe.stdout.strip() or "no output")[-300:]
+    return None, (
+        f"needs a user namespace with its own inotify watch limit, and `{' '.join(prefix)} cat "
+        f"/proc/sys/user/max_inotify_watches` exited {probe.returncode} ({said}): allow user "
+        "namespaces (sysctl user.max_user_namespaces > 0; kernel.unprivileged_userns_clone=1 "
+        "or kernel.apparmor_restrict_unprivileged_userns=0 where the kernel has them; in a "
+        "container, `docker run --security-opt seccomp=unconfined`)")
 
 
 async def test_exhausted_watches_are_reported_and_rescanned(tmp_path: Path,
                                                             srv: RunningServer) -> None:
-    wrapper = _namespace_wrapper()
-    if wrapper is None:
-        pytest.skip("user namespaces (unshare --user) are not available here")
+    wrapper, why = _namespace_wrapper()
+    need(wrapper is not None, why)
+    assert wrapper is not None
     a, b = make_devices(tmp_path, "a", "b")
     await a.init(srv)
     await b.init(srv)
