@@ -86,13 +86,17 @@ def make_store(config: Config) -> TieredBlockStore:
     hot: BlockStore
     cold: BlockStore
     if config.backend == "s3":
-        common = dict(endpoint_url=config.s3_endpoint_url, region=config.s3_region,
-                      access_key_id=config.s3_access_key_id,
-                      secret_access_key=config.s3_secret_access_key)
-        hot = S3BlockStore(bucket=config.s3_bucket, prefix=config.s3_prefix, **common)
-        cold = S3BlockStore(bucket=config.s3_cold_bucket or config.s3_bucket,
-                            prefix=config.s3_cold_prefix,
-                            storage_class=config.s3_cold_storage_class or None, **common)
+        def s3(bucket: str, prefix: str, storage_class: str | None = None) -> S3BlockStore:
+            """One tier on the configured endpoint with the configured credentials."""
+            return S3BlockStore(endpoint_url=config.s3_endpoint_url, bucket=bucket,
+                                region=config.s3_region,
+                                access_key_id=config.s3_access_key_id,
+                                secret_access_key=config.s3_secret_access_key,
+                                prefix=prefix, storage_class=storage_class)
+
+        hot = s3(config.s3_bucket, config.s3_prefix)
+        cold = s3(config.s3_cold_bucket or config.s3_bucket, config.s3_cold_prefix,
+                  config.s3_cold_storage_class or None)
     else:
         hot = LocalBlockStore(config.blocks_dir)
         cold = LocalBlockStore(config.blocks_dir.with_name(config.blocks_dir.name + "-cold"))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .meta.tree import Tree
     from .meta.versions import Versions
     from .observability import Metrics
-    from .storage.base import BlockStore
+    from .storage.tiered import TieredBlockStore
     from .sync.hub import Hub
     from .sync.journal import Journal
 
@@ -27,7 +27,7 @@ SIGNER: web.AppKey[TokenSigner] = web.AppKey("signer")
 THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 KEYRING: web.AppKey[KeyRing] = web.AppKey("keyring")
-STORE: web.AppKey[BlockStore] = web.AppKey("store")
+STORE: web.AppKey[TieredBlockStore] = web.AppKey("store")  # hot and cold tiers, for GC
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 TREE: web.AppKey[Tree] = web.AppKey("tree")
 VERSIONS: web.AppKey[Versions] = web.AppKey("versions")

@@ -81,7 +81,9 @@ class TokenSigner:
     def load(self, purpose: str, token: str, max_age: float) -> object | None:
         """The payload, or None when the token is forged, altered, for another purpose or expired."""
         try:
-            return self._serializer(purpose).loads(token, max_age=max_age)
+            # itsdangerous counts whole seconds (its ages are ints), so flooring ``max_age``
+            # changes nothing: an int age exceeds 1.5 exactly when it exceeds 1.
+            return self._serializer(purpose).loads(token, max_age=int(max_age))
         except (BadSignature, UnicodeDecodeError, ValueError):
             return None
 

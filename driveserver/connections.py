@@ -356,8 +356,8 @@ class GuardedSite(web.BaseSite):
 
     @property
     def bound_port(self) -> int:
-        server = self._server
-        if server is None or not server.sockets:
+        server = self._server  # typed by aiohttp as AbstractServer; create_server made a Server
+        if not isinstance(server, asyncio.Server) or not server.sockets:
             return self._port
         return int(server.sockets[0].getsockname()[1])
 

@@ -44,7 +44,8 @@ def email_key(email: str) -> str:
 
 @functools.cache
 def _prototypes() -> dict[str, str]:
-    from confusable_homoglyphs.confusables import confusables_data
+    # The package ships no type information (no py.typed); its data is a plain dict.
+    from confusable_homoglyphs.confusables import confusables_data  # type: ignore[import-untyped]
 
     # The data lists, per character, what it may be confused with, but not always both ways
     # round ("I" lists only "l", while "l" lists "1" and "I"): join them into classes

@@ -75,6 +75,7 @@ async def shared_with_me(request: web.Request) -> web.Response:
         owner = await db.fetchone(
             "SELECT u.id, u.email FROM workspaces w JOIN users u ON u.id = w.owner_id"
             " WHERE w.id = ?", (m.workspace_id,))
+        assert owner is not None  # every workspace has an owner (foreign key)
         out.append({"share_id": m.share_id, "file_id": m.root_id, "name": m.mount_name,
                     "path": m.prefix, "permission": m.role,
                     "owner": {"user_id": owner["id"], "email": owner["email"]}})

@@ -449,8 +449,8 @@ async def stream_version(request: web.Request, name: str, version: Row,
     """
     etag = f'"{version["checksum"]}"'
     size = int(version["size"])
-    wanted = request.headers.get("If-None-Match", "")
-    if etag in wanted or wanted.strip() == "*":  # "*": any current version matches
+    if_none_match = request.headers.get("If-None-Match", "")
+    if etag in if_none_match or if_none_match.strip() == "*":  # "*": any current version matches
         return web.Response(status=304, headers={**(headers or {}), "ETag": etag})
     rng = _parse_range(request.headers.get("Range", ""), size) \
         if "Range" in request.headers and request.headers.get("If-Range", etag) == etag else None
@@ -465,7 +465,9 @@ async def stream_version(request: web.Request, name: str, version: Row,
     if rng:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     # Only the blocks that overlap the range are fetched.
-    wanted, offsets, pos = [], [], 0
+    wanted: list[str] = []
+    offsets: list[int] = []
+    pos = 0
     for b in blocks:
         if pos + b.size > start and pos < end:
             wanted.append(b.hash)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -155,7 +155,7 @@ class BlockPipeline:
         found = await asyncio.gather(*(absent(h) for h in hashes))
         return [h for h, gone in zip(hashes, found, strict=True) if gone]
 
-    async def stream(self, hashes: list[str], prefetch: int = 3) -> AsyncIterator[bytes]:
+    async def stream(self, hashes: list[str], prefetch: int = 3) -> AsyncGenerator[bytes, None]:
         """Yield the verified plaintext of each block in order, fetching ahead of the reader."""
         pending: list[asyncio.Task[bytes]] = []
         it = iter(hashes)

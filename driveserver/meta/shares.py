@@ -71,8 +71,9 @@ async def share_folder(tx: Tx, journal: Journal, owner_id: str, folder: Row, ema
                        code="unknown_user")
     if grantee["id"] == owner_id:
         raise BadRequest("you cannot share a folder with yourself", code="invalid_share")
-    personal = (await tx.fetchone("SELECT workspace_id FROM users WHERE id = ?",
-                                  (owner_id,)))["workspace_id"]
+    owner = await tx.fetchone("SELECT workspace_id FROM users WHERE id = ?", (owner_id,))
+    assert owner is not None  # the caller is the signed-in owner
+    personal = owner["workspace_id"]
     workspace_id = await shared_workspace_of(tx, folder["id"])
     if folder["workspace_id"] != personal:
         raise Conflict("this folder is inside a shared folder; share that one instead",

@@ -41,6 +41,7 @@ async def _check_quota_for_restore(tx: Tx, file: Row) -> None:
     owner = await tx.fetchone(
         "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
         " WHERE w.id = ?", (file["workspace_id"],))
+    assert owner is not None  # every workspace has an owner (foreign key)
     back = await tx.fetchval(
         "SELECT COALESCE(SUM(size), 0) FROM files WHERE trash_root_id = ? AND is_directory = 0",
         (file["id"],))

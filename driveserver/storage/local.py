@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import tempfile
 import time
@@ -124,7 +125,7 @@ class LocalBlockStore(AsyncContextStore):
         """Yield every object name, one fan-out directory (1/256 of the store) at a time."""
         tops = await self._run(lambda: self._list_dirs(self.root), "list store")
         for top in tops:
-            names = await self._run(lambda top=top: self._names_under(top), "list store")
+            names = await self._run(functools.partial(self._names_under, top), "list store")
             for name in names:
                 yield name
 

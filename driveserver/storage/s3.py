@@ -26,9 +26,11 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import (
+# aiobotocore and botocore ship no type information (no py.typed; the third-party stubs are
+# generated per AWS service and heavy): their names are Any here, checked by the S3 tests.
+from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+from aiobotocore.session import get_session  # type: ignore[import-untyped]
+from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
     CredentialRetrievalError,

@@ -7,6 +7,7 @@ long-poll hub is woken by a post-commit hook, never before the commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ class Journal:
              file["version"], file["size"], file["checksum"], file["executable"],
              file["symlink"], actor.user_id, actor.device_id, tx.now))
         for listener in self._listeners:
-            tx.on_commit(lambda lst=listener: lst(workspace_id, seq, actor.device_id))
+            tx.on_commit(functools.partial(listener, workspace_id, seq, actor.device_id))
         return seq
 
     def touch(self, tx: Tx, workspace_id: str) -> None:
@@ -66,4 +67,4 @@ class Journal:
         unshared): their devices must ask the feed again now, not at their poll's timeout.
         """
         for listener in self._listeners:
-            tx.on_commit(lambda lst=listener: lst(workspace_id, 0, None))
+            tx.on_commit(functools.partial(listener, workspace_id, 0, None))
