@@ -170,6 +170,8 @@ def _protect_moved_out_of_sight(out: Scan, synced: dict[str, SyncedEntry],
     deleted: it is a problem (``hidden`` says why), left alone with everything below it until
     the name is fixed."""
     for path, entry in synced.items():
+        if entry.inode is None:  # its inode is not known (not recorded yet): nothing to match
+            continue
         why = hidden.get((entry.inode, entry.is_dir))
         if why is not None and path not in out.items:
             out.problems.setdefault(path, why)

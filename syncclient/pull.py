@@ -6,7 +6,7 @@ crash leaves the cache and the cursor in step (the next pull starts where the la
 
 from __future__ import annotations
 
-from typing import Any
+from driveproto.replies import ChangeEntry
 
 from .planner import Node
 from .remote_api import RemoteApi
@@ -38,7 +38,7 @@ async def pull(state: State, remote: RemoteApi, wait_seconds: float = 0) -> int:
             return applied
 
 
-def apply_change(state: State, c: dict[str, Any]) -> None:
+def apply_change(state: State, c: ChangeEntry) -> None:
     """One change of the feed, applied to the cache: a deletion drops the item (and what the
     cache has below where it was), a move carries its subtree along, and an older state than
     the cache already has (one this device recorded from its own answer) is ignored."""

@@ -15,10 +15,10 @@ import datetime
 import logging
 import posixpath
 import stat
-from typing import Any
 
 from driveproto.codes import GRANT_REVOKED
 from driveproto.names import name_key
+from driveproto.replies import ListedEntry, PathEntry
 
 from . import down
 from .context import RoundResult, SyncContext
@@ -171,12 +171,12 @@ async def learn_own_version(ctx: SyncContext, path: str, known: Node | None) -> 
         return
     node = Node(False, meta["checksum"], file_id, meta["version"], None, meta["size"],
                 bool(meta.get("executable")), bool(meta.get("symlink")))
-    newest = (meta.get("versions") or [{}])[0]
+    newest = meta["versions"][0] if meta.get("versions") else None
     with ctx.state.transaction():
         ctx.state.put_remote(path, node)
-        mine = ctx.config.device_id is not None and \
-            newest.get("device_id") == ctx.config.device_id and \
-            newest.get("version") == meta["version"] and newest.get("restored_from") is None
+        mine = ctx.config.device_id is not None and newest is not None and \
+            newest["device_id"] == ctx.config.device_id and \
+            newest["version"] == meta["version"] and newest["restored_from"] is None
         if mine:
             old = ctx.state.synced_entries().get(path)
             # No stat: the file is hashed again next round, and its content decides.
@@ -189,6 +189,7 @@ async def learn_own_version(ctx: SyncContext, path: str, known: Node | None) -> 
 
 
 async def mkdir_remote(ctx: SyncContext, op: Op, local: Scan) -> None:
+    entry: PathEntry | ListedEntry
     try:
         entry = await ctx.remote.mkdir(op.path)
     except ApiError as exc:
@@ -230,7 +231,7 @@ async def beside_server_twin(ctx: SyncContext, path: str) -> None:
         ctx.notice(renamed.path, renamed.notice)
 
 
-async def find_remote(ctx: SyncContext, path: str) -> dict[str, Any] | None:
+async def find_remote(ctx: SyncContext, path: str) -> ListedEntry | None:
     """The server's listing entry at ``path``, if any."""
     parent, _, name = path.rpartition("/")
     for e in await ctx.remote.list_folder(parent or "/"):

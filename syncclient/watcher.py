@@ -22,6 +22,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class Watcher:
         self.changed = asyncio.Event()
         self.last_event = 0.0  # written by watchdog's thread (a float store is atomic)
         self.degraded: str | None = None  # why we fell back to periodic rescans
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None  # Observer is the platform's subclass
         self._wake_pending = False
         self._handler = _Handler(root, ignored, self._notify_threadsafe, own)
         self._overflow = _OverflowSignal(self._notify_threadsafe)
