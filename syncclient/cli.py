@@ -604,6 +604,18 @@ async def _resolve(remote: Remote, path: str) -> ListedEntry:
     return entry
 
 
+def _file_id(entry: ListedEntry | PathEntry, path: str) -> str:
+    """The server's id of the item ``entry`` lists at ``path``. The virtual ``/Shared with me``
+    has none: the server lists it in the root of someone who has shares but stores nothing
+    there, so it has no versions and nothing to restore (and asking the server about the id
+    ``None`` would only say "not found")."""
+    file_id = entry["file_id"]
+    if file_id is None:
+        raise SyncClientError(f"{shown(path)} only lists the folders shared with you; it has no "
+                              "versions of its own (name a file inside one of them)")
+    return file_id
+
+
 def _remote_path(conf: cfg.Config, path: str) -> str:
     """The server path a command line argument names. A path that lies inside the sync folder,
     absolute or relative to the current directory (``./Laptop/a.txt`` or ``Laptop/a.txt`` from
@@ -633,8 +645,9 @@ async def cmd_ls(args: argparse.Namespace, config_dir: Path) -> int:
 async def cmd_versions(args: argparse.Namespace, config_dir: Path) -> int:
     conf, remote = await _with_remote(config_dir)
     async with remote:
-        entry = await _resolve(remote, _remote_path(conf, args.path))
-        for v in await remote.versions(entry["file_id"]):
+        path = _remote_path(conf, args.path)
+        entry = await _resolve(remote, path)
+        for v in await remote.versions(_file_id(entry, path)):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["modified_at"]))
             extra = f" (restored from {v['restored_from']})" if v.get("restored_from") else ""
             print(f"v{v['version']:<4} {when} {v['size']:>12} bytes  "
@@ -653,20 +666,21 @@ async def cmd_restore(args: argparse.Namespace, config_dir: Path) -> int:
         entry: PathEntry | ListedEntry | None
         if args.trash_id is not None:
             entry = await remote.restore_from_trash(args.trash_id)
-            print(f"Restored {shown(entry['path'])} from the trash; the folders get it at their "
+            where = entry["path"]
+            print(f"Restored {shown(where)} from the trash; the folders get it at their "
                   "next sync.")
         else:
-            path = _remote_path(conf, args.path)
-            entry = await _find(remote, path)
+            where = _remote_path(conf, args.path)
+            entry = await _find(remote, where)
             if entry is None:
-                entry = await _untrash(remote, path)
+                entry = await _untrash(remote, where)
+                where = entry["path"]  # another name if the old one was taken meanwhile
             elif args.version is None:
                 raise SyncClientError(
-                    f"{shown(path)} is not deleted: give --version N to restore an old version "
-                    f"(`drive-sync versions {shown(path)}` lists them)")
+                    f"{shown(where)} is not deleted: give --version N to restore an old version "
+                    f"(`drive-sync versions {shown(where)}` lists them)")
         if args.version is not None:
-            out = await remote.restore(entry["file_id"], args.version)
-            where = entry.get("path") or _remote_path(conf, args.path)
+            out = await remote.restore(_file_id(entry, where), args.version)
             print(f"Restored {shown(where)} to the content of v{args.version} as "
                   f"v{out['version']}; the folders get it at their next sync.")
     return 0

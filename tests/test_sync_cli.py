@@ -325,3 +325,26 @@ async def test_two_config_dirs_on_one_folder_never_sync_at_once(
     finally:
         assert a.stop_daemon() == 0
     assert await copy.cli("run", "--once") == 0  # once it stopped, the copy may sync
+
+
+async def test_versions_and_restore_of_shared_with_me_say_it_is_no_file(
+        two: tuple[Device, Device], srv: RunningServer, tmp_path: Path, capsys) -> None:
+    """The virtual ``/Shared with me`` has no file id: ``versions`` and ``restore --version``
+    of it end with a message that says what it is, rather than asking the server about the id
+    ``None`` (whose "not found" told the user nothing)."""
+    a, _ = two
+    a.write("Proj/plan.txt", "v1")
+    await a.sync()
+    await srv.register("bob@example.com")
+    assert await a.cli("share", "Proj", "--with", "bob@example.com") == 0
+    [bob_pc] = make_devices(tmp_path, "bob-pc")
+    await bob_pc.init(srv, email="bob@example.com")
+    capsys.readouterr()
+    for args in (("versions", "/Shared with me"),
+                 ("restore", "/Shared with me", "--version", "1")):
+        assert await bob_pc.cli(*args) == 1, args
+        err = capsys.readouterr().err
+        assert "only lists the folders shared with you" in err, (args, err)
+    # What is inside it is a real item, with versions.
+    assert await bob_pc.cli("versions", "/Shared with me/Proj/plan.txt") == 0
+    assert "v1" in capsys.readouterr().out
