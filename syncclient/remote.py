@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 
@@ -183,10 +183,9 @@ class Remote:
                     _answer(resp.status, await resp.read())
                 for _ in file_ids:
                     header, payload = await read_content_frame(resp.content.readexactly)
-                    if "error" not in header:
-                        sent = cast(ContentFileHeader, header)
-                        data = decompress_from_wire(sent["encoding"], payload)
-                        out[sent["file_id"]] = (sent, data)
+                    if "error" not in header:  # narrows the header to a ContentFileHeader
+                        data = decompress_from_wire(header["encoding"], payload)
+                        out[header["file_id"]] = (header, data)
         except (aiohttp.ClientConnectionError, TimeoutError, OSError,
                 asyncio.IncompleteReadError) as exc:
             raise Offline(f"cannot reach {self.base_url}: {exc}") from exc

@@ -69,7 +69,7 @@ def field(body: dict[str, Any], name: str, kind: type[T], *, default: Any = _MIS
     if name not in body or body[name] is None:
         if default is _MISSING:
             raise BadRequest(f"field {name!r} is required", code="missing_field", field=name)
-        return default  # type: ignore[no-any-return]
+        return default
     value = body[name]
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
         raise BadRequest(f"field {name!r} must be {_kind_name(kind)}", code="invalid_field",
