@@ -51,6 +51,11 @@ def check_client_install(client_bin: Path) -> None:
              "sys.exit(1 if found or loaded else 0)\n")
     run(client_bin / "python", "-c", probe)
     run(client_bin / "drive-sync", "--help")
+    # drive-server is installed too (one package), but without its libraries it says so.
+    with tempfile.TemporaryDirectory() as data:
+        done = subprocess.run([str(client_bin / "drive-server"), "serve", "--port", "0",
+                               "--data-dir", data], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "pip install '.[server]'" in done.stderr, done
 
 
 def start_server(server_bin: Path, data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -198,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # a laptop's client-only install (pip install .)
+        print(f"drive-server: the server's libraries are not installed (no module {exc.name!r});"
+              " install them with: pip install 'drive[server]' (from a checkout: pip install"
+              " '.[server]')", file=sys.stderr)
+        return 1
     except Exception as exc:  # one clear line, not a traceback, for operational failures
         logging.getLogger("driveserver").debug("failure", exc_info=True)
         print(f"drive-server: {type(exc).__name__}: {exc}", file=sys.stderr)
