@@ -315,3 +315,36 @@ async def test_finding7_simultaneous_look_alikes_get_one_account(server: Running
     statuses = await simultaneous(server.url + "/api/auth/register", bodies)
     assert statuses.count(201) == 1, statuses
     assert set(statuses) <= {201, 400, 409}, statuses
+
+
+async def test_findings_1_2_5_12_healthz_answers_while_such_requests_run(
+        server: RunningServer, alice: ApiClient) -> None:
+    """The acceptance rule for the findings of this file: while each kind of hostile request
+    runs (50 simultaneous password guesses, a decompression bomb, a hundred-thousand-block
+    complete, JSON nested 60,000 deep), another client's /healthz answers within 1 s."""
+    import struct
+
+    import zstandard
+
+    from driveproto.blocks import BLOCK_SIZE
+    from tests.helpers import HealthzProbe
+
+    await server.register("dave@example.com")
+    made = await upload(alice, "/one.txt", b"x")
+    h = (await alice.get(f"/api/files/{made['file_id']}/download")).body["blocks"][0]["hash"]
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * BLOCK_SIZE)
+    frame = b"ab" * 32 + b"\x01" + struct.pack(">I", len(bomb)) + bomb
+    init = (await alice.post("/api/files/upload-init", {"path": "/b", "size": 1})).body
+    async with HealthzProbe(server.url) as health:
+        await simultaneous(server.url + "/api/auth/login",
+                           [{"email": "dave@example.com", "password": WRONG}] * 50)
+        async with alice.session.post(init["batch_url"], data=frame * 250) as resp:
+            assert resp.status == 413
+        r = await alice.post(f"/api/files/{made['file_id']}/complete",
+                             {"blocks": [h] * 100_000})
+        assert r.status == 400
+        async with aiohttp.ClientSession() as s, s.post(
+                server.url + "/api/auth/login", data=b"[" * 60_000,
+                headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 400
+    health.check()
