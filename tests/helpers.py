@@ -259,3 +259,19 @@ class HealthzProbe:
         assert not self.errors, self.errors
         assert len(self.times) >= 3, self.times
         assert max(self.times) < within, f"/healthz took {max(self.times):.2f} s"
+
+
+def count_inflated(monkeypatch: Any) -> list[int]:
+    """Count what the batch parser inflates: the decoded size of every frame it decodes is
+    appended to the returned list (the decompression-bomb tests assert on its sum)."""
+    from driveproto import frames
+
+    decoded: list[int] = []
+    real = frames.decompress_from_wire
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        out = real(*args, **kwargs)
+        decoded.append(len(out))
+        return out
+    monkeypatch.setattr(frames, "decompress_from_wire", counting)
+    return decoded

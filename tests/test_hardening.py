@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.helpers import PASSWORD, ApiClient, RunningServer, upload
+from tests.helpers import PASSWORD, ApiClient, RunningServer, count_inflated, upload
 
 WRONG = "not the password, surely"
 
@@ -101,17 +101,9 @@ async def test_finding2_a_decompression_bomb_in_a_batch_inflates_nothing_past_th
 
     import zstandard
 
-    from driveproto import frames
     from driveproto.blocks import BLOCK_SIZE
 
-    decoded: list[int] = []
-    real = frames.decompress_from_wire
-
-    def counting(*args: object, **kwargs: object) -> bytes:
-        out = real(*args, **kwargs)  # type: ignore[arg-type]
-        decoded.append(len(out))
-        return out
-    monkeypatch.setattr(frames, "decompress_from_wire", counting)
+    decoded = count_inflated(monkeypatch)
     bomb = zstandard.ZstdCompressor().compress(b"\0" * BLOCK_SIZE)
     assert len(bomb) < 1000
     frame = b"ab" * 32 + b"\x01" + struct.pack(">I", len(bomb)) + bomb

@@ -20,7 +20,14 @@ import pytest
 from driveproto.blocks import BLOCK_SIZE, block_hash
 from driveproto.frames import encode_batch
 from driveserver import appkeys
-from tests.helpers import ApiClient, HealthzProbe, RunningServer, download_blocks, upload
+from tests.helpers import (
+    ApiClient,
+    HealthzProbe,
+    RunningServer,
+    count_inflated,
+    download_blocks,
+    upload,
+)
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -168,15 +175,7 @@ async def test_finding2_a_spent_or_revoked_grant_inflates_nothing(
     of 50 frames that would each inflate to 4 MiB (10 KB of body) is refused before anything is
     inflated (was: decoded up to the grant's full size whatever it had left, 193 MB of memory
     for a 50-times grant)."""
-    from driveproto import frames
 
-    decoded: list[int] = []
-    real = frames.decompress_from_wire
-
-    def counting(*args: object, **kwargs: object) -> bytes:
-        out = real(*args, **kwargs)  # type: ignore[arg-type]
-        decoded.append(len(out))
-        return out
     grant = await init(alice, "/big.bin", BLOCK_SIZE)
     async with aiohttp.ClientSession() as s:
         if spent_by == "upload":
@@ -184,7 +183,7 @@ async def test_finding2_a_spent_or_revoked_grant_inflates_nothing(
             assert status == 200
         else:
             assert (await alice.post("/api/auth/logout")).status == 204
-        monkeypatch.setattr(frames, "decompress_from_wire", counting)
+        decoded = count_inflated(monkeypatch)
         body = _bomb_frames(50)
         async with s.post(grant["batch_url"], data=body) as r:
             expected = (413, "too_large") if spent_by == "upload" else (403, "grant_revoked")
@@ -196,17 +195,9 @@ async def test_finding2_a_batch_request_inflates_at_most_64_mib(
         server: RunningServer, alice: ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """However big the grant (a 1 GiB file's), one batch request inflates at most 64 MiB: 40
     frames of 4 MiB each from a 10 KB body are a 413 after 16 of them at most."""
-    from driveproto import frames
     from driveserver.blocks import routes as block_routes
 
-    decoded: list[int] = []
-    real = frames.decompress_from_wire
-
-    def counting(*args: object, **kwargs: object) -> bytes:
-        out = real(*args, **kwargs)  # type: ignore[arg-type]
-        decoded.append(len(out))
-        return out
-    monkeypatch.setattr(frames, "decompress_from_wire", counting)
+    decoded = count_inflated(monkeypatch)
     grant = await init(alice, "/huge.bin", 1024 * MB)
     body = _bomb_frames(40)
     async with aiohttp.ClientSession() as s, s.post(grant["batch_url"], data=body) as r:

@@ -27,14 +27,19 @@ async def gc_epoch(q: Any) -> int:
     return int(value or 0)
 
 
-async def tombstoned(q: Any, names: Iterable[str]) -> set[str]:
-    """Of the object ``names``, those GC has marked for deletion (or is deleting)."""
+async def _present(q: Any, table: str, names: Iterable[str]) -> set[str]:
+    """Of the object ``names``, those ``table`` has a row for (in chunks of bound parameters)."""
     out: set[str] = set()
     for chunk in _chunks(names):
         out.update(r[0] for r in await q.fetchall(
-            "SELECT object_name FROM block_tombstones"
+            f"SELECT object_name FROM {table}"
             f" WHERE object_name IN ({','.join('?' * len(chunk))})", chunk))
     return out
+
+
+async def tombstoned(q: Any, names: Iterable[str]) -> set[str]:
+    """Of the object ``names``, those GC has marked for deletion (or is deleting)."""
+    return await _present(q, "block_tombstones", names)
 
 
 async def all_tombstones(q: Any) -> list[str]:
@@ -61,12 +66,7 @@ async def mark_unreferenced(tx: Tx, cutoff: float, limit: int) -> list[str]:
 
 async def recorded(q: Any, names: Iterable[str]) -> set[str]:
     """Of the object ``names``, those a ``blocks`` row records."""
-    out: set[str] = set()
-    for chunk in _chunks(names):
-        out.update(r[0] for r in await q.fetchall(
-            "SELECT object_name FROM blocks"
-            f" WHERE object_name IN ({','.join('?' * len(chunk))})", chunk))
-    return out
+    return await _present(q, "blocks", names)
 
 
 async def mark_orphans(tx: Tx, names: Iterable[str]) -> list[str]:
