@@ -46,6 +46,12 @@ class World:
     def content(self) -> str:
         return f"c{next(self.contents)}"
 
+    def new_node(self, is_dir: bool, is_local: bool) -> Node:
+        """A new folder or file: on this disk it has an inode, on the server an id and v1."""
+        ident = next(self.ids)
+        c = None if is_dir else self.content()
+        return Node(is_dir, c, inode=ident) if is_local else Node(is_dir, c, f"id{ident}", 1)
+
 
 @st.composite
 def scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str]]:
@@ -73,14 +79,7 @@ def scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str]]:
             items = sorted(tree)
             if kind in ("create", "mkdir") and candidates(tree):
                 p = draw(st.sampled_from(candidates(tree)))
-                ident = next(world.ids)
-                if kind == "mkdir":
-                    tree[p] = Node(True, inode=ident) if is_local else \
-                        Node(True, file_id=f"id{ident}", version=1)
-                else:
-                    c = world.content()
-                    tree[p] = Node(False, c, inode=ident) if is_local else \
-                        Node(False, c, f"id{ident}", 1)
+                tree[p] = world.new_node(kind == "mkdir", is_local)
             elif kind == "edit" and files:
                 p = draw(st.sampled_from(files))
                 c = world.content()
@@ -246,14 +245,7 @@ def filtered_scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str], bool
             free = free_paths(tree, names)
             if kind in ("create", "mkdir") and free:
                 p = draw(st.sampled_from(free))
-                ident = next(world.ids)
-                if kind == "mkdir":
-                    tree[p] = Node(True, inode=ident) if is_local else \
-                        Node(True, file_id=f"id{ident}", version=1)
-                else:
-                    c = world.content()
-                    tree[p] = Node(False, c, inode=ident) if is_local else \
-                        Node(False, c, f"id{ident}", 1)
+                tree[p] = world.new_node(kind == "mkdir", is_local)
             elif kind == "edit" and files:
                 p = draw(st.sampled_from(files))
                 n = tree[p]
