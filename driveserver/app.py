@@ -25,6 +25,7 @@ from .api import (
     share_routes,
     upload_routes,
 )
+from .api.middleware import error_middleware
 from .auth import LoginThrottle, TokenSigner
 from .blocks import routes as block_routes
 from .blocks.grants import Grants
@@ -40,7 +41,7 @@ from .connections import (
     guarded_site,
     raise_open_file_limit,
 )
-from .errors import Unauthorized, error_middleware
+from .errors import Unauthorized
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, finish_interrupted, move_cold_blocks
 from .meta.db import Database

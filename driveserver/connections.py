@@ -45,7 +45,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from . import appkeys
-from .errors import PayloadTooLarge, error_response
+from .errors import PayloadTooLarge
+from .httputil import error_response
 from .paths import MAX_PATH_BYTES
 
 if TYPE_CHECKING:

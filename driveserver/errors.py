@@ -1,21 +1,22 @@
-"""HTTP errors as exceptions, and the one middleware that renders every error as JSON.
+"""The API's errors as exception classes, and nothing else: a leaf every layer may import.
 
-Handlers raise :class:`ApiError` subclasses; nothing else builds an error response. Anything
-unexpected becomes a 500 with a generic message (details go to the log, never to the client), so
-the body shape ``{"error": {"code", "message"}}`` holds for every failure, including aiohttp's own
-404/405 and body-size errors.
+Units of work, permission checks and routes raise :class:`ApiError` subclasses; nothing builds an
+error response by hand. :mod:`driveserver.api.middleware` turns them (and aiohttp's own HTTP
+errors, and anything unexpected) into the one body shape ``{"error": {"code", "message", ...}}``.
+This module imports nothing from the server, so that ``meta/`` and ``paths`` can raise these
+without pulling in aiohttp's request handling.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
 
-log = logging.getLogger("driveserver.errors")
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """The JSON body of every error answer: ``{"error": {"code", "message", **details}}``."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    body.update(details)
+    return {"error": body}
 
 
 class ApiError(Exception):
@@ -28,6 +29,10 @@ class ApiError(Exception):
         if code:
             self.code = code
         self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        """The body the client gets for this error (see :func:`error_body`)."""
+        return error_body(self.code, self.message, **self.details)
 
 
 class BadRequest(ApiError):
@@ -68,46 +73,3 @@ class TooManyRequests(ApiError):
 
 class InsufficientStorage(ApiError):
     status, code = 507, "over_quota"
-
-
-def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    body.update(details)
-    headers = {}
-    if "retry_after" in details:
-        headers["Retry-After"] = str(max(1, int(details["retry_after"] + 0.999)))
-    return web.Response(status=status, text=json.dumps({"error": body}),
-                        content_type="application/json", headers=headers)
-
-
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
-               416: "range_not_satisfiable"}
-
-
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.status != 404 else "no such route"
-        if exc.status == 413:
-            message = "request body too large"
-        resp = error_response(exc.status, code, message)
-        if "Content-Range" in exc.headers:  # a 416 says how long the file is
-            resp.headers["Content-Range"] = exc.headers["Content-Range"]
-        return resp
-    except ConnectionResetError:
-        raise
-    except Exception:
-        from .observability import loggable_path  # tokens in /s/ paths must not reach logs
-
-        log.exception("unhandled error on %s %s", request.method, loggable_path(request.path))
-        return error_response(500, "internal_error", "internal server error")

@@ -29,8 +29,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import appkeys
 
-access_log = logging.getLogger("driveserver.access")
-
 
 class Metrics:
     """One registry per app, so several apps in one test process never share counters."""

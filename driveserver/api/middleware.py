@@ -1,0 +1,57 @@
+"""The one middleware that renders every error as JSON.
+
+Handlers raise :class:`~driveserver.errors.ApiError` subclasses; nothing else builds an error
+response. Anything unexpected becomes a 500 with a generic message (details go to the log, never
+to the client), so the body shape ``{"error": {"code", "message"}}`` holds for every failure,
+including aiohttp's own 404/405, body-size and range errors. An ``HTTPException``'s headers that
+carry meaning survive the rebuild: a 416 keeps ``Content-Range: bytes */SIZE`` (code
+``range_not_satisfiable``, see docs/api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import ApiError
+from ..httputil import error_response
+from ..observability import loggable_path
+
+log = logging.getLogger("driveserver.errors")
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+               416: "range_not_satisfiable"}
+
+# Headers of an aiohttp HTTPException that the JSON answer keeps.
+_KEPT_HEADERS = ("Content-Range", "Allow")
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, **exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.status != 404 else "no such route"
+        if exc.status == 413:
+            message = "request body too large"
+        resp = error_response(exc.status, code, message)
+        for name in _KEPT_HEADERS:
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+        return resp
+    except ConnectionResetError:
+        raise
+    except Exception:
+        # loggable_path: tokens in /s/ paths must not reach the logs.
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request.path))
+        return error_response(500, "internal_error", "internal server error")
