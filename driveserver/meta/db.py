@@ -14,9 +14,11 @@ statement waits on another connection (WAL readers never block the writer), so t
 left are ``BEGIN IMMEDIATE`` itself (another process, e.g. ``drive-server user add``, may hold the
 lock) and ``COMMIT`` (it fsyncs the WAL); those two run in a worker thread. Maintenance work whose
 statements scan whole tables asks for ``transaction(offload=True)``, which runs every statement
-in a worker thread so that the loop stays responsive. For the same reason, routes that look up
-metadata for a whole batch of files read through :meth:`Database.snapshot`: a third connection,
-read-only, used on the loop's thread for indexed lookups only.
+in a worker thread so that the loop stays responsive; a single statement that may touch a whole
+subtree (trash, restore, a move into a shared folder, their journal entries) asks for it with
+``offload=True``. For the same reason, routes that look up metadata for a whole batch of files
+read through :meth:`Database.snapshot`: a third connection, read-only, used on the loop's thread
+for indexed lookups only.
 
 A unit of work is a plain function of the transaction: ``await db.write(fn)`` runs ``fn(tx)``
 inside one transaction and returns what it returns. Such a function does SQL and nothing else:
@@ -115,31 +117,39 @@ class Tx:
         # 1,000 files is completed), kept current by the code that changes them.
         self.memo: dict[Any, Any] = {}
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        if not self._offload:
+    async def _run(self, fn: Callable[[], T], offload: bool) -> T:
+        if not (offload or self._offload):
             return fn()
         # Seen through: the connection must not be rolled back (or closed) under a statement
         # still running in its thread.
         return await _see_through(asyncio.to_thread(fn))
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
-        args = tuple(params)
-        return await self._run(lambda: self.conn.execute(sql, args))
+    # ``offload=True`` on one statement: it may touch a whole subtree (a trash, a restore, a
+    # move into a shared folder), so it runs in a worker thread while the loop goes on.
 
-    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+    async def execute(self, sql: str, params: Iterable[Any] = (), *,
+                      offload: bool = False) -> sqlite3.Cursor:
+        args = tuple(params)
+        return await self._run(lambda: self.conn.execute(sql, args), offload)
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]], *,
+                          offload: bool = False) -> None:
         args = [tuple(r) for r in rows]
-        await self._run(lambda: self.conn.executemany(sql, args))
+        await self._run(lambda: self.conn.executemany(sql, args), offload)
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+    async def fetchone(self, sql: str, params: Iterable[Any] = (), *,
+                       offload: bool = False) -> Row | None:
         args = tuple(params)
-        return await self._run(lambda: self.conn.execute(sql, args).fetchone())
+        return await self._run(lambda: self.conn.execute(sql, args).fetchone(), offload)
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+    async def fetchall(self, sql: str, params: Iterable[Any] = (), *,
+                       offload: bool = False) -> list[Row]:
         args = tuple(params)
-        return await self._run(lambda: self.conn.execute(sql, args).fetchall())
+        return await self._run(lambda: self.conn.execute(sql, args).fetchall(), offload)
 
-    async def fetchval(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        row = await self.fetchone(sql, params)
+    async def fetchval(self, sql: str, params: Iterable[Any] = (), *,
+                       offload: bool = False) -> Any:
+        row = await self.fetchone(sql, params, offload=offload)
         return None if row is None else row[0]
 
     def on_commit(self, hook: Callable[[], None]) -> None:

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from driveproto.names import MAX_DEPTH, name_key
+from driveproto.names import name_key
 
 from ..auth import new_id
 from ..errors import BadRequest, Conflict, InsufficientStorage, NotFound
-from ..paths import join_path, too_deep, validate_name
+from ..paths import join_path, validate_name
 from ..permissions import authorize_workspace_change
 from ..sync.journal import Actor, Journal
 from .db import Row, Tx
+from .depth import check_depth, check_subtree_depth
 from .mounts import owner_path, workspace_path
+from .workspaces import contains_shared_folder, is_workspace_root, kind_of, set_workspace
 
 
 async def get_file(q: Any, file_id: str) -> Row | None:
@@ -44,41 +46,11 @@ async def _check_quota_for_restore(tx: Tx, file: Row) -> None:
     assert owner is not None  # every workspace has an owner (foreign key)
     back = await tx.fetchval(
         "SELECT COALESCE(SUM(size), 0) FROM files WHERE trash_root_id = ? AND is_directory = 0",
-        (file["id"],))
+        (file["id"],), offload=True)
     from .accounts import used_bytes  # accounts imports nothing from here; keep it that way
     if await used_bytes(tx, owner["id"]) + int(back) > owner["quota_bytes"]:
         raise InsufficientStorage("restoring this would exceed the owner's quota",
                                   quota=owner["quota_bytes"])
-
-
-async def _kind(q: Any, workspace_id: str) -> str:
-    return str(await q.fetchval("SELECT kind FROM workspaces WHERE id = ?", (workspace_id,)))
-
-
-async def _contains_shared_folder(q: Any, file: Row) -> bool:
-    row = await q.fetchone(
-        "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
-        "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"
-        " SELECT 1 FROM workspaces w JOIN down ON w.root_id = down.id WHERE w.kind = 'shared'"
-        " LIMIT 1", (file["id"],))
-    return row is not None
-
-
-async def _is_workspace_root(q: Any, file: Row) -> bool:
-    """A shared folder's own row stays in its owner's tree when it moves there."""
-    return await q.fetchone("SELECT 1 FROM workspaces WHERE root_id = ?", (file["id"],)) \
-        is not None
-
-
-async def _set_workspace(tx: Tx, file: Row, workspace_id: str) -> None:
-    """Put ``file`` and everything below it, trashed items too (so that a later restore finds
-    them where they belong), into ``workspace_id``. The callers make sure no shared folder is
-    below it: a shared folder's contents keep their own workspace."""
-    await tx.execute(
-        "WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
-        "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)"
-        " UPDATE files SET workspace_id = ? WHERE id IN (SELECT id FROM down)",
-        (file["id"], workspace_id))
 
 
 async def live_child(q: Any, parent_id: str, name: str) -> Row | None:
@@ -141,53 +113,6 @@ async def is_ancestor(q: Any, ancestor_id: str, file_id: str) -> bool:
     return row is not None
 
 
-async def depth_of(q: Any, file: Row) -> int:
-    """How many folders ``file`` lies below its owner's root (0 for the root itself)."""
-    if file["parent_id"] is None:
-        return 0
-    return int(await q.fetchval(
-        "WITH RECURSIVE up(id, parent_id) AS ("
-        "  SELECT id, parent_id FROM files WHERE id = ?"
-        "  UNION ALL SELECT f.id, f.parent_id FROM files f JOIN up ON f.id = up.parent_id)"
-        " SELECT COUNT(*) - 1 FROM up", (file["id"],)))
-
-
-async def _reaches(q: Any, file: Row, levels: int, *, restoring: bool = False) -> bool:
-    """Whether anything live lies ``levels`` or more below ``file`` (with ``restoring``: of
-    what a restore of ``file`` brings back). The walk stops at that depth, so it reads only
-    the part of the subtree above it."""
-    if not file["is_directory"]:
-        return False
-    which, params = (("f.trash_root_id = ?", (file["id"], file["id"])) if restoring
-                     else ("f.trashed_at IS NULL", (file["id"],)))
-    return await q.fetchone(
-        "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION ALL"
-        "  SELECT f.id, down.depth + 1 FROM files f JOIN down ON f.parent_id = down.id"
-        f"  WHERE {which} AND down.depth < ?)"
-        " SELECT 1 FROM down WHERE depth >= ? LIMIT 1", (*params, levels, levels)) is not None
-
-
-async def check_depth(q: Any, base: Row, levels: int) -> None:
-    """Refuse (400 ``path_too_deep``) to put anything ``levels`` below ``base`` deeper than
-    ``MAX_DEPTH`` in its owner's drive. Depth is counted there, not in the asker's view: it is
-    the owner's tree that every walk climbs."""
-    if levels > MAX_DEPTH or await depth_of(q, base) + levels > MAX_DEPTH:
-        raise too_deep()
-
-
-async def _check_subtree_depth(q: Any, file: Row, parent: Row, *, restoring: bool = False
-                               ) -> None:
-    """Refuse to put ``file`` into ``parent`` if something below it would then lie deeper than
-    ``MAX_DEPTH`` (``file`` itself is checked by the caller). A move needs the walk down only
-    when it takes the item deeper; a restore always does, since whatever its subtree fitted
-    under when it was trashed may have moved deeper since."""
-    new_depth = await depth_of(q, parent) + 1
-    if not restoring and new_depth <= await depth_of(q, file):
-        return
-    if await _reaches(q, file, MAX_DEPTH - new_depth + 1, restoring=restoring):
-        raise too_deep()
-
-
 def _child_path(parent: Row, parent_path: str, child: Row) -> str:
     """``child``'s path in its workspace, from its parent's path in the parent's: a shared
     folder's children start its own workspace's paths afresh."""
@@ -207,7 +132,8 @@ async def live_subtree_with_paths(q: Any, file: Row) -> list[Row]:
         "  down.depth + 1 FROM files f JOIN down ON f.parent_id = down.id"
         "  WHERE f.trashed_at IS NULL)"
         " SELECT files.*, down.path AS wpath FROM files JOIN down ON files.id = down.id"
-        " ORDER BY down.depth, files.name_key", (await workspace_path(q, file), file["id"])))
+        " ORDER BY down.depth, files.name_key", (await workspace_path(q, file), file["id"]),
+        offload=True))
 
 
 async def list_children(q: Any, folder_id: str, limit: int, after: str | None) -> list[Row]:
@@ -311,7 +237,7 @@ class Tree:
         parent, _ = await self.ensure_folders(tx, root, dest_parts[:-1], actor,
                                               below=0 if in_place else 1)
         if not in_place:
-            await _check_subtree_depth(tx, file, parent)
+            await check_subtree_depth(tx, file, parent)
         clash = await live_child(tx, parent["id"], new_name)
         if clash is not None and clash["id"] != file["id"]:
             raise Conflict(f"{clash['name']!r} already exists in the destination folder",
@@ -322,10 +248,10 @@ class Tree:
             "UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
             (parent["id"], new_name, name_key(new_name), file["id"]))
         target_ws = await child_workspace(tx, parent)
-        if await _kind(tx, target_ws) == "shared" and await _contains_shared_folder(tx, file):
+        if await kind_of(tx, target_ws) == "shared" and await contains_shared_folder(tx, file):
             raise Conflict("a shared folder cannot be moved into another shared folder",
                            code="nested_share")
-        if target_ws != file["workspace_id"] and not await _is_workspace_root(tx, file):
+        if target_ws != file["workspace_id"] and not await is_workspace_root(tx, file):
             await authorize_workspace_change(tx, actor.user_id, file["workspace_id"], target_ws)
             return await self._move_across(tx, file, target_ws, old_path, actor)
         moved = await get_file(tx, file["id"])
@@ -339,7 +265,7 @@ class Tree:
         old workspace see a delete, those who follow the new one see it appear (parents first),
         as in Dropbox."""
         await self.journal.record(tx, file, "delete", actor, path=old_path)
-        await _set_workspace(tx, file, target_ws)
+        await set_workspace(tx, file, target_ws)
         moved = await get_file(tx, file["id"])
         assert moved is not None
         for row in await live_subtree_with_paths(tx, moved):
@@ -358,7 +284,7 @@ class Tree:
             "  WHERE f.trashed_at IS NULL)"
             " UPDATE files SET trashed_at = ?, trash_root_id = ?, trashed_by = ?"
             " WHERE id IN (SELECT id FROM down)",
-            (file["id"], tx.now, file["id"], actor.user_id))
+            (file["id"], tx.now, file["id"], actor.user_id), offload=True)
         await tx.execute("UPDATE files SET trashed_path = ? WHERE id = ?", (path, file["id"]))
         row = await get_file(tx, file["id"])
         assert row is not None
@@ -382,22 +308,22 @@ class Tree:
             parent, _ = await self.ensure_folders(tx, root, old_parts[:-1], actor, below=1)
         else:  # its folder may have moved deeper since
             await check_depth(tx, parent, 1)
-        await _check_subtree_depth(tx, file, parent, restoring=True)
+        await check_subtree_depth(tx, file, parent, restoring=True)
         await _check_quota_for_restore(tx, file)
         target_ws = await child_workspace(tx, parent)
         if target_ws != file["workspace_id"]:
-            if await _kind(tx, target_ws) == "shared" and await _contains_shared_folder(
+            if await kind_of(tx, target_ws) == "shared" and await contains_shared_folder(
                     tx, file):
                 raise Conflict("this would put a shared folder inside another shared folder;"
                                " move or unshare the folder it would land in, then restore",
                                code="nested_share")
-            await _set_workspace(tx, file, target_ws)
+            await set_workspace(tx, file, target_ws)
         name = await self._free_name(tx, parent["id"], file["name"])
         await tx.execute("UPDATE files SET parent_id = ?, name = ?, name_key = ? WHERE id = ?",
                          (parent["id"], name, name_key(name), file["id"]))
         await tx.execute(
             "UPDATE files SET trashed_at = NULL, trash_root_id = NULL, trashed_by = NULL,"
-            " trashed_path = NULL WHERE trash_root_id = ?", (file["id"],))
+            " trashed_path = NULL WHERE trash_root_id = ?", (file["id"],), offload=True)
         restored = await get_file(tx, file["id"])
         assert restored is not None
         # Journal every restored item, parents first, so a device can recreate the subtree.
@@ -424,8 +350,9 @@ class Tree:
             raise NotFound("no such item in the trash")
         down = ("WITH RECURSIVE down(id) AS (SELECT ? UNION ALL"
                 "  SELECT f.id FROM files f JOIN down ON f.parent_id = down.id)")
-        ids = [r["id"] for r in await tx.fetchall(f"{down} SELECT id FROM down", (file["id"],))]
+        ids = [r["id"] for r in await tx.fetchall(f"{down} SELECT id FROM down", (file["id"],),
+                                                  offload=True)]
         # One statement, so the parent/child foreign keys are checked only once all are gone.
         await tx.execute(f"{down} DELETE FROM files WHERE id IN (SELECT id FROM down)",
-                         (file["id"],))
+                         (file["id"],), offload=True)
         return ids
