@@ -40,17 +40,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
 import re
-import stat
 import struct
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -63,7 +60,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, is_block_hash
 from driveproto.wire import WIRE_IDENTITY, WIRE_ZSTD, decompress_from_wire
-from driveserver.fsutil import atomic_write, fsync_dir
+
+from .keyfile import KeyRingError, locked_key_file, read_key_file, write_key_file
 
 __all__ = [
     "KEY_FILE_FORMAT",
@@ -105,10 +103,6 @@ _NAMING_INFO = b"drive/blocks/object-name/v1"
 
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 _ZSTD_LEVEL = 3
-
-
-class KeyRingError(Exception):
-    """The key file is missing, unreadable or malformed."""
 
 
 def _hkdf(master: bytes, info: bytes) -> bytes:
@@ -182,7 +176,7 @@ class KeyRing:
         :raises KeyRingError: if it is missing, unreadable or malformed.
         """
         path = Path(path)
-        raw = _read_key_file(path)
+        raw = read_key_file(path)
         if raw is None:
             raise KeyRingError(f"key file {path} does not exist")
         return cls.from_json(raw, source=str(path))
@@ -197,11 +191,11 @@ class KeyRing:
         that exists but cannot be parsed is an error, never replaced.
         """
         path = Path(path)
-        raw = _read_key_file(path)
+        raw = read_key_file(path)
         if raw is not None:
             return cls.from_json(raw, source=str(path))
         ring = cls.generate()
-        if _write_atomic(path, ring.to_json(), replace=False):
+        if write_key_file(path, ring.to_json(), replace=False):
             log.info("created key file %s with key %s", path, ring.active_key_id)
             return ring
         return cls.load(path)  # somebody else created it first: use theirs
@@ -218,9 +212,9 @@ class KeyRing:
         :raises KeyRingError: if the file does not exist or is malformed.
         """
         path = Path(path)
-        with _locked_file(path) as raw:
+        with locked_key_file(path) as raw:
             ring = cls.from_json(raw, source=str(path)).with_new_active_key()
-            _write_atomic(path, ring.to_json(), replace=True)
+            write_key_file(path, ring.to_json(), replace=True)
         log.info("rotated key file %s: new active key %s", path, ring.active_key_id)
         return ring
 
@@ -398,81 +392,3 @@ def _parse_header(sealed: bytes) -> tuple[int, int, bytes, bytes, bytes, bytes]:
     if flags & ~_KNOWN_FLAGS:
         raise BlockCorrupt(f"unknown sealed block flags 0x{flags:02x}")
     return version, flags, key_id, wrap_nonce, wrapped, body_nonce
-
-
-# -- the key file on disk ----------------------------------------------------
-
-
-def _read_key_file(path: Path) -> bytes | None:
-    """The key file's bytes, or None if there is no file at ``path``."""
-    try:
-        with open(path, "rb") as f:
-            _warn_if_exposed(path, os.fstat(f.fileno()))
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise KeyRingError(f"cannot read key file {path}: {exc.strerror or exc}") from None
-
-
-def _warn_if_exposed(path: Path, st: os.stat_result) -> None:
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        log.warning(
-            "key file %s is accessible to other users (mode %o); run chmod 600 on it",
-            path,
-            stat.S_IMODE(st.st_mode),
-        )
-
-
-def _ensure_private_dir(directory: Path) -> None:
-    """Create ``directory`` with mode 0700 if it is missing (an existing one is left as is)."""
-    if directory.is_dir():
-        return
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    fsync_dir(directory.parent)
-
-
-def _write_atomic(path: Path, data: bytes, *, replace: bool) -> bool:
-    """Write the key file so readers see the old file or the whole new one (mode 0600 from the
-    start); with ``replace=False`` an existing file wins and False is returned."""
-    _ensure_private_dir(path.parent)
-    try:
-        return atomic_write(path, data, 0o600, overwrite=replace)
-    except OSError as exc:
-        raise KeyRingError(f"cannot write key file {path}: {exc.strerror or exc}") from None
-
-
-@contextmanager
-def _locked_file(path: Path) -> Iterator[bytes]:
-    """Hold an exclusive lock on the key file and yield its contents.
-
-    The file is replaced by rename, so a waiter may wake up holding a lock on
-    the old inode; it then retries on the current one.
-    """
-    while True:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise KeyRingError(f"key file {path} does not exist") from None
-        except OSError as exc:
-            raise KeyRingError(f"cannot open key file {path}: {exc.strerror or exc}") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                held = os.fstat(fd)
-                current = os.stat(path)
-            except FileNotFoundError:
-                continue  # renamed away while we waited; lock the new file
-            except OSError as exc:
-                raise KeyRingError(f"cannot lock key file {path}: {exc.strerror or exc}") from None
-            if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
-                continue  # replaced while we waited; lock the new file
-            _warn_if_exposed(path, held)
-            chunks = []
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-            yield b"".join(chunks)
-            return
-        finally:
-            os.close(fd)
