@@ -24,7 +24,8 @@ import pytest
 
 from driveserver.app import build_app, start_site
 from driveserver.config import load_config
-from syncclient.cli import main, open_engine
+from syncclient.cli import main
+from syncclient.commands.run import open_engine
 from syncclient.engine import Engine
 from tests.helpers import METRICS_AUTH, METRICS_TOKEN, PASSWORD, RunningServer
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from syncclient import daemon as daemon_module
-from syncclient.cli import open_engine
+from syncclient.commands.run import open_engine
 from syncclient.daemon import Daemon
 from tests.helpers import RunningServer, wait_for
 from tests.sync_helpers import Device, make_devices
