@@ -21,13 +21,14 @@ from driveproto.names import name_key
 from driveproto.replies import ListedEntry, PathEntry
 
 from . import down
+from .batch_upload import BatchItem, upload_batch
 from .context import RoundResult, SyncContext
 from .errors import ApiError
 from .localtree import Scan
 from .planner import Node, Op, conflict_name, same
 from .pull import pull
 from .state import SyncedEntry
-from .transfer import BatchItem, Uploaded, upload_batch, upload_file
+from .transfer import Uploaded, upload_file
 
 log = logging.getLogger(__name__)
 
