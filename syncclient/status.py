@@ -20,3 +20,12 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(status))
     os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """What the running daemon last wrote, or {} while there is no (readable) status file."""
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}

@@ -124,12 +124,3 @@ async def cmd_resume(args: argparse.Namespace, config_dir: Path) -> int:
     finally:
         state.close()
     return 0
-
-
-
-def read_status(config_dir: Path) -> dict[str, Any]:
-    try:
-        status = json.loads((config_dir / cfg.STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}

@@ -14,8 +14,9 @@ from ..engine import Engine
 from ..errors import Offline, SyncClientError
 from ..remote import Remote
 from ..state import State
+from ..status import read_status
 from .display import shown
-from .status import read_status, state_text
+from .status import state_text
 
 # How long ``wait`` gives a daemon that is not running yet (just started in the background).
 DAEMON_START_SECONDS = 30.0
@@ -50,7 +51,7 @@ async def cmd_wait(args: argparse.Namespace, config_dir: Path) -> int:
         while True:
             now = time.monotonic()
             holder = cfg.lock_holder(config_dir)
-            status = read_status(config_dir)
+            status = read_status(config_dir / cfg.STATUS_FILE)
             if holder is None or holder.command != "run":
                 if seen_daemon:
                     error = f" ({shown(status['last_error'])})" if status.get("last_error") else ""
