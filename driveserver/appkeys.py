@@ -14,12 +14,12 @@ if TYPE_CHECKING:
     from .config import Config
     from .meta.accounts import Principal
     from .meta.db import Database
+    from .meta.journal import Journal
     from .meta.tree import Tree
     from .meta.versions import Versions
     from .observability import Metrics
     from .storage.tiered import TieredBlockStore
     from .sync.hub import Hub
-    from .sync.journal import Journal
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 DB: web.AppKey[Database] = web.AppKey("db")

@@ -15,7 +15,7 @@ import aiohttp
 
 from driveserver import appkeys
 from driveserver.meta import accounts
-from driveserver.sync.journal import Actor
+from driveserver.meta.journal import Actor
 from driveserver.sync.routes import NOTIFIER
 from tests.helpers import ApiClient, HealthzProbe, RunningServer, upload, wait_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from driveserver import appkeys
 from driveserver.meta import accounts
-from driveserver.sync.journal import Actor
+from driveserver.meta.journal import Actor
 from driveserver.sync.routes import NOTIFIER
 from tests.helpers import ApiClient, RunningServer, start_server, wait_for
 

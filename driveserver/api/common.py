@@ -13,7 +13,7 @@ from .. import appkeys
 from ..errors import BadRequest, Unauthorized
 from ..httputil import read_body
 from ..meta.accounts import Principal
-from ..sync.journal import Actor
+from ..meta.journal import Actor
 
 T = TypeVar("T")
 _MISSING = object()

@@ -26,11 +26,11 @@ from ..errors import (
 from ..meta import accounts, tree, upload_grants
 from ..meta import blocks as blocks_meta
 from ..meta.db import Row, Tx
+from ..meta.journal import Actor
 from ..meta.versions import BlockRef, version_blocks, version_row
 from ..paths import split_path
 from ..permissions import Action, authorize, own_device, readable_block_sizes, writable_base
 from ..storage.base import StorageError
-from ..sync.journal import Actor
 from .common import actor, batch_items, field, news_to_every_device, principal, read_json
 from .files_routes import version_list
 

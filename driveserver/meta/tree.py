@@ -20,9 +20,9 @@ from ..auth import new_id
 from ..errors import BadRequest, Conflict, InsufficientStorage, NotFound
 from ..paths import join_path, validate_name
 from ..permissions import authorize_workspace_change
-from ..sync.journal import Actor, Journal
 from .db import Row, Tx
 from .depth import check_depth, check_subtree_depth
+from .journal import Actor, Journal
 from .mounts import owner_path, workspace_path
 from .workspaces import contains_shared_folder, is_workspace_root, kind_of, set_workspace
 

@@ -14,9 +14,9 @@ from typing import Any
 from driveproto.blocks import CHUNKING_SCHEME, content_checksum
 
 from ..errors import Conflict, NotFound
-from ..sync.journal import Actor, Journal
 from .accounts import check_quota, spent_quota
 from .db import Row, Tx
+from .journal import Actor, Journal
 from .tree import get_file
 
 

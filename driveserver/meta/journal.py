@@ -11,8 +11,8 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..meta.db import Row, Tx
-from ..meta.mounts import workspace_path
+from .db import Row, Tx
+from .mounts import workspace_path
 
 ACTIONS = ("create", "modify", "move", "delete", "restore", "share", "unshare")
 
