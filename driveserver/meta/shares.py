@@ -26,11 +26,11 @@ from driveproto.names import name_key
 from ..auth import new_id
 from ..errors import BadRequest, Conflict, NotFound
 from ..permissions import SHARE_ROLES, ShareAction, authorize_end_share, authorize_share
-from ..sync.notifications import add_notification
 from .accounts import bump_share_epoch, user_by_email
 from .db import Row, Tx
 from .journal import Journal
 from .mounts import owner_path
+from .notifications import add_notification
 
 PERMISSIONS = tuple(role.value for role in SHARE_ROLES)
 

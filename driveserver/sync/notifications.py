@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -31,8 +30,8 @@ from aiohttp import web
 from .. import appkeys
 from ..api.common import field, principal, query_int, read_json
 from ..errors import BadRequest
-from ..meta.db import Database, Row, Tx
-from ..meta.mounts import SHARED_ROOT, owner_path
+from ..meta import notifications as notes_db
+from ..meta.db import Database, Row
 
 log = logging.getLogger("driveserver.notifications")
 
@@ -47,62 +46,6 @@ PAGE_DEFAULT, PAGE_MAX = 50, 500
 MAX_IDS = 1000
 
 routes = web.RouteTableDef()
-
-
-async def add_notification(tx: Tx, *, user_id: str, actor_id: str, action: str, file_id: str,
-                           workspace_id: str, path: str, is_directory: bool,
-                           seq: int | None = None) -> int:
-    """Notify ``user_id`` (inside the caller's transaction); return the notification id.
-
-    Public so that a route can notify directly when the journal cannot say whom to tell (the
-    sharing route: "shared with you"). An unread notification of the same kind about the same
-    file by the same person is replaced by this one, with its count carried over.
-    """
-    old = await tx.fetchone(
-        "SELECT id, count FROM notifications WHERE user_id = ? AND file_id = ? AND actor_id = ?"
-        " AND action = ? AND read_at IS NULL", (user_id, file_id, actor_id, action))
-    count = 1
-    if old is not None:
-        count += int(old["count"])
-        await tx.execute("DELETE FROM notifications WHERE id = ?", (old["id"],))
-    cur = await tx.execute(
-        "INSERT INTO notifications (user_id, workspace_id, file_id, actor_id, action, path,"
-        " is_directory, seq, count, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (user_id, workspace_id, file_id, actor_id, action, path, int(is_directory), seq, count,
-         tx.now))
-    return int(cur.lastrowid or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class _Viewer:
-    """Someone who follows a workspace's journal: where they see its root, and from which
-    position on its entries are theirs to hear of (0: all of them)."""
-
-    user_id: str
-    prefix: str
-    after_seq: int = 0
-
-
-async def _audience(q: Any, workspace_id: str, owner_id: str) -> list[_Viewer]:
-    """Who follows ``workspace_id``'s journal, read at once: its owner, and for a shared folder
-    (not in its owner's trash) everyone it is shared with, from the grant on.
-
-    A notification's path is the entry's own path (relative to the workspace, as it was when
-    the change was made) under the viewer's mount: it never comes from the file's row read
-    later, which may be in another workspace by then (a folder shared while files are created
-    in it), so it cannot name a folder above what the viewer was given."""
-    root = await q.fetchone(
-        "SELECT w.kind, w.root_id, f.trashed_at FROM workspaces w JOIN files f"
-        " ON f.id = w.root_id WHERE w.id = ?", (workspace_id,))
-    if root is None or root["kind"] != "shared":
-        return [_Viewer(owner_id, "")]
-    out = [_Viewer(owner_id, await owner_path(q, root["root_id"]))]
-    if root["trashed_at"] is None:
-        out += [_Viewer(r["grantee_id"], f"/{SHARED_ROOT}/{r['mount_name']}",
-                        int(r["granted_seq"])) for r in await q.fetchall(
-            "SELECT grantee_id, mount_name, granted_seq FROM shares WHERE file_id = ?",
-            (root["root_id"],))]
-    return out
 
 
 class Notifier:
@@ -127,11 +70,8 @@ class Notifier:
 
     async def start(self) -> None:
         """Catch up on what a previous run (a crash) left unread."""
-        rows = await self._db.fetchall(
-            "SELECT w.id FROM workspaces w LEFT JOIN notify_marks m ON m.workspace_id = w.id"
-            " WHERE w.seq > COALESCE(m.seq, 0)")
-        for r in rows:
-            self.on_commit(r["id"], 0, None)
+        for workspace_id in await notes_db.unread_workspaces(self._db):
+            self.on_commit(workspace_id, 0, None)
 
     async def _drain(self) -> None:
         while self._dirty and not self._closed:
@@ -144,9 +84,8 @@ class Notifier:
 
     async def _mark(self, workspace_id: str) -> int:
         if workspace_id not in self._marks:
-            value = await self._db.fetchval(
-                "SELECT seq FROM notify_marks WHERE workspace_id = ?", (workspace_id,))
-            self._marks[workspace_id] = self._stored_marks[workspace_id] = int(value or 0)
+            value = await notes_db.notify_mark(self._db, workspace_id)
+            self._marks[workspace_id] = self._stored_marks[workspace_id] = value
         return self._marks[workspace_id]
 
     async def process(self, workspace_id: str) -> int:
@@ -155,19 +94,15 @@ class Notifier:
         async with self._lock:
             while True:
                 mark = await self._mark(workspace_id)
-                entries = await self._db.fetchall(
-                    "SELECT j.*, w.owner_id FROM journal j JOIN workspaces w"
-                    " ON w.id = j.workspace_id WHERE j.workspace_id = ? AND j.seq > ?"
-                    " ORDER BY j.seq LIMIT ?", (workspace_id, mark, BATCH))
+                entries = await notes_db.entries_after(self._db, workspace_id, mark, BATCH)
                 if not entries:
                     return created
                 notes = await self._notes_for(workspace_id, entries)
                 through = int(entries[-1]["seq"])
                 if notes or through - self._stored_marks[workspace_id] >= MARK_EVERY:
-                    async with self._db.transaction() as tx:
-                        for note in notes:
-                            await add_notification(tx, **note)
-                        await self._store_mark(tx, workspace_id, through)
+                    await self._db.write(functools.partial(
+                        notes_db.record_notifications, workspace_id=workspace_id, notes=notes,
+                        through=through))
                     self._stored_marks[workspace_id] = through
                     created += len(notes)
                 self._marks[workspace_id] = through
@@ -176,10 +111,10 @@ class Notifier:
 
     async def _notes_for(self, workspace_id: str, entries: list[Row]) -> list[dict[str, Any]]:
         owner_id = entries[0]["owner_id"]
-        if all(e["user_id"] == owner_id for e in entries) and not await self._db.fetchval(
-                "SELECT 1 FROM workspaces WHERE id = ? AND kind = 'shared'", (workspace_id,)):
+        if all(e["user_id"] == owner_id for e in entries) and not (
+                await notes_db.is_shared_workspace(self._db, workspace_id)):
             return []  # the owner alone in their own drive: nobody to tell
-        audience = await _audience(self._db, workspace_id, owner_id)
+        audience = await notes_db.audience(self._db, workspace_id, owner_id)
         notes: list[dict[str, Any]] = []
         for e in entries:
             for viewer in audience:
@@ -194,12 +129,6 @@ class Notifier:
                     "is_directory": bool(e["is_directory"]), "seq": e["seq"]})
         return notes
 
-    @staticmethod
-    async def _store_mark(tx: Tx, workspace_id: str, seq: int) -> None:
-        await tx.execute(
-            "INSERT INTO notify_marks (workspace_id, seq) VALUES (?, ?) ON CONFLICT"
-            " (workspace_id) DO UPDATE SET seq = MAX(seq, excluded.seq)", (workspace_id, seq))
-
     async def close(self) -> None:
         """Stop the worker and store every mark that moved, so a clean restart reads nothing."""
         self._closed = True
@@ -209,19 +138,8 @@ class Notifier:
         moved = {ws: seq for ws, seq in self._marks.items()
                  if seq > self._stored_marks.get(ws, 0)}
         if moved:
-            async with self._db.transaction() as tx:
-                for ws, seq in moved.items():
-                    await self._store_mark(tx, ws, seq)
+            await self._db.write(functools.partial(notes_db.store_marks, marks=moved))
             self._stored_marks.update(moved)
-
-
-async def prune_notifications(db: Database, retention_days: float, *,
-                              now: float | None = None) -> int:
-    """Delete notifications older than ``retention_days`` (for the periodic maintenance task)."""
-    cutoff = (time.time() if now is None else now) - retention_days * 86400
-    async with db.transaction(offload=True) as tx:
-        cur = await tx.execute("DELETE FROM notifications WHERE created_at < ?", (cutoff,))
-    return max(cur.rowcount, 0)
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -234,11 +152,6 @@ def _note_json(row: Row) -> dict[str, Any]:
             "read": row["read_at"] is not None, "read_at": row["read_at"]}
 
 
-async def _unread_count(db: Database, user_id: str) -> int:
-    return int(await db.fetchval(
-        "SELECT COUNT(*) FROM notifications WHERE user_id = ? AND read_at IS NULL", (user_id,)))
-
-
 @routes.get("/api/notifications")
 async def list_notifications(request: web.Request) -> web.Response:
     """Newest first, paged by ``before`` (an id); ``unread=true`` lists only unread ones."""
@@ -249,15 +162,12 @@ async def list_notifications(request: web.Request) -> web.Response:
     unread = request.query.get("unread", "false").lower()
     if unread not in ("true", "false", "1", "0"):
         raise BadRequest("unread must be true or false", code="invalid_query", field="unread")
-    only_unread = " AND n.read_at IS NULL" if unread in ("true", "1") else ""
-    rows = await db.fetchall(
-        "SELECT n.*, u.email FROM notifications n LEFT JOIN users u ON u.id = n.actor_id"
-        f" WHERE n.user_id = ? AND n.id < ?{only_unread} ORDER BY n.id DESC LIMIT ?",
-        (p.user_id, before, limit + 1))
+    rows = await notes_db.list_for(db, p.user_id, before, limit + 1,
+                                   only_unread=unread in ("true", "1"))
     more = len(rows) > limit
     rows = rows[:limit]
     body: dict[str, Any] = {"notifications": [_note_json(r) for r in rows], "has_more": more,
-                            "unread_count": await _unread_count(db, p.user_id)}
+                            "unread_count": await notes_db.unread_count(db, p.user_id)}
     if more:
         body["next_before"] = rows[-1]["id"]
     return web.json_response(body)
@@ -277,18 +187,6 @@ async def mark_read(request: web.Request) -> web.Response:
         raise BadRequest(f"ids must be a list of at most {MAX_IDS} integers",
                          code="invalid_field", field="ids")
     db = request.app[appkeys.DB]
-    marked = 0
-    async with db.transaction() as tx:
-        if ids is None:
-            cur = await tx.execute(
-                "UPDATE notifications SET read_at = ? WHERE user_id = ? AND read_at IS NULL",
-                (tx.now, p.user_id))
-            marked = max(cur.rowcount, 0)
-        for i in range(0, len(ids or ()), 500):
-            chunk = (ids or [])[i: i + 500]
-            cur = await tx.execute(
-                "UPDATE notifications SET read_at = ? WHERE user_id = ? AND read_at IS NULL"
-                f" AND id IN ({','.join('?' * len(chunk))})", (tx.now, p.user_id, *chunk))
-            marked += max(cur.rowcount, 0)
+    marked = await db.write(functools.partial(notes_db.mark_read, user_id=p.user_id, ids=ids))
     return web.json_response({"marked": marked,
-                              "unread_count": await _unread_count(db, p.user_id)})
+                              "unread_count": await notes_db.unread_count(db, p.user_id)})
