@@ -45,13 +45,12 @@ from .errors import Unauthorized
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, finish_interrupted, move_cold_blocks
 from .meta.db import Database
-from .meta.journal import Journal
+from .meta.journal import Journal, prune_journal
 from .meta.notifications import prune_notifications
 from .meta.tree import Tree
 from .meta.versions import Versions
 from .observability import AccessLogger, Metrics, quiet_parser_errors
 from .storage import BlockStore, LocalBlockStore, S3BlockStore, TieredBlockStore
-from .sync.feed import prune_journal
 from .sync.routes import setup_sync
 
 log = logging.getLogger("driveserver")

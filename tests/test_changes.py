@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driveserver import appkeys
-from driveserver.sync.feed import Change, Entry, compact, prune_journal
+from driveserver.meta.journal import prune_journal
+from driveserver.sync.compaction import compact
+from driveserver.sync.entries import Change, Entry
 from tests.helpers import METRICS_AUTH, ApiClient, RunningServer, start_server, wait_for
 from tests.needs import need
 

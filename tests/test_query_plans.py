@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from driveserver.meta.changes import SNAPSHOT_SQL
 from driveserver.meta.migrations import MIGRATIONS
-from driveserver.sync.feed import SNAPSHOT_SQL
 
 
 def test_snapshot_recursion_uses_the_parent_index() -> None:

@@ -3,18 +3,23 @@
 Each workspace has its own sequence (``workspaces.seq``), bumped inside the transaction that makes
 the change, so a change that commits is always journalled and one that rolls back never is. The
 long-poll hub is woken by a post-commit hook, never before the commit.
+
+Entries older than the retention are pruned (:func:`prune_journal`), a prefix of each
+workspace's journal at a time; ``journal_floors`` remembers where each journal now begins.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .db import Row, Tx
+from .db import Database, Row, Tx
 from .mounts import workspace_path
 
 ACTIONS = ("create", "modify", "move", "delete", "restore", "share", "unshare")
+PRUNE_BATCH = 5000
 
 # Called after commit with (workspace_id, seq, device_id); build_app wires the hub here.
 CommitListener = Callable[[str, int, str | None], None]
@@ -68,3 +73,39 @@ class Journal:
         """
         for listener in self._listeners:
             tx.on_commit(functools.partial(listener, workspace_id, 0, None))
+
+
+# --- retention --------------------------------------------------------------------------------
+
+async def prune_journal(db: Database, retention_days: float, *, now: float | None = None) -> int:
+    """Delete journal entries older than ``retention_days``; return how many were deleted.
+
+    For the periodic maintenance task. Each workspace loses a prefix of its journal (by seq, so a
+    clock step cannot punch holes in it), and ``journal_floors`` remembers the last seq deleted:
+    a cursor behind it gets ``reset``. Deletes run in batches, each its own short transaction,
+    so commits are never held up for long.
+    """
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    targets = await db.fetchall(
+        "SELECT workspace_id, MAX(seq) AS through FROM journal WHERE created_at < ?"
+        " GROUP BY workspace_id", (cutoff,))
+    deleted = 0
+    for target in targets:
+        ws, through = target["workspace_id"], int(target["through"])
+        while True:
+            async with db.transaction(offload=True) as tx:
+                upto = await tx.fetchval(
+                    "SELECT MAX(seq) FROM (SELECT seq FROM journal WHERE workspace_id = ?"
+                    " AND seq <= ? ORDER BY seq LIMIT ?)", (ws, through, PRUNE_BATCH))
+                if upto is None:
+                    break
+                cur = await tx.execute(
+                    "DELETE FROM journal WHERE workspace_id = ? AND seq <= ?", (ws, upto))
+                deleted += max(cur.rowcount, 0)
+                await tx.execute(
+                    "INSERT INTO journal_floors (workspace_id, pruned_through) VALUES (?, ?)"
+                    " ON CONFLICT (workspace_id) DO UPDATE SET pruned_through ="
+                    " MAX(pruned_through, excluded.pruned_through)", (ws, upto))
+            if upto >= through:
+                break
+    return deleted

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ..auth import TokenSigner
 from ..errors import BadRequest
+from ..meta import changes as changes_db
 from ..meta.db import Database
 
 log = logging.getLogger("driveserver.sync")
@@ -149,18 +151,15 @@ class DeviceCursors:
             return self._pending[device_id]
         if device_id in self._writing:
             return self._writing[device_id]
-        value = await self._db.fetchval("SELECT cursor FROM devices WHERE id = ?", (device_id,))
-        return value if isinstance(value, str) else None
+        return await changes_db.device_cursor(self._db, device_id)
 
     async def _flush_loop(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, {}
             self._writing = batch
             try:
-                async with self._db.transaction() as tx:
-                    await tx.executemany(
-                        "UPDATE devices SET cursor = ?, last_seen_at = ? WHERE id = ?",
-                        [(token, tx.now, device_id) for device_id, token in batch.items()])
+                await self._db.write(functools.partial(changes_db.store_device_cursors,
+                                                       cursors=batch))
             except Exception:
                 log.exception("could not store %d device cursor(s)", len(batch))
                 for device_id, token in batch.items():  # keep newer acks that came meanwhile

@@ -22,8 +22,10 @@ from ..api.common import principal, query_int
 from ..config import Config
 from ..errors import BadRequest, NotFound
 from ..meta.accounts import Principal
+from ..meta.changes import current_positions
 from ..meta.db import Database
 from ..meta.mounts import SHARED_ROOT, Mount, mounts_for
+from ..meta.tree import get_file
 from ..permissions import own_device
 from . import notifications
 from .cursor import (
@@ -34,7 +36,8 @@ from .cursor import (
     decode_cursor,
     encode_cursor,
 )
-from .feed import Change, Feed, Page, StaleRead, current_positions, in_view, snapshot_page
+from .entries import Change
+from .feed import Feed, Page, StaleRead, in_view, snapshot_page
 from .hub import Hub
 from .notifications import Notifier
 
@@ -150,7 +153,8 @@ async def _mount_folder(db: Any, mount: Mount, first: bool) -> list[Change]:
     """A folder newly shared with the user, as creates: ``/Shared with me`` (if ``first``) and
     the mount folder. What is in it follows in pages (``Cursor.listing``)."""
     now = time.time()
-    root = await db.fetchone("SELECT * FROM files WHERE id = ?", (mount.root_id,))
+    root = await get_file(db, mount.root_id)
+    assert root is not None, mount  # it was mounted (not in the trash) when the view was read
     out = [_synthetic(mount.workspace_id, SHARED_ROOT_ID, f"/{SHARED_ROOT}", "create", now)] \
         if first else []
     out.append(dataclasses.replace(
