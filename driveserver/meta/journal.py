@@ -20,6 +20,9 @@ from .mounts import workspace_path
 
 ACTIONS = ("create", "modify", "move", "delete", "restore", "share", "unshare")
 PRUNE_BATCH = 5000
+_INSERT = ("INSERT INTO journal (workspace_id, seq, file_id, action, path, old_path, is_directory,"
+           " version, size, checksum, executable, symlink, user_id, device_id, created_at)"
+           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
 # Called after commit with (workspace_id, seq, device_id); build_app wires the hub here.
 CommitListener = Callable[[str, int, str | None], None]
@@ -54,16 +57,49 @@ class Journal:
         workspace_id = file["workspace_id"]
         await tx.execute("UPDATE workspaces SET seq = seq + 1 WHERE id = ?", (workspace_id,))
         seq = int(await tx.fetchval("SELECT seq FROM workspaces WHERE id = ?", (workspace_id,)))
-        await tx.execute(
-            "INSERT INTO journal (workspace_id, seq, file_id, action, path, old_path, is_directory,"
-            " version, size, checksum, executable, symlink, user_id, device_id, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (workspace_id, seq, file["id"], action, path, old_path, file["is_directory"],
-             file["version"], file["size"], file["checksum"], file["executable"],
-             file["symlink"], actor.user_id, actor.device_id, tx.now))
+        await tx.execute(_INSERT, (
+            workspace_id, seq, file["id"], action, path, old_path, file["is_directory"],
+            file["version"], file["size"], file["checksum"], file["executable"], file["symlink"],
+            actor.user_id, actor.device_id, tx.now))
         for listener in self._listeners:
             tx.on_commit(functools.partial(listener, workspace_id, seq, actor.device_id))
         return seq
+
+    async def record_subtree(self, tx: Tx, rows: list[Row], action: str, actor: Actor) -> None:
+        """One entry per row, in the order given (parents first), each at its ``wpath`` (see
+        :func:`~driveserver.meta.tree.live_subtree_with_paths`).
+
+        What :meth:`record` does for each, in three statements per workspace instead of three per
+        item: a folder of 50,000 items restored or moved into a shared folder once held the
+        event loop for over a second with 150,000 statements. Each workspace's range of
+        sequence numbers is reserved in one update, the entries go in with one ``executemany``
+        in a worker thread, and one post-commit wake-up per workspace (its last seq) tells the
+        hub as much as one per entry did.
+        """
+        assert action in ACTIONS, action
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["workspace_id"]] = counts.get(row["workspace_id"], 0) + 1
+        next_seq: dict[str, int] = {}
+        for workspace_id, count in counts.items():
+            await tx.execute("UPDATE workspaces SET seq = seq + ? WHERE id = ?",
+                             (count, workspace_id))
+            last = int(await tx.fetchval("SELECT seq FROM workspaces WHERE id = ?",
+                                         (workspace_id,)))
+            next_seq[workspace_id] = last - count + 1
+        entries = []
+        for row in rows:
+            workspace_id = row["workspace_id"]
+            seq, next_seq[workspace_id] = next_seq[workspace_id], next_seq[workspace_id] + 1
+            entries.append((workspace_id, seq, row["id"], action, row["wpath"], None,
+                            row["is_directory"], row["version"], row["size"], row["checksum"],
+                            row["executable"], row["symlink"], actor.user_id, actor.device_id,
+                            tx.now))
+        await tx.executemany(_INSERT, entries, offload=len(entries) > 64)
+        for workspace_id in counts:
+            for listener in self._listeners:
+                tx.on_commit(functools.partial(listener, workspace_id,
+                                               next_seq[workspace_id] - 1, actor.device_id))
 
     def touch(self, tx: Tx, workspace_id: str) -> None:
         """Wake ``workspace_id``'s listeners after commit although no entry was written.

@@ -268,8 +268,8 @@ class Tree:
         await set_workspace(tx, file, target_ws)
         moved = await get_file(tx, file["id"])
         assert moved is not None
-        for row in await live_subtree_with_paths(tx, moved):
-            await self.journal.record(tx, row, "create", actor, path=row["wpath"])
+        await self.journal.record_subtree(tx, await live_subtree_with_paths(tx, moved),
+                                          "create", actor)
         return moved
 
     async def trash(self, tx: Tx, file: Row, actor: Actor) -> None:
@@ -327,8 +327,8 @@ class Tree:
         restored = await get_file(tx, file["id"])
         assert restored is not None
         # Journal every restored item, parents first, so a device can recreate the subtree.
-        for row in await live_subtree_with_paths(tx, restored):
-            await self.journal.record(tx, row, "restore", actor, path=row["wpath"])
+        await self.journal.record_subtree(tx, await live_subtree_with_paths(tx, restored),
+                                          "restore", actor)
         return restored
 
     async def _free_name(self, tx: Tx, parent_id: str, name: str) -> str:
