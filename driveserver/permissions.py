@@ -13,24 +13,22 @@ strongest share on the file or any folder above it (``edit`` or ``view``), other
 and "nothing" is answered with 404, exactly as for an id that does not exist, so probing ids
 reveals nothing about other people's files, shares, links or devices.
 
-This module reads the database but writes nothing, and imports nothing from ``meta`` but the
-row type at import time: ``meta.mounts`` and ``meta.tree`` import it.
+This module decides and nothing else: the facts it decides from (workspace owners, share rows,
+device owners, readable blocks) come from :mod:`driveserver.meta.access`, which holds their
+SQL. At import time it imports nothing else from ``meta``: ``meta.mounts``, ``meta.tree`` and
+``meta.shares`` import it.
 """
 
 from __future__ import annotations
 
 from enum import Enum, StrEnum
-from typing import Protocol
 
 from driveproto.names import SHARED_ROOT, name_key
 
 from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .meta import access
+from .meta.access import Query
 from .meta.db import Row
-
-
-class Query(Protocol):
-    async def fetchone(self, sql: str, params: tuple = ...) -> Row | None: ...
-    async def fetchall(self, sql: str, params: tuple = ...) -> list[Row]: ...
 
 
 class Role(StrEnum):
@@ -70,25 +68,17 @@ ROLE_ALLOWS: dict[Role, frozenset[Action]] = {
 
 async def role_for(q: Query, user_id: str, file: Row) -> Role | None:
     """The user's role on ``file``, or None."""
-    owner = await q.fetchone("SELECT owner_id FROM workspaces WHERE id = ?",
-                             (file["workspace_id"],))
-    if owner is not None and owner["owner_id"] == user_id:
+    if await access.workspace_owner_id(q, file["workspace_id"]) == user_id:
         return Role.OWNER
-    rows = await q.fetchall(
-        "WITH RECURSIVE up(id, parent_id) AS ("
-        "  SELECT id, parent_id FROM files WHERE id = ?"
-        "  UNION ALL SELECT f.id, f.parent_id FROM files f JOIN up ON f.id = up.parent_id)"
-        " SELECT s.permission FROM shares s JOIN up ON s.file_id = up.id"
-        # A shared folder in its owner's trash gives nobody access any more.
-        " JOIN files sf ON sf.id = s.file_id AND sf.trashed_at IS NULL WHERE s.grantee_id = ?",
-        (file["id"], user_id))
-    roles = [Role(r["permission"]) for r in rows]
+    # A shared folder in its owner's trash gives nobody access any more.
+    roles = [Role(r["permission"]) for r in await access.shares_above(q, file["id"], user_id)
+             if r["folder_trashed_at"] is None]
     return max(roles, key=lambda r: r.strength) if roles else None
 
 
 async def authorize(q: Query, user_id: str, action: Action, file_id: str) -> Row:
     """Return the file row if ``user_id`` may do ``action`` on it; raise 404 or 403 otherwise."""
-    file = await q.fetchone("SELECT * FROM files WHERE id = ?", (file_id,))
+    file = await access.file_by_id(q, file_id)
     if file is None:
         raise NotFound("no such file")
     role = await role_for(q, user_id, file)
@@ -103,9 +93,7 @@ async def authorize(q: Query, user_id: str, action: Action, file_id: str) -> Row
 async def is_mount_root(q: Query, user_id: str, file: Row) -> bool:
     """Whether ``file`` is a folder shared with ``user_id`` (their mount point under
     ``/Shared with me``): its place there is the share's, not theirs to change."""
-    row = await q.fetchone("SELECT 1 FROM shares WHERE file_id = ? AND grantee_id = ?",
-                           (file["id"], user_id))
-    return row is not None
+    return await access.is_shared_with(q, file["id"], user_id)
 
 
 async def authorize_move(q: Query, user_id: str, file_id: str) -> Row:
@@ -134,8 +122,7 @@ async def authorize_workspace_change(q: Query, user_id: str, from_workspace: str
     """
     owners = set()
     for workspace_id in (from_workspace, to_workspace):
-        row = await q.fetchone("SELECT owner_id FROM workspaces WHERE id = ?", (workspace_id,))
-        owners.add(None if row is None else row["owner_id"])
+        owners.add(await access.workspace_owner_id(q, workspace_id))
     if owners != {user_id}:
         raise Forbidden("only the owner can move items into or out of a shared folder",
                         code="forbidden")
@@ -194,27 +181,9 @@ async def readable_block_sizes(q: Query, user_id: str, hashes: list[str]) -> dic
     workspaces, or anything below a folder shared with them). Only such blocks may be skipped on
     upload: knowing a hash must never be enough to claim someone else's data.
     """
-    found: dict[str, int] = {}
-    unique = sorted(set(hashes))
-    for i in range(0, len(unique), 500):
-        chunk = unique[i: i + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = await q.fetchall(
-            "SELECT vb.block_hash, vb.size FROM version_blocks vb"
-            " JOIN file_versions v ON v.id = vb.version_id JOIN files f ON f.id = v.file_id"
-            " JOIN workspaces w ON w.id = f.workspace_id"
-            f" WHERE w.owner_id = ? AND vb.block_hash IN ({marks})", (user_id, *chunk))
-        rows += await q.fetchall(
-            "WITH RECURSIVE shared(id) AS ("
-            "  SELECT s.file_id FROM shares s JOIN files sf ON sf.id = s.file_id"
-            "  WHERE s.grantee_id = ? AND sf.trashed_at IS NULL"
-            "  UNION SELECT f.id FROM files f JOIN shared s ON f.parent_id = s.id)"
-            " SELECT vb.block_hash, vb.size FROM version_blocks vb"
-            " JOIN file_versions v ON v.id = vb.version_id JOIN shared s ON s.id = v.file_id"
-            f" WHERE vb.block_hash IN ({marks})", (user_id, *chunk))
-        for r in rows:
-            found[r["block_hash"]] = r["size"]
-    return found
+    owned = await access.block_sizes_in_owned_workspaces(q, user_id, hashes)
+    shared = await access.block_sizes_below_live_shares(q, user_id, hashes)
+    return {**owned, **shared}
 
 
 # --- share administration ---------------------------------------------------------------------
@@ -225,32 +194,22 @@ class ShareAction(Enum):
     LEAVE = "leave"                    # the recipient gives a share up
 
 
-async def _share(q: Query, share_id: str) -> Row | None:
-    """The share with what its units of work need: the recipient's personal workspace
-    (``grantee_workspace``, whose devices are woken), the shared folder's workspace
-    (``shared_workspace``) and its owner (``owner_id``)."""
-    return await q.fetchone(
-        "SELECT s.*, u.workspace_id AS grantee_workspace, w.id AS shared_workspace,"
-        " w.owner_id FROM shares s JOIN users u ON u.id = s.grantee_id"
-        " LEFT JOIN workspaces w ON w.root_id = s.file_id AND w.kind = 'shared'"
-        " WHERE s.id = ?", (share_id,))
-
-
 async def authorize_share(q: Query, user_id: str, action: ShareAction, share_id: str) -> Row:
-    """The share row (see :func:`_share`) if ``user_id`` may do ``action`` to it, else 404 ``no
-    such share``, also for someone who can see the folder: share ids are the owner's and each
-    recipient's own, and nobody else's to learn about.
+    """The share row (see :func:`~driveserver.meta.access.share_with_context`) if ``user_id``
+    may do ``action`` to it, else 404 ``no such share``, also for someone who can see the
+    folder: share ids are the owner's and each recipient's own, and nobody else's to learn
+    about.
 
     Changing or revoking a share is for whoever may ``SHARE`` the folder (its owner, also while
     it is in their trash); leaving it is for its recipient only.
     """
-    share = await _share(q, share_id)
+    share = await access.share_with_context(q, share_id)
     if share is not None:
         if action is ShareAction.LEAVE:
             if share["grantee_id"] == user_id and share["shared_workspace"] is not None:
                 return share
         else:
-            folder = await q.fetchone("SELECT * FROM files WHERE id = ?", (share["file_id"],))
+            folder = await access.file_by_id(q, share["file_id"])
             role = None if folder is None else await role_for(q, user_id, folder)
             if role is not None and Action.SHARE in ROLE_ALLOWS[role]:
                 return share
@@ -275,10 +234,8 @@ async def own_device(q: Query, user_id: str, device_id: str) -> bool:
     """Whether ``device_id`` is one of ``user_id``'s devices that has not been removed. A request
     may speak for such a device only (its cursor, its name, the versions it is credited with);
     each caller answers "no" in its route's way (404, or 400 for a field of a body)."""
-    row = await q.fetchone(
-        "SELECT 1 FROM devices WHERE id = ? AND user_id = ? AND removed_at IS NULL",
-        (device_id, user_id))
-    return row is not None
+    device = await access.device_row(q, device_id)
+    return device is not None and device["user_id"] == user_id and device["removed_at"] is None
 
 
 # --- links ------------------------------------------------------------------------------------

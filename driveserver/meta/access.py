@@ -1,0 +1,117 @@
+"""The facts permission decisions rest on: who owns a workspace, which shares lie on or above a
+file, a share with the rows around it, a device's owner, the blocks a user can already read.
+
+:mod:`driveserver.permissions` makes every decision; this module only reads what it decides
+from. It imports nothing but the row type, so that ``permissions`` can import it while
+``meta.mounts``, ``meta.tree`` and ``meta.shares`` import ``permissions``.
+
+Each function is a read of the Database, a snapshot or a transaction (anything with
+``fetchone``/``fetchall``, see :class:`Query`), and writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .db import Row
+
+
+class Query(Protocol):
+    """What these reads need of the Database, a snapshot or a transaction."""
+
+    async def fetchone(self, sql: str, params: tuple = ...) -> Row | None: ...
+    async def fetchall(self, sql: str, params: tuple = ...) -> list[Row]: ...
+
+
+# IN lists are cut to this many values: SQLite's default limit on parameters is far higher
+# today, but older builds had 999.
+CHUNK = 500
+
+
+async def file_by_id(q: Query, file_id: str) -> Row | None:
+    """The file's row, trashed or not, or None."""
+    return await q.fetchone("SELECT * FROM files WHERE id = ?", (file_id,))
+
+
+async def workspace_owner_id(q: Query, workspace_id: str) -> str | None:
+    """The id of the user who owns ``workspace_id``, or None for no such workspace."""
+    row = await q.fetchone("SELECT owner_id FROM workspaces WHERE id = ?", (workspace_id,))
+    return None if row is None else str(row["owner_id"])
+
+
+async def shares_above(q: Query, file_id: str, grantee_id: str) -> list[Row]:
+    """The shares with ``grantee_id`` of ``file_id`` or of any folder above it: their
+    ``permission`` and the shared folder's ``folder_trashed_at``."""
+    return await q.fetchall(
+        "WITH RECURSIVE up(id, parent_id) AS ("
+        "  SELECT id, parent_id FROM files WHERE id = ?"
+        "  UNION ALL SELECT f.id, f.parent_id FROM files f JOIN up ON f.id = up.parent_id)"
+        " SELECT s.permission, sf.trashed_at AS folder_trashed_at"
+        " FROM shares s JOIN up ON s.file_id = up.id"
+        " JOIN files sf ON sf.id = s.file_id WHERE s.grantee_id = ?",
+        (file_id, grantee_id))
+
+
+async def is_shared_with(q: Query, file_id: str, grantee_id: str) -> bool:
+    """Whether ``file_id`` itself is shared with ``grantee_id`` (a share row exists)."""
+    row = await q.fetchone("SELECT 1 FROM shares WHERE file_id = ? AND grantee_id = ?",
+                           (file_id, grantee_id))
+    return row is not None
+
+
+async def share_with_context(q: Query, share_id: str) -> Row | None:
+    """The share with what its units of work need: the recipient's personal workspace
+    (``grantee_workspace``, whose devices are woken), the shared folder's workspace
+    (``shared_workspace``) and its owner (``owner_id``)."""
+    return await q.fetchone(
+        "SELECT s.*, u.workspace_id AS grantee_workspace, w.id AS shared_workspace,"
+        " w.owner_id FROM shares s JOIN users u ON u.id = s.grantee_id"
+        " LEFT JOIN workspaces w ON w.root_id = s.file_id AND w.kind = 'shared'"
+        " WHERE s.id = ?", (share_id,))
+
+
+async def device_row(q: Query, device_id: str) -> Row | None:
+    """The device's owner (``user_id``) and ``removed_at``, or None for no such device."""
+    return await q.fetchone("SELECT user_id, removed_at FROM devices WHERE id = ?",
+                            (device_id,))
+
+
+async def block_sizes_in_owned_workspaces(q: Query, user_id: str, hashes: list[str]
+                                          ) -> dict[str, int]:
+    """Of ``hashes``, those a version of a file in a workspace ``user_id`` owns (their drive
+    and the folders they shared) references, with their sizes."""
+    found: dict[str, int] = {}
+    unique = sorted(set(hashes))
+    for i in range(0, len(unique), CHUNK):
+        chunk = unique[i: i + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for r in await q.fetchall(
+                "SELECT vb.block_hash, vb.size FROM version_blocks vb"
+                " JOIN file_versions v ON v.id = vb.version_id JOIN files f ON f.id = v.file_id"
+                " JOIN workspaces w ON w.id = f.workspace_id"
+                f" WHERE w.owner_id = ? AND vb.block_hash IN ({marks})", (user_id, *chunk)):
+            found[r["block_hash"]] = r["size"]
+    return found
+
+
+async def block_sizes_below_live_shares(q: Query, grantee_id: str, hashes: list[str]
+                                        ) -> dict[str, int]:
+    """Of ``hashes``, those a version of a file below a folder shared with ``grantee_id``
+    references, with their sizes; a shared folder in its owner's trash counts for nothing
+    (the same rule as ``permissions.role_for``, here inside the one recursive query that keeps
+    this lookup cheap for a batch of blocks)."""
+    found: dict[str, int] = {}
+    unique = sorted(set(hashes))
+    for i in range(0, len(unique), CHUNK):
+        chunk = unique[i: i + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for r in await q.fetchall(
+                "WITH RECURSIVE shared(id) AS ("
+                "  SELECT s.file_id FROM shares s JOIN files sf ON sf.id = s.file_id"
+                "  WHERE s.grantee_id = ? AND sf.trashed_at IS NULL"
+                "  UNION SELECT f.id FROM files f JOIN shared s ON f.parent_id = s.id)"
+                " SELECT vb.block_hash, vb.size FROM version_blocks vb"
+                " JOIN file_versions v ON v.id = vb.version_id JOIN shared s ON s.id = v.file_id"
+                f" WHERE vb.block_hash IN ({marks})", (grantee_id, *chunk)):
+            found[r["block_hash"]] = r["size"]
+    return found
