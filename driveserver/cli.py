@@ -109,10 +109,10 @@ async def _user_add(config: Config, email: str, password: str) -> str:
 
 
 async def _user_list(config: Config) -> list[Any]:
-    from .meta.accounts import used_bytes
+    from .meta.accounts import all_users, used_bytes
 
     async def run(db: Any) -> list[Any]:
-        rows = await db.fetchall("SELECT id, email, quota_bytes FROM users ORDER BY created_at")
+        rows = await all_users(db)
         return [(r["email"], r["id"], await used_bytes(db, r["id"]), r["quota_bytes"])
                 for r in rows]
 
@@ -121,14 +121,13 @@ async def _user_list(config: Config) -> list[Any]:
 
 
 async def _user_quota(config: Config, email: str, size: int) -> None:
-    from .meta.accounts import user_by_email
+    from .meta.accounts import set_quota, user_by_email
 
     async def run(db: Any) -> None:
         user = await user_by_email(db, email)
         if user is None:
             raise SystemExit(f"no such user: {email}")
-        async with db.transaction() as tx:
-            await tx.execute("UPDATE users SET quota_bytes = ? WHERE id = ?", (size, user["id"]))
+        await db.write(lambda tx: set_quota(tx, user["id"], size))
 
     await _with_db(config, run)
 

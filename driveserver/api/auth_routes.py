@@ -8,9 +8,9 @@ from aiohttp import web
 
 from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
-from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
-from ..meta import accounts
-from ..permissions import own_device
+from ..errors import BadRequest, Forbidden, Unauthorized
+from ..meta import accounts, devices
+from ..meta.db import Tx
 from .common import field, principal, read_json
 
 routes = web.RouteTableDef()
@@ -47,8 +47,8 @@ def _device_fields(body: dict, *, required: bool) -> tuple[str | None, str]:
         raise BadRequest("device_name must have 1 to 100 characters", code="invalid_field",
                          field="device_name")
     device_type = field(body, "device_type", str, default="desktop")
-    if device_type not in accounts.DEVICE_TYPES:
-        raise BadRequest(f"device_type must be one of {', '.join(accounts.DEVICE_TYPES)}",
+    if device_type not in devices.DEVICE_TYPES:
+        raise BadRequest(f"device_type must be one of {', '.join(devices.DEVICE_TYPES)}",
                          code="invalid_field", field="device_type")
     return name, device_type
 
@@ -108,13 +108,16 @@ async def login(request: web.Request) -> web.Response:
         raise Unauthorized("wrong email or password", code="bad_credentials")
     assert user is not None
     config = request.app[appkeys.CONFIG]
-    async with db.transaction() as tx:
+
+    async def unit(tx: Tx) -> tuple[str | None, str]:
         device_id = None
         if device_name is not None:
-            device_id = await accounts.register_device(tx, user["id"], device_name, device_type,
-                                                       must_be_new=new_device)
-        session_id = await accounts.create_session(tx, user["id"], device_id,
-                                                   config.session_days * 86400)
+            device_id = await devices.register_device(tx, user["id"], device_name, device_type,
+                                                      must_be_new=new_device)
+        return device_id, await accounts.create_session(tx, user["id"], device_id,
+                                                        config.session_days * 86400)
+
+    device_id, session_id = await db.write(unit)
     token = request.app[appkeys.SIGNER].sign(SESSION, {"sid": session_id})
     return web.json_response({"token": token, "user_id": user["id"], "device_id": device_id})
 
@@ -122,8 +125,8 @@ async def login(request: web.Request) -> web.Response:
 @routes.post("/api/auth/logout")
 async def logout(request: web.Request) -> web.Response:
     p = principal(request)
-    async with request.app[appkeys.DB].transaction() as tx:
-        await accounts.revoke_sessions(tx, session_id=p.session_id)
+    await request.app[appkeys.DB].write(
+        lambda tx: accounts.revoke_sessions(tx, session_id=p.session_id))
     return web.Response(status=204)
 
 
@@ -146,10 +149,7 @@ async def change_password(request: web.Request) -> web.Response:
                                 "too many wrong passwords; try again later"):
         raise Forbidden("old_password is wrong", code="bad_credentials")
     new_hash = hash_password(new)
-    async with db.transaction() as tx:
-        await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, p.user_id))
-        await accounts.revoke_sessions(tx, user_id=p.user_id)
-        await accounts.bump_grant_epoch(tx, p.user_id)  # and every block URL handed out
+    await db.write(lambda tx: accounts.change_password(tx, p.user_id, new_hash))
     return web.Response(status=204)
 
 
@@ -160,17 +160,15 @@ async def register_device(request: web.Request) -> web.Response:
     name, device_type = _device_fields(body, required=True)
     device_id = field(body, "device_id", str, default=None)
     assert name is not None
-    async with request.app[appkeys.DB].transaction() as tx:
-        device_id = await accounts.register_device(tx, p.user_id, name, device_type, device_id)
+    device_id = await request.app[appkeys.DB].write(
+        lambda tx: devices.register_device(tx, p.user_id, name, device_type, device_id))
     return web.json_response({"device_id": device_id})
 
 
 @routes.get("/api/devices")
 async def list_devices(request: web.Request) -> web.Response:
     p = principal(request)
-    rows = await request.app[appkeys.DB].fetchall(
-        "SELECT id, name, type, created_at, last_seen_at FROM devices"
-        " WHERE user_id = ? AND removed_at IS NULL ORDER BY created_at", (p.user_id,))
+    rows = await devices.live_devices(request.app[appkeys.DB], p.user_id)
     return web.json_response({"devices": [
         {"device_id": r["id"], "name": r["name"], "type": r["type"],
          "created_at": r["created_at"], "last_seen_at": r["last_seen_at"],
@@ -182,9 +180,6 @@ async def remove_device(request: web.Request) -> web.Response:
     """Forget a device (lost laptop): its sessions stop working at once."""
     p = principal(request)
     device_id = request.match_info["device_id"]
-    async with request.app[appkeys.DB].transaction() as tx:
-        if not await own_device(tx, p.user_id, device_id):
-            raise NotFound("no such device")
-        await tx.execute("UPDATE devices SET removed_at = ? WHERE id = ?", (tx.now, device_id))
-        await accounts.revoke_sessions(tx, device_id=device_id)
+    await request.app[appkeys.DB].write(
+        lambda tx: devices.remove_device(tx, p.user_id, device_id))
     return web.Response(status=204)
