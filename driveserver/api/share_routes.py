@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import appkeys
-from ..meta import shares
+from ..meta import accounts, shares
+from ..meta.db import Tx
 from ..meta.mounts import mounts_for
 from ..permissions import Action, authorize
 from .common import field, principal, read_json
@@ -19,12 +20,16 @@ async def share(request: web.Request) -> web.Response:
     body = await read_json(request)
     email = field(body, "user_email", str)
     permission = field(body, "permission", str)
-    # Offloaded: the first share of a folder moves everything below it into the new workspace
-    # in one UPDATE, which for a big folder would hold the event loop (and every other request).
-    async with request.app[appkeys.DB].transaction(offload=True) as tx:
+
+    async def unit(tx: Tx) -> tuple[str, str]:
         folder = await authorize(tx, p.user_id, Action.SHARE, request.match_info["file_id"])
-        share_id, mount_name = await shares.share_folder(
-            tx, request.app[appkeys.JOURNAL], p.user_id, folder, email, permission)
+        return await shares.share_folder(tx, request.app[appkeys.JOURNAL], p.user_id, folder,
+                                         email, permission)
+
+    # Offloaded: the first share of a folder moves everything below it into the new workspace
+    # in one statement, which for a big folder would hold the event loop (and every other
+    # request).
+    share_id, mount_name = await request.app[appkeys.DB].write(unit, offload=True)
     return web.json_response({"share_id": share_id, "mount_name": mount_name}, status=201)
 
 
@@ -33,10 +38,7 @@ async def list_shares(request: web.Request) -> web.Response:
     p = principal(request)
     db = request.app[appkeys.DB]
     folder = await authorize(db, p.user_id, Action.SHARE, request.match_info["file_id"])
-    rows = await db.fetchall(
-        "SELECT s.id, s.permission, s.created_at, u.id AS user_id, u.email FROM shares s"
-        " JOIN users u ON u.id = s.grantee_id WHERE s.file_id = ? ORDER BY s.created_at",
-        (folder["id"],))
+    rows = await shares.shares_of_folder(db, folder["id"])
     return web.json_response({"shares": [
         {"share_id": r["id"], "user_id": r["user_id"], "email": r["email"],
          "permission": r["permission"], "created_at": r["created_at"]} for r in rows]})
@@ -46,9 +48,8 @@ async def list_shares(request: web.Request) -> web.Response:
 async def change_permission(request: web.Request) -> web.Response:
     p = principal(request)
     permission = field(await read_json(request), "permission", str)
-    async with request.app[appkeys.DB].transaction() as tx:
-        await shares.set_permission(tx, request.app[appkeys.JOURNAL], p.user_id,
-                                    request.match_info["share_id"], permission)
+    await request.app[appkeys.DB].write(lambda tx: shares.set_permission(
+        tx, request.app[appkeys.JOURNAL], p.user_id, request.match_info["share_id"], permission))
     return web.json_response({"share_id": request.match_info["share_id"],
                               "permission": permission})
 
@@ -58,9 +59,8 @@ async def revoke_or_leave(request: web.Request) -> web.Response:
     """The owner revokes the share; its recipient leaves it (the ``share_id`` that
     ``/api/shared-with-me`` lists). Either way the folder leaves the recipient's view only."""
     p = principal(request)
-    async with request.app[appkeys.DB].transaction() as tx:
-        await shares.end_share(tx, request.app[appkeys.JOURNAL], p.user_id,
-                               request.match_info["share_id"])
+    await request.app[appkeys.DB].write(lambda tx: shares.end_share(
+        tx, request.app[appkeys.JOURNAL], p.user_id, request.match_info["share_id"]))
     return web.Response(status=204)
 
 
@@ -72,9 +72,7 @@ async def shared_with_me(request: web.Request) -> web.Response:
     for m in (await mounts_for(db, p.user_id)).values():
         if m.share_id is None:
             continue
-        owner = await db.fetchone(
-            "SELECT u.id, u.email FROM workspaces w JOIN users u ON u.id = w.owner_id"
-            " WHERE w.id = ?", (m.workspace_id,))
+        owner = await accounts.workspace_owner(db, m.workspace_id)
         assert owner is not None  # every workspace has an owner (foreign key)
         out.append({"share_id": m.share_id, "file_id": m.root_id, "name": m.mount_name,
                     "path": m.prefix, "permission": m.role,

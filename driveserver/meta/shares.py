@@ -41,6 +41,15 @@ async def shared_workspace_of(q: Any, folder_id: str) -> str | None:
     return None if row is None else str(row["id"])
 
 
+async def shares_of_folder(q: Any, folder_id: str) -> list[Row]:
+    """The folder's shares, oldest first: ``id``, ``permission``, ``created_at`` and the
+    recipient's ``user_id`` and ``email``."""
+    return await q.fetchall(
+        "SELECT s.id, s.permission, s.created_at, u.id AS user_id, u.email FROM shares s"
+        " JOIN users u ON u.id = s.grantee_id WHERE s.file_id = ? ORDER BY s.created_at",
+        (folder_id,))
+
+
 async def _free_mount_name(tx: Tx, grantee_id: str, name: str) -> str:
     taken = {name_key(r["mount_name"]) for r in await tx.fetchall(
         "SELECT mount_name FROM shares WHERE grantee_id = ?", (grantee_id,))}
