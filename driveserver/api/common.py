@@ -77,6 +77,11 @@ def field(body: dict[str, Any], name: str, kind: type[T], *, default: Any = _MIS
     return value
 
 
+def base_url(request: web.Request) -> str:
+    """Where clients reach this server: ``public_url`` if set, else the request's origin."""
+    return request.app[appkeys.CONFIG].public_url.rstrip("/") or str(request.url.origin())
+
+
 BATCH_MAX_FILES = 1000
 
 

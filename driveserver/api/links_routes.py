@@ -7,7 +7,7 @@ Why it is built this way:
   database (or a backup) does not hand out working links, and the owner's list never shows one.
 * A link never grants more than its creator has: every use asks :func:`permissions.link_root`
   again whether the creator may still ``SHARE`` the file. Revoking the link, trashing the file
-  (or a folder above it) or purging it (the row goes with it, ``ON DELETE CASCADE``) ends it.
+  (or a folder above it) or purging it (the row goes with it: the foreign key cascades) ends it.
 * A link password is hashed with scrypt like an account password. It is sent once, to
   ``POST /s/{token}/unlock``, which trades it for a short-lived signed access token (its own
   purpose salt, bound to the link id and to the password hash), so guessing can happen only at
@@ -31,14 +31,14 @@ from typing import Any
 from aiohttp import web
 
 from .. import appkeys
-from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password, new_id
+from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
 from ..errors import BadRequest, Forbidden, Gone, NotFound, Unauthorized
-from ..meta import tree
+from ..meta import links, tree
 from ..meta.db import Row, Tx
 from ..meta.versions import version_row
 from ..paths import join_path, split_path
-from ..permissions import Action, Query, authorize, authorize_link_admin, link_root
-from .common import decode_page, encode_page, field, principal, query_int, read_json
+from ..permissions import Action, authorize, authorize_link_admin, link_root
+from .common import base_url, decode_page, encode_page, field, principal, query_int, read_json
 from .upload_routes import stream_version
 
 routes = web.RouteTableDef()
@@ -50,38 +50,6 @@ PAGE_DEFAULT, PAGE_MAX = 200, 1000
 # so a revoked link stops at once), no Referer carrying the token to other sites, no indexing.
 PUBLIC_HEADERS = {"Cache-Control": "private, no-cache", "Referrer-Policy": "no-referrer",
                   "X-Robots-Tag": "noindex, nofollow"}
-
-
-# --- storage of links (the SQL next to its only caller) ---------------------------------------
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-async def _insert_link(q: Tx, file_id: str, user_id: str, token: str, now: float,
-                       expires_at: float | None, password_hash: str | None,
-                       allow_download: bool) -> str:
-    link_id = new_id("l")
-    await q.execute(
-        "INSERT INTO links (id, token_hash, file_id, created_by, created_at, expires_at,"
-        " password_hash, allow_download) VALUES (?,?,?,?,?,?,?,?)",
-        (link_id, token_hash(token), file_id, user_id, now, expires_at, password_hash,
-         int(allow_download)))
-    return link_id
-
-
-async def _live_links(q: Query, file_id: str) -> list[Row]:
-    return await q.fetchall("SELECT * FROM links WHERE file_id = ? AND revoked_at IS NULL"
-                            " ORDER BY created_at", (file_id,))
-
-
-async def _link_by_id(q: Query, link_id: str) -> Row | None:
-    return await q.fetchone("SELECT * FROM links WHERE id = ? AND revoked_at IS NULL", (link_id,))
-
-
-async def _link_by_token(q: Query, token: str) -> Row | None:
-    return await q.fetchone("SELECT * FROM links WHERE token_hash = ? AND revoked_at IS NULL",
-                            (token_hash(token),))
 
 
 # --- input and output -------------------------------------------------------------------------
@@ -137,10 +105,6 @@ def _link_json(link: Row, now: float) -> dict[str, Any]:
             "allow_download": bool(link["allow_download"])}
 
 
-def _base_url(request: web.Request) -> str:
-    return request.app[appkeys.CONFIG].public_url.rstrip("/") or str(request.url.origin())
-
-
 # --- the owner's routes -----------------------------------------------------------------------
 
 @routes.post("/api/files/{file_id}/links")
@@ -160,14 +124,17 @@ async def create_link(request: web.Request) -> web.Response:
         raise NotFound("no such file")
     password_hash = await asyncio.to_thread(hash_password, password) if password else None
     token = secrets.token_urlsafe(24)
-    async with db.transaction() as tx:
+
+    async def unit(tx: Tx) -> str:
         file = await authorize(tx, p.user_id, Action.SHARE, file_id)
         if file["trashed_at"] is not None:
             raise NotFound("no such file")
-        link_id = await _insert_link(tx, file_id, p.user_id, token, now, expires_at,
-                                     password_hash, allow_download)
+        return await links.insert_link(tx, file_id, p.user_id, token, now, expires_at,
+                                       password_hash, allow_download)
+
+    link_id = await db.write(unit)
     return web.json_response({
-        "link_id": link_id, "url": f"{_base_url(request)}/s/{token}", "file_id": file_id,
+        "link_id": link_id, "url": f"{base_url(request)}/s/{token}", "file_id": file_id,
         "created_at": iso(now), "expires_at": iso(expires_at),
         "has_password": password_hash is not None, "allow_download": allow_download,
     }, status=201)
@@ -181,7 +148,7 @@ async def list_links(request: web.Request) -> web.Response:
     file = await authorize(db, p.user_id, Action.SHARE, request.match_info["file_id"])
     now = time.time()
     return web.json_response({"file_id": file["id"], "links": [
-        _link_json(link, now) for link in await _live_links(db, file["id"])]})
+        _link_json(link, now) for link in await links.live_links(db, file["id"])]})
 
 
 @routes.delete("/api/links/{link_id}")
@@ -189,12 +156,15 @@ async def revoke_link(request: web.Request) -> web.Response:
     """Revoke a link. Anyone who may not SHARE its file gets 404: link ids are not theirs to
     learn about, even if they can see the file."""
     p = principal(request)
-    async with request.app[appkeys.DB].transaction() as tx:
-        link = await _link_by_id(tx, request.match_info["link_id"])
+
+    async def unit(tx: Tx) -> None:
+        link = await links.link_by_id(tx, request.match_info["link_id"])
         if link is None:
             raise NotFound("no such link")
         await authorize_link_admin(tx, p.user_id, link)
-        await tx.execute("UPDATE links SET revoked_at = ? WHERE id = ?", (tx.now, link["id"]))
+        await links.mark_revoked(tx, link["id"])
+
+    await request.app[appkeys.DB].write(unit)
     return web.Response(status=204)
 
 
@@ -209,7 +179,7 @@ class OpenLink:
 async def _open(request: web.Request) -> OpenLink:
     """The link named by the URL, if it still works; 404 or 410 otherwise."""
     db = request.app[appkeys.DB]
-    link = await _link_by_token(db, request.match_info["token"])
+    link = await links.link_by_token(db, request.match_info["token"])
     not_found = NotFound("this link does not exist or was removed", code="link_not_found")
     root = None if link is None else await link_root(db, link)
     if link is None or root is None:
