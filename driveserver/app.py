@@ -20,10 +20,13 @@ from . import appkeys
 from .api import (
     auth_routes,
     batch_download_routes,
+    complete_routes,
+    download_routes,
     files_routes,
     links_routes,
     share_routes,
     upload_routes,
+    versions_routes,
 )
 from .api.middleware import error_middleware
 from .auth import LoginThrottle, TokenSigner
@@ -158,6 +161,9 @@ def build_app(config: Config) -> web.Application:
         app.router.add_get("/metrics", metrics)
     app.add_routes(auth_routes.routes)
     app.add_routes(upload_routes.routes)
+    app.add_routes(complete_routes.routes)
+    app.add_routes(download_routes.routes)
+    app.add_routes(versions_routes.routes)
     app.add_routes(batch_download_routes.routes)
     app.add_routes(files_routes.routes)
     app.add_routes(links_routes.routes)

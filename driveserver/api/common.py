@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .. import appkeys
-from ..errors import BadRequest, Unauthorized
+from ..errors import ApiError, BadRequest, Unauthorized
 from ..httputil import read_body
 from ..meta.accounts import Principal
+from ..meta.db import Tx
 from ..meta.journal import Actor
+from ..meta.savepoints import savepoint
 
 T = TypeVar("T")
 _MISSING = object()
@@ -77,6 +80,15 @@ def field(body: dict[str, Any], name: str, kind: type[T], *, default: Any = _MIS
     return value
 
 
+def int_field(body: dict, name: str, *, default: Any = _MISSING, minimum: int = 0) -> Any:
+    """``field(body, name, int)`` that is at least ``minimum`` (a 400 otherwise)."""
+    value = field(body, name, int, default=default)
+    if value is not None and value < minimum:
+        raise BadRequest(f"field {name!r} must be at least {minimum}", code="invalid_field",
+                         field=name)
+    return value
+
+
 def base_url(request: web.Request) -> str:
     """Where clients reach this server: ``public_url`` if set, else the request's origin."""
     return request.app[appkeys.CONFIG].public_url.rstrip("/") or str(request.url.origin())
@@ -92,6 +104,17 @@ def batch_items(body: dict[str, Any]) -> list[Any]:
         raise BadRequest(f"files must hold 1 to {BATCH_MAX_FILES} items", code="invalid_field",
                          field="files")
     return files
+
+
+async def in_savepoint(tx: Tx, fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Run one file of a batch; its failure rolls back only its own writes and becomes its
+    result, ``{"error": {code, message, status, ...}}``."""
+    try:
+        async with savepoint(tx, "one_file"):
+            return await fn()
+    except ApiError as exc:
+        return {"error": {"code": exc.code, "message": exc.message, "status": exc.status,
+                          **exc.details}}
 
 
 def _kind_name(kind: type) -> str:

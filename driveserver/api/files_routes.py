@@ -10,8 +10,8 @@ from driveproto.names import name_key
 
 from .. import appkeys
 from ..errors import BadRequest, NotFound
-from ..meta import accounts, mounts, tree
-from ..meta.db import Row
+from ..meta import accounts, mounts, trash, tree
+from ..meta.db import Row, Tx
 from ..paths import split_path
 from ..permissions import (
     Action,
@@ -31,6 +31,7 @@ from .common import (
     query_int,
     read_json,
 )
+from .versions_routes import version_list
 
 routes = web.RouteTableDef()
 
@@ -42,20 +43,6 @@ def entry_json(row: Row) -> dict[str, Any]:
             "size": row["size"], "version": row["version"], "checksum": row["checksum"],
             "executable": bool(row["executable"]), "symlink": bool(row["symlink"]),
             "modified_at": row["modified_at"]}
-
-
-async def version_list(q: Any, file_id: str) -> list[dict[str, Any]]:
-    rows = await q.fetchall(
-        "SELECT v.version, v.size, v.checksum, v.created_at, v.user_id, u.email, v.device_id,"
-        " d.name AS device_name, v.restored_from, v.executable, v.symlink FROM file_versions v"
-        " LEFT JOIN users u ON u.id = v.user_id LEFT JOIN devices d ON d.id = v.device_id"
-        " WHERE v.file_id = ? ORDER BY v.version DESC", (file_id,))
-    return [{"version": r["version"], "size": r["size"], "checksum": r["checksum"],
-             "modified_at": r["created_at"], "modified_by": r["email"],
-             "user_id": r["user_id"], "device": r["device_name"], "device_id": r["device_id"],
-             "restored_from": r["restored_from"], "executable": bool(r["executable"]),
-             "symlink": bool(r["symlink"])}
-            for r in rows]
 
 
 @routes.get("/api/files")
@@ -128,11 +115,13 @@ async def create_folder(request: web.Request) -> web.Response:
     p = principal(request)
     body = await read_json(request)
     parts = split_path(field(body, "path", str))
-    db = request.app[appkeys.DB]
-    async with db.transaction() as tx:
+
+    async def unit(tx: Tx) -> tuple[Row, str]:
         base, rest = await writable_base(tx, p.user_id, parts)
         folder = await request.app[appkeys.TREE].create_folder(tx, base, rest, actor(request))
-        path = await mounts.view_path(tx, p.user_id, folder)
+        return folder, await mounts.view_path(tx, p.user_id, folder)
+
+    folder, path = await request.app[appkeys.DB].write(unit)
     return web.json_response({**entry_json(folder), "path": path}, status=201)
 
 
@@ -141,31 +130,33 @@ async def move(request: web.Request) -> web.Response:
     p = principal(request)
     body = await read_json(request)
     dest = split_path(field(body, "path", str))
-    db = request.app[appkeys.DB]
-    async with db.transaction() as tx:
+
+    async def unit(tx: Tx) -> tuple[Row, str]:
         file = await authorize_move(tx, p.user_id, request.match_info["file_id"])
         base, rest = await writable_base(tx, p.user_id, dest)
         moved = await request.app[appkeys.TREE].move(tx, file, base, rest, actor(request))
-        path = await mounts.view_path(tx, p.user_id, moved)
+        return moved, await mounts.view_path(tx, p.user_id, moved)
+
+    moved, path = await request.app[appkeys.DB].write(unit)
     return web.json_response({**entry_json(moved), "path": path})
 
 
 @routes.delete("/api/files/{file_id}")
 async def delete(request: web.Request) -> web.Response:
     p = principal(request)
-    async with request.app[appkeys.DB].transaction() as tx:
+
+    async def unit(tx: Tx) -> None:
         file = await authorize_trash(tx, p.user_id, request.match_info["file_id"])
         await request.app[appkeys.TREE].trash(tx, file, actor(request))
+
+    await request.app[appkeys.DB].write(unit)
     return web.Response(status=204)
 
 
 @routes.get("/api/trash")
 async def list_trash(request: web.Request) -> web.Response:
     p = principal(request)
-    rows = await request.app[appkeys.DB].fetchall(
-        "SELECT f.* FROM files f JOIN workspaces w ON w.id = f.workspace_id"
-        " WHERE w.owner_id = ? AND f.trash_root_id = f.id ORDER BY f.trashed_at DESC",
-        (p.user_id,))
+    rows = await trash.trash_items(request.app[appkeys.DB], p.user_id)
     return web.json_response({"entries": [
         {**entry_json(r), "path": r["trashed_path"], "trashed_at": r["trashed_at"]}
         for r in rows]})
@@ -174,21 +165,27 @@ async def list_trash(request: web.Request) -> web.Response:
 @routes.post("/api/trash/{file_id}/restore")
 async def restore_from_trash(request: web.Request) -> web.Response:
     p = principal(request)
-    async with request.app[appkeys.DB].transaction() as tx:
+
+    async def unit(tx: Tx) -> tuple[Row, str]:
         file = await authorize_purge(tx, p.user_id, request.match_info["file_id"])
         root = await accounts.root_of(tx, p.user_id)
         restored = await request.app[appkeys.TREE].restore(tx, file, root,
                                                            news_to_every_device(request))
-        path = await mounts.view_path(tx, p.user_id, restored)
+        return restored, await mounts.view_path(tx, p.user_id, restored)
+
+    restored, path = await request.app[appkeys.DB].write(unit)
     return web.json_response({**entry_json(restored), "path": path})
 
 
 @routes.delete("/api/trash/{file_id}")
 async def purge(request: web.Request) -> web.Response:
     p = principal(request)
-    async with request.app[appkeys.DB].transaction() as tx:
+
+    async def unit(tx: Tx) -> None:
         file = await authorize_purge(tx, p.user_id, request.match_info["file_id"])
         await request.app[appkeys.TREE].purge(tx, file)
+
+    await request.app[appkeys.DB].write(unit)
     return web.Response(status=204)
 
 

@@ -39,7 +39,7 @@ from ..meta.versions import version_row
 from ..paths import join_path, split_path
 from ..permissions import Action, authorize, authorize_link_admin, link_root
 from .common import base_url, decode_page, encode_page, field, principal, query_int, read_json
-from .upload_routes import stream_version
+from .download_routes import stream_version
 
 routes = web.RouteTableDef()
 

@@ -14,7 +14,7 @@ from typing import Any
 from driveproto.blocks import CHUNKING_SCHEME, content_checksum
 
 from ..errors import Conflict, NotFound
-from .accounts import check_quota, spent_quota
+from .accounts import check_quota, spent_quota, workspace_owner
 from .db import Row, Tx
 from .journal import Actor, Journal
 from .tree import get_file
@@ -47,6 +47,16 @@ async def version_blocks(q: Any, version_id: int) -> list[BlockRef]:
         "SELECT block_hash, size FROM version_blocks WHERE version_id = ? ORDER BY ord",
         (version_id,))
     return [BlockRef(r["block_hash"], r["size"]) for r in rows]
+
+
+async def history(q: Any, file_id: str) -> list[Row]:
+    """Every kept version of ``file_id``, newest first, with who made it: ``email`` of the user
+    and ``device_name`` of the device (None once either is gone)."""
+    return await q.fetchall(
+        "SELECT v.version, v.size, v.checksum, v.created_at, v.user_id, u.email, v.device_id,"
+        " d.name AS device_name, v.restored_from, v.executable, v.symlink FROM file_versions v"
+        " LEFT JOIN users u ON u.id = v.user_id LEFT JOIN devices d ON d.id = v.device_id"
+        " WHERE v.file_id = ? ORDER BY v.version DESC", (file_id,))
 
 
 async def forget_abandoned(tx: Tx, cutoff: float) -> int:
@@ -99,9 +109,7 @@ class Versions:
         if current != expected:
             raise Conflict("the file changed since base_version", code="version_conflict",
                            current_version=current, base_version=base_version)
-        owner = await tx.fetchone(
-            "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
-            " WHERE w.id = ?", (file["workspace_id"],))
+        owner = await workspace_owner(tx, file["workspace_id"])
         assert owner is not None
         await check_quota(tx, owner["id"], owner["quota_bytes"], size - file["size"],
                           "this version would exceed the owner's quota")
