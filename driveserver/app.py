@@ -47,6 +47,7 @@ from .connections import (
 from .errors import Unauthorized
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, finish_interrupted, move_cold_blocks
+from .meta import stats
 from .meta.db import Database
 from .meta.journal import Journal, prune_journal
 from .meta.notifications import prune_notifications
@@ -60,7 +61,7 @@ log = logging.getLogger("driveserver")
 
 
 async def healthz(request: web.Request) -> web.Response:
-    await request.app[appkeys.DB].fetchval("SELECT 1")
+    await stats.ping(request.app[appkeys.DB])
     return web.json_response({"status": "ok"})
 
 
@@ -73,7 +74,7 @@ async def metrics(request: web.Request) -> web.Response:
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise Unauthorized("GET /metrics needs Authorization: Bearer <metrics.token>")
     m = request.app[appkeys.METRICS]
-    m.journal_entries.set(await request.app[appkeys.DB].fetchval("SELECT COUNT(*) FROM journal"))
+    m.journal_entries.set(await stats.journal_entries(request.app[appkeys.DB]))
     return web.Response(body=generate_latest(m.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
