@@ -14,7 +14,7 @@ GC, for each chunk of objects:
 3. *drop* (a second write transaction): remove the tombstones and the ``blocks`` rows, and add
    one to ``gc_epoch.dropped``.
 
-``complete`` (:mod:`driveserver.api.upload_routes`):
+``complete`` (:mod:`driveserver.api.complete_routes`):
 
 a. reads ``gc_epoch.dropped`` (committed state), then asks the store, outside any transaction,
    whether each block that comes with a receipt is stored;

@@ -8,6 +8,7 @@ fails here, naming the modules, before it becomes a tangle.
 from __future__ import annotations
 
 import ast
+import re
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -100,3 +101,27 @@ def test_only_the_entry_point_imports_the_client_cli() -> None:
     """The commands and the daemon stand on ``syncclient.status``, not on ``cli`` (which once
     imported the daemon that imported it back)."""
     assert set(_importers_of("syncclient.cli", "syncclient")) <= {"syncclient.__main__"}
+
+
+_SQL = re.compile(r"^\s*(SELECT\s.+\sFROM\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s"
+                  r"|WITH\s+RECURSIVE\s|BEGIN\b|SAVEPOINT\s|PRAGMA\s)", re.S)  # written in capitals here
+
+
+def test_sql_lives_in_meta_only() -> None:
+    """Route handlers, permissions, the feed and the CLI call named functions of ``meta/``;
+    no statement is written anywhere else in the server (issue 13, item 3)."""
+    found = []
+    for name, path in _module_files().items():
+        if not name.startswith("driveserver.") or name.startswith("driveserver.meta"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and _SQL.match(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:40]!r}")
+    assert found == []
+
+
+def test_the_sql_check_sees_statements() -> None:
+    assert _SQL.match("SELECT * FROM files WHERE id = ?")
+    assert _SQL.match("WITH RECURSIVE down(id) AS (SELECT 1)")
+    assert not _SQL.match("Delete from both tiers.")

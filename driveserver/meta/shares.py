@@ -14,7 +14,7 @@ mount folder in their feed, and nothing is deleted in the owner's tree.
 Each share remembers ``granted_seq``, the position of the folder's journal when it was given.
 Everything up to it happened while the recipient had no access, so the feed and notifications
 never show it to them, also after a revoke and a re-share: a re-share is a new grant, which
-reaches the recipient's devices as a fresh listing (see ``sync.routes``).
+reaches the recipient's devices as a fresh listing (see ``sync.views``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from ..auth import new_id
 from ..errors import BadRequest, Conflict, InsufficientStorage, NotFound
 from ..paths import join_path, validate_name
 from ..permissions import authorize_workspace_change
+from .accounts import used_bytes, workspace_owner
 from .db import Row, Tx
 from .depth import check_depth, check_subtree_depth
 from .journal import Actor, Journal
@@ -40,14 +41,11 @@ async def child_workspace(q: Any, parent: Row) -> str:
 
 async def _check_quota_for_restore(tx: Tx, file: Row) -> None:
     """Trashed files do not count against the quota; bringing them back does."""
-    owner = await tx.fetchone(
-        "SELECT u.id, u.quota_bytes FROM workspaces w JOIN users u ON u.id = w.owner_id"
-        " WHERE w.id = ?", (file["workspace_id"],))
+    owner = await workspace_owner(tx, file["workspace_id"])
     assert owner is not None  # every workspace has an owner (foreign key)
     back = await tx.fetchval(
         "SELECT COALESCE(SUM(size), 0) FROM files WHERE trash_root_id = ? AND is_directory = 0",
         (file["id"],), offload=True)
-    from .accounts import used_bytes  # accounts imports nothing from here; keep it that way
     if await used_bytes(tx, owner["id"]) + int(back) > owner["quota_bytes"]:
         raise InsufficientStorage("restoring this would exceed the owner's quota",
                                   quota=owner["quota_bytes"])
