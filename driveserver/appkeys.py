@@ -38,6 +38,8 @@ JOURNAL: web.AppKey[Journal] = web.AppKey("journal")
 # Per-request values set by the auth middleware.
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 USER_ID: web.RequestKey[str] = web.RequestKey("user_id")
+# The request was authenticated by the browser's session cookie (api/browser_session.py).
+BY_COOKIE: web.RequestKey[bool] = web.RequestKey("by_cookie")
 BYTES_IN: web.RequestKey[int] = web.RequestKey("bytes_in")
 # A lower body limit for this request (set by connections.body_guard_middleware for requests no
 # session or grant vouches for); httputil.read_body applies it.

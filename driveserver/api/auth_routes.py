@@ -11,6 +11,14 @@ from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
 from ..errors import BadRequest, Forbidden, Unauthorized
 from ..meta import accounts, devices
 from ..meta.db import Tx
+from .browser_session import (
+    COOKIE,
+    check_csrf,
+    clear_session_cookie,
+    csrf_token,
+    is_https,
+    set_session_cookie,
+)
 from .common import field, principal, read_json
 
 routes = web.RouteTableDef()
@@ -57,20 +65,28 @@ def _device_fields(body: dict, *, required: bool) -> tuple[str | None, str]:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Resolve ``Authorization: Bearer`` on every /api/ route except the public ones."""
+    """Resolve the session on every /api/ route except the public ones: from
+    ``Authorization: Bearer`` (every client), else from the browser's session cookie, which
+    also needs the CSRF header on a state-changing request (see :mod:`.browser_session`)."""
     if request.path.startswith("/api/") and request.path not in PUBLIC_API:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        by_cookie = not header and bool(request.cookies.get(COOKIE))
+        if by_cookie:
+            token = request.cookies[COOKIE]
+        elif scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing bearer token")
         config = request.app[appkeys.CONFIG]
-        payload = request.app[appkeys.SIGNER].load(SESSION, token.strip(),
-                                                   max_age=config.session_days * 86400)
+        signer, max_age = request.app[appkeys.SIGNER], config.session_days * 86400
+        payload = signer.load(SESSION, token.strip(), max_age=max_age)
         session_id = payload.get("sid") if isinstance(payload, dict) else None
         p = await accounts.principal_for_session(request.app[appkeys.DB], session_id) \
             if isinstance(session_id, str) else None
         if p is None:
             raise Unauthorized("invalid or expired token")
+        if by_cookie:
+            check_csrf(request, signer, p.session_id, max_age)
+            request[appkeys.BY_COOKIE] = True
         request[appkeys.PRINCIPAL] = p
         request[appkeys.USER_ID] = p.user_id
     return await handler(request)
@@ -96,6 +112,10 @@ async def login(request: web.Request) -> web.Response:
     password = field(body, "password", str)
     device_name, device_type = _device_fields(body, required=False)
     new_device = field(body, "new_device", bool, default=False)
+    cookie = field(body, "cookie", bool, default=False)
+    if cookie and new_device:
+        raise BadRequest("a browser session always gets a device of its own; leave out"
+                         " new_device", code="invalid_field", field="new_device")
     if new_device and device_name is None:
         raise BadRequest("new_device needs a device_name", code="missing_field",
                          field="device_name")
@@ -111,23 +131,55 @@ async def login(request: web.Request) -> web.Response:
 
     async def unit(tx: Tx) -> tuple[str | None, str]:
         device_id = None
-        if device_name is not None:
+        if cookie:  # one web device per browser sign-in, seen and revocable in the list
+            device_id = await devices.new_web_device(tx, user["id"], device_name or "Web browser")
+        elif device_name is not None:
             device_id = await devices.register_device(tx, user["id"], device_name, device_type,
                                                       must_be_new=new_device)
         return device_id, await accounts.create_session(tx, user["id"], device_id,
                                                         config.session_days * 86400)
 
     device_id, session_id = await db.write(unit)
-    token = request.app[appkeys.SIGNER].sign(SESSION, {"sid": session_id})
-    return web.json_response({"token": token, "user_id": user["id"], "device_id": device_id})
+    signer = request.app[appkeys.SIGNER]
+    token = signer.sign(SESSION, {"sid": session_id})
+    if not cookie:
+        return web.json_response({"token": token, "user_id": user["id"], "device_id": device_id})
+    # The page never sees the session token: only the cookie carries it.
+    resp = web.json_response({"user_id": user["id"], "device_id": device_id,
+                              "csrf_token": csrf_token(signer, session_id)})
+    set_session_cookie(resp, token, secure=is_https(request, config.public_url),
+                       max_age=config.session_days * 86400)
+    return resp
+
+
+@routes.get("/api/auth/session")
+async def session_info(request: web.Request) -> web.Response:
+    """Who is signed in; for a browser, also the CSRF token its page must send (a page opened
+    again after a reload has only the cookie)."""
+    p = principal(request)
+    user = await accounts.user_by_id(request.app[appkeys.DB], p.user_id)
+    assert user is not None
+    body = {"user_id": p.user_id, "email": user["email"], "device_id": p.device_id}
+    if request.get(appkeys.BY_COOKIE):
+        body["csrf_token"] = csrf_token(request.app[appkeys.SIGNER], p.session_id)
+    return web.json_response(body)
 
 
 @routes.post("/api/auth/logout")
 async def logout(request: web.Request) -> web.Response:
     p = principal(request)
-    await request.app[appkeys.DB].write(
-        lambda tx: accounts.revoke_sessions(tx, session_id=p.session_id))
-    return web.Response(status=204)
+    if request.get(appkeys.BY_COOKIE) and p.device_id is not None:
+        # A browser's device lives as long as its sign-in: gone with it, not piling up.
+        device_id = p.device_id
+        await request.app[appkeys.DB].write(
+            lambda tx: devices.remove_device(tx, p.user_id, device_id))
+    else:
+        await request.app[appkeys.DB].write(
+            lambda tx: accounts.revoke_sessions(tx, session_id=p.session_id))
+    resp = web.Response(status=204)
+    if request.get(appkeys.BY_COOKIE):
+        clear_session_cookie(resp, secure=is_https(request, request.app[appkeys.CONFIG].public_url))
+    return resp
 
 
 @routes.post("/api/auth/password")

@@ -44,6 +44,23 @@ async def register_device(tx: Tx, user_id: str, name: str, device_type: str,
     return device_id
 
 
+async def new_web_device(tx: Tx, user_id: str, name: str) -> str:
+    """A device for one browser sign-in. Always a new one (a browser has no folder to be
+    recognised by), named ``name``, or ``name 2``, ``name 3``... while a live device has it,
+    so that registering by name never mistakes one for another."""
+    taken = {row["name"] for row in await tx.fetchall(
+        "SELECT name FROM devices WHERE user_id = ? AND removed_at IS NULL", (user_id,))}
+    unique, n = name, 1
+    while unique in taken:
+        n += 1
+        unique = f"{name} {n}"
+    device_id = new_id("d")
+    await tx.execute(
+        "INSERT INTO devices (id, user_id, name, type, created_at, last_seen_at)"
+        " VALUES (?,?,?,?,?,?)", (device_id, user_id, unique, "web", tx.now, tx.now))
+    return device_id
+
+
 async def live_devices(q: Query, user_id: str) -> list[Row]:
     """The user's devices that have not been removed, oldest first."""
     return await q.fetchall(
