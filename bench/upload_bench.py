@@ -55,8 +55,11 @@ def make_file(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def raw_limit(path: Path, max_bytes: int = 512 * 1024 * 1024) -> tuple[float, float]:
-    """MB/s of seal (hash+zstd+AES) and open (AES+zstd+hash) over the file's own blocks."""
+def raw_limit(path: Path, workdir: Path, max_bytes: int = 512 * 1024 * 1024
+              ) -> tuple[float, float, float]:
+    """MB/s of seal (hash+zstd+AES) and open (AES+zstd+hash) over the file's own blocks, and of
+    storing those sealed blocks durably on this disk as the local store does (each to its own
+    file, fsynced, then its folder fsynced), counted in plaintext bytes like the upload."""
     ring = KeyRing.generate()
     blocks = []
     with path.open("rb") as fh:
@@ -69,7 +72,24 @@ def raw_limit(path: Path, max_bytes: int = 512 * 1024 * 1024) -> tuple[float, fl
     for h, s in sealed:
         ring.open(h, s)
     t2 = time.perf_counter()
-    return total / (t1 - t0) / MB, total / (t2 - t1) / MB
+    disk = workdir / "durable-write-probe"
+    disk.mkdir()
+    t3 = time.perf_counter()
+    for i, (_, s) in enumerate(sealed):
+        fd = os.open(disk / f"b{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, s)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dfd = os.open(disk, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+    t4 = time.perf_counter()
+    for child in disk.iterdir():
+        child.unlink()
+    disk.rmdir()
+    return total / (t1 - t0) / MB, total / (t2 - t1) / MB, total / (t4 - t3) / MB
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -103,7 +123,7 @@ async def run(size: int, workdir: Path, profile: Path | None = None) -> None:
     src = workdir / "src.bin"
     print(f"preparing {size / MB:.0f} MB test file ...", flush=True)
     digest = make_file(src, size)
-    seal_mbs, open_mbs = raw_limit(src)
+    seal_mbs, open_mbs, disk_mbs = raw_limit(src, workdir)
     proc, url = start_server(workdir / "data", profile)
     try:
         async with aiohttp.ClientSession() as s:
@@ -171,7 +191,9 @@ async def run(size: int, workdir: Path, profile: Path | None = None) -> None:
     mbs = size / MB
     print(f"\nfile: {mbs:.0f} MB ({len(blocks)} blocks), loopback, local block store")
     print(f"raw limit in-process, one core:  seal {seal_mbs:7.1f} MB/s   open {open_mbs:7.1f} MB/s")
-    print(f"upload   (3-step, streamed):     {mbs / up:7.1f} MB/s  = {100 * mbs / up / seal_mbs:5.1f}% of seal limit")
+    print(f"durable write of the sealed blocks, one at a time: {disk_mbs:7.1f} MB/s")
+    print(f"upload   (3-step, streamed):     {mbs / up:7.1f} MB/s  = {100 * mbs / up / seal_mbs:5.1f}% of seal limit,"
+          f" {100 * mbs / up / min(seal_mbs, disk_mbs):5.1f}% of the lower of seal and durable write")
     print(f"download (content endpoint, like curl): {mbs / down:7.1f} MB/s  = {100 * mbs / down / open_mbs:5.1f}% of open limit")
     print(f"download (block URLs, 4 at once): {mbs / blocks_down:6.1f} MB/s  = {100 * mbs / blocks_down / open_mbs:5.1f}% of open limit")
     print(f"server peak RSS: {rss_before:.0f} MB idle, {rss_upload:.0f} MB after upload, {rss_end:.0f} MB at end")
