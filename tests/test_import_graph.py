@@ -125,3 +125,15 @@ def test_the_sql_check_sees_statements() -> None:
     assert _SQL.match("SELECT * FROM files WHERE id = ?")
     assert _SQL.match("WITH RECURSIVE down(id) AS (SELECT 1)")
     assert not _SQL.match("Delete from both tiers.")
+
+
+def test_outside_meta_a_transaction_is_a_unit_of_work() -> None:
+    """Outside ``meta/`` a write runs as ``await db.write(fn)``, never as an open
+    ``async with db.transaction()`` block that anything could await inside (issue 13)."""
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}"
+             for name, path in _module_files().items()
+             if name.startswith("driveserver.") and not name.startswith("driveserver.meta")
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "transaction"]
+    assert found == []

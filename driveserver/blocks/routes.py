@@ -67,8 +67,9 @@ async def _charge(request: web.Request, grant: UploadGrant,
     the hashes the grant had stored already (see :func:`meta.upload_grants.charge`)."""
     if not grant.grant_id:
         raise GrantRevoked("this upload grant predates budgets; ask upload-init for a new one")
-    async with request.app[appkeys.DB].transaction() as tx:
-        return await upload_grants.charge(tx, grant.grant_id, grant.user_id, blocks)
+    grant_id = grant.grant_id
+    return await request.app[appkeys.DB].write(
+        lambda tx: upload_grants.charge(tx, grant_id, grant.user_id, blocks))
 
 
 async def _charge_and_store(request: web.Request, grant: UploadGrant, h: str,
