@@ -29,6 +29,7 @@ from .api import (
     versions_routes,
 )
 from .api.middleware import error_middleware
+from .api.preview_routes import setup_previews
 from .auth import LoginThrottle, TokenSigner
 from .blocks import routes as block_routes
 from .blocks.grants import Grants
@@ -167,6 +168,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(versions_routes.routes)
     app.add_routes(batch_download_routes.routes)
     app.add_routes(files_routes.routes)
+    setup_previews(app)
     app.add_routes(links_routes.routes)
     app.add_routes(share_routes.routes)
     setup_sync(app)

@@ -63,6 +63,10 @@ class PayloadTooLarge(ApiError):
     status, code = 413, "too_large"
 
 
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "not_previewable"
+
+
 class TooManyRequests(ApiError):
     status, code = 429, "too_many_requests"
 

@@ -20,13 +20,14 @@ from ..meta import accounts
 from ..meta.db import Row
 from ..meta.versions import version_blocks, version_row
 from ..permissions import Action, authorize
+from ..previews.inline import inline_headers, inline_type
 from ..storage.base import StorageError
 from .common import base_url, principal
 
 routes = web.RouteTableDef()
 
 
-async def _readable_version(request: web.Request) -> tuple[Any, Any]:
+async def readable_version(request: web.Request) -> tuple[Any, Any]:
     p = principal(request)
     db = request.app[appkeys.DB]
     file = await authorize(db, p.user_id, Action.READ, request.match_info["file_id"])
@@ -49,7 +50,7 @@ async def _readable_version(request: web.Request) -> tuple[Any, Any]:
 async def download(request: web.Request) -> web.Response:
     """The block list of a version with one short-lived URL per block."""
     p = principal(request)
-    file, version = await _readable_version(request)
+    file, version = await readable_version(request)
     db = request.app[appkeys.DB]
     blocks = await version_blocks(db, version["id"])
     grants = request.app[appkeys.GRANTS]
@@ -88,9 +89,13 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 @routes.get("/api/files/{file_id}/content")
 async def content(request: web.Request) -> web.StreamResponse:
-    """The whole file (or one byte range), streamed block by block, each block verified."""
-    file, version = await _readable_version(request)
-    return await stream_version(request, file["name"], version)
+    """The whole file (or one byte range), streamed block by block, each block verified.
+    ``?inline=1``: for the browser to show, if the name is of a kind it may (see
+    :mod:`driveserver.previews.inline`), else a download as without it."""
+    file, version = await readable_version(request)
+    shown = inline_type(file["name"]) if request.query.get("inline") == "1" else None
+    return await stream_version(request, file["name"], version,
+                                inline_headers(shown) if shown else None)
 
 
 async def stream_version(request: web.Request, name: str, version: Row,
@@ -112,10 +117,10 @@ async def stream_version(request: web.Request, name: str, version: Row,
     blocks = await version_blocks(request.app[appkeys.DB], version["id"])
     quoted = urllib.parse.quote(name)
     resp = web.StreamResponse(status=206 if rng else 200, headers={
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
         **(headers or {}),
-        "ETag": etag, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream",
-        "Content-Length": str(end - start),
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}"})
+        "ETag": etag, "Accept-Ranges": "bytes", "Content-Length": str(end - start)})
     if rng:
         resp.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     # Only the blocks that overlap the range are fetched.
