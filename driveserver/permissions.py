@@ -76,6 +76,13 @@ async def role_for(q: Query, user_id: str, file: Row) -> Role | None:
     return max(roles, key=lambda r: r.strength) if roles else None
 
 
+async def may(q: Query, user_id: str, action: Action, file: Row) -> bool:
+    """Whether ``user_id`` may do ``action`` on ``file``, for what a reply shows rather than
+    what a request does (e.g. who else sees an item: shown to those who may share it)."""
+    role = await role_for(q, user_id, file)
+    return role is not None and action in ROLE_ALLOWS[role]
+
+
 async def authorize(q: Query, user_id: str, action: Action, file_id: str) -> Row:
     """Return the file row if ``user_id`` may do ``action`` on it; raise 404 or 403 otherwise."""
     file = await access.file_by_id(q, file_id)

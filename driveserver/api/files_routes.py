@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from driveproto.names import name_key
 
 from .. import appkeys
 from ..errors import BadRequest, NotFound
-from ..meta import accounts, mounts, trash, tree
+from ..meta import accounts, mounts, shares, trash, tree
 from ..meta.db import Row, Tx
 from ..paths import split_path
 from ..permissions import (
@@ -19,6 +20,7 @@ from ..permissions import (
     authorize_move,
     authorize_purge,
     authorize_trash,
+    may,
     writable_base,
 )
 from .common import (
@@ -65,6 +67,12 @@ async def list_folder(request: web.Request) -> web.Response:
     more = len(rows) > limit
     rows = rows[:limit]
     entries = [entry_json(r) for r in rows]
+    if rows and await may(db, p.user_id, Action.SHARE, folder):
+        # Who else sees each item, for those who decide it (the owner).
+        sharing = await shares.sharing_of(db, [r["id"] for r in rows], time.time())
+        for entry in entries:
+            if entry["file_id"] in sharing:
+                entry["shared"] = sharing[entry["file_id"]]
     if not parts and await _has_mounts(db, p.user_id):
         entries.append(_shared_root_entry())
         entries.sort(key=lambda e: name_key(e["name"]))
