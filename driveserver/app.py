@@ -28,7 +28,7 @@ from .api import (
     upload_routes,
     versions_routes,
 )
-from .api.middleware import error_middleware
+from .api.middleware import baseline_headers, error_middleware
 from .api.preview_routes import setup_previews
 from .auth import LoginThrottle, TokenSigner
 from .blocks import routes as block_routes
@@ -158,6 +158,7 @@ def build_app(config: Config) -> web.Application:
                 await task
 
     app.cleanup_ctx.extend([database_ctx, storage_ctx, maintenance_ctx])
+    app.on_response_prepare.append(baseline_headers)
     app.router.add_get("/healthz", healthz)
     if config.metrics_token:
         app.router.add_get("/metrics", metrics)

@@ -41,3 +41,14 @@ async def test_the_middleware_keeps_an_http_exception_s_allow_header(
         assert r.status == 405
         assert body["error"]["code"] == "method_not_allowed"
         assert "GET" in r.headers["Allow"]
+
+
+async def test_every_answer_says_nosniff_and_no_framing_by_other_sites(server: RunningServer,
+                                                          alice: ApiClient) -> None:
+    """JSON, errors and file bytes alike: nothing the server sends may be sniffed as a page."""
+    async with alice.session.get(f"{server.url}/healthz") as ok, \
+            alice.session.get(f"{server.url}/api/files", headers=alice.headers) as listing, \
+            alice.session.get(f"{server.url}/no/such/route") as missing:
+        for r in (ok, listing, missing):
+            assert r.headers["X-Content-Type-Options"] == "nosniff", r.url
+            assert r.headers["X-Frame-Options"] == "SAMEORIGIN", r.url

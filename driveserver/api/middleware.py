@@ -55,3 +55,11 @@ async def error_middleware(
         # loggable_path: tokens in /s/ paths must not reach the logs.
         log.exception("unhandled error on %s %s", request.method, loggable_path(request.path))
         return error_response(500, "internal_error", "internal server error")
+
+
+async def baseline_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer (an ``on_response_prepare`` hook, so errors and streams too): the
+    browser must never guess a type (a JSON error or a file's bytes sniffed as HTML would run
+    on the app's origin), and no page of this origin may be framed by another site (its own previews may be)."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
