@@ -30,6 +30,7 @@ from .api import (
 )
 from .api.middleware import baseline_headers, error_middleware
 from .api.preview_routes import setup_previews
+from .api.web_routes import setup_web
 from .auth import LoginThrottle, TokenSigner
 from .blocks import routes as block_routes
 from .blocks.grants import Grants
@@ -174,6 +175,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(share_routes.routes)
     setup_sync(app)
     app.add_routes(block_routes.routes)
+    setup_web(app)  # the browser app at / (driveserver/web/)
     return app
 
 

@@ -1,0 +1,134 @@
+"""The web app's files: ``/`` is the page, ``/app/{version}/...`` its modules, styles and icons.
+
+The app is plain ES modules and CSS under ``driveserver/web/`` (no build step), and it talks to
+the server only through the public JSON API, as any other client would. Three decisions here:
+
+* **Only what is in the package is served.** The files are read once, when the app is built,
+  into a table keyed by their path below ``web/`` (regular files with a known type, no dot
+  files, nothing reached through a link). A request names a key of that table or gets a 404:
+  no request path is ever joined onto a directory, so no ``..`` or encoded slash reaches the
+  disk.
+* **Caching without stale pages.** ``version`` is a hash of every file, so an asset URL names
+  exactly one content and is cached for a year (``immutable``); the page, which names the
+  version, is ``no-cache`` (revalidated by its ETag). An asset asked for under another version
+  (a page loaded before an upgrade) is the current file, never cached.
+* **A strict Content-Security-Policy** on every response here: scripts, styles and connections
+  from this origin only, no inline script or style, no framing, no plugins, no ``<base>``. A
+  script smuggled into the page (in a file name, say) cannot run, and the page cannot be
+  framed for clickjacking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from ..errors import NotFound
+
+routes = web.RouteTableDef()
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+ASSET_PREFIX = "/app"
+# Where index.html names its assets; replaced by ``/app/<version>`` when it is loaded.
+PLACEHOLDER = b"%APP%"
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".txt": "text/plain; charset=utf-8",
+}
+# Bounds on what start-up reads: the app is a few dozen small files.
+MAX_ASSETS = 500
+MAX_ASSET_BYTES = 2 * 1024 * 1024
+
+CSP = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'",
+    "img-src 'self' blob: data:", "connect-src 'self'", "frame-ancestors 'none'",
+    "base-uri 'none'", "form-action 'self'", "object-src 'none'",
+])
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+@dataclass(frozen=True)
+class WebApp:
+    version: str
+    index: Asset
+    assets: dict[str, Asset]  # path below web/, with "/" separators -> file
+
+
+WEB_APP: web.AppKey[WebApp] = web.AppKey("web_app")
+
+
+def _asset(body: bytes, content_type: str) -> Asset:
+    return Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+
+
+def load_web_app(root: Path = WEB_DIR) -> WebApp:
+    """Read the app's files into memory (a few hundred KiB), refusing anything unexpected."""
+    base = root.resolve()
+    files: dict[str, bytes] = {}
+    for path in sorted(base.rglob("*")):
+        rel = path.relative_to(base)
+        if path.is_symlink() or not path.is_file() or any(p.startswith(".") for p in rel.parts):
+            continue
+        if path.suffix not in CONTENT_TYPES or not path.resolve().is_relative_to(base):
+            continue
+        if len(files) >= MAX_ASSETS or path.stat().st_size > MAX_ASSET_BYTES:
+            raise RuntimeError(f"the web app under {base} holds an unexpected file: {rel}")
+        files[rel.as_posix()] = path.read_bytes()
+    if "index.html" not in files:
+        raise RuntimeError(f"no index.html under {base}: the package is incomplete")
+    digest = hashlib.sha256()
+    for name, body in files.items():
+        digest.update(name.encode() + b"\0" + hashlib.sha256(body).digest())
+    version = digest.hexdigest()[:16]
+    index = files.pop("index.html").replace(PLACEHOLDER, f"{ASSET_PREFIX}/{version}".encode())
+    return WebApp(version, _asset(index, CONTENT_TYPES[".html"]),
+                  {name: _asset(body, CONTENT_TYPES[Path(name).suffix])
+                   for name, body in files.items()})
+
+
+def setup_web(app: web.Application) -> None:
+    app[WEB_APP] = load_web_app()
+    app.add_routes(routes)
+
+
+def _serve(request: web.Request, asset: Asset, cache_control: str) -> web.Response:
+    headers = {**SECURITY_HEADERS, "Cache-Control": cache_control, "ETag": asset.etag}
+    if asset.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=asset.body, headers={**headers, "Content-Type": asset.content_type})
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    return _serve(request, request.app[WEB_APP].index, "no-cache")
+
+
+@routes.get(ASSET_PREFIX + "/{version}/{path:.+}")
+async def asset(request: web.Request) -> web.Response:
+    webapp = request.app[WEB_APP]
+    found = webapp.assets.get(request.match_info["path"])
+    if found is None:
+        raise NotFound("no such file in the web app")
+    current = request.match_info["version"] == webapp.version
+    return _serve(request, found, IMMUTABLE if current else "no-cache")

@@ -1,0 +1,107 @@
+// The public JSON API (docs/api.md), one function per route the page uses. The browser's
+// session is the HttpOnly drive_session cookie, which this code never sees; state-changing
+// requests add X-CSRF-Token, which only a page of this origin can learn (GET /api/auth/session).
+
+/** A failed request: the API's {error: {code, message, ...}} with the HTTP status. */
+export class ApiError extends Error {
+  constructor(status, code, message, details = {}, retryAfter = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.details = details;
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
+  }
+}
+
+let csrfToken = null;
+
+export function setCsrfToken(token) {
+  csrfToken = token || null;
+}
+
+function retryAfter(resp) {
+  const value = Number(resp.headers.get('Retry-After'));
+  return Number.isFinite(value) && value > 0 ? value : null;
+}
+
+/** The error a non-2xx response stands for, with the API's own message when it sent one. */
+export async function errorFrom(resp) {
+  let body = null;
+  try {
+    body = await resp.json();
+  } catch {
+    // Not JSON (a proxy's page, say): fall back to the status line.
+  }
+  const err = (body && body.error) || {};
+  return new ApiError(resp.status, err.code || 'http_error',
+                      err.message || `${resp.status} ${resp.statusText || 'error'}`.trim(),
+                      err, retryAfter(resp));
+}
+
+export function networkError() {
+  return new ApiError(0, 'network_error',
+                      'The server cannot be reached. Check the connection and try again.');
+}
+
+function withQuery(path, query) {
+  if (!query) return path;
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null) params.set(key, String(value));
+  }
+  const text = params.toString();
+  return text ? `${path}?${text}` : path;
+}
+
+async function call(method, path, {json, query, signal} = {}) {
+  const headers = {};
+  if (json !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  let resp;
+  try {
+    resp = await fetch(withQuery(path, query), {
+      method, headers, signal, credentials: 'same-origin', cache: 'no-store',
+      body: json === undefined ? undefined : JSON.stringify(json),
+    });
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    throw networkError();
+  }
+  if (!resp.ok) throw await errorFrom(resp);
+  if (resp.status === 204) return null;
+  return resp.json();
+}
+
+const id = (fileId) => encodeURIComponent(fileId);
+
+export const api = {
+  session: () => call('GET', '/api/auth/session'),
+  login: (email, password) => call('POST', '/api/auth/login',
+                                   {json: {email, password, cookie: true}}),
+  logout: () => call('POST', '/api/auth/logout'),
+  changePassword: (oldPassword, newPassword) => call('POST', '/api/auth/password',
+    {json: {old_password: oldPassword, new_password: newPassword}}),
+
+  list: (path, limit, cursor, signal) => call('GET', '/api/files',
+                                              {query: {path, limit, cursor}, signal}),
+  createFolder: (path) => call('POST', '/api/folders', {json: {path}}),
+  move: (fileId, path) => call('PATCH', `/api/files/${id(fileId)}`, {json: {path}}),
+  trash: (fileId) => call('DELETE', `/api/files/${id(fileId)}`),
+
+  listTrash: () => call('GET', '/api/trash'),
+  restore: (fileId) => call('POST', `/api/trash/${id(fileId)}/restore`),
+  purge: (fileId) => call('DELETE', `/api/trash/${id(fileId)}`),
+
+  uploadInit: (body) => call('POST', '/api/files/upload-init', {json: body}),
+  complete: (fileId, body) => call('POST', `/api/files/${id(fileId)}/complete`, {json: body}),
+
+  cursor: () => call('GET', '/api/sync/cursor'),
+  changes: (cursor, timeout, signal) => call('GET', '/api/sync/changes',
+    {query: {cursor, timeout, include_own: 'true'}, signal}),
+};
+
+/** Where a file's bytes are: the browser downloads it by the cookie, with its own progress. */
+export function contentUrl(fileId) {
+  return `/api/files/${id(fileId)}/content`;
+}

@@ -1,0 +1,173 @@
+// What can be done to a folder's entries: new folder, upload, download, rename, move, delete
+// to the trash. The toolbar's buttons follow the selection.
+
+import {api} from './api.js';
+import {askName, choose} from './dialogs.js';
+import {h} from './dom.js';
+import {entryKey, nameKey} from './folder_data.js';
+import {joinPath} from './format.js';
+import {pickFolder} from './picker.js';
+
+const SHARED_ROOT = '/Shared with me';
+
+/** Run `fn` on each entry in turn; the first error (with how many failed) is thrown after. */
+async function each(entries, fn) {
+  const failed = [];
+  for (const entry of entries) {
+    try {
+      await fn(entry);
+    } catch (err) {
+      failed.push([entry, err]);
+    }
+  }
+  if (failed.length) {
+    const [entry, err] = failed[0];
+    const more = failed.length > 1 ? ` (and ${failed.length - 1} more failed)` : '';
+    throw Object.assign(new Error(`${entry.name}: ${err.message}${more}`), {cause: err});
+  }
+}
+
+/** "a.txt" -> "a (1).txt", "a (2).txt", ...: the first that `taken` (name keys) lacks. */
+export function freeName(name, taken) {
+  if (!taken.has(nameKey(name))) return name;
+  const dot = name.lastIndexOf('.');
+  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  for (let i = 1; ; i++) {
+    const candidate = `${stem} (${i})${ext}`;
+    if (!taken.has(nameKey(candidate))) return candidate;
+  }
+}
+
+export function folderActions(view, shell) {
+  const buttons = {};
+  const button = (name, label, onclick, cls = 'button') => {
+    buttons[name] = h('button', {type: 'button', class: cls, onclick}, label);
+    return buttons[name];
+  };
+  let input;
+  let uploadLabel;
+
+  const actions = {
+    toolbar() {
+      input = h('input', {type: 'file', id: 'upload-input', multiple: true, class: 'visually-hidden',
+                          onchange: () => {
+                            const files = [...input.files];
+                            input.value = '';
+                            actions.upload(files);
+                          }});
+      uploadLabel = h('label', {for: 'upload-input', class: 'button primary upload-label'},
+                       'Upload files');
+      return h('div', {class: 'toolbar', role: 'toolbar', 'aria-label': 'Folder actions'},
+        button('newFolder', 'New folder', () => actions.newFolder()), input, uploadLabel,
+        h('span', {class: 'selection-count', 'aria-live': 'polite'}),
+        h('div', {class: 'selection-actions'},
+          button('download', 'Download', () => actions.download()),
+          button('rename', 'Rename', () => actions.rename()),
+          button('move', 'Move', () => actions.move()),
+          button('trash', 'Delete', () => actions.trash(), 'button danger')));
+    },
+
+    /** Enable what the selection allows; /Shared with me itself takes no new files. */
+    update() {
+      const sel = view.selection();
+      const virtualHere = view.path === SHARED_ROOT;
+      buttons.newFolder.disabled = virtualHere;
+      input.disabled = virtualHere;
+      uploadLabel.classList.toggle('disabled', virtualHere);
+      buttons.download.disabled = !(sel.length === 1 && !sel[0].is_directory);
+      buttons.rename.disabled = sel.length !== 1;
+      buttons.move.disabled = sel.length === 0;
+      buttons.trash.disabled = sel.length === 0;
+      const count = view.toolbar.querySelector('.selection-count');
+      count.textContent = sel.length ? `${sel.length} selected` : '';
+      view.toolbar.classList.toggle('none-selected', sel.length === 0);
+    },
+
+    newFolder() {
+      return askName({title: 'New folder', label: 'Folder name', submit: 'Create',
+                      value: 'New folder', onSubmit: async (name) => {
+        const folder = await api.createFolder(joinPath(view.path, name));
+        await view.refresh();
+        view.selectKey(entryKey(folder));
+        shell.notify(`Created folder “${name}”.`);
+        return folder;
+      }});
+    },
+
+    /** Upload `files` into the open folder; names that exist there ask: replace or keep both. */
+    async upload(files) {
+      const folder = view.path;
+      const taken = new Set(view.entries.map((e) => e._key));
+      // Only a file can be replaced; a folder of that name refuses the upload (its error shows).
+      const existingFiles = new Set(view.entries.filter((e) => !e.is_directory).map((e) => e._key));
+      const clashes = files.filter((f) => existingFiles.has(nameKey(f.name)));
+      let keepBoth = false;
+      if (clashes.length) {
+        const names = clashes.map((f) => f.name);
+        const answer = await choose({
+          title: clashes.length === 1 ? `“${names[0]}” already exists`
+            : `${clashes.length} files already exist`,
+          message: h('p', {}, clashes.length === 1
+            ? 'Replace it (the current file stays in its version history), or keep both?'
+            : `${names.join(', ')}: replace them (the current files stay in their version history), or keep both?`),
+          choices: [{value: 'keep', label: 'Keep both'},
+                    {value: 'replace', label: 'Replace', primary: true}]});
+        if (answer === null) return;
+        keepBoth = answer === 'keep';
+      }
+      shell.uploads.add(files.map((file) => {
+        const name = keepBoth ? freeName(file.name, taken) : file.name;
+        taken.add(nameKey(name));
+        return {file, name};
+      }), folder);
+    },
+
+    download() {
+      const [entry] = view.selection();
+      if (entry && !entry.is_directory) view.openEntry(entry);
+    },
+
+    rename() {
+      const sel = view.selection();
+      if (sel.length !== 1) return null;
+      const [entry] = sel;
+      return askName({title: `Rename “${entry.name}”`, label: 'New name', value: entry.name,
+                      submit: 'Rename', onSubmit: async (name) => {
+        if (name === entry.name) return entry;
+        const moved = await api.move(entry.file_id, joinPath(view.path, name));
+        await view.refresh();
+        view.selectKey(entryKey(moved));
+        shell.notify(`Renamed “${entry.name}” to “${name}”.`);
+        return moved;
+      }});
+    },
+
+    move() {
+      const sel = view.selection();
+      if (!sel.length) return null;
+      return pickFolder({items: sel, start: view.path, onMove: async (dest) => {
+        await each(sel, (entry) => api.move(entry.file_id, joinPath(dest, entry.name)));
+        view.selected.clear();
+        await view.refresh();
+        shell.notify(sel.length === 1 ? `Moved “${sel[0].name}”.` : `Moved ${sel.length} items.`);
+        return dest;
+      }});
+    },
+
+    async trash() {
+      const sel = view.selection();
+      if (!sel.length) return;
+      try {
+        await each(sel, (entry) => api.trash(entry.file_id));
+        shell.notify(sel.length === 1 ? `Moved “${sel[0].name}” to the trash.`
+          : `Moved ${sel.length} items to the trash.`);
+      } catch (err) {
+        shell.showError(err);
+      }
+      view.selected.clear();
+      await view.refresh();
+      view.focusRow(view.focus);
+    },
+  };
+  return actions;
+}

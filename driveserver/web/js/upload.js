@@ -1,0 +1,217 @@
+// Uploads through the API's three steps (docs/api.md "Upload in three steps"):
+//
+//   1. hash the file in 4 MiB blocks (SHA-256 of each, as driveproto/blocks.py does), reading
+//      one File.slice at a time, so a 2 GiB file never sits in memory;
+//   2. upload-init with those hashes: the server answers which blocks it lacks;
+//   3. PUT only those blocks to block_url, then complete with the ordered list (a receipt for
+//      each block sent, the hash for each the server already had).
+//
+// Without WebCrypto (a page served over plain http from another host is not a "secure
+// context"), the file is streamed whole to upload_url instead, where the server cuts it.
+// XMLHttpRequest rather than fetch: it reports upload progress.
+
+import {ApiError, api, networkError} from './api.js';
+import {h} from './dom.js';
+import {formatSize, joinPath} from './format.js';
+
+export const BLOCK_SIZE = 4 * 1024 * 1024;
+const RETRIES = 3;
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+/** The path and query of a URL the API handed out: the page talks to its own origin only. */
+function sameOrigin(url) {
+  const u = new URL(url, location.href);
+  return u.pathname + u.search;
+}
+
+/** Send `body` with XHR; resolves with the JSON answer, reports bytes sent to `onProgress`. */
+function send(method, url, body, onProgress, signal) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, sameOrigin(url));
+    xhr.responseType = 'text';
+    xhr.upload.onprogress = (e) => onProgress(e.loaded);
+    xhr.onload = () => {
+      let data = null;
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch {
+        // not JSON: a proxy's error page
+      }
+      if (xhr.status >= 200 && xhr.status < 300 && data) resolve(data);
+      else {
+        const err = (data && data.error) || {};
+        reject(new ApiError(xhr.status, err.code || 'http_error',
+                            err.message || `${xhr.status} ${xhr.statusText}`, err));
+      }
+    };
+    xhr.onerror = () => reject(networkError());
+    xhr.onabort = () => reject(new DOMException('cancelled', 'AbortError'));
+    signal.addEventListener('abort', () => xhr.abort(), {once: true});
+    xhr.send(body);
+  });
+}
+
+/** A network failure or a 5xx is worth another try (after 1 s, 2 s, 4 s); a 4xx is not. */
+async function withRetries(fn, signal) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const transient = err instanceof ApiError && (err.status === 0 || err.status >= 500);
+      if (!transient || attempt >= RETRIES || signal.aborted) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 1000 * 2 ** attempt));
+    }
+  }
+}
+
+/** The blocks of `file`: [{order, hash, size}], one 4 MiB slice in memory at a time. */
+export async function hashBlocks(file, onProgress, signal) {
+  const blocks = [];
+  for (let offset = 0; offset < file.size; offset += BLOCK_SIZE) {
+    if (signal.aborted) throw new DOMException('cancelled', 'AbortError');
+    const data = await file.slice(offset, offset + BLOCK_SIZE).arrayBuffer();
+    const digest = await crypto.subtle.digest('SHA-256', data);
+    blocks.push({order: blocks.length, hash: hex(digest), size: data.byteLength});
+    onProgress(offset + data.byteLength);
+  }
+  return blocks;
+}
+
+/**
+ * Upload `file` as `path`. `progress(phase, done, total)` follows it: phase "hashing" (bytes
+ * read of the file), then "sending" (bytes of the blocks the server lacked), then "done".
+ */
+export async function uploadFile(file, path, progress, signal) {
+  if (!(globalThis.crypto && crypto.subtle)) return uploadWhole(file, path, progress, signal);
+  const blocks = await hashBlocks(file, (n) => progress('hashing', n, file.size), signal);
+  const init = await api.uploadInit({path, size: file.size, blocks});
+  const missing = new Set(init.blocks_to_upload || []);
+  const seen = new Set();
+  const toSend = blocks.filter((b) => missing.has(b.hash) && !seen.has(b.hash) && seen.add(b.hash));
+  const total = toSend.reduce((n, b) => n + b.size, 0);
+  const receipts = new Map();
+  let sent = 0;
+  for (const block of toSend) {
+    progress('sending', sent, total);
+    const start = block.order * BLOCK_SIZE;
+    const url = init.block_url.replace('{hash}', block.hash);
+    const receipt = await withRetries(() => send('PUT', url, file.slice(start, start + block.size),
+      (n) => progress('sending', sent + Math.min(n, block.size), total), signal), signal);
+    receipts.set(block.hash, receipt);
+    sent += block.size;
+  }
+  const done = await api.complete(init.file_id,
+                                  {blocks: blocks.map((b) => receipts.get(b.hash) || b.hash)});
+  progress('done', total, total);
+  return done;
+}
+
+async function uploadWhole(file, path, progress, signal) {
+  const init = await api.uploadInit({path, size: file.size});
+  const stored = await send('POST', init.upload_url, file,
+                            (n) => progress('sending', n, file.size), signal);
+  const done = await api.complete(init.file_id, {blocks: stored.blocks});
+  progress('done', file.size, file.size);
+  return done;
+}
+
+/** The upload panel: one line per file with its progress bar, state and any error. */
+export class Uploads {
+  constructor({onUploaded}) {
+    this.onUploaded = onUploaded;
+    this.queue = [];
+    this.running = false;
+    this.list = h('ul', {class: 'upload-list'});
+    this.summary = h('p', {class: 'upload-summary', role: 'status'});
+    this.el = h('section', {class: 'uploads', 'aria-labelledby': 'uploads-title', hidden: true},
+      h('div', {class: 'uploads-head'}, h('h2', {id: 'uploads-title'}, 'Uploads'),
+        h('button', {type: 'button', class: 'button', onclick: () => this.clearFinished()},
+          'Clear finished')),
+      this.summary, this.list);
+  }
+
+  /** Queue `items` ([{file, name}]) for `folder` (the one open when they were chosen). */
+  add(items, folder) {
+    for (const {file, name} of items) {
+      const bar = h('progress', {max: 1, value: 0, 'aria-label': `Upload of ${name}`});
+      const state = h('span', {class: 'upload-state'}, 'Waiting');
+      const error = h('p', {class: 'upload-error', role: 'alert', hidden: true});
+      const controller = new AbortController();
+      const cancel = h('button', {type: 'button', class: 'button small',
+                                  'aria-label': `Cancel upload of ${name}`,
+                                  onclick: () => controller.abort()}, 'Cancel');
+      const li = h('li', {class: 'upload'},
+        h('div', {class: 'upload-line'}, h('span', {class: 'upload-name'}, name),
+          h('span', {class: 'upload-size'}, formatSize(file.size)), state, cancel),
+        bar, error);
+      const item = {file, name, folder, bar, state, error, cancel, controller, li, done: false};
+      this.queue.push(item);
+      this.list.append(li);
+    }
+    this.el.hidden = false;
+    this.updateSummary();
+    this.run();
+  }
+
+  async run() {
+    if (this.running) return;
+    this.running = true;
+    try {
+      for (let item; (item = this.queue.find((i) => !i.done && !i.started));) {
+        item.started = true;
+        await this.one(item);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  async one(item) {
+    const {file, bar, state, error, controller} = item;
+    state.textContent = 'Starting';
+    try {
+      // The bar's first half is the hashing (reading the file), its second the sending.
+      await uploadFile(file, joinPath(item.folder, item.name), (phase, done, total) => {
+        const part = total ? done / total : 1;
+        const value = phase === 'hashing' ? part / 2 : phase === 'sending' ? 0.5 + part / 2 : 1;
+        bar.value = value;
+        const pct = `${Math.floor(100 * value)} %`;
+        state.textContent = phase === 'hashing' ? `Checking ${pct}` : phase === 'sending'
+          ? `Sending ${pct}` : '100 %';
+      }, controller.signal);
+      state.textContent = 'Done';
+      item.li.classList.add('finished');
+      this.onUploaded(item.folder);
+    } catch (err) {
+      const cancelled = err.name === 'AbortError';
+      state.textContent = cancelled ? 'Cancelled' : 'Failed';
+      item.li.classList.add(cancelled ? 'cancelled' : 'failed');
+      if (!cancelled) {
+        error.textContent = err.message || String(err);
+        error.hidden = false;
+      }
+    } finally {
+      item.done = true;
+      item.cancel.remove();
+      this.updateSummary();
+    }
+  }
+
+  updateSummary() {
+    const done = this.queue.filter((i) => i.done).length;
+    const failed = this.queue.filter((i) => i.li.classList.contains('failed')).length;
+    this.summary.textContent = `${done} of ${this.queue.length} done` +
+      (failed ? `, ${failed} failed` : '');
+  }
+
+  clearFinished() {
+    for (const item of this.queue.filter((i) => i.done)) item.li.remove();
+    this.queue = this.queue.filter((i) => !i.done);
+    this.el.hidden = this.queue.length === 0;
+    this.updateSummary();
+  }
+}
