@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import ApiClient, RunningServer, start_server
 from tests.sync_helpers import EMAIL, Device, make_devices
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.s3server", "tests.browser"]
 
 
 @pytest.fixture
