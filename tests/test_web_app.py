@@ -145,6 +145,7 @@ async def test_the_keyboard_moves_selects_opens_and_goes_up(web: Web,
     for name in ("a", "b", "c"):
         await alice_api.mkdir(f"/K/{name}")
     await upload(alice_api, "/K/b/deep.txt", b"deep")
+    await upload(alice_api, "/K/deep-sibling.txt", b"a file after the folders")
     page = await web.signed_in()
     await page.goto(web.server.url + "/#/files/K")
     await expect(page.get_by_role("heading", name="K")).to_be_visible()
@@ -157,9 +158,20 @@ async def test_the_keyboard_moves_selects_opens_and_goes_up(web: Web,
     await page.keyboard.press("Shift+ArrowDown")
     await expect(page.get_by_text("2 selected")).to_be_visible()
     await page.keyboard.press("Control+a")
-    await expect(page.get_by_text("3 selected")).to_be_visible()
+    await expect(page.get_by_text("4 selected")).to_be_visible()
     await page.keyboard.press("Escape")
-    await page.keyboard.press("ArrowUp")
+    await expect(page.get_by_text("selected")).to_have_count(0)
+    # The mouse: Ctrl-click adds one, Shift-click selects the range from the last click.
+    await row(page, "a").click()
+    await row(page, "c").click(modifiers=["Control"])
+    await expect(page.get_by_text("2 selected")).to_be_visible()
+    await expect(row(page, "b")).to_have_attribute("aria-selected", "false")
+    await row(page, "b").click()
+    await row(page, "deep-sibling.txt").click(modifiers=["Shift"])
+    await expect(page.get_by_text("3 selected")).to_be_visible()
+    await expect(row(page, "a")).to_have_attribute("aria-selected", "false")
+    await screenshot(page, "listing")
+    await row(page, "b").click()
     await page.keyboard.press("Enter")  # opens b
     await expect(page.get_by_role("heading", name="b")).to_be_visible()
     await expect(row(page, "deep.txt")).to_be_visible()
@@ -289,3 +301,17 @@ async def test_phone_width(web: Web, alice_api: ApiClient) -> None:
     finally:
         await phone.context.close()
     assert not phone.watch.problems, phone.watch.problems
+
+
+async def test_a_revoked_browser_session_brings_back_the_sign_in_form(
+        web: Web, alice_api: ApiClient) -> None:
+    web.watch.allow(401, "/api/trash")
+    web.watch.allow(401, "/api/sync/changes")
+    page = await web.signed_in()
+    devices = (await alice_api.get("/api/devices")).body["devices"]
+    [browser] = [d for d in devices if d["type"] == "web"]
+    r = await alice_api.delete(f"/api/devices/{browser['device_id']}")  # "sign out that browser"
+    assert r.status == 204, r
+    await page.get_by_role("link", name="Trash").click()
+    await expect(page.get_by_role("heading", name="Sign in to Drive")).to_be_visible()
+    await expect(page.get_by_text("Your session has ended. Sign in again.")).to_be_visible()

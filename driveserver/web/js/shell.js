@@ -5,7 +5,7 @@
 import {api} from './api.js';
 import {changePasswordDialog} from './dialogs.js';
 import {h, replace} from './dom.js';
-import {isWithin} from './format.js';
+import {isWithin, joinPath} from './format.js';
 import {FolderView} from './listing.js';
 import {LiveUpdates} from './live.js';
 import {currentRoute, folderHash} from './routes.js';
@@ -119,7 +119,9 @@ export class Shell {
 
   /** Something changed in `folder` (an upload finished): re-read it if it is open. */
   changedIn(folder) {
-    if (this.current === this.folder && this.folder.touches(`${folder}/x`)) this.scheduleRefresh();
+    if (this.current === this.folder && this.folder.touches(joinPath(folder, 'x'))) {
+      this.scheduleRefresh();
+    }
   }
 
   scheduleRefresh() {
