@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from driveserver.api.web_routes import CSP, WEB_DIR, load_web_app
+from driveserver.api.web_routes import CSP, PAGES, WEB_DIR, load_web_app
 from tests.helpers import RunningServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +89,7 @@ async def test_assets_are_cached_for_their_version_only(server: RunningServer) -
 def test_the_version_changes_with_any_file(tmp_path: Path) -> None:
     (tmp_path / "js").mkdir()
     (tmp_path / "index.html").write_text('<script type="module" src="%APP%/js/a.js"></script>')
+    (tmp_path / "link.html").write_text("link page")
     (tmp_path / "js" / "a.js").write_text("export const a = 1;")
     first = load_web_app(tmp_path)
     assert first.index.body.decode().startswith(f'<script type="module" src="/app/{first.version}/')
@@ -98,6 +99,7 @@ def test_the_version_changes_with_any_file(tmp_path: Path) -> None:
 
 def test_only_regular_files_of_known_types_under_web_are_loaded(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("page")
+    (tmp_path / "link.html").write_text("link page")
     (tmp_path / ".secret.js").write_text("hidden")
     (tmp_path / "notes.py").write_text("not an asset type")
     outside = tmp_path.parent / f"{tmp_path.name}-outside.js"
@@ -139,5 +141,5 @@ def test_every_file_of_the_app_is_in_the_package_data() -> None:
     assert "web/index.html" in files and len(files) > 10
     unshipped = [f for f in files if not any(fnmatch(f, p) for p in patterns)]
     assert unshipped == []
-    served = set(load_web_app().assets) | {"index.html"}
+    served = set(load_web_app().assets) | set(PAGES)
     assert {f.removeprefix("web/") for f in files} == served

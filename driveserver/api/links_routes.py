@@ -38,8 +38,10 @@ from ..meta.db import Row, Tx
 from ..meta.versions import version_row
 from ..paths import join_path, split_path
 from ..permissions import Action, authorize, authorize_link_admin, link_root
+from ..previews.inline import inline_headers, inline_type
 from .common import base_url, decode_page, encode_page, field, principal, query_int, read_json
 from .download_routes import stream_version
+from .web_routes import link_page, wants_page
 
 routes = web.RouteTableDef()
 
@@ -235,7 +237,10 @@ def _public_entry(row: Row) -> dict[str, Any]:
 
 @routes.get("/s/{token}")
 async def link_info(request: web.Request) -> web.Response:
-    """What the link points at; for a folder, a page of its live children."""
+    """What the link points at; for a folder, a page of its live children. A browser opening
+    the link gets the link page instead, which asks this route for the JSON."""
+    if wants_page(request):
+        return link_page(request, PUBLIC_HEADERS)
     opened = await _open(request)
     _require_access(request, opened.link)
     node, parts = await _target(request, opened)
@@ -272,7 +277,9 @@ async def link_content(request: web.Request) -> web.StreamResponse:
     version = await version_row(request.app[appkeys.DB], node["id"], None)
     if version is None:
         raise NotFound("no such file in this shared folder")
-    return await stream_version(request, node["name"], version, PUBLIC_HEADERS)
+    shown = inline_type(node["name"]) if request.query.get("inline") == "1" else None
+    return await stream_version(request, node["name"], version,
+                                {**PUBLIC_HEADERS, **(inline_headers(shown) if shown else {})})
 
 
 @routes.post("/s/{token}/unlock")

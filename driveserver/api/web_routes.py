@@ -34,6 +34,8 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 ASSET_PREFIX = "/app"
 # Where index.html names its assets; replaced by ``/app/<version>`` when it is loaded.
 PLACEHOLDER = b"%APP%"
+# The pages (each names its assets through the placeholder): the app, and a public link's page.
+PAGES = ("index.html", "link.html")
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -72,6 +74,7 @@ class Asset:
 class WebApp:
     version: str
     index: Asset
+    link_page: Asset  # /s/{token} opened by a browser (link.html)
     assets: dict[str, Asset]  # path below web/, with "/" separators -> file
 
 
@@ -95,14 +98,17 @@ def load_web_app(root: Path = WEB_DIR) -> WebApp:
         if len(files) >= MAX_ASSETS or path.stat().st_size > MAX_ASSET_BYTES:
             raise RuntimeError(f"the web app under {base} holds an unexpected file: {rel}")
         files[rel.as_posix()] = path.read_bytes()
-    if "index.html" not in files:
-        raise RuntimeError(f"no index.html under {base}: the package is incomplete")
+    for page in PAGES:
+        if page not in files:
+            raise RuntimeError(f"no {page} under {base}: the package is incomplete")
     digest = hashlib.sha256()
     for name, body in files.items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(body).digest())
     version = digest.hexdigest()[:16]
-    index = files.pop("index.html").replace(PLACEHOLDER, f"{ASSET_PREFIX}/{version}".encode())
-    return WebApp(version, _asset(index, CONTENT_TYPES[".html"]),
+    index, link_page = (
+        _asset(files.pop(page).replace(PLACEHOLDER, f"{ASSET_PREFIX}/{version}".encode()),
+               CONTENT_TYPES[".html"]) for page in PAGES)
+    return WebApp(version, index, link_page,
                   {name: _asset(body, CONTENT_TYPES[Path(name).suffix])
                    for name, body in files.items()})
 
@@ -122,6 +128,20 @@ def _serve(request: web.Request, asset: Asset, cache_control: str) -> web.Respon
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     return _serve(request, request.app[WEB_APP].index, "no-cache")
+
+
+def wants_page(request: web.Request) -> bool:
+    """A browser navigating (``Accept: text/html,...``), not a client asking for JSON."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def link_page(request: web.Request, headers: dict[str, str]) -> web.Response:
+    """The public link page: the same for every token, valid or not (its script asks the JSON
+    route, so the page itself tells nobody whether a link exists)."""
+    resp = _serve(request, request.app[WEB_APP].link_page, "no-cache")
+    resp.headers.update(headers)
+    return resp
 
 
 @routes.get(ASSET_PREFIX + "/{version}/{path:.+}")
