@@ -82,6 +82,12 @@ async def test_a_folder_of_10000_entries_shows_at_once_and_renders_in_steps(
     await assert_few_rows(page)
     await page.keyboard.press("ArrowUp")
     await expect(row(page, f"item {ENTRIES - 2:05d}")).to_be_focused()
+    # A change elsewhere re-reads the folder; the selection and the focus, far past the first
+    # page, stay where they were.
+    await alice_api.mkdir("/big/a new one")
+    await expect(status).to_have_text(f"{ENTRIES + 1:,} items")
+    await expect(row(page, f"item {ENTRIES - 2:05d}")).to_be_focused()
+    await expect(row(page, f"item {ENTRIES - 2:05d}")).to_have_attribute("aria-selected", "true")
     # Scrolling brings the rows of the middle.
     await page.evaluate("window.scrollTo(0, document.body.scrollHeight / 2)")
     await expect(row(page, "item 05000")).to_be_visible()

@@ -11,6 +11,7 @@ import {formatDate, formatSize, parentPath, pathParts} from './format.js';
 import {folderActions} from './folder_actions.js';
 import {folderHash} from './routes.js';
 import {RowWindow} from './row_window.js';
+
 const SHARED_ROOT = '/Shared with me';
 const COLUMNS = [['name', 'Name'], ['size', 'Size'], ['modified', 'Modified']];
 
@@ -19,7 +20,7 @@ export class FolderView {
     this.shell = shell;
     this.actions = folderActions(this, shell);
     this.sort = {key: 'name', dir: 1};
-    this.path = '/';
+    this.path = null; // nothing open yet
     this.entries = [];
     this.view = [];
     this.selected = new Set();
@@ -42,7 +43,7 @@ export class FolderView {
     this.grid = h('table', {class: 'listing', role: 'grid', 'aria-labelledby': 'folder-title',
                             'aria-multiselectable': 'true', tabindex: -1},
       h('thead', {}, this.head), this.body);
-    this.rows = new RowWindow(this.body, {columns: 4,
+    this.rows = new RowWindow(this.body, {columns: 4, focused: () => this.focus,
                                           renderRow: (i) => this.row(this.view[i], i)});
     this.status = h('p', {class: 'listing-status', role: 'status'});
     this.el = h('section', {class: 'folder', 'aria-labelledby': 'folder-title'},
@@ -56,7 +57,7 @@ export class FolderView {
 
   /** Show the folder at `path` (from the address bar). */
   async open(path) {
-    const moved = path.toLowerCase() !== this.path.toLowerCase();
+    const moved = this.path === null || path.toLowerCase() !== this.path.toLowerCase();
     this.path = path;
     if (moved) {
       this.selected.clear();
@@ -69,17 +70,22 @@ export class FolderView {
       this.renderRows();
       this.status.textContent = 'Loading…';
     }
-    await this.refresh({focusList: moved});
+    await this.refresh({fresh: moved});
   }
 
-  /** Read the open folder again (after an action, or a change seen in the feed). */
-  async refresh({focusList = false} = {}) {
+  /**
+   * Read the open folder again (after an action, or a change seen in the feed). A folder just
+   * opened shows each page as it comes; one already shown is replaced once it is read whole,
+   * so that a refresh never drops the selection or the focus beyond its first page.
+   */
+  async refresh({fresh = false} = {}) {
     if (this.loading) this.loading.abort();
     const loading = this.loading = new AbortController();
     const focusedKey = this.view[this.focus] ? entryKey(this.view[this.focus]) : null;
     let first = true;
     try {
       await loadFolder(this.path, loading.signal, ({path, fileId, entries, done}) => {
+        if (!fresh && !done) return;
         this.path = path;
         this.fileId = fileId;
         this.entries = entries;
@@ -88,7 +94,7 @@ export class FolderView {
         if (first) {
           first = false;
           this.renderHead();
-          if (focusList) this.focusRow(this.focus, {scroll: false});
+          if (fresh) this.focusRow(this.focus, {scroll: false});
         }
       });
     } catch (err) {

@@ -9,10 +9,14 @@ const DEFAULT_ROW_PX = 40;
 const OVERSCAN = 15; // rows rendered beyond each edge of the screen
 
 export class RowWindow {
-  /** `renderRow(index)` builds the <tr> of row `index`; `columns` is the table's width. */
-  constructor(tbody, {renderRow, columns}) {
+  /**
+   * `renderRow(index)` builds the <tr> of row `index`; `focused()` is the index of the row that
+   * holds the keyboard focus (kept on it across renders); `columns` is the table's width.
+   */
+  constructor(tbody, {renderRow, focused, columns}) {
     this.tbody = tbody;
     this.renderRow = renderRow;
+    this.focused = focused;
     this.count = 0;
     this.start = 0;
     this.end = 0;
@@ -53,9 +57,9 @@ export class RowWindow {
   update(force = false) {
     const [start, end] = this.wanted();
     if (!force && start === this.start && end === this.end) return;
-    const hadFocus = this.tbody.contains(document.activeElement) ? document.activeElement : null;
-    const focusIndex = hadFocus && hadFocus.closest('tr[data-index]')
-      ? Number(hadFocus.closest('tr[data-index]').dataset.index) : -1;
+    const table = this.tbody.closest('table');
+    const hadFocus = table && table.contains(document.activeElement) &&
+      !document.activeElement.closest('thead');
     this.start = start;
     this.end = end;
     const rows = [];
@@ -74,9 +78,8 @@ export class RowWindow {
         return;
       }
     }
-    if (focusIndex >= 0) {
-      const again = this.rowAt(focusIndex);
-      (again || this.tbody.closest('table')).focus({preventScroll: true});
+    if (hadFocus) { // the focused row, if it is still rendered; else the grid keeps the keys
+      (this.rowAt(this.focused()) || table).focus({preventScroll: true});
     }
   }
 
