@@ -99,9 +99,31 @@ export const api = {
   cursor: () => call('GET', '/api/sync/cursor'),
   changes: (cursor, timeout, signal) => call('GET', '/api/sync/changes',
     {query: {cursor, timeout, include_own: 'true'}, signal}),
+
+  versions: (fileId) => call('GET', `/api/files/${id(fileId)}/versions`),
+  restoreVersion: (fileId, version) => call('POST',
+    `/api/files/${id(fileId)}/restore/${encodeURIComponent(version)}`),
+
+  shares: (fileId) => call('GET', `/api/files/${id(fileId)}/shares`),
+  share: (fileId, userEmail, permission) => call('POST', `/api/files/${id(fileId)}/share`,
+    {json: {user_email: userEmail, permission}}),
+  changeShare: (shareId, permission) => call('PATCH', `/api/shares/${id(shareId)}`,
+                                             {json: {permission}}),
+  endShare: (shareId) => call('DELETE', `/api/shares/${id(shareId)}`),
+  links: (fileId) => call('GET', `/api/files/${id(fileId)}/links`),
+  createLink: (fileId, options) => call('POST', `/api/files/${id(fileId)}/links`,
+                                        {json: options}),
+  revokeLink: (linkId) => call('DELETE', `/api/links/${id(linkId)}`),
+
+  quota: () => call('GET', '/api/quota'),
+  devices: () => call('GET', '/api/devices'),
+  removeDevice: (deviceId) => call('DELETE', `/api/devices/${id(deviceId)}`),
+  notifications: (limit) => call('GET', '/api/notifications', {query: {limit}}),
+  markRead: (body) => call('POST', '/api/notifications/read', {json: body}),
 };
 
 /** Where a file's bytes are: the browser downloads it by the cookie, with its own progress. */
-export function contentUrl(fileId) {
-  return `/api/files/${id(fileId)}/content`;
+export function contentUrl(fileId, version = null) {
+  const path = `/api/files/${id(fileId)}/content`;
+  return version === null ? path : `${path}?version=${encodeURIComponent(version)}`;
 }

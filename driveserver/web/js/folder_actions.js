@@ -5,8 +5,10 @@ import {api} from './api.js';
 import {askName, choose} from './dialogs.js';
 import {h} from './dom.js';
 import {entryKey, nameKey} from './folder_data.js';
-import {joinPath} from './format.js';
+import {isWithin, joinPath} from './format.js';
 import {pickFolder} from './picker.js';
+import {shareDialog} from './share_dialog.js';
+import {showVersions} from './versions.js';
 
 const SHARED_ROOT = '/Shared with me';
 
@@ -64,6 +66,8 @@ export function folderActions(view, shell) {
           button('download', 'Download', () => actions.download()),
           button('rename', 'Rename', () => actions.rename()),
           button('move', 'Move', () => actions.move()),
+          button('versions', 'Versions', () => actions.versions()),
+          button('share', 'Share', () => actions.share()),
           button('trash', 'Delete', () => actions.trash(), 'button danger')));
     },
 
@@ -78,6 +82,9 @@ export function folderActions(view, shell) {
       buttons.rename.disabled = sel.length !== 1;
       buttons.move.disabled = sel.length === 0;
       buttons.trash.disabled = sel.length === 0;
+      buttons.versions.disabled = !(sel.length === 1 && !sel[0].is_directory);
+      // Only the owner shares: nothing in /Shared with me.
+      buttons.share.disabled = sel.length !== 1 || isWithin(view.path, SHARED_ROOT);
       const count = view.toolbar.querySelector('.selection-count');
       count.textContent = sel.length ? `${sel.length} selected` : '';
       view.toolbar.classList.toggle('none-selected', sel.length === 0);
@@ -152,6 +159,18 @@ export function folderActions(view, shell) {
         shell.notify(sel.length === 1 ? `Moved “${sel[0].name}”.` : `Moved ${sel.length} items.`);
         return dest;
       }});
+    },
+
+    versions() {
+      const [entry] = view.selection();
+      if (!entry || entry.is_directory) return null;
+      return showVersions(entry, {notify: (t) => shell.notify(t), onRestored: () => view.refresh()});
+    },
+
+    share() {
+      const [entry] = view.selection();
+      if (!entry || isWithin(view.path, SHARED_ROOT)) return null;
+      return shareDialog(entry, {notify: (t) => shell.notify(t), onChanged: () => view.refresh()});
     },
 
     async trash() {

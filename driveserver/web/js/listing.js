@@ -11,9 +11,17 @@ import {formatDate, formatSize, parentPath, pathParts} from './format.js';
 import {folderActions} from './folder_actions.js';
 import {folderHash} from './routes.js';
 import {RowWindow} from './row_window.js';
+import {sharedLabel} from './share_dialog.js';
 
 const SHARED_ROOT = '/Shared with me';
 const COLUMNS = [['name', 'Name'], ['size', 'Size'], ['modified', 'Modified']];
+
+/** The owner's mark on an item shared with people or by link ("Shared with 1 person, 1 link"). */
+function sharedBadge(shared) {
+  const label = sharedLabel(shared);
+  return label ? h('span', {class: 'badge shared-badge', role: 'img', 'aria-label': label,
+                            title: label}, icon('shared')) : null;
+}
 
 export class FolderView {
   constructor(shell) {
@@ -173,7 +181,7 @@ export class FolderView {
         icon(entry.virtual || entry.permission ? 'shared' : entry.is_directory ? 'folder'
           : entry.symlink ? 'link' : 'file'), link,
         entry.permission ? h('span', {class: 'badge'}, entry.permission === 'edit'
-          ? 'can edit' : 'view only') : null)),
+          ? 'can edit' : 'view only') : null, sharedBadge(entry.shared))),
       h('td', {class: 'size'}, entry.is_directory ? '—' : formatSize(entry.size)),
       h('td', {class: 'modified'},
         date.iso ? h('time', {datetime: date.iso, title: date.full}, date.text) : ''));
