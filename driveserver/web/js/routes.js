@@ -1,4 +1,4 @@
-// The address bar: #/files/<path> (each name percent-encoded) or #/trash. A hash keeps the
+// The address bar: #/files/<path> (each name percent-encoded), #/trash or #/devices. A hash keeps the
 // server out of it (one page at /), and Back and Forward move through folders.
 
 export function folderHash(path) {
@@ -6,9 +6,10 @@ export function folderHash(path) {
   return `#/files/${parts.join('/')}`;
 }
 
-/** {view: 'files', path} or {view: 'trash'} for the current address. */
+/** {view: 'files', path}, {view: 'trash'} or {view: 'devices'} for the current address. */
 export function currentRoute(hash = location.hash) {
   if (hash === '#/trash') return {view: 'trash'};
+  if (hash === '#/devices') return {view: 'devices'};
   const rest = hash.startsWith('#/files') ? hash.slice('#/files'.length) : '';
   const names = rest.split('/').filter(Boolean).map((part) => {
     try {

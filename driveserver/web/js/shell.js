@@ -2,6 +2,7 @@
 // messages. Errors are shown with the API's own message in an alert that stays until
 // dismissed; a session that ended (401) brings back the sign-in form.
 
+import {Bell, DevicesView, QuotaBar} from './account.js';
 import {api} from './api.js';
 import {changePasswordDialog} from './dialogs.js';
 import {h, replace} from './dom.js';
@@ -22,6 +23,9 @@ export class Shell {
     this.signedOut = onSignedOut;
     this.folder = new FolderView(this);
     this.trash = new TrashView(this);
+    this.devices = new DevicesView(this);
+    this.quota = new QuotaBar();
+    this.bell = new Bell({onError: (err) => this.showError(err)});
     this.uploads = new Uploads({onUploaded: (folder) => this.changedIn(folder)});
     this.live = new LiveUpdates({onChanges: (changes) => this.onChanges(changes),
                                  onSignedOut: () => this.end('Your session has ended. Sign in again.')});
@@ -49,7 +53,8 @@ export class Shell {
       nav('#/trash', 'Trash', 'trash'));
     const menu = h('details', {class: 'account'},
       h('summary', {'aria-label': `Account: ${this.session.email}`}, this.session.email),
-      h('div', {class: 'account-menu'},
+      h('div', {class: 'account-menu'}, this.quota.el,
+        h('a', {href: '#/devices', class: 'button'}, 'Devices'),
         h('button', {type: 'button', class: 'button', onclick: () => this.changePassword()},
           'Change password'),
         h('button', {type: 'button', class: 'button', onclick: () => this.signOut()},
@@ -61,11 +66,15 @@ export class Shell {
         this.main.focus();
       }}, 'Skip to the listing'),
       h('header', {class: 'topbar'},
-        h('a', {href: folderHash('/'), class: 'brand'}, 'Drive'), this.nav, menu),
+        h('a', {href: folderHash('/'), class: 'brand'}, 'Drive'), this.nav, this.bell.el, menu),
       this.errorBox, this.main, this.uploads.el, this.notices);
     window.addEventListener('hashchange', this.onHash);
     document.addEventListener('keydown', this.onKey);
+    menu.addEventListener('toggle', () => {
+      if (menu.open) this.quota.refresh().catch((err) => this.showError(err));
+    });
     this.live.start();
+    this.bell.refresh();
     this.route();
   }
 
@@ -79,18 +88,19 @@ export class Shell {
   route() {
     const route = currentRoute();
     this.showError(null);
-    const view = route.view === 'trash' ? this.trash : this.folder;
+    const view = {trash: this.trash, devices: this.devices}[route.view] || this.folder;
     if (this.current !== view) {
       this.current = view;
       replace(this.main, view.el);
     }
-    const place = route.view === 'trash' ? 'trash'
+    const place = route.view !== 'files' ? route.view
       : isWithin(route.path, '/Shared with me') ? 'shared' : 'drive';
     for (const link of this.nav.querySelectorAll('a')) {
       link.toggleAttribute('aria-current', link.dataset.match === place);
       if (link.dataset.match === place) link.setAttribute('aria-current', 'page');
     }
-    return route.view === 'trash' ? this.trash.open() : this.folder.open(route.path);
+    if (route.view !== 'files') this.root.querySelector('details.account').open = false;
+    return route.view === 'files' ? this.folder.open(route.path) : view.open();
   }
 
   /** Show `err` (the API's message) until dismissed; null hides it. 401 ends the session. */
@@ -110,6 +120,7 @@ export class Shell {
   }
 
   onChanges(changes) {
+    this.bell.refresh(); // a share, or someone's change to my files, may have notified me
     if (changes === null) return this.scheduleRefresh();
     const touched = changes.some((c) => (this.current === this.folder
       ? this.folder.touches(c.path, c.old_path) : this.trash.touches(c)));
