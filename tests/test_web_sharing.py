@@ -4,6 +4,9 @@ with a password that a browser with no account opens; the listing marks what is 
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from playwright.async_api import Browser, expect
 
@@ -32,6 +35,8 @@ async def test_share_a_folder_with_bob_who_opens_a_file(web: Web, browser: Brows
     await screenshot(page, "share-dialog")
     await person.select_option("view")
     await expect(page.get_by_text("bob@example.com can view now.")).to_be_visible()
+    shares = (await alice_api.get(f"/api/files/{plans['file_id']}/shares")).body["shares"]
+    assert [s["permission"] for s in shares] == ["view"]
     await dialog.get_by_role("button", name="Close").click()
     await expect(row(page, "Plans").get_by_role("img", name="Shared with 1 person")).to_be_visible()
 
@@ -46,7 +51,9 @@ async def test_share_a_folder_with_bob_who_opens_a_file(web: Web, browser: Brows
         await expect(budget).to_be_visible()
         async with bob.expect_download() as info:
             await budget.get_by_role("link").click()
-        assert (await info.value).suggested_filename == "budget.txt"
+        download = await info.value
+        assert download.suggested_filename == "budget.txt"
+        assert await asyncio.to_thread(Path(await download.path()).read_bytes) == b"numbers"
         # A recipient may not share it on.
         await budget.click()
         await expect(bob.get_by_role("button", name="Share")).to_be_disabled()
@@ -105,3 +112,26 @@ async def test_a_password_link_made_in_the_dialog_opens_anonymously(
     await dialog.get_by_role("button", name="Revoke link 1").click()
     await expect(dialog.get_by_text("No links.")).to_be_visible()
     assert (await alice_api.get(f"/api/files/{folder['file_id']}/links")).body["links"] == []
+
+
+async def test_sharing_with_an_unknown_email_shows_the_api_message(web: Web,
+                                                                   alice_api: ApiClient) -> None:
+    folder = await alice_api.mkdir("/Private")
+    web.watch.allow(404, f"/api/files/{folder['file_id']}/share")
+    page = await web.signed_in()
+    await row(page, "Private").click()
+    await page.get_by_role("button", name="Share").click()
+    dialog = page.get_by_role("dialog", name="Share “Private”")
+    await dialog.get_by_label("Share with (email)").fill("nobody@example.com")
+    await dialog.get_by_role("button", name="Share", exact=True).click()
+    await expect(dialog.get_by_role("alert")).to_have_text(
+        "no user with the email 'nobody@example.com'; they need an account first")
+    await expect(dialog.get_by_text("Not shared with anyone.")).to_be_visible()
+    # Files are shared by link only: the dialog of a file has no people section.
+    await dialog.get_by_role("button", name="Close").click()
+    await upload(alice_api, "/note.txt", b"n")
+    await row(page, "note.txt").click()
+    await page.get_by_role("button", name="Share").click()
+    file_dialog = page.get_by_role("dialog", name="Share “note.txt”")
+    await expect(file_dialog.get_by_role("button", name="Create link")).to_be_visible()
+    await expect(file_dialog.get_by_label("Share with (email)")).to_have_count(0)

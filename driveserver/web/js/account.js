@@ -5,7 +5,7 @@
 
 import {api} from './api.js';
 import {confirmAction} from './dialogs.js';
-import {h, replace} from './dom.js';
+import {h, icon, replace} from './dom.js';
 import {formatAnyDate, formatSize} from './format.js';
 
 const SHOWN_NOTIFICATIONS = 20;
@@ -47,7 +47,7 @@ export class Bell {
     this.onError = onError;
     this.count = h('span', {class: 'bell-count', 'aria-hidden': 'true', hidden: true});
     this.summary = h('summary', {class: 'bell-button', 'aria-label': 'Notifications'},
-      'Notifications', this.count);
+      icon('bell'), this.count);
     this.list = h('ul', {class: 'bell-list', 'aria-label': 'Notifications'});
     this.markButton = h('button', {type: 'button', class: 'button small',
                                    onclick: () => this.markAll()}, 'Mark all read');

@@ -30,6 +30,7 @@ export class Shell {
     this.live = new LiveUpdates({onChanges: (changes) => this.onChanges(changes),
                                  onSignedOut: () => this.end('Your session has ended. Sign in again.')});
     this.refreshTimer = null;
+    this.bellTimer = null;
     this.onHash = () => this.route();
     this.onKey = (event) => {
       if (this.current === this.folder && !document.querySelector('dialog[open]')) {
@@ -83,6 +84,7 @@ export class Shell {
     window.removeEventListener('hashchange', this.onHash);
     document.removeEventListener('keydown', this.onKey);
     clearTimeout(this.refreshTimer);
+    clearTimeout(this.bellTimer);
   }
 
   route() {
@@ -120,10 +122,12 @@ export class Shell {
   }
 
   onChanges(changes) {
-    this.bell.refresh(); // a share, or someone's change to my files, may have notified me
+    // A share, or someone's change to my files, may have notified me: one read per burst.
+    clearTimeout(this.bellTimer);
+    this.bellTimer = setTimeout(() => this.bell.refresh(), REFRESH_DELAY_MS);
     if (changes === null) return this.scheduleRefresh();
     const touched = changes.some((c) => (this.current === this.folder
-      ? this.folder.touches(c.path, c.old_path) : this.trash.touches(c)));
+      ? this.folder.touches(c.path, c.old_path) : this.current.touches(c)));
     if (touched) this.scheduleRefresh();
     return undefined;
   }
