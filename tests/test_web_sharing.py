@@ -5,13 +5,14 @@ with a password that a browser with no account opens; the listing marks what is 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, expect
 
 from tests.browser import Web, new_web, screenshot
-from tests.helpers import ApiClient, upload
+from tests.helpers import PASSWORD, ApiClient, upload
 from tests.test_web_app import row
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -135,3 +136,33 @@ async def test_sharing_with_an_unknown_email_shows_the_api_message(web: Web,
     file_dialog = page.get_by_role("dialog", name="Share “note.txt”")
     await expect(file_dialog.get_by_role("button", name="Create link")).to_be_visible()
     await expect(file_dialog.get_by_label("Share with (email)")).to_have_count(0)
+
+
+async def test_a_file_link_with_expiry_and_no_download_and_copy_without_a_clipboard(
+        web: Web, alice_api: ApiClient) -> None:
+    doc = await upload(alice_api, "/slides.txt", b"slides")
+    page = await web.page()
+    # A browser without the Clipboard API (plain http on a LAN address): the link is selected.
+    await page.add_init_script("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+    await web.context.request.post(f"{web.server.url}/api/auth/login", data={
+        "email": "alice@example.com", "password": PASSWORD, "cookie": True})
+    await page.goto(web.server.url + "/")
+    await row(page, "slides.txt").click()
+    await page.get_by_role("button", name="Share").click()
+    dialog = page.get_by_role("dialog", name="Share “slides.txt”")
+    await dialog.get_by_label("Expires (optional)").fill("2030-01-31T12:00")
+    await dialog.get_by_label("Allow download").uncheck()
+    await dialog.get_by_role("button", name="Create link").click()
+    await expect(dialog.get_by_text(re.compile(
+        r"^Link 1: no password, view only, expires .*2030$"))).to_be_visible()
+    [link] = (await alice_api.get(f"/api/files/{doc['file_id']}/links")).body["links"]
+    assert link["allow_download"] is False and not link["has_password"]
+    # 12:00 in the browser's own zone, whatever it is.
+    local_noon = await page.evaluate("new Date('2030-01-31T12:00').toISOString()")
+    assert link["expires_at"] == local_noon.replace(".000Z", "Z")
+    url_box = dialog.get_by_role("textbox", name="New link")
+    await dialog.get_by_role("button", name="Copy link").click()
+    await expect(url_box).to_be_focused()
+    selected = await url_box.evaluate("i => i.value.slice(i.selectionStart, i.selectionEnd)")
+    assert selected == await url_box.input_value()
+    await expect(page.get_by_text("Press Ctrl+C to copy the selected link.")).to_be_visible()
