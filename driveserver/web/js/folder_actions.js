@@ -9,6 +9,7 @@ import {isWithin, joinPath} from './format.js';
 import {pickFolder} from './picker.js';
 import {shareDialog} from './share_dialog.js';
 import {showVersions} from './versions.js';
+import {chosenFolder, droppedRoots, walkEntries} from './tree_reader.js';
 
 const SHARED_ROOT = '/Shared with me';
 
@@ -48,6 +49,18 @@ export function folderActions(view, shell) {
   };
   let input;
   let uploadLabel;
+  let uploadInputs = [];
+  /** A file input whose choice goes to `onFiles`; its <label> is the visible button. */
+  const fileInput = (id, attrs, onFiles) => {
+    const el = h('input', {type: 'file', id, class: 'visually-hidden', ...attrs,
+                           onchange: () => {
+                             const files = [...el.files];
+                             el.value = '';
+                             onFiles(files);
+                           }});
+    uploadInputs.push(el);
+    return el;
+  };
 
   const actions = {
     toolbar() {
@@ -61,6 +74,14 @@ export function folderActions(view, shell) {
                        'Upload files');
       return h('div', {class: 'toolbar', role: 'toolbar', 'aria-label': 'Folder actions'},
         button('newFolder', 'New folder', () => actions.newFolder()), input, uploadLabel,
+        fileInput('upload-folder-input', {webkitdirectory: true, multiple: true},
+                  (files) => actions.uploadTree(chosenFolder(files), [])),
+        h('label', {for: 'upload-folder-input', class: 'button upload-label'}, 'Upload folder'),
+        // On a phone the camera: capture asks for it instead of the file chooser.
+        fileInput('upload-camera-input', {accept: 'image/*,video/*', capture: 'environment'},
+                  (files) => actions.upload(files)),
+        h('label', {for: 'upload-camera-input', class: 'button upload-label camera-label'},
+          'Take photo'),
         h('span', {class: 'selection-count', 'aria-live': 'polite'}),
         h('div', {class: 'selection-actions'},
           button('download', 'Download', () => actions.download()),
@@ -76,8 +97,10 @@ export function folderActions(view, shell) {
       const sel = view.selection();
       const virtualHere = view.path === SHARED_ROOT;
       buttons.newFolder.disabled = virtualHere;
-      input.disabled = virtualHere;
-      uploadLabel.classList.toggle('disabled', virtualHere);
+      for (const el of [input, ...uploadInputs]) {
+        el.disabled = virtualHere;
+        el.labels[0].classList.toggle('disabled', virtualHere);
+      }
       buttons.download.disabled = !(sel.length === 1 && !sel[0].is_directory);
       buttons.rename.disabled = sel.length !== 1;
       buttons.move.disabled = sel.length === 0;
@@ -127,6 +150,56 @@ export function folderActions(view, shell) {
         taken.add(nameKey(name));
         return {file, name};
       }), folder);
+    },
+
+    /** Files with paths below the open folder (a chosen or dropped folder): upload-init
+     * creates the folders on the way, POST /api/folders the empty ones. A name that exists
+     * gets a new version, as drive-sync does. */
+    async uploadTree(files, emptyFolders, folder = view.path) {
+      if (files.length) shell.uploads.add(files, folder);
+      for (const path of emptyFolders) {
+        try {
+          await api.createFolder(joinPath(folder, path));
+        } catch (err) {
+          if (err.code !== 'exists') shell.showError(err);
+        }
+      }
+      if (emptyFolders.length) shell.changedIn(folder);
+    },
+
+    /** A drop on the listing: plain files as from the file input, folders walked as read. */
+    async drop(dataTransfer) {
+      if (view.path === SHARED_ROOT) return;
+      const folder = view.path;
+      const {entries, files} = droppedRoots(dataTransfer);
+      if (!entries.some((e) => e.isDirectory)) {
+        await actions.upload(files.length ? files
+          : await Promise.all(entries.map((e) => new Promise((ok, no) => e.file(ok, no)))));
+        return;
+      }
+      for await (const batch of walkEntries(entries)) {
+        await actions.uploadTree(batch.files, batch.emptyFolders, folder);
+      }
+    },
+
+    /** Make `el` (the folder view) take drops of files and folders. */
+    acceptDrops(el) {
+      const hasFiles = (e) => [...(e.dataTransfer ? e.dataTransfer.types : [])].includes('Files');
+      el.addEventListener('dragover', (e) => {
+        if (!hasFiles(e)) return;
+        e.preventDefault();
+        e.dataTransfer.dropEffect = view.path === SHARED_ROOT ? 'none' : 'copy';
+        el.classList.add('drop-target');
+      });
+      el.addEventListener('dragleave', (e) => {
+        if (!el.contains(e.relatedTarget)) el.classList.remove('drop-target');
+      });
+      el.addEventListener('drop', (e) => {
+        if (!hasFiles(e)) return;
+        e.preventDefault();
+        el.classList.remove('drop-target');
+        actions.drop(e.dataTransfer).catch((err) => shell.showError(err));
+      });
     },
 
     download() {

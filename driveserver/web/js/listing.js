@@ -57,6 +57,7 @@ export class FolderView {
     this.el = h('section', {class: 'folder', 'aria-labelledby': 'folder-title'},
       this.crumbs, h('div', {class: 'folder-head'}, this.title, this.toolbar),
       h('div', {class: 'table-wrap'}, this.grid), this.status);
+    this.actions.acceptDrops(this.el);
     this.body.addEventListener('click', (e) => this.onClick(e));
     this.body.addEventListener('dblclick', (e) => this.onDoubleClick(e));
     this.body.addEventListener('change', (e) => this.onCheckbox(e));

@@ -119,22 +119,38 @@ async function uploadWhole(file, path, progress, signal) {
   return done;
 }
 
-/** The upload panel: one line per file with its progress bar, state and any error. */
+/** Files sent at once: enough to hide each file's round trips, few enough to share the link. */
+const PARALLEL = 3;
+
+/**
+ * The upload panel: an overall bar (bytes done of all queued), then one line per file with its
+ * progress bar, state and any error. Files wait in a queue and PARALLEL of them go at a time;
+ * a file's bytes are read only when its turn comes (one 4 MiB slice at a time).
+ */
 export class Uploads {
   constructor({onUploaded}) {
     this.onUploaded = onUploaded;
     this.queue = [];
-    this.running = false;
+    this.next = 0; // index in queue of the first item not started
+    this.active = 0;
+    this.totalBytes = 0;
+    this.doneBytes = 0;
+    this.doneCount = 0; // counts, so that a progress event costs the same with 10,000 queued
+    this.failedCount = 0;
     this.list = h('ul', {class: 'upload-list'});
     this.summary = h('p', {class: 'upload-summary', role: 'status'});
+    this.overall = h('progress', {max: 1, value: 0, 'aria-label': 'All uploads'});
+    this.overallText = h('span', {class: 'upload-overall-text'});
     this.el = h('section', {class: 'uploads', 'aria-labelledby': 'uploads-title', hidden: true},
       h('div', {class: 'uploads-head'}, h('h2', {id: 'uploads-title'}, 'Uploads'),
         h('button', {type: 'button', class: 'button', onclick: () => this.clearFinished()},
           'Clear finished')),
-      this.summary, this.list);
+      this.summary, h('div', {class: 'upload-overall'}, this.overall, this.overallText),
+      this.list);
   }
 
-  /** Queue `items` ([{file, name}]) for `folder` (the one open when they were chosen). */
+  /** Queue `items` ([{file, name}]) for `folder` (the one open when they were chosen); a name
+   * may be a relative path ("photos/2024/a.jpg"): upload-init creates the folders on the way. */
   add(items, folder) {
     for (const {file, name} of items) {
       const bar = h('progress', {max: 1, value: 0, 'aria-label': `Upload of ${name}`});
@@ -148,8 +164,10 @@ export class Uploads {
         h('div', {class: 'upload-line'}, h('span', {class: 'upload-name'}, name),
           h('span', {class: 'upload-size'}, formatSize(file.size)), state, cancel),
         bar, error);
-      const item = {file, name, folder, bar, state, error, cancel, controller, li, done: false};
+      const item = {file, name, folder, bar, state, error, cancel, controller, li, done: false,
+                    sentBytes: 0};
       this.queue.push(item);
+      this.totalBytes += file.size;
       this.list.append(li);
     }
     this.el.hidden = false;
@@ -157,17 +175,31 @@ export class Uploads {
     this.run();
   }
 
-  async run() {
-    if (this.running) return;
-    this.running = true;
-    try {
-      for (let item; (item = this.queue.find((i) => !i.done && !i.started));) {
-        item.started = true;
-        await this.one(item);
-      }
-    } finally {
-      this.running = false;
+  run() {
+    while (this.active < PARALLEL && this.next < this.queue.length) {
+      const item = this.queue[this.next++];
+      item.started = true;
+      this.active++;
+      this.one(item).finally(() => {
+        this.active--;
+        this.run();
+      });
     }
+  }
+
+  /** `item` has `fraction` (0..1) of its work behind it: move the overall bar to match. */
+  advance(item, fraction) {
+    const bytes = fraction * item.file.size;
+    this.doneBytes += bytes - item.sentBytes;
+    item.sentBytes = bytes;
+    this.showOverall();
+  }
+
+  showOverall() {
+    const finished = this.doneCount === this.queue.length;
+    this.overall.value = this.totalBytes ? this.doneBytes / this.totalBytes : (finished ? 1 : 0);
+    this.overallText.textContent = `${formatSize(Math.round(this.doneBytes))} of ` +
+      formatSize(this.totalBytes);
   }
 
   async one(item) {
@@ -179,6 +211,7 @@ export class Uploads {
         const part = total ? done / total : 1;
         const value = phase === 'hashing' ? part / 2 : phase === 'sending' ? 0.5 + part / 2 : 1;
         bar.value = value;
+        this.advance(item, value);
         const pct = `${Math.floor(100 * value)} %`;
         state.textContent = phase === 'hashing' ? `Checking ${pct}` : phase === 'sending'
           ? `Sending ${pct}` : '100 %';
@@ -191,27 +224,36 @@ export class Uploads {
       state.textContent = cancelled ? 'Cancelled' : 'Failed';
       item.li.classList.add(cancelled ? 'cancelled' : 'failed');
       if (!cancelled) {
+        this.failedCount++;
         error.textContent = err.message || String(err);
         error.hidden = false;
       }
     } finally {
       item.done = true;
+      this.doneCount++;
       item.cancel.remove();
+      this.advance(item, 1); // a failed or cancelled file is behind us too
       this.updateSummary();
     }
   }
 
   updateSummary() {
-    const done = this.queue.filter((i) => i.done).length;
-    const failed = this.queue.filter((i) => i.li.classList.contains('failed')).length;
-    this.summary.textContent = `${done} of ${this.queue.length} done` +
-      (failed ? `, ${failed} failed` : '');
+    this.summary.textContent = `${this.doneCount} of ${this.queue.length} done` +
+      (this.failedCount ? `, ${this.failedCount} failed` : '');
   }
 
   clearFinished() {
-    for (const item of this.queue.filter((i) => i.done)) item.li.remove();
+    for (const item of this.queue.filter((i) => i.done)) {
+      item.li.remove();
+      this.totalBytes -= item.file.size;
+      this.doneBytes -= item.sentBytes;
+    }
     this.queue = this.queue.filter((i) => !i.done);
+    this.next = this.queue.filter((i) => i.started).length;
+    this.doneCount = 0;
+    this.failedCount = 0;
     this.el.hidden = this.queue.length === 0;
     this.updateSummary();
+    this.showOverall();
   }
 }
