@@ -137,7 +137,12 @@ class Web:
 
 
 async def new_web(browser: Browser, server: RunningServer, **context: Any) -> Web:
-    ctx = await browser.new_context(viewport=context.pop("viewport", DESKTOP), **context)
+    """A context on ``server``. Service workers are blocked unless ``service_workers="allow"``
+    (the offline app's own tests): a page the worker controls sends its requests through it,
+    and ``page.route`` does not see those."""
+    ctx = await browser.new_context(viewport=context.pop("viewport", DESKTOP),
+                                    service_workers=context.pop("service_workers", "block"),
+                                    **context)
     ctx.set_default_timeout(TIMEOUT_MS)
     return Web(server, ctx, ConsoleWatch())
 

@@ -141,5 +141,5 @@ def test_every_file_of_the_app_is_in_the_package_data() -> None:
     assert "web/index.html" in files and len(files) > 10
     unshipped = [f for f in files if not any(fnmatch(f, p) for p in patterns)]
     assert unshipped == []
-    served = set(load_web_app().assets) | set(PAGES)
+    served = set(load_web_app().assets) | set(PAGES) | set(load_web_app().root_files)
     assert {f.removeprefix("web/") for f in files} == served

@@ -12,6 +12,10 @@ the server only through the public JSON API, as any other client would. Three de
   exactly one content and is cached for a year (``immutable``); the page, which names the
   version, is ``no-cache`` (revalidated by its ETag). An asset asked for under another version
   (a page loaded before an upgrade) is the current file, never cached.
+* **The installable app** (a PWA): ``/manifest.webmanifest`` and the service worker at
+  ``/sw.js`` are served at the root, not under ``/app/<version>/``, because a worker's scope is
+  its own folder and the app is all of ``/``; both are ``no-cache`` and get the version (and the
+  worker the list of assets to keep) written in, so a release is a new worker.
 * **A strict Content-Security-Policy** on every response here: scripts, styles and connections
   from this origin only, no inline script or style, no framing, no plugins, no ``<base>``. A
   script smuggled into the page (in a file name, say) cannot run, and the page cannot be
@@ -21,6 +25,7 @@ the server only through the public JSON API, as any other client would. Three de
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +41,9 @@ ASSET_PREFIX = "/app"
 PLACEHOLDER = b"%APP%"
 # The pages (each names its assets through the placeholder): the app, and a public link's page.
 PAGES = ("index.html", "link.html")
+# Served at /<name> (see the module's docstring); the worker's asset list replaces ASSETS_SLOT.
+ROOT_FILES = ("sw.js", "manifest.webmanifest")
+ASSETS_SLOT = b"%ASSETS%"
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -44,6 +52,7 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".txt": "text/plain; charset=utf-8",
+    ".webmanifest": "application/manifest+json",
 }
 # Bounds on what start-up reads: the app is a few dozen small files.
 MAX_ASSETS = 500
@@ -76,6 +85,7 @@ class WebApp:
     index: Asset
     link_page: Asset  # /s/{token} opened by a browser (link.html)
     assets: dict[str, Asset]  # path below web/, with "/" separators -> file
+    root_files: dict[str, Asset]  # ROOT_FILES, served at /<name>
 
 
 WEB_APP: web.AppKey[WebApp] = web.AppKey("web_app")
@@ -105,12 +115,23 @@ def load_web_app(root: Path = WEB_DIR) -> WebApp:
     for name, body in files.items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(body).digest())
     version = digest.hexdigest()[:16]
-    index, link_page = (
-        _asset(files.pop(page).replace(PLACEHOLDER, f"{ASSET_PREFIX}/{version}".encode()),
-               CONTENT_TYPES[".html"]) for page in PAGES)
+    prefix = f"{ASSET_PREFIX}/{version}".encode()
+    index, link_page = (_asset(files.pop(page).replace(PLACEHOLDER, prefix),
+                               CONTENT_TYPES[".html"]) for page in PAGES)
+    # Without them (a test's minimal app) the app still works, only not offline.
+    roots = {name: files.pop(name).replace(PLACEHOLDER, prefix)
+             for name in ROOT_FILES if name in files}
+    # The worker keeps every asset (a few hundred KiB); our own file names need no escaping.
+    names = json.dumps(sorted(files)).encode()
+    if b"'" in names or b"\\" in names:
+        raise RuntimeError(f"a web app file name under {base} needs quoting")
+    if "sw.js" in roots:
+        roots["sw.js"] = roots["sw.js"].replace(ASSETS_SLOT, names)
     return WebApp(version, index, link_page,
                   {name: _asset(body, CONTENT_TYPES[Path(name).suffix])
-                   for name, body in files.items()})
+                   for name, body in files.items()},
+                  {name: _asset(body, CONTENT_TYPES[Path(name).suffix])
+                   for name, body in roots.items()})
 
 
 def setup_web(app: web.Application) -> None:
@@ -128,6 +149,25 @@ def _serve(request: web.Request, asset: Asset, cache_control: str) -> web.Respon
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     return _serve(request, request.app[WEB_APP].index, "no-cache")
+
+
+def _root_file(request: web.Request, name: str) -> web.Response:
+    found = request.app[WEB_APP].root_files.get(name)
+    if found is None:
+        raise NotFound("no such file in the web app")
+    return _serve(request, found, "no-cache")
+
+
+@routes.get("/sw.js")
+async def service_worker(request: web.Request) -> web.Response:
+    resp = _root_file(request, "sw.js")
+    resp.headers["Service-Worker-Allowed"] = "/"  # its scope is the whole app
+    return resp
+
+
+@routes.get("/manifest.webmanifest")
+async def manifest(request: web.Request) -> web.Response:
+    return _root_file(request, "manifest.webmanifest")
 
 
 def wants_page(request: web.Request) -> bool:
