@@ -207,3 +207,44 @@ async def test_a_block_put_that_fails_once_is_sent_again(web: Web, alice_api: Ap
     refused = [p for p in web.watch.problems if "net::ERR_CONNECTION_RESET" in p]
     assert len(refused) == 1, web.watch.problems
     web.watch.problems.remove(refused[0])
+
+
+async def test_retry_after_a_network_drop_sends_only_what_is_missing(
+        web: Web, alice_api: ApiClient) -> None:
+    """The second block's PUT fails every time (the first try and its three retries): the file
+    fails with its error and a Retry button, which goes on under the same grant and sends only
+    that block."""
+    data = os.urandom(BLOCK_SIZE + 7000)
+    first, second = (hashlib.sha256(data[:BLOCK_SIZE]).hexdigest(),
+                     hashlib.sha256(data[BLOCK_SIZE:]).hexdigest())
+    puts: list[str] = []
+    inits: list[str] = []
+
+    async def drop_second(route: Route) -> None:
+        puts.append(route.request.url)
+        if second in route.request.url and puts.count(route.request.url) <= 4:
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    page = await web.signed_in()
+    page.on("request", lambda r: inits.append(r.url) if "upload-init" in r.url else None)
+    await page.route("**/blocks/**", drop_second)
+    await page.get_by_label("Upload files").set_input_files(
+        [{"name": "drop.bin", "mimeType": "application/octet-stream", "buffer": data}])
+    uploads = page.get_by_role("region", name="Uploads")
+    line = uploads.get_by_role("listitem").filter(has_text="drop.bin")
+    await expect(line).to_contain_text("Failed", timeout=20_000)  # after 1 s + 2 s + 4 s
+    await expect(line.get_by_role("alert")).to_contain_text("cannot be reached")
+    assert [first in u for u in puts] == [True, False, False, False, False]
+    await line.get_by_role("button", name="Retry upload of drop.bin").click()
+    await expect(uploads.get_by_text("1 of 1 done")).to_be_visible()
+    await expect(line.get_by_role("alert")).to_be_hidden()
+    await expect(progress(page, "drop.bin")).to_have_js_property("value", 1)
+    await assert_stored(alice_api, "/", "drop.bin", data)
+    assert len(puts) == 6 and second in puts[-1]  # the first block was not sent again
+    assert len(inits) == 1  # the same grant
+    refused = [p for p in web.watch.problems if "net::ERR_CONNECTION_RESET" in p]
+    assert len(refused) == 4, web.watch.problems
+    for problem in refused:
+        web.watch.problems.remove(problem)

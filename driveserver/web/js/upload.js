@@ -84,18 +84,24 @@ export async function hashBlocks(file, onProgress, signal) {
 /**
  * Upload `file` as `path`. `progress(phase, done, total)` follows it: phase "hashing" (bytes
  * read of the file), then "sending" (bytes of the blocks the server lacked), then "done".
+ * `resume` ({} the first time, the same object again on a retry) keeps the hashes, the grant
+ * and the receipts of the blocks that went through, so a retry after a network drop sends only
+ * the blocks still missing, under the same grant (valid for hours; docs/api.md).
  */
-export async function uploadFile(file, path, progress, signal) {
+export async function uploadFile(file, path, progress, signal, resume = {}) {
   if (!(globalThis.crypto && crypto.subtle)) return uploadWhole(file, path, progress, signal);
-  const blocks = await hashBlocks(file, (n) => progress('hashing', n, file.size), signal);
-  const init = await api.uploadInit({path, size: file.size, blocks});
+  if (!resume.init) {
+    resume.blocks = await hashBlocks(file, (n) => progress('hashing', n, file.size), signal);
+    resume.init = await api.uploadInit({path, size: file.size, blocks: resume.blocks});
+    resume.receipts = new Map();
+  }
+  const {blocks, init, receipts} = resume;
   const missing = new Set(init.blocks_to_upload || []);
   const seen = new Set();
   const toSend = blocks.filter((b) => missing.has(b.hash) && !seen.has(b.hash) && seen.add(b.hash));
   const total = toSend.reduce((n, b) => n + b.size, 0);
-  const receipts = new Map();
-  let sent = 0;
-  for (const block of toSend) {
+  let sent = toSend.filter((b) => receipts.has(b.hash)).reduce((n, b) => n + b.size, 0);
+  for (const block of toSend.filter((b) => !receipts.has(b.hash))) {
     progress('sending', sent, total);
     const start = block.order * BLOCK_SIZE;
     const url = init.block_url.replace('{hash}', block.hash);
@@ -117,6 +123,15 @@ async function uploadWhole(file, path, progress, signal) {
   const done = await api.complete(init.file_id, {blocks: stored.blocks});
   progress('done', file.size, file.size);
   return done;
+}
+
+/** A new AbortController for `item`, and the button that aborts it. */
+function cancelButton(item) {
+  item.controller = new AbortController();
+  item.cancel = h('button', {type: 'button', class: 'button small',
+                             'aria-label': `Cancel upload of ${item.name}`,
+                             onclick: () => item.controller.abort()}, 'Cancel');
+  return item.cancel;
 }
 
 /** Files sent at once: enough to hide each file's round trips, few enough to share the link. */
@@ -156,19 +171,14 @@ export class Uploads {
       const bar = h('progress', {max: 1, value: 0, 'aria-label': `Upload of ${name}`});
       const state = h('span', {class: 'upload-state'}, 'Waiting');
       const error = h('p', {class: 'upload-error', role: 'alert', hidden: true});
-      const controller = new AbortController();
-      const cancel = h('button', {type: 'button', class: 'button small',
-                                  'aria-label': `Cancel upload of ${name}`,
-                                  onclick: () => controller.abort()}, 'Cancel');
-      const li = h('li', {class: 'upload'},
+      const item = {file, name, folder, bar, state, error, done: false, sentBytes: 0, resume: {}};
+      item.li = h('li', {class: 'upload'},
         h('div', {class: 'upload-line'}, h('span', {class: 'upload-name'}, name),
-          h('span', {class: 'upload-size'}, formatSize(file.size)), state, cancel),
+          h('span', {class: 'upload-size'}, formatSize(file.size)), state, cancelButton(item)),
         bar, error);
-      const item = {file, name, folder, bar, state, error, cancel, controller, li, done: false,
-                    sentBytes: 0};
       this.queue.push(item);
       this.totalBytes += file.size;
-      this.list.append(li);
+      this.list.append(item.li);
     }
     this.el.hidden = false;
     this.updateSummary();
@@ -215,7 +225,7 @@ export class Uploads {
         const pct = `${Math.floor(100 * value)} %`;
         state.textContent = phase === 'hashing' ? `Checking ${pct}` : phase === 'sending'
           ? `Sending ${pct}` : '100 %';
-      }, controller.signal);
+      }, controller.signal, item.resume);
       state.textContent = 'Done';
       item.li.classList.add('finished');
       this.onUploaded(item.folder);
@@ -227,6 +237,13 @@ export class Uploads {
         this.failedCount++;
         error.textContent = err.message || String(err);
         error.hidden = false;
+        // The network or the server (5xx): the grant holds, a retry goes on where it stopped.
+        // Refused (4xx): the next try starts over (the grant may be what was refused).
+        if (!(err.status === 0 || err.status >= 500)) item.resume = {};
+        item.retry = h('button', {type: 'button', class: 'button small',
+                                  'aria-label': `Retry upload of ${item.name}`,
+                                  onclick: () => this.retry(item)}, 'Retry');
+        state.after(item.retry);
       }
     } finally {
       item.done = true;
@@ -235,6 +252,25 @@ export class Uploads {
       this.advance(item, 1); // a failed or cancelled file is behind us too
       this.updateSummary();
     }
+  }
+
+  /** Run a failed `item` again now (beside the queue's PARALLEL: a person asked for it). */
+  retry(item) {
+    item.retry.remove();
+    item.done = false;
+    this.doneCount--;
+    this.failedCount--;
+    this.doneBytes -= item.sentBytes;
+    item.sentBytes = 0;
+    item.li.classList.remove('failed');
+    item.error.hidden = true;
+    item.state.after(cancelButton(item));
+    this.updateSummary();
+    this.active++;
+    this.one(item).finally(() => {
+      this.active--;
+      this.run();
+    });
   }
 
   updateSummary() {
