@@ -94,6 +94,8 @@ async def test_offline_the_last_listing_shows_read_only(pwa: Web, alice_api: Api
     # Read-only: the toolbar offers no change.
     await expect(page.get_by_role("button", name="New folder")).to_be_hidden()
     await expect(page.get_by_text("Upload files")).to_be_hidden()
+    assert await page.get_by_label("Upload files").evaluate(
+        "el => getComputedStyle(el).display") == "none"  # no tab stop to a picker either
     await screenshot(page, "offline")
     # A folder never read is not there to show: the API's shape, the worker's message.
     offline = await page.evaluate(
@@ -149,3 +151,9 @@ async def test_on_a_phone_the_camera_is_an_upload_source(
 async def test_the_camera_button_is_for_phones_only(web: Web) -> None:
     page = await web.signed_in()
     await expect(page.get_by_text("Take photo")).to_be_hidden()
+    # Nor a tab stop: its input is out of the page too, the others stay.
+    await expect(page.get_by_label("Take photo")).to_be_hidden()
+    assert await page.get_by_label("Take photo").evaluate("el => getComputedStyle(el).display") \
+        == "none"
+    assert await page.get_by_label("Upload files").evaluate(
+        "el => getComputedStyle(el).display") != "none"
