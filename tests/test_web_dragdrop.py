@@ -82,7 +82,7 @@ async def test_a_folder_tree_by_the_folder_input(web: Web, alice_api: ApiClient,
     page = await open_folder(web, alice_api, "Inbox")
     await page.get_by_label("Upload folder").set_input_files(tmp_path / "album")
     uploads = page.get_by_role("region", name="Uploads")
-    await expect(uploads.get_by_text("6 of 6 done")).to_be_visible()
+    await expect(uploads.get_by_text("6 of 6 done")).to_be_visible(timeout=20_000)
     await expect(overall(page)).to_have_js_property("value", 1)
     await expect(uploads.get_by_role("alert")).to_have_count(0)
     await screenshot(page, "upload-folder")
@@ -109,7 +109,7 @@ async def test_files_and_a_folder_dropped_on_the_listing(web: Web, alice_api: Ap
         "loose.txt": "loose"}
     took = await page.evaluate(DROP, ["section.folder", {}, tree])
     assert took
-    await expect(uploads.get_by_text("12 of 12 done")).to_be_visible()
+    await expect(uploads.get_by_text("12 of 12 done")).to_be_visible(timeout=20_000)
     await expect(overall(page)).to_have_js_property("value", 1)
     await assert_stored(alice_api, "/Drops/Project", "readme.md", b"# hi")
     await assert_stored(alice_api, "/Drops/Project/src/lib", "deep.txt", b"deep")
@@ -121,8 +121,9 @@ async def test_files_and_a_folder_dropped_on_the_listing(web: Web, alice_api: Ap
 
 
 async def test_a_few_files_go_at_a_time(web: Web, alice_api: ApiClient) -> None:
-    """Twelve files dropped at once: three are on their way, the rest wait their turn (nothing
-    of theirs read yet), and all finish once the network lets them."""
+    """Forty files dropped at once: three are on their way, the rest wait their turn (nothing
+    of theirs read yet), the panel lists the next twenty and counts the others, and all finish
+    once the network lets them."""
     held: list[Route] = []
     three = asyncio.Event()
     release = asyncio.Event()
@@ -136,17 +137,22 @@ async def test_a_few_files_go_at_a_time(web: Web, alice_api: ApiClient) -> None:
 
     page = await open_folder(web, alice_api, "Many")
     await page.route("**/blocks/**", hold)
-    files = {f"f{i:02}.bin": f"content {i}" for i in range(12)}
+    files = {f"f{i:02}.bin": f"content {i}" for i in range(40)}
     await page.evaluate(DROP, ["section.folder", files, None])
     await asyncio.wait_for(three.wait(), 10)
     uploads = page.get_by_role("region", name="Uploads")
     waiting = uploads.get_by_role("listitem").filter(has_text="Waiting")
-    await expect(waiting).to_have_count(9)
-    for i in range(3, 12):
+    await expect(waiting).to_have_count(20)
+    await expect(uploads.get_by_role("listitem")).to_have_count(23)
+    await expect(uploads.get_by_text("and 17 more waiting")).to_be_visible()
+    for i in range(3, 23):
         await expect(progress(page, f"f{i:02}.bin")).to_have_js_property("value", 0)
+    await expect(uploads.get_by_text("0 of 40 done")).to_be_visible()
     assert len(held) == 3
     release.set()
-    await expect(uploads.get_by_text("12 of 12 done")).to_be_visible()
+    await expect(uploads.get_by_text("40 of 40 done")).to_be_visible(timeout=30_000)
+    await expect(uploads.get_by_role("listitem")).to_have_count(40)
+    await expect(uploads.get_by_text("more waiting")).to_be_hidden()
     for name, text in files.items():
         await assert_stored(alice_api, "/Many", name, text.encode())
 

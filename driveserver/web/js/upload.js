@@ -136,6 +136,11 @@ function cancelButton(item) {
 
 /** Files sent at once: enough to hide each file's round trips, few enough to share the link. */
 const PARALLEL = 3;
+// Lines in the panel, so that a dropped tree of 10,000 files is not 10,000 lines: the next
+// SHOW_WAITING files to go (the others are a count), the last KEEP_DONE that went through
+// (the summary counts them all); running and failed files always have theirs.
+const SHOW_WAITING = 20;
+const KEEP_DONE = 100;
 
 /**
  * The upload panel: an overall bar (bytes done of all queued), then one line per file with its
@@ -152,6 +157,9 @@ export class Uploads {
     this.doneBytes = 0;
     this.doneCount = 0; // counts, so that a progress event costs the same with 10,000 queued
     this.failedCount = 0;
+    this.listed = 0; // queue[0..listed) have had their line put in the list
+    this.doneLines = []; // lines of files that went through, oldest first
+    this.more = h('p', {class: 'upload-more', hidden: true});
     this.list = h('ul', {class: 'upload-list'});
     this.summary = h('p', {class: 'upload-summary', role: 'status'});
     this.overall = h('progress', {max: 1, value: 0, 'aria-label': 'All uploads'});
@@ -161,7 +169,7 @@ export class Uploads {
         h('button', {type: 'button', class: 'button', onclick: () => this.clearFinished()},
           'Clear finished')),
       this.summary, h('div', {class: 'upload-overall'}, this.overall, this.overallText),
-      this.list);
+      this.list, this.more);
   }
 
   /** Queue `items` ([{file, name}]) for `folder` (the one open when they were chosen); a name
@@ -178,7 +186,7 @@ export class Uploads {
         bar, error);
       this.queue.push(item);
       this.totalBytes += file.size;
-      this.list.append(item.li);
+
     }
     this.el.hidden = false;
     this.updateSummary();
@@ -195,6 +203,16 @@ export class Uploads {
         this.run();
       });
     }
+    this.showLines();
+  }
+
+  /** List the lines of the files up to SHOW_WAITING past the running ones; count the rest. */
+  showLines() {
+    const upTo = Math.min(this.queue.length, this.next + SHOW_WAITING);
+    for (; this.listed < upTo; this.listed++) this.list.append(this.queue[this.listed].li);
+    const rest = this.queue.length - this.listed;
+    this.more.hidden = rest === 0;
+    this.more.textContent = `and ${rest.toLocaleString('en')} more waiting`;
   }
 
   /** `item` has `fraction` (0..1) of its work behind it: move the overall bar to match. */
@@ -228,6 +246,8 @@ export class Uploads {
       }, controller.signal, item.resume);
       state.textContent = 'Done';
       item.li.classList.add('finished');
+      this.doneLines.push(item.li);
+      if (this.doneLines.length > KEEP_DONE) this.doneLines.shift().remove();
       this.onUploaded(item.folder);
     } catch (err) {
       const cancelled = err.name === 'AbortError';
@@ -286,6 +306,9 @@ export class Uploads {
     }
     this.queue = this.queue.filter((i) => !i.done);
     this.next = this.queue.filter((i) => i.started).length;
+    this.listed = this.queue.filter((i) => i.li.isConnected).length; // still a prefix
+    this.doneLines = [];
+    this.showLines();
     this.doneCount = 0;
     this.failedCount = 0;
     this.el.hidden = this.queue.length === 0;
