@@ -49,7 +49,7 @@ export function folderActions(view, shell) {
   };
   let input;
   let uploadLabel;
-  let uploadInputs = [];
+  const uploadInputs = [];
   /** A file input whose choice goes to `onFiles`; its <label> is the visible button. */
   const fileInput = (id, attrs, onFiles) => {
     const el = h('input', {type: 'file', id, class: 'visually-hidden', ...attrs,

@@ -28,8 +28,11 @@ function showOnline() {
   offlineBanner.hidden = !offline;
   document.body.classList.toggle('offline', offline);
   clearInterval(probe);
-  // Through the worker, which answers and tells (see sw.js); no console noise when it fails.
-  if (offline) probe = setInterval(() => fetch('/api/auth/session').catch(() => {}), PROBE_MS);
+  // Through the worker, which answers and tells (see sw.js), so a probe is never a failed
+  // load; without one, the browser's own online event is all there is.
+  if (offline && navigator.serviceWorker && navigator.serviceWorker.controller) {
+    probe = setInterval(() => fetch('/api/auth/session').catch(() => {}), PROBE_MS);
+  }
   if (was && !offline && shell) shell.scheduleRefresh();
 }
 
