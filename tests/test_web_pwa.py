@@ -81,8 +81,10 @@ async def test_offline_the_last_listing_shows_read_only(pwa: Web, alice_api: Api
     banner = page.get_by_role("status").filter(has_text="Offline")
     await expect(banner).to_be_hidden()
 
-    # The live poll, offline, gets the worker's 503 `offline` until the network is back.
-    for path in ("/api/sync/cursor", "/api/sync/changes", "/api/files"):
+    # The live poll, and the bell and storage bar's reads, get the worker's 503 `offline`
+    # until the network is back.
+    for path in ("/api/sync/cursor", "/api/sync/changes", "/api/files", "/api/notifications",
+                 "/api/quota"):
         web.watch.allow(503, path)
     await web.context.set_offline(True)
     assert await page.evaluate("fetch('/api/auth/session').then(r => r.ok, () => 'failed')")
