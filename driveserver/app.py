@@ -24,6 +24,7 @@ from .api import (
     download_routes,
     files_routes,
     links_routes,
+    search_routes,
     share_routes,
     upload_routes,
     versions_routes,
@@ -173,6 +174,7 @@ def build_app(config: Config) -> web.Application:
     setup_previews(app)
     app.add_routes(links_routes.routes)
     app.add_routes(share_routes.routes)
+    app.add_routes(search_routes.routes)
     setup_sync(app)
     app.add_routes(block_routes.routes)
     setup_web(app)  # the browser app at / (driveserver/web/)

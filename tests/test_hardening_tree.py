@@ -374,7 +374,7 @@ async def test_finding6_a_database_from_before_the_fix_is_repaired(
     """A file the old restore left in alice's private folder with the shared folder's workspace
     (made here by hand, as the old code did): opening the database repairs it, so bob stops
     hearing of its edits; a consistent database is left exactly as it was."""
-    from driveserver.meta.db import Database
+    from driveserver.meta.db import _statements
     from driveserver.meta.migrations import MIGRATIONS
 
     proj = await alice.mkdir("/Proj")
@@ -387,12 +387,11 @@ async def test_finding6_a_database_from_before_the_fix_is_repaired(
         "SELECT id FROM workspaces WHERE root_id = ? AND kind = 'shared'", (proj["file_id"],))
 
     async def reopen() -> None:
-        path = server.config.database_path
-        with sqlite3.connect(path) as raw:
-            raw.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
-        again = Database(path)
-        await again.open()
-        await again.close()
+        """Migration 9, the repair, run again as opening a database from before it runs it
+        (by number: later migrations were appended after it)."""
+        async with db.transaction(offload=True) as tx:
+            for statement in _statements(MIGRATIONS[8]):
+                await tx.execute(statement)
 
     await reopen()  # consistent: nothing changes
     assert await db.fetchall("SELECT id, workspace_id FROM files ORDER BY id") == before

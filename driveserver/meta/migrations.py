@@ -253,4 +253,78 @@ MIGRATIONS: list[str] = [
     WHERE id IN (SELECT want.id FROM want JOIN files f ON f.id = want.id
                  WHERE f.workspace_id != want.ws)
     """,
+    # 10: search by name (issue 14). ``file_names`` is an FTS5 index, trigram tokenizer, of
+    # every item's name key (NFC, case-folded: the key names are unique by), so a substring of
+    # three or more characters is found from the index instead of a scan of ``files``. Its
+    # rows are those of ``file_search_keys`` (external content), whose integer key ``n`` is
+    # the number of the item's owner (``search_owners``; the owner of its workspace, which no
+    # move changes) in the high bits and a sequence number (``search_seq``, creation order) in
+    # the low 40: each owner's items are one range of keys, so a search reads only the index
+    # entries of the owners whose items the asker sees. Triggers keep it current whatever unit
+    # of work inserts, renames or deletes an item (trashed items too: the search leaves those
+    # out), and re-key an item whose workspace changes owner (nothing does that today).
+    # ``meta/search.py`` says what PostgreSQL would use instead. Inside a trigger body, a ";"
+    # starts a line: this file's statements end at ";" + newline.
+    """
+    CREATE TABLE search_owners (
+        no INTEGER PRIMARY KEY,
+        user_id TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE search_seq (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    );
+    CREATE TABLE file_search_keys (
+        n INTEGER PRIMARY KEY,
+        file_id TEXT NOT NULL UNIQUE,
+        name_key TEXT NOT NULL
+    );
+    CREATE VIRTUAL TABLE file_names USING fts5(
+        name_key, content = 'file_search_keys', content_rowid = 'n',
+        tokenize = 'trigram case_sensitive 1', columnsize = 0
+    );
+    INSERT INTO search_owners (user_id) SELECT id FROM users ORDER BY created_at, id;
+    INSERT INTO file_search_keys (n, file_id, name_key)
+        SELECT (o.no << 40) | ROW_NUMBER() OVER (ORDER BY f.created_at, f.id), f.id, f.name_key
+        FROM files f JOIN workspaces w ON w.id = f.workspace_id
+        JOIN search_owners o ON o.user_id = w.owner_id;
+    INSERT INTO search_seq (id, value) SELECT 1, COUNT(*) FROM files;
+    INSERT INTO file_names (file_names) VALUES ('rebuild');
+    CREATE TRIGGER users_search_number AFTER INSERT ON users BEGIN
+        INSERT INTO search_owners (user_id) VALUES (new.id)
+        ; END;
+    CREATE TRIGGER files_search_insert AFTER INSERT ON files BEGIN
+        UPDATE search_seq SET value = value + 1
+        ; INSERT INTO file_search_keys (n, file_id, name_key)
+          SELECT (o.no << 40) | s.value, new.id, new.name_key
+          FROM workspaces w JOIN search_owners o ON o.user_id = w.owner_id, search_seq s
+          WHERE w.id = new.workspace_id
+        ; INSERT INTO file_names (rowid, name_key)
+          SELECT n, name_key FROM file_search_keys WHERE file_id = new.id
+        ; END;
+    CREATE TRIGGER files_search_rename AFTER UPDATE OF name_key ON files
+        WHEN new.name_key IS NOT old.name_key BEGIN
+        INSERT INTO file_names (file_names, rowid, name_key)
+          SELECT 'delete', n, name_key FROM file_search_keys WHERE file_id = old.id
+        ; UPDATE file_search_keys SET name_key = new.name_key WHERE file_id = old.id
+        ; INSERT INTO file_names (rowid, name_key)
+          SELECT n, name_key FROM file_search_keys WHERE file_id = old.id
+        ; END;
+    CREATE TRIGGER files_search_owner AFTER UPDATE OF workspace_id ON files
+        WHEN (SELECT owner_id FROM workspaces WHERE id = new.workspace_id)
+          IS NOT (SELECT owner_id FROM workspaces WHERE id = old.workspace_id) BEGIN
+        INSERT INTO file_names (file_names, rowid, name_key)
+          SELECT 'delete', n, name_key FROM file_search_keys WHERE file_id = old.id
+        ; UPDATE file_search_keys SET n = ((SELECT o.no FROM workspaces w
+          JOIN search_owners o ON o.user_id = w.owner_id WHERE w.id = new.workspace_id) << 40)
+          | (n & 1099511627775) WHERE file_id = old.id
+        ; INSERT INTO file_names (rowid, name_key)
+          SELECT n, name_key FROM file_search_keys WHERE file_id = old.id
+        ; END;
+    CREATE TRIGGER files_search_delete AFTER DELETE ON files BEGIN
+        INSERT INTO file_names (file_names, rowid, name_key)
+          SELECT 'delete', n, name_key FROM file_search_keys WHERE file_id = old.id
+        ; DELETE FROM file_search_keys WHERE file_id = old.id
+        ; END
+    """,
 ]
