@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 SERVER_DEPENDENCIES = ("aiosqlite", "aiobotocore", "botocore", "cryptography", "itsdangerous",
-                       "prometheus_client", "confusable_homoglyphs", "PIL")
+                       "prometheus_client", "confusable_homoglyphs", "PIL", "stream_zip")
 EMAIL, PASSWORD = "smoke@example.com", "correct horse battery"
 STEP_SECONDS = 120  # a generous bound for one command on a busy CI machine
 

@@ -28,6 +28,7 @@ from .api import (
     share_routes,
     upload_routes,
     versions_routes,
+    zip_routes,
 )
 from .api.middleware import baseline_headers, error_middleware
 from .api.preview_routes import setup_previews
@@ -175,6 +176,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(links_routes.routes)
     app.add_routes(share_routes.routes)
     app.add_routes(search_routes.routes)
+    zip_routes.setup(app)
     setup_sync(app)
     app.add_routes(block_routes.routes)
     setup_web(app)  # the browser app at / (driveserver/web/)

@@ -30,7 +30,7 @@ from tests.helpers import PASSWORD, RunningServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_DEPENDENCIES = {"aiosqlite", "aiobotocore", "botocore", "cryptography", "itsdangerous",
-                       "prometheus_client", "confusable_homoglyphs", "PIL"}
+                       "prometheus_client", "confusable_homoglyphs", "PIL", "stream_zip"}
 
 
 def _fresh_interpreter(code: str) -> Any:
@@ -89,7 +89,8 @@ def test_the_base_install_is_the_sync_client() -> None:
         {"aiohttp", "zstandard", "watchdog", "pathspec"}
     extras = project["project"]["optional-dependencies"]
     assert names(extras["server"]) == {"aiosqlite", "aiobotocore", "cryptography", "itsdangerous",
-                                       "prometheus_client", "confusable_homoglyphs", "pillow"}
+                                       "prometheus_client", "confusable_homoglyphs", "pillow",
+                                       "stream_zip"}
     assert "drive[server]" in extras["test"]
     assert "driveproto*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
 
