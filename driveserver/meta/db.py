@@ -72,15 +72,25 @@ class SchemaError(Exception):
 
 def _private(path: Path) -> None:
     """Create the database file 0600 before SQLite does (it would make it 0644, readable by
-    every account on the machine); its -wal and -shm files take the same mode."""
-    if str(path) != ":memory:":
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # made 0644 by older ones
-            try:
-                if os.stat(name).st_mode & 0o077:
-                    os.chmod(name, 0o600)
-            except FileNotFoundError:
-                pass
+    every account on the machine); its -wal and -shm files take the same mode.
+
+    Never by opening a file that exists: closing *any* descriptor of a file drops every POSIX
+    lock this process holds on it, the locks of its open SQLite connections included, and a
+    second process (``drive-server user add`` beside a running server) could then take the
+    database for its own and delete the WAL under the first one. A file that exists is only
+    chmodded, by name."""
+    if str(path) == ":memory:":
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):  # made 0644 by older ones
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 async def connect(path: Path) -> aiosqlite.Connection:
@@ -129,13 +139,20 @@ class Tx:
 
     async def execute(self, sql: str, params: Iterable[Any] = (), *,
                       offload: bool = False) -> sqlite3.Cursor:
+        """Run one statement; the cursor's ``rowcount`` says what it changed. Run in a worker,
+        the cursor is closed there (see :meth:`executemany`); read results with ``fetch*``."""
         args = tuple(params)
-        return await self._run(lambda: self.conn.execute(sql, args), offload)
+        if offload or self._offload:
+            return await self._run(lambda: _closed(self.conn.execute(sql, args)), True)
+        return self.conn.execute(sql, args)
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]], *,
                           offload: bool = False) -> None:
         args = [tuple(r) for r in rows]
-        await self._run(lambda: self.conn.executemany(sql, args), offload)
+        # Closed where it ran: a cursor left to be freed later on the loop's thread could reset
+        # its statement while the next offloaded statement runs in a worker (SQLite's "bad
+        # parameter or other API misuse").
+        await self._run(lambda: self.conn.executemany(sql, args).close(), offload)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = (), *,
                        offload: bool = False) -> Row | None:
@@ -311,6 +328,11 @@ async def _see_through(work: Awaitable[T], on_cancel: Callable[[], Any] | None =
             on_cancel()
         raise asyncio.CancelledError
     return result
+
+
+def _closed(cursor: sqlite3.Cursor) -> sqlite3.Cursor:
+    cursor.close()
+    return cursor
 
 
 def _statements(script: str) -> list[str]:
