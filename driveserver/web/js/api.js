@@ -90,6 +90,7 @@ export const api = {
   trash: (fileId) => call('DELETE', `/api/files/${id(fileId)}`),
 
   listTrash: () => call('GET', '/api/trash'),
+  search: (q, cursor) => call('GET', '/api/search', {query: {q, limit: 100, cursor}}),
   restore: (fileId) => call('POST', `/api/trash/${id(fileId)}/restore`),
   purge: (fileId) => call('DELETE', `/api/trash/${id(fileId)}`),
 
@@ -126,4 +127,13 @@ export const api = {
 export function contentUrl(fileId, version = null) {
   const path = `/api/files/${id(fileId)}/content`;
   return version === null ? path : `${path}?version=${encodeURIComponent(version)}`;
+}
+
+/** A zip of these items, streamed by the server (GET, so the browser downloads it itself; the
+ * cookie authenticates it). At most ZIP_MAX ids keep the address under the server's 16 KiB. */
+export const ZIP_MAX = 300;
+export function zipUrl(fileIds) {
+  const query = new URLSearchParams();
+  for (const fileId of fileIds) query.append('file_id', fileId);
+  return `/api/files/zip?${query}`;
 }

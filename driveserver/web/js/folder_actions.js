@@ -1,7 +1,7 @@
 // What can be done to a folder's entries: new folder, upload, download, rename, move, delete
 // to the trash. The toolbar's buttons follow the selection.
 
-import {api} from './api.js';
+import {ZIP_MAX, api, zipUrl} from './api.js';
 import {askName, choose} from './dialogs.js';
 import {h} from './dom.js';
 import {entryKey, nameKey} from './folder_data.js';
@@ -101,7 +101,9 @@ export function folderActions(view, shell) {
         el.disabled = virtualHere;
         el.labels[0].classList.toggle('disabled', virtualHere);
       }
-      buttons.download.disabled = !(sel.length === 1 && !sel[0].is_directory);
+      // One file by its link; folders and selections as a zip the server streams.
+      buttons.download.disabled = sel.length === 0 || sel.length > ZIP_MAX
+        || sel.some((entry) => !entry.file_id);
       buttons.rename.disabled = sel.length !== 1;
       buttons.move.disabled = sel.length === 0;
       buttons.trash.disabled = sel.length === 0;
@@ -203,8 +205,20 @@ export function folderActions(view, shell) {
     },
 
     download() {
-      const [entry] = view.selection();
-      if (entry && !entry.is_directory) view.openEntry(entry);
+      const sel = view.selection();
+      if (sel.length === 1 && !sel[0].is_directory) {
+        view.openEntry(sel[0]);
+        return;
+      }
+      if (!sel.length || sel.length > ZIP_MAX) return;
+      // A plain link: the browser saves the zip as it arrives, with its own progress.
+      const link = h('a', {href: zipUrl(sel.map((entry) => entry.file_id)), download: '',
+                           hidden: true});
+      document.body.append(link);
+      link.click();
+      link.remove();
+      shell.notify(sel.length === 1 ? `Downloading “${sel[0].name}” as a zip.`
+        : `Downloading ${sel.length} items as a zip.`);
     },
 
     rename() {

@@ -10,6 +10,7 @@ import {isWithin, joinPath} from './format.js';
 import {FolderView} from './listing.js';
 import {LiveUpdates} from './live.js';
 import {currentRoute, folderHash} from './routes.js';
+import {SearchView, searchBox} from './search.js';
 import {TrashView} from './trash.js';
 import {Uploads} from './upload.js';
 
@@ -23,6 +24,8 @@ export class Shell {
     this.signedOut = onSignedOut;
     this.folder = new FolderView(this);
     this.trash = new TrashView(this);
+    this.search = new SearchView(this);
+    this.searchBox = searchBox();
     this.devices = new DevicesView(this);
     this.quota = new QuotaBar();
     this.bell = new Bell({onError: (err) => this.showError(err)});
@@ -67,7 +70,8 @@ export class Shell {
         this.main.focus();
       }}, 'Skip to the listing'),
       h('header', {class: 'topbar'},
-        h('a', {href: folderHash('/'), class: 'brand'}, 'Drive'), this.nav, this.bell.el, menu),
+        h('a', {href: folderHash('/'), class: 'brand'}, 'Drive'), this.nav, this.searchBox.el,
+        this.bell.el, menu),
       this.errorBox, this.main, this.uploads.el, this.notices);
     window.addEventListener('hashchange', this.onHash);
     document.addEventListener('keydown', this.onKey);
@@ -90,7 +94,8 @@ export class Shell {
   route() {
     const route = currentRoute();
     this.showError(null);
-    const view = {trash: this.trash, devices: this.devices}[route.view] || this.folder;
+    const view = {trash: this.trash, devices: this.devices, search: this.search}[route.view]
+      || this.folder;
     if (this.current !== view) {
       this.current = view;
       replace(this.main, view.el);
@@ -102,6 +107,10 @@ export class Shell {
       if (link.dataset.match === place) link.setAttribute('aria-current', 'page');
     }
     if (route.view !== 'files') this.root.querySelector('details.account').open = false;
+    if (route.view === 'search') {
+      this.searchBox.input.value = route.q;
+      return this.search.open(route.q);
+    }
     return route.view === 'files' ? this.folder.open(route.path) : view.open();
   }
 
