@@ -7,6 +7,7 @@ import {h} from './dom.js';
 import {entryKey, nameKey} from './folder_data.js';
 import {isWithin, joinPath} from './format.js';
 import {pickFolder} from './picker.js';
+import {canPreview, showPreview} from './preview.js';
 import {shareDialog} from './share_dialog.js';
 import {showVersions} from './versions.js';
 import {chosenFolder, droppedRoots, walkEntries} from './tree_reader.js';
@@ -87,6 +88,7 @@ export function folderActions(view, shell) {
           button('download', 'Download', () => actions.download()),
           button('rename', 'Rename', () => actions.rename()),
           button('move', 'Move', () => actions.move()),
+          button('preview', 'Preview', () => actions.preview()),
           button('versions', 'Versions', () => actions.versions()),
           button('share', 'Share', () => actions.share()),
           button('trash', 'Delete', () => actions.trash(), 'button danger')));
@@ -108,6 +110,7 @@ export function folderActions(view, shell) {
       buttons.move.disabled = sel.length === 0;
       buttons.trash.disabled = sel.length === 0;
       buttons.versions.disabled = !(sel.length === 1 && !sel[0].is_directory);
+      buttons.preview.disabled = !(sel.length === 1 && canPreview(sel[0]));
       // Only the owner shares: nothing in /Shared with me.
       buttons.share.disabled = sel.length !== 1 || isWithin(view.path, SHARED_ROOT);
       const count = view.toolbar.querySelector('.selection-count');
@@ -246,6 +249,11 @@ export function folderActions(view, shell) {
         shell.notify(sel.length === 1 ? `Moved “${sel[0].name}”.` : `Moved ${sel.length} items.`);
         return dest;
       }});
+    },
+
+    preview() {
+      const [entry] = view.selection();
+      return canPreview(entry) ? showPreview(entry) : null;
     },
 
     versions() {
