@@ -3,6 +3,7 @@
 // link routes of docs/api.md, with Accept: application/json; the token in the address is the
 // credential, and the access token a password buys is kept for this tab only (sessionStorage).
 
+import {AUDIO, IMAGE, TEXT, TEXT_LIMIT, VIDEO} from './kinds.js';
 import {h, replace} from './dom.js';
 import {formatDate, formatSize} from './format.js';
 
@@ -10,11 +11,6 @@ const root = document.getElementById('app');
 const token = decodeURIComponent(location.pathname.split('/')[2] || '');
 const base = `/s/${encodeURIComponent(token)}`;
 const storeKey = `drive-link-access:${token}`;
-const TEXT_LIMIT = 1024 * 1024; // text previews show the first MiB
-const IMAGE = /\.(jpe?g|png|gif|webp|avif|bmp)$/i;
-const VIDEO = /\.(mp4|m4v|webm|ogv|mov)$/i;
-const AUDIO = /\.(mp3|m4a|ogg|oga|opus|wav|flac)$/i;
-const TEXT = /\.(txt|md|markdown|rst|csv|tsv|log|json|ya?ml|toml|ini|cfg|conf|xml|html?|svg|css|m?js|ts|py|rb|go|rs|java|kt|c|h|cc|cpp|hpp|cs|php|sh|bash|zsh|sql|tex|swift|lua|pl|r)$/i;
 
 class LinkError extends Error {
   constructor(status, code, message, retryAfter) {

@@ -7,13 +7,8 @@ import {contentUrl} from './api.js';
 import {openDialog} from './dialogs.js';
 import {h} from './dom.js';
 import {formatSize} from './format.js';
+import {AUDIO, IMAGE, PDF, TEXT, TEXT_LIMIT, VIDEO} from './kinds.js';
 
-const IMAGE = /\.(jpe?g|png|gif|webp|avif|bmp)$/i;
-const VIDEO = /\.(mp4|m4v|webm|ogv|mov)$/i;
-const AUDIO = /\.(mp3|m4a|ogg|oga|opus|wav|flac)$/i;
-const PDF = /\.pdf$/i;
-const TEXT = /\.(txt|md|markdown|rst|csv|tsv|log|json|ya?ml|toml|ini|cfg|conf|xml|html?|svg|css|m?js|ts|py|rb|go|rs|java|kt|c|h|cc|cpp|hpp|cs|php|sh|bash|zsh|sql|tex|swift|lua|pl|r)$/i;
-const TEXT_LIMIT = 1024 * 1024; // the first MiB of a long text
 
 /** Whether the page can show this entry (a file of a kind it previews). */
 export function canPreview(entry) {
