@@ -122,16 +122,26 @@ def _kind_name(kind: type) -> str:
             dict: "an object"}.get(kind, kind.__name__)
 
 
-def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int, *,
+              clamp: bool = True) -> int:
+    """An integer query parameter, ``default`` when absent. Out of ``lo``…``hi`` it is clamped
+    (listings), or with ``clamp=False`` refused like a non-integer (search)."""
     raw = request.query.get(name)
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer", code="invalid_query",
-                         field=name) from None
-    return max(lo, min(hi, value))
+        if clamp:
+            raise BadRequest(f"query parameter {name!r} must be an integer",
+                             code="invalid_query", field=name) from None
+        value = lo - 1  # refused below, with the range in the message
+    if clamp:
+        return max(lo, min(hi, value))
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be an integer from {lo} to {hi}", code="invalid_query",
+                         field=name)
+    return value
 
 
 def encode_page(key: str) -> str:

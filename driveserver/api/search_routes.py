@@ -19,7 +19,7 @@ from .. import appkeys
 from ..errors import BadRequest
 from ..meta import search
 from ..permissions import role_for
-from .common import principal
+from .common import principal, query_int
 from .files_routes import entry_json
 
 log = logging.getLogger("driveserver.search")
@@ -40,33 +40,19 @@ def _needle(request: web.Request) -> str:
     return search.fold(raw)
 
 
-def _bounded_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = lo - 1
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be an integer from {lo} to {hi}", code="invalid_query",
-                         field=name)
-    return value
-
-
 def _cursor(request: web.Request) -> int:
     """The page to continue from: the opaque ``next_cursor`` of the previous page."""
     raw = request.query.get("cursor")
     if raw is None:
         return search.FIRST
-    return _bounded_int(request, "cursor", search.FIRST, 1, search.FIRST)
+    return query_int(request, "cursor", search.FIRST, 1, search.FIRST, clamp=False)
 
 
 @routes.get("/api/search")
 async def search_by_name(request: web.Request) -> web.Response:
     user_id = principal(request).user_id
     needle = _needle(request)
-    limit = _bounded_int(request, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
+    limit = query_int(request, "limit", LIMIT_DEFAULT, 1, LIMIT_MAX, clamp=False)
     before = _cursor(request)
     db = request.app[appkeys.DB]
     async with db.snapshot() as snap:

@@ -80,18 +80,11 @@ async def block_sizes_in_owned_workspaces(q: Query, user_id: str, hashes: list[s
                                           ) -> dict[str, int]:
     """Of ``hashes``, those a version of a file in a workspace ``user_id`` owns (their drive
     and the folders they shared) references, with their sizes."""
-    found: dict[str, int] = {}
-    unique = sorted(set(hashes))
-    for i in range(0, len(unique), CHUNK):
-        chunk = unique[i: i + CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for r in await q.fetchall(
-                "SELECT vb.block_hash, vb.size FROM version_blocks vb"
-                " JOIN file_versions v ON v.id = vb.version_id JOIN files f ON f.id = v.file_id"
-                " JOIN workspaces w ON w.id = f.workspace_id"
-                f" WHERE w.owner_id = ? AND vb.block_hash IN ({marks})", (user_id, *chunk)):
-            found[r["block_hash"]] = r["size"]
-    return found
+    return await _sizes_by_hash(
+        q, "SELECT vb.block_hash, vb.size FROM version_blocks vb"
+           " JOIN file_versions v ON v.id = vb.version_id JOIN files f ON f.id = v.file_id"
+           " JOIN workspaces w ON w.id = f.workspace_id"
+           " WHERE w.owner_id = ? AND vb.block_hash IN ({marks})", user_id, hashes)
 
 
 async def block_sizes_below_live_shares(q: Query, grantee_id: str, hashes: list[str]
@@ -100,18 +93,24 @@ async def block_sizes_below_live_shares(q: Query, grantee_id: str, hashes: list[
     references, with their sizes; a shared folder in its owner's trash counts for nothing
     (the same rule as ``permissions.role_for``, here inside the one recursive query that keeps
     this lookup cheap for a batch of blocks)."""
+    return await _sizes_by_hash(
+        q, "WITH RECURSIVE shared(id) AS ("
+           "  SELECT s.file_id FROM shares s JOIN files sf ON sf.id = s.file_id"
+           "  WHERE s.grantee_id = ? AND sf.trashed_at IS NULL"
+           "  UNION SELECT f.id FROM files f JOIN shared s ON f.parent_id = s.id)"
+           " SELECT vb.block_hash, vb.size FROM version_blocks vb"
+           " JOIN file_versions v ON v.id = vb.version_id JOIN shared s ON s.id = v.file_id"
+           " WHERE vb.block_hash IN ({marks})", grantee_id, hashes)
+
+
+async def _sizes_by_hash(q: Query, sql: str, who: str, hashes: list[str]) -> dict[str, int]:
+    """Run ``sql`` (``who`` its first parameter, ``{marks}`` the list of hashes) over
+    ``hashes`` a chunk at a time, under SQLite's bound on parameters: block hash -> size."""
     found: dict[str, int] = {}
     unique = sorted(set(hashes))
     for i in range(0, len(unique), CHUNK):
         chunk = unique[i: i + CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for r in await q.fetchall(
-                "WITH RECURSIVE shared(id) AS ("
-                "  SELECT s.file_id FROM shares s JOIN files sf ON sf.id = s.file_id"
-                "  WHERE s.grantee_id = ? AND sf.trashed_at IS NULL"
-                "  UNION SELECT f.id FROM files f JOIN shared s ON f.parent_id = s.id)"
-                " SELECT vb.block_hash, vb.size FROM version_blocks vb"
-                " JOIN file_versions v ON v.id = vb.version_id JOIN shared s ON s.id = v.file_id"
-                f" WHERE vb.block_hash IN ({marks})", (grantee_id, *chunk)):
+        statement = sql.format(marks=",".join("?" * len(chunk)))
+        for r in await q.fetchall(statement, (who, *chunk)):
             found[r["block_hash"]] = r["size"]
     return found

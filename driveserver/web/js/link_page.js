@@ -3,6 +3,7 @@
 // link routes of docs/api.md, with Accept: application/json; the token in the address is the
 // credential, and the access token a password buys is kept for this tab only (sessionStorage).
 
+import {errorFrom} from './api.js';
 import {AUDIO, IMAGE, TEXT, TEXT_LIMIT, VIDEO} from './kinds.js';
 import {h, replace} from './dom.js';
 import {formatDate, formatSize} from './format.js';
@@ -11,15 +12,6 @@ const root = document.getElementById('app');
 const token = decodeURIComponent(location.pathname.split('/')[2] || '');
 const base = `/s/${encodeURIComponent(token)}`;
 const storeKey = `drive-link-access:${token}`;
-
-class LinkError extends Error {
-  constructor(status, code, message, retryAfter) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.retryAfter = retryAfter;
-  }
-}
 
 function access() {
   return sessionStorage.getItem(storeKey);
@@ -31,19 +23,8 @@ async function call(method, path, body) {
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const resp = await fetch(path, {method, headers, credentials: 'omit',
                                   body: body === undefined ? undefined : JSON.stringify(body)});
-  let data = null;
-  try {
-    data = await resp.json();
-  } catch {
-    // not JSON: reported below with the status
-  }
-  if (!resp.ok) {
-    const err = (data && data.error) || {};
-    const wait = Number(resp.headers.get('Retry-After')) || null;
-    throw new LinkError(resp.status, err.code || 'http_error',
-                        err.message || `${resp.status} ${resp.statusText}`, wait);
-  }
-  return data;
+  if (!resp.ok) throw await errorFrom(resp);
+  return resp.json();
 }
 
 /** A URL of the file at `path` inside the link, with the access token if one is needed. */
