@@ -4,9 +4,11 @@ download switch; trash and purge; other users; the token never reaches the acces
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
+import zipfile
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -320,3 +322,54 @@ async def test_access_log_never_holds_the_token(server: RunningServer, alice: Ap
     paths = [json.loads(m)["path"] for m in logged()]
     assert "/s/<redacted>/unlock" in paths and "/s/<redacted>/content" in paths
     assert all(token not in m and access not in m for m in logged())
+
+
+def zip_names(body: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        return {n: archive.read(n) for n in archive.namelist()}
+
+
+async def test_a_folder_link_downloads_as_a_zip_of_what_is_inside_only(
+        server: RunningServer, alice: ApiClient) -> None:
+    await upload(alice, "/Share/a.txt", b"A")
+    await upload(alice, "/Share/sub/file.txt", b"inner file")
+    gone = await upload(alice, "/Share/gone.txt", b"trashed")
+    await upload(alice, "/Outside.txt", b"not shared")
+    assert (await alice.delete(f"/api/files/{gone['file_id']}")).status == 204
+    folder = (await alice.get("/api/files", params={"path": "/Share"})).body["file_id"]
+    token, _ = await make_link(alice, folder, password=LINK_PASSWORD)
+    anon = server.anonymous()
+
+    r = await anon.get(f"/s/{token}/zip")
+    assert r.status == 401 and r.error_code() == "password_required"
+    unlocked = await anon.post(f"/s/{token}/unlock", {"password": LINK_PASSWORD})
+    access = unlocked.body["access_token"]
+    r = await anon.get(f"/s/{token}/zip", params={"access": access})
+    assert r.status == 200 and r.headers["Content-Type"] == "application/zip"
+    assert 'filename="Share.zip"' in r.headers["Content-Disposition"]
+    assert r.headers["Cache-Control"] == "private, no-store"
+    assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert zip_names(r.body) == {"Share/": b"", "Share/sub/": b"", "Share/a.txt": b"A",
+                                 "Share/sub/file.txt": b"inner file"}
+    r = await anon.get(f"/s/{token}/zip", params={"access": access, "path": "/sub"})
+    assert r.status == 200 and zip_names(r.body) == {"sub/": b"", "sub/file.txt": b"inner file"}
+    for escape in ("/../Outside.txt", "/.."):
+        r = await anon.get(f"/s/{token}/zip", params={"access": access, "path": escape})
+        assert r.status == 400, escape
+    r = await anon.get(f"/s/{token}/zip", params={"access": access, "path": "/a.txt"})
+    assert r.status == 400 and r.error_code() == "not_a_folder"
+
+
+async def test_a_link_zip_obeys_the_download_switch_and_is_for_folders(
+        server: RunningServer, alice: ApiClient) -> None:
+    await upload(alice, "/Look/a.txt", b"look only")
+    folder = (await alice.get("/api/files", params={"path": "/Look"})).body["file_id"]
+    token, _ = await make_link(alice, folder, allow_download=False)
+    r = await server.anonymous().get(f"/s/{token}/zip")
+    assert r.status == 403 and r.error_code() == "download_not_allowed"
+    doc = await upload(alice, "/doc.txt", b"a file")
+    token, _ = await make_link(alice, doc["file_id"])
+    r = await server.anonymous().get(f"/s/{token}/zip")
+    assert r.status == 400 and r.error_code() == "not_a_folder"
+    r = await server.anonymous().get("/s/not-a-token/zip")
+    assert r.status == 404 and r.error_code() == "link_not_found"

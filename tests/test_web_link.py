@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,16 @@ async def test_a_password_link_to_a_folder_opened_anonymously(web: Web, alice_ap
     await expect(page.get_by_role("button", name="Notes/")).to_be_visible()
     await expect(page.get_by_role("button", name="sunset.png")).to_be_visible()
     await screenshot(page, "link-folder")
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name="Download all (zip)").click()
+    download = await info.value
+    assert download.suggested_filename == "Holiday.zip"
+    body = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert set(archive.namelist()) == {"Holiday/", "Holiday/Notes/",
+                                           "Holiday/Notes/diary.txt", "Holiday/sunset.png"}
+        assert archive.read("Holiday/Notes/diary.txt") == notes
+        assert archive.read("Holiday/sunset.png") == png(64, 32)
     await page.get_by_role("button", name="Notes/").click()
     await page.get_by_role("button", name="diary.txt").click()
     # The text is shown as text: the <b> is two characters, not bold markup.

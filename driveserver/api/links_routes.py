@@ -34,6 +34,7 @@ from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
 from ..errors import BadRequest, Forbidden, Gone, NotFound, Unauthorized
 from ..meta import links, tree
+from ..meta.archive import Member
 from ..meta.db import Row, Tx
 from ..meta.versions import version_row
 from ..paths import join_path, split_path
@@ -42,6 +43,7 @@ from ..previews.inline import inline_headers, inline_type
 from .common import base_url, decode_page, encode_page, field, principal, query_int, read_json
 from .download_routes import stream_version
 from .web_routes import link_page, wants_page
+from .zip_routes import folder_members, send_archive
 
 routes = web.RouteTableDef()
 
@@ -280,6 +282,25 @@ async def link_content(request: web.Request) -> web.StreamResponse:
     shown = inline_type(node["name"]) if request.query.get("inline") == "1" else None
     return await stream_version(request, node["name"], version,
                                 {**PUBLIC_HEADERS, **(inline_headers(shown) if shown else {})})
+
+
+@routes.get("/s/{token}/zip")
+async def link_zip(request: web.Request) -> web.StreamResponse:
+    """A folder link (or the folder at ``?path=`` inside it) as one zip, streamed like
+    ``GET /api/files/zip``; counted against the link's own limit of downloads at once."""
+    opened = await _open(request)
+    _require_access(request, opened.link)
+    if not opened.link["allow_download"]:
+        raise Forbidden("the owner turned off downloads for this link",
+                        code="download_not_allowed")
+    node, parts = await _target(request, opened)
+    if not node["is_directory"]:
+        raise BadRequest("only a folder downloads as a zip; this is a file", code="not_a_folder")
+    name = parts[-1] if parts else (node["name"] or "shared")
+
+    async def plan() -> tuple[list[Member], str]:
+        return await folder_members(request, node["id"], name), f"{name}.zip"
+    return await send_archive(request, f"link:{opened.link['id']}", plan, PUBLIC_HEADERS)
 
 
 @routes.post("/s/{token}/unlock")

@@ -36,7 +36,15 @@ import stat
 import threading
 import urllib.parse
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+)
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -235,11 +243,15 @@ async def _plan(request: web.Request, user_id: str, ids: list[str]) -> tuple[lis
         if len(members) > MAX_ENTRIES:
             raise BadRequest(f"a zip holds at most {MAX_ENTRIES} files and folders; pick fewer",
                              code="too_many_entries", max_entries=MAX_ENTRIES)
+    _check_path_lengths(members)
+    return members, (f"{picked[0][1]}.zip" if len(picked) == 1 else "download.zip")
+
+
+def _check_path_lengths(members: list[Member]) -> None:
     too_long = next((m.path for m in members if len(m.path.encode()) > 65_000), None)
     if too_long is not None:  # a zip entry's name has 16 bits of length
         raise BadRequest("a path in this selection is too long for a zip entry",
                          code="path_too_long")
-    return members, (f"{picked[0][1]}.zip" if len(picked) == 1 else "download.zip")
 
 
 def _disposition(filename: str) -> str:
@@ -257,12 +269,16 @@ def _ids(raw: Any) -> list[str]:
     return raw
 
 
-async def _send(request: web.Request, ids: list[str]) -> web.StreamResponse:
-    user_id = principal(request).user_id
+async def send_archive(request: web.Request, holder: str,
+                       plan: Callable[[], Awaitable[tuple[list[Member], str]]],
+                       headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+    """Plan (``plan()``, which checks every permission before a byte is sent) and stream one
+    zip, counted as one of ``holder``'s downloads: a user id, or a link's own key."""
     streams = request.app[ZIP_STREAMS]
-    with streams.slot(user_id):
-        members, filename = await _plan(request, user_id, ids)
+    with streams.slot(holder):
+        members, filename = await plan()
         resp = web.StreamResponse(headers={
+            **(headers or {}),
             "Content-Type": "application/zip", "Content-Disposition": _disposition(filename),
             "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"})
         await resp.prepare(request)
@@ -280,6 +296,22 @@ async def _send(request: web.Request, ids: list[str]) -> web.StreamResponse:
             raise ConnectionResetError("zip stream failed") from None
         await resp.write_eof()
         return resp
+
+
+async def folder_members(request: web.Request, folder_id: str,
+                         name: str) -> list[Member]:
+    """A folder already authorized (a link's) and what lies below it, ``name/...``."""
+    members = await archive.subtree(request.app[appkeys.DB], folder_id, name, MAX_ENTRIES + 1)
+    if len(members) > MAX_ENTRIES:
+        raise BadRequest(f"a zip holds at most {MAX_ENTRIES} files and folders",
+                         code="too_many_entries", max_entries=MAX_ENTRIES)
+    _check_path_lengths(members)
+    return members
+
+
+async def _send(request: web.Request, ids: list[str]) -> web.StreamResponse:
+    user_id = principal(request).user_id
+    return await send_archive(request, user_id, lambda: _plan(request, user_id, ids))
 
 
 @routes.post("/api/files/zip")

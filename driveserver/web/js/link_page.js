@@ -1,7 +1,7 @@
 // A public link opened in a browser (/s/{token}): a password prompt when the link has one, then
-// the file (preview and download) or the folder (browse, download each file). It uses only the
-// link routes of docs/api.md, with Accept: application/json; the token in the address is the
-// credential, and the access token a password buys is kept for this tab only (sessionStorage).
+// the file (preview and download) or the folder (browse, download each file or all as a zip).
+// It uses only the link routes of docs/api.md, with Accept: application/json; the token in the
+// address is the credential, and the access token a password buys is kept for this tab only (sessionStorage).
 
 import {errorFrom} from './api.js';
 import {AUDIO, IMAGE, TEXT, TEXT_LIMIT, VIDEO} from './kinds.js';
@@ -33,6 +33,13 @@ function contentUrl(path, inline = false) {
   if (inline) query.set('inline', '1');
   if (access()) query.set('access', access());
   return `${base}/content?${query}`;
+}
+
+/** A URL of the folder at `path` inside the link as one zip, streamed by the server. */
+function zipUrl(path) {
+  const query = new URLSearchParams({path});
+  if (access()) query.set('access', access());
+  return `${base}/zip?${query}`;
 }
 
 function currentPath() {
@@ -143,7 +150,10 @@ function showFolder(info, path, entries, more) {
       moreButton.disabled = false;
     }
   }}, 'Show more') : null;
-  page(h('header', {}, h('h1', {}, info.rootName)), crumbs(info, path),
+  const zip = info.allow_download && entries.length
+    ? h('a', {class: 'button primary', href: zipUrl(path), download: ''}, 'Download all (zip)')
+    : null;
+  page(h('header', {}, h('h1', {}, info.rootName), zip), crumbs(info, path),
        h('div', {class: 'table-wrap'}, table), status, moreButton);
 }
 
