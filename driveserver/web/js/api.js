@@ -129,6 +129,12 @@ export function contentUrl(fileId, version = null) {
   return version === null ? path : `${path}?version=${encodeURIComponent(version)}`;
 }
 
+/** A thumbnail of an image (WebP, `px` on its longer side). The version is in the address, so
+ * the browser's cache (a day) never shows an old picture for a file that changed. */
+export function thumbnailUrl(fileId, version, px) {
+  return `/api/files/${id(fileId)}/thumbnail?${new URLSearchParams({size: px, version})}`;
+}
+
 /** A zip of these items, streamed by the server (GET, so the browser downloads it itself; the
  * cookie authenticates it). At most ZIP_MAX ids keep the address under the server's 16 KiB. */
 export const ZIP_MAX = 300;

@@ -1,27 +1,26 @@
-// The folder view: breadcrumbs, toolbar, and the listing as a keyboard-driven grid.
+// The folder view: breadcrumbs, toolbar, and the listing as a keyboard-driven grid, shown as a
+// list (a table) or as tiles with thumbnails of images (chosen by a toggle, kept per browser).
 //
 // A folder may hold 10,000 entries: they are all loaded (folder_data.js) and sorted in
-// memory, but only the rows near the screen are in the DOM (row_window.js). Selection is a set
-// of entry keys, so it survives re-sorting and refreshes; the keyboard moves a focus index.
+// memory, but only the rows (or lines of tiles) near the screen are in the DOM (row_window.js,
+// tile_window.js). Selection is a set of entry keys, so it survives re-sorting, refreshes and
+// a change of view; the keyboard moves a focus index.
 
-import {contentUrl} from './api.js';
-import {h, icon, replace} from './dom.js';
+import {entryRow, entryTile} from './entry_cells.js';
+import {h, replace} from './dom.js';
 import {entryKey, loadFolder, sortEntries} from './folder_data.js';
-import {formatDate, formatSize, parentPath, pathParts} from './format.js';
+import {parentPath, pathParts} from './format.js';
 import {folderActions} from './folder_actions.js';
 import {folderHash} from './routes.js';
 import {RowWindow} from './row_window.js';
-import {sharedLabel} from './share_dialog.js';
+import {TileWindow} from './tile_window.js';
 
 const SHARED_ROOT = '/Shared with me';
 const COLUMNS = [['name', 'Name'], ['size', 'Size'], ['modified', 'Modified']];
-
-/** The owner's mark on an item shared with people or by link ("Shared with 1 person, 1 link"). */
-function sharedBadge(shared) {
-  const label = sharedLabel(shared);
-  return label ? h('span', {class: 'badge shared-badge', role: 'img', 'aria-label': label,
-                            title: label}, icon('shared')) : null;
-}
+const VIEW_KEY = 'drive-view'; // localStorage: 'grid' or 'list'
+const SORTS = [['name:1', 'Name, A to Z'], ['name:-1', 'Name, Z to A'],
+               ['modified:-1', 'Newest first'], ['modified:1', 'Oldest first'],
+               ['size:-1', 'Largest first'], ['size:1', 'Smallest first']];
 
 export class FolderView {
   constructor(shell) {
@@ -35,7 +34,14 @@ export class FolderView {
     this.anchor = 0;
     this.focus = 0;
     this.loading = null;
+    this.mode = readMode();
     this.build();
+    this.setMode(this.mode);
+  }
+
+  /** The window now showing: the list's rows or the grid's tiles. */
+  get win() {
+    return this.mode === 'grid' ? this.tileWindow : this.rows;
   }
 
   build() {
@@ -53,15 +59,54 @@ export class FolderView {
       h('thead', {}, this.head), this.body);
     this.rows = new RowWindow(this.body, {columns: 4, focused: () => this.focus,
                                           renderRow: (i) => this.row(this.view[i], i)});
+    this.tiles = h('div', {class: 'tiles', role: 'grid', 'aria-labelledby': 'folder-title',
+                           'aria-multiselectable': 'true', tabindex: -1});
+    this.tileWindow = new TileWindow(this.tiles, {focused: () => this.focus,
+                                                  renderTile: (i) => this.tile(this.view[i], i)});
+    this.viewToggle = h('button', {type: 'button', class: 'button small view-toggle',
+                                   'aria-pressed': 'false',
+                                   onclick: () => this.setMode(this.mode === 'grid' ? 'list' : 'grid')},
+                        'Grid view');
+    // The list sorts by its column heads; the grid has none, so it gets this instead.
+    this.sortSelect = h('select', {class: 'sort-select', 'aria-label': 'Sort by',
+                                   onchange: () => this.sortFrom(this.sortSelect.value)},
+      SORTS.map(([value, label]) => h('option', {value}, label)));
     this.status = h('p', {class: 'listing-status', role: 'status'});
+    this.tableWrap = h('div', {class: 'table-wrap'}, this.grid);
     this.el = h('section', {class: 'folder', 'aria-labelledby': 'folder-title'},
-      this.crumbs, h('div', {class: 'folder-head'}, this.title, this.toolbar),
-      h('div', {class: 'table-wrap'}, this.grid), this.status);
+      this.crumbs, h('div', {class: 'folder-head'}, this.title,
+        h('div', {class: 'view-controls'}, this.sortSelect, this.viewToggle), this.toolbar),
+      this.tableWrap, this.tiles, this.status);
     this.actions.acceptDrops(this.el);
-    this.body.addEventListener('click', (e) => this.onClick(e));
-    this.body.addEventListener('dblclick', (e) => this.onDoubleClick(e));
-    this.body.addEventListener('change', (e) => this.onCheckbox(e));
+    for (const area of [this.body, this.tiles]) {
+      area.addEventListener('click', (e) => this.onClick(e));
+      area.addEventListener('dblclick', (e) => this.onDoubleClick(e));
+      area.addEventListener('change', (e) => this.onCheckbox(e));
+    }
     this.grid.addEventListener('keydown', (e) => this.onKey(e));
+    this.tiles.addEventListener('keydown', (e) => this.onKey(e));
+  }
+
+  /** Show the folder as a list or as tiles; the choice is kept for the next visit. */
+  setMode(mode) {
+    const hadFocus = this.el.contains(document.activeElement) &&
+      !this.viewToggle.contains(document.activeElement);
+    this.mode = mode;
+    try {
+      localStorage.setItem(VIEW_KEY, mode);
+    } catch {
+      // storage off (private window): the choice lasts for this page only
+    }
+    this.viewToggle.setAttribute('aria-pressed', String(mode === 'grid'));
+    this.tableWrap.hidden = mode === 'grid';
+    this.tiles.hidden = mode !== 'grid';
+    this.sortSelect.hidden = mode !== 'grid';
+    this.rows.active = mode !== 'grid';
+    this.tileWindow.active = mode === 'grid';
+    if (this.path !== null) {
+      this.renderRows();
+      if (hadFocus) this.focusRow(this.focus);
+    }
   }
 
   /** Show the folder at `path` (from the address bar). */
@@ -140,6 +185,7 @@ export class FolderView {
       parts.map((part, i) => h('li', {}, h('a', {
         href: folderHash(`/${parts.slice(0, i + 1).join('/')}`),
         'aria-current': i === parts.length - 1 ? 'page' : null}, part)))));
+    this.sortSelect.value = `${this.sort.key}:${this.sort.dir}`;
     for (const th of this.head.querySelectorAll('th[data-key]')) {
       const key = th.dataset.key;
       th.setAttribute('aria-sort', key !== this.sort.key ? 'none'
@@ -150,12 +196,18 @@ export class FolderView {
 
   renderRows() {
     this.grid.setAttribute('aria-rowcount', String(this.view.length + 1));
+    const empty = this.path === SHARED_ROOT ? 'Nothing is shared with you yet.'
+      : 'This folder is empty.';
     if (this.view.length) {
-      this.rows.render(this.view.length);
+      this.win.render(this.view.length);
+    } else if (this.mode === 'grid') {
+      this.tiles.replaceChildren(h('div', {role: 'row', class: 'empty'},
+                                   h('div', {role: 'gridcell'}, empty)));
     } else {
-      this.body.replaceChildren(h('tr', {class: 'empty'}, h('td', {colspan: 4},
-        this.path === SHARED_ROOT ? 'Nothing is shared with you yet.' : 'This folder is empty.')));
+      this.body.replaceChildren(h('tr', {class: 'empty'}, h('td', {colspan: 4}, empty)));
     }
+    this.tiles.setAttribute('aria-rowcount',
+                            String(Math.ceil(this.view.length / this.tileWindow.cols)));
     this.updateStatus();
     this.actions.update();
     this.updateCheckAll();
@@ -168,33 +220,20 @@ export class FolderView {
   }
 
   row(entry, index) {
-    const key = entryKey(entry);
-    const selected = this.selected.has(key);
-    const date = formatDate(entry.modified_at);
-    const link = entry.is_directory
-      ? h('a', {href: folderHash(entry.path), tabindex: -1}, entry.name)
-      : h('a', {href: contentUrl(entry.file_id), download: entry.name, tabindex: -1}, entry.name);
-    return h('tr', {tabindex: index === this.focus ? 0 : -1, 'aria-selected': String(selected),
-                    'aria-rowindex': index + 2, dataset: {index}},
-      h('td', {class: 'sel'}, h('input', {type: 'checkbox', tabindex: -1, checked: selected,
-        disabled: !entry.file_id, 'aria-label': `Select ${entry.name}`})),
-      h('td', {class: 'name'}, h('div', {class: 'cell-name'},
-        icon(entry.virtual || entry.permission ? 'shared' : entry.is_directory ? 'folder'
-          : entry.symlink ? 'link' : 'file'), link,
-        entry.permission ? h('span', {class: 'badge'}, entry.permission === 'edit'
-          ? 'can edit' : 'view only') : null, sharedBadge(entry.shared))),
-      h('td', {class: 'size'}, entry.is_directory ? '—' : formatSize(entry.size)),
-      h('td', {class: 'modified'},
-        date.iso ? h('time', {datetime: date.iso, title: date.full}, date.text) : ''));
+    return entryRow(entry, index, this.selected.has(entryKey(entry)), index === this.focus);
+  }
+
+  tile(entry, index) {
+    return entryTile(entry, index, this.selected.has(entryKey(entry)), index === this.focus);
   }
 
   rowAt(index) {
-    return this.rows.rowAt(index);
+    return this.win.rowAt(index);
   }
 
   indexOf(event) {
-    const tr = event.target.closest('tr[data-index]');
-    return tr ? Number(tr.dataset.index) : -1;
+    const item = event.target.closest('[data-index]');
+    return item ? Number(item.dataset.index) : -1;
   }
 
   /** The selected entries, in view order. */
@@ -206,12 +245,13 @@ export class FolderView {
 
   /** Bring the rendered rows, the select-all box and the toolbar in line with the state. */
   updateSelection() {
-    for (const tr of this.body.querySelectorAll('tr[data-index]')) {
-      const i = Number(tr.dataset.index);
+    const area = this.mode === 'grid' ? this.tiles : this.body;
+    for (const item of area.querySelectorAll('[data-index]')) {
+      const i = Number(item.dataset.index);
       const on = this.selected.has(entryKey(this.view[i]));
-      tr.setAttribute('aria-selected', String(on));
-      tr.tabIndex = i === this.focus ? 0 : -1;
-      tr.querySelector('input').checked = on;
+      item.setAttribute('aria-selected', String(on));
+      item.tabIndex = i === this.focus ? 0 : -1;
+      item.querySelector('input').checked = on;
     }
     this.updateCheckAll();
     this.actions.update();
@@ -262,7 +302,7 @@ export class FolderView {
     if (!this.view.length) return;
     this.focus = Math.max(0, Math.min(index, this.view.length - 1));
     this.updateSelection();
-    const tr = scroll ? this.rows.reveal(this.focus) : this.rowAt(this.focus);
+    const tr = scroll ? this.win.reveal(this.focus) : this.rowAt(this.focus);
     if (tr) {
       tr.tabIndex = 0;
       tr.focus({preventScroll: true});
@@ -289,12 +329,17 @@ export class FolderView {
     if (index >= 0 && !event.target.closest('input, a')) this.openEntry(this.view[index]);
   }
 
-  /** Grid keys: arrows, Home/End, Space, Enter, Ctrl+A, Delete, F2 and Escape. */
+  /** Grid keys: arrows, Home/End, Space, Enter, Ctrl+A, Delete, F2 and Escape. In the grid
+   * view Left/Right go tile by tile and Up/Down line by line. */
   onKey(event) {
     if (event.target.closest('input:not([type=checkbox]), button')) return;
     const last = this.view.length - 1;
-    const move = {ArrowDown: this.focus + 1, ArrowUp: this.focus - 1, Home: 0, End: last,
-                  PageDown: this.focus + 10, PageUp: this.focus - 10}[event.key];
+    const line = this.mode === 'grid' ? this.tileWindow.cols : 1;
+    const moves = {ArrowDown: this.focus + line, ArrowUp: this.focus - line, Home: 0, End: last,
+                   PageDown: this.focus + 10 * line, PageUp: this.focus - 10 * line};
+    if (this.mode === 'grid') Object.assign(moves, {ArrowLeft: this.focus - 1,
+                                                    ArrowRight: this.focus + 1});
+    const move = moves[event.key];
     const ctrl = event.ctrlKey || event.metaKey;
     if (move !== undefined && !(event.key === 'ArrowUp' && event.altKey)) {
       event.preventDefault();
@@ -345,7 +390,13 @@ export class FolderView {
   }
 
   sortBy(key) {
-    this.sort = {key, dir: this.sort.key === key ? -this.sort.dir : 1};
+    this.sortFrom(`${key}:${this.sort.key === key ? -this.sort.dir : 1}`);
+  }
+
+  /** Sort by `key:dir` (the grid's select; the list's heads go through sortBy). */
+  sortFrom(value) {
+    const [key, dir] = value.split(':');
+    this.sort = {key, dir: Number(dir)};
     const focusedKey = this.view[this.focus] ? entryKey(this.view[this.focus]) : null;
     this.renderHead();
     this.resort(focusedKey);
@@ -357,5 +408,13 @@ export class FolderView {
     return [path, oldPath].some((p) => p && (parentPath(p).toLowerCase() === here ||
                                              here.startsWith(`${p.toLowerCase()}/`) ||
                                              p.toLowerCase() === here));
+  }
+}
+
+function readMode() {
+  try {
+    return localStorage.getItem(VIEW_KEY) === 'grid' ? 'grid' : 'list';
+  } catch {
+    return 'list';
   }
 }

@@ -22,11 +22,12 @@ export class RowWindow {
     this.end = 0;
     this.rowPx = DEFAULT_ROW_PX;
     this.measured = false;
+    this.active = true; // false while the grid view shows instead
     this.top = h('tr', {class: 'spacer', 'aria-hidden': 'true'}, h('td', {colspan: columns}));
     this.bottom = h('tr', {class: 'spacer', 'aria-hidden': 'true'}, h('td', {colspan: columns}));
     this.pending = false;
     this.onScroll = () => {
-      if (this.pending) return;
+      if (this.pending || !this.active) return;
       this.pending = true;
       requestAnimationFrame(() => {
         this.pending = false;
