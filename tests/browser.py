@@ -14,9 +14,11 @@ error ("Failed to load resource ..."), so a test names the API answers it expect
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,14 @@ from tests.helpers import PASSWORD, ApiClient, RunningServer, start_server
 from tests.needs import need
 
 try:
-    from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+    from playwright.async_api import (
+        Browser,
+        BrowserContext,
+        ConsoleMessage,
+        Page,
+        Request,
+        async_playwright,
+    )
 except ImportError:  # reported by the browser fixture (a failure under CI), not at collection
     async_playwright = None  # type: ignore[assignment]
 
@@ -83,12 +92,32 @@ async def alice_api(web_server: RunningServer) -> ApiClient:
     return await web_server.login("alice@example.com", device="alice-laptop")
 
 
+@functools.cache
+def documented_routes() -> list[tuple[str, re.Pattern[str]]]:
+    """Every route docs/api.md documents (its ``### `METHOD /path`` headings), as a method and
+    a pattern of the path: ``{name}`` is one path segment, ``{path}`` any rest."""
+    routes = []
+    text = (ROOT / "docs" / "api.md").read_text()
+    for method, path in re.findall(r"^#{3,4} `([A-Z]+) (/[^` ?]*)", text, re.M):
+        pattern = re.sub(r"\\\{(\w+)\\\}", lambda m: ".+" if m.group(1) == "path" else "[^/]+",
+                         re.escape(path))
+        routes.append((method, re.compile(pattern + "$")))
+    return routes
+
+
+def is_documented(method: str, path: str) -> bool:
+    method = "GET" if method == "HEAD" else method
+    return any(m == method and p.match(path) for m, p in documented_routes())
+
+
 @dataclass
 class ConsoleWatch:
-    """What went wrong in a context's pages: uncaught exceptions and console errors."""
+    """What went wrong in a context's pages: uncaught exceptions, console errors, and requests
+    to the server outside the public API of docs/api.md (the page may use no private route)."""
 
     allowed: set[tuple[int, str]] = field(default_factory=lambda: {(401, "/api/auth/session")})
     problems: list[str] = field(default_factory=list)
+    origin: str = ""  # the server's; requests elsewhere (about:blank, data:) are not checked
 
     def allow(self, status: int, path: str) -> None:
         """An API answer with ``status`` for ``path`` that the test expects."""
@@ -97,6 +126,15 @@ class ConsoleWatch:
     def attach(self, page: Page) -> None:
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("request", self._request)
+
+    def _request(self, request: Request) -> None:
+        url = urllib.parse.urlsplit(request.url)
+        if not self.origin or f"{url.scheme}://{url.netloc}" != self.origin:
+            return
+        # The browser's own favicon probe is no request of the page's.
+        if url.path != "/favicon.ico" and not is_documented(request.method, url.path):
+            self.problems.append(f"undocumented route: {request.method} {url.path}")
 
     def _console(self, msg: ConsoleMessage) -> None:
         if msg.type != "error":
@@ -144,7 +182,7 @@ async def new_web(browser: Browser, server: RunningServer, **context: Any) -> We
                                     service_workers=context.pop("service_workers", "block"),
                                     **context)
     ctx.set_default_timeout(TIMEOUT_MS)
-    return Web(server, ctx, ConsoleWatch())
+    return Web(server, ctx, ConsoleWatch(origin=server.url.rstrip("/")))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

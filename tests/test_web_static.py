@@ -143,3 +143,16 @@ def test_every_file_of_the_app_is_in_the_package_data() -> None:
     assert unshipped == []
     served = set(load_web_app().assets) | set(PAGES) | set(load_web_app().root_files)
     assert {f.removeprefix("web/") for f in files} == served
+
+
+def test_the_pages_requests_are_checked_against_the_documented_routes() -> None:
+    """Every browser test fails on a request outside docs/api.md (tests/browser.py); the check
+    reads the headings right: documented routes pass, others and wrong methods do not."""
+    from tests.browser import is_documented
+    for method, path in [("GET", "/api/files"), ("POST", "/api/files/abc/complete"),
+                         ("PUT", "/blocks/" + "ab" * 32), ("GET", "/s/tok/zip"),
+                         ("GET", "/app/v1/js/main.js"), ("HEAD", "/api/files/x/content")]:
+        assert is_documented(method, path), (method, path)
+    for method, path in [("GET", "/api/private"), ("DELETE", "/api/quota"),
+                         ("GET", "/api/files/a/b/complete"), ("POST", "/api/files")]:
+        assert not is_documented(method, path), (method, path)
