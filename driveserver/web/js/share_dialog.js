@@ -5,6 +5,7 @@
 // shown once, with a Copy button, and the list after that names links by their settings.
 
 import {api} from './api.js';
+import {copyText} from './clipboard.js';
 import {openDialog} from './dialogs.js';
 import {h, replace} from './dom.js';
 import {formatAnyDate} from './format.js';
@@ -23,19 +24,6 @@ export function sharedLabel(shared) {
 function permissionSelect(value, label, onchange) {
   return h('select', {'aria-label': label, onchange},
     PERMISSIONS.map(([v, text]) => h('option', {value: v, selected: v === value}, text)));
-}
-
-/** Put `text` on the clipboard; where the Clipboard API is missing, select it for Ctrl+C. */
-async function copyText(input, notify) {
-  try {
-    if (!navigator.clipboard) throw new Error('no clipboard');
-    await navigator.clipboard.writeText(input.value);
-    notify('Link copied.');
-  } catch {
-    input.focus();
-    input.select();
-    notify('Press Ctrl+C to copy the selected link.');
-  }
 }
 
 /** An ISO time with its zone from a date-time input's local value (or null when empty). */
@@ -137,7 +125,7 @@ export function shareDialog(entry, {notify, onChanged}) {
                                 'aria-label': 'New link', class: 'link-url'});
         replace(created, h('p', {class: 'hint'}, 'Copy the link now: it is shown only once.'),
           h('div', {class: 'share-line'}, url, h('button', {type: 'button', class: 'button',
-            onclick: () => copyText(url, notify)}, 'Copy link')));
+            onclick: () => copyText(url, 'link', notify)}, 'Copy link')));
         created.hidden = false;
         notify('Link created.');
         await loadLinks();
