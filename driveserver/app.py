@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import appkeys
 from .api import (
+    app_password_routes,
     auth_routes,
     batch_download_routes,
     complete_routes,
@@ -48,6 +49,8 @@ from .connections import (
     guarded_site,
     raise_open_file_limit,
 )
+from .dav import dav_middleware
+from .dav import setup as setup_dav
 from .errors import Unauthorized
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, finish_interrupted, move_cold_blocks
@@ -123,7 +126,7 @@ async def open_storage(config: Config) -> tuple[TieredBlockStore, KeyRing]:
 def build_app(config: Config) -> web.Application:
     prepare_data_dir(config)
     app = web.Application(middlewares=[error_middleware, auth_routes.auth_middleware,
-                                       body_guard_middleware],
+                                       dav_middleware, body_guard_middleware],
                           client_max_size=config.max_json_bytes)
     app[appkeys.CONFIG] = config
     app[appkeys.DB] = db = Database(config.database_path)
@@ -166,6 +169,7 @@ def build_app(config: Config) -> web.Application:
     if config.metrics_token:
         app.router.add_get("/metrics", metrics)
     app.add_routes(auth_routes.routes)
+    app.add_routes(app_password_routes.routes)
     app.add_routes(upload_routes.routes)
     app.add_routes(complete_routes.routes)
     app.add_routes(download_routes.routes)
@@ -178,6 +182,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(search_routes.routes)
     zip_routes.setup(app)
     setup_sync(app)
+    setup_dav(app)  # WebDAV at /dav/ (driveserver/dav/)
     app.add_routes(block_routes.routes)
     setup_web(app)  # the browser app at / (driveserver/web/)
     return app

@@ -45,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(quota)
     quota.add_argument("email")
     quota.add_argument("size")
+    app = sub.add_parser("app-password",
+                         help="manage a user's app passwords (HTTP Basic on /dav/)")
+    app_sub = app.add_subparsers(dest="app_command", required=True)
+    create = app_sub.add_parser("create", help="make an app password (printed once)")
+    _common(create)
+    create.add_argument("email")
+    create.add_argument("name", help="what it is for, e.g. 'phone' or 'rclone'")
+    app_list = app_sub.add_parser("list", help="list a user's app passwords")
+    _common(app_list)
+    app_list.add_argument("email")
+    revoke = app_sub.add_parser("revoke", help="revoke an app password by its id")
+    _common(revoke)
+    revoke.add_argument("email")
+    revoke.add_argument("app_password_id")
     check = sub.add_parser("check", help="validate config, database schema and block storage")
     _common(check)
     gc = sub.add_parser("gc", help="delete unreferenced blocks older than the grace period")
@@ -132,6 +146,32 @@ async def _user_quota(config: Config, email: str, size: int) -> None:
     await _with_db(config, run)
 
 
+async def _app_password(config: Config, args: argparse.Namespace) -> list[str]:
+    """``drive-server app-password create|list|revoke``: the same units of work as
+    ``/api/app-passwords``."""
+    from .meta import app_passwords
+    from .meta.accounts import user_by_email
+
+    async def run(db: Any) -> list[str]:
+        user = await user_by_email(db, args.email)
+        if user is None:
+            raise SystemExit(f"no such user: {args.email}")
+        if args.app_command == "create":
+            row, password = await app_passwords.issue_app_password(db, user["id"], args.name)
+            return [f"app password {row['id']} ({row['name']}) for {user['email']}:",
+                    password, "(shown this once; use it with the email as the user name)"]
+        if args.app_command == "list":
+            return [f"{r['id']}\t{r['name']}\tcreated {r['created_at']:.0f}"
+                    f"\tlast used {r['last_used_at'] or 0:.0f}"
+                    for r in await app_passwords.live_app_passwords(db, user["id"])]
+        await db.write(lambda tx: app_passwords.revoke_app_password(tx, user["id"],
+                                                                    args.app_password_id))
+        return [f"revoked app password {args.app_password_id}"]
+
+    result: list[str] = await _with_db(config, run)
+    return result
+
+
 async def _check(config: Config) -> list[str]:
     from .meta.db import Database
 
@@ -186,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_CONFIG
             asyncio.run(_user_quota(config, args.email, size))
             print(f"quota of {args.email} set to {size} bytes")
+        elif args.command == "app-password":
+            for line in asyncio.run(_app_password(config, args)):
+                print(line)
         elif args.command == "check":
             for line in asyncio.run(_check(config)):
                 print(line)

@@ -146,6 +146,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Whether anyone may create an account with POST /api/auth/register (off on a fresh"
             " install: the first user comes from `drive-server user add`; open it only where"
             " anyone may have an account, and know that addresses are not verified)."),
+    Setting("dav_allow_account_password", "dav", "allow_account_password", bool, False,
+            "Whether WebDAV (/dav/) accepts the account password itself over HTTP Basic, as well"
+            " as app passwords (off: a client that stores a password should hold one that can be"
+            " revoked alone)."),
     Setting("metrics_token", "metrics", "token", str, "",
             "Bearer token that GET /metrics requires; empty turns /metrics off (the default)."
             " At least 16 characters.", _metrics_token),
@@ -196,6 +200,7 @@ class Config:
     body_min_bytes_per_second: int = 1024
     max_connections_per_client: int = 256
     max_connections: int = 0
+    dav_allow_account_password: bool = False
     metrics_token: str = field(default="", repr=False)
 
 

@@ -48,6 +48,12 @@ async def new_web_device(tx: Tx, user_id: str, name: str) -> str:
     """A device for one browser sign-in. Always a new one (a browser has no folder to be
     recognised by), named ``name``, or ``name 2``, ``name 3``... while a live device has it,
     so that registering by name never mistakes one for another."""
+    return await new_device(tx, user_id, name, "web")
+
+
+async def new_device(tx: Tx, user_id: str, name: str, device_type: str) -> str:
+    """A new device of ``device_type`` named ``name`` (or ``name 2``, ...; see
+    :func:`new_web_device`): a browser sign-in's, or an app password's (``meta.app_passwords``)."""
     taken = {row["name"] for row in await tx.fetchall(
         "SELECT name FROM devices WHERE user_id = ? AND removed_at IS NULL", (user_id,))}
     unique, n = name, 1
@@ -57,7 +63,7 @@ async def new_web_device(tx: Tx, user_id: str, name: str) -> str:
     device_id = new_id("d")
     await tx.execute(
         "INSERT INTO devices (id, user_id, name, type, created_at, last_seen_at)"
-        " VALUES (?,?,?,?,?,?)", (device_id, user_id, unique, "web", tx.now, tx.now))
+        " VALUES (?,?,?,?,?,?)", (device_id, user_id, unique, device_type, tx.now, tx.now))
     return device_id
 
 

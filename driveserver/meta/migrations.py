@@ -327,4 +327,51 @@ MIGRATIONS: list[str] = [
         ; DELETE FROM file_search_keys WHERE file_id = old.id
         ; END
     """,
+    # 11: app passwords (issue 16): passwords a user makes per app or device for HTTP Basic on
+    # /dav/, shown once and stored hashed (scrypt, as account passwords). Each has a device of
+    # its own (type 'app', listed in GET /api/devices) and one long-lived session, so revoking
+    # the password, removing the device or changing the account password ends it through the
+    # sessions every other client already lives by. ``lookup`` is the first group of the
+    # password, unique per user, so a Basic request costs one scrypt check, not one per password.
+    """
+    CREATE TABLE app_passwords (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        device_id TEXT NOT NULL REFERENCES devices(id),
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        name TEXT NOT NULL,
+        lookup TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at REAL
+    );
+    CREATE INDEX app_passwords_user ON app_passwords(user_id, lookup)
+    """,
+    # 12: WebDAV (issue 16): dead properties set by PROPPATCH, per item (its XML element as the
+    # client sent it), and write locks (RFC 4918), kept in the database so that a second server
+    # process sees them. Both go with their item when it is deleted for good.
+    """
+    CREATE TABLE dav_properties (
+        file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (file_id, namespace, name)
+    );
+    CREATE TABLE dav_locks (
+        token TEXT PRIMARY KEY,
+        file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users(id),
+        scope TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        root TEXT NOT NULL,
+        timeout REAL NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX dav_locks_file ON dav_locks(file_id);
+    CREATE INDEX dav_locks_expiry ON dav_locks(expires_at)
+    """,
 ]
