@@ -4,9 +4,14 @@ over WebDAV, and a PUT based on a stale ETag is refused with 412 without overwri
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from driveserver.dav import put as put_module
 from tests.dav_helpers import DAV_NS, dav_user
 from tests.helpers import RunningServer, wait_for
 from tests.sync_helpers import make_devices
@@ -64,3 +69,33 @@ async def test_a_put_on_a_stale_etag_is_refused(server: RunningServer) -> None:
     meta = await api.get("/api/files", params={"path": "/"})
     notes = next(e for e in meta.body["entries"] if e["name"] == "notes.txt")
     assert notes["version"] == 2  # one version per PUT that went through
+
+
+async def test_a_save_during_a_conditional_put_wins_over_it(
+        server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ETag is checked again when the version commits: a version saved by anyone while a
+    PUT's body was on its way makes that PUT a 412, and the newer version stays."""
+    _, dav = await dav_user(server)
+    etag = (await dav.call("PUT", "/dav/shared.txt", b"base")).headers["ETag"]
+    reading, release = asyncio.Event(), asyncio.Event()
+    real_store_body = put_module._store_body
+
+    async def store_body(request: Any, limit: int) -> Any:  # the first checks have passed
+        if request.headers.get("If-Match"):
+            reading.set()
+        return await real_store_body(request, limit)
+
+    monkeypatch.setattr(put_module, "_store_body", store_body)
+
+    async def slow_body():  # type: ignore[no-untyped-def]
+        yield b"slow writer, "
+        await release.wait()
+        yield b"based on the old version"
+
+    slow = asyncio.ensure_future(dav.call("PUT", "/dav/shared.txt", slow_body(),  # type: ignore[arg-type]
+                                          {"If-Match": etag}))
+    await asyncio.wait_for(reading.wait(), 10)
+    assert (await dav.call("PUT", "/dav/shared.txt", b"the fast writer")).status == 204
+    release.set()
+    assert (await slow).status == 412
+    assert (await dav.call("GET", "/dav/shared.txt")).body == b"the fast writer"

@@ -53,7 +53,7 @@ class BasicAuthenticator:
     def __init__(self) -> None:
         self._key = os.urandom(32)
         self._cache: dict[bytes, _Entry] = {}
-        self._checking: dict[bytes, asyncio.Future[str | None]] = {}
+        self._checking: dict[bytes, asyncio.Task[str | None]] = {}
 
     def _digest(self, email: str, password: str) -> bytes:
         return hmac.new(self._key, f"{email_key(email)}\0{password}".encode(),
@@ -69,21 +69,14 @@ class BasicAuthenticator:
         if entry is not None and entry.until > now:
             session_id = entry.session_id
         else:
-            pending = self._checking.get(digest)
-            if pending is not None:
-                session_id = await asyncio.shield(pending)
-            else:
-                future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-                self._checking[digest] = future
-                try:
-                    session_id = await self._check(request, email, password)
-                    future.set_result(session_id)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: waiters re-raise it themselves
-                    raise
-                finally:
-                    del self._checking[digest]
+            # One check per credentials at a time, in a task of its own: a client that
+            # disconnects does not cancel the check the others with the same header wait on.
+            check = self._checking.get(digest)
+            if check is None:
+                check = asyncio.ensure_future(self._check(request, email, password))
+                self._checking[digest] = check
+                check.add_done_callback(lambda _: self._checking.pop(digest, None))
+            session_id = await asyncio.shield(check)
             if session_id is not None:
                 if len(self._cache) >= CACHE_MAX:
                     self._cache = {k: v for k, v in self._cache.items() if v.until > now}

@@ -39,7 +39,7 @@ async def copy_or_move(request: web.Request) -> web.Response:
     destination = request.headers.get("Destination")
     if not destination:
         raise DavError(400, f"{request.method} needs a Destination header")
-    dest_parts = parts_of_url(destination, request)
+    dest_parts = parts_of_url(destination)
     src_parts = parts_of_request(request)
     overwrite = request.headers.get("Overwrite", "T").strip().upper()
     if overwrite not in ("T", "F"):

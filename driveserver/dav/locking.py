@@ -47,7 +47,7 @@ async def covering_locks(q: Any, file_id: str, now: float) -> list[Lock]:
             if level == 0 or lock.depth == INFINITY]
 
 
-async def _if_lists_hold(q: Any, request: web.Request, user_id: str, target: Target,
+async def _if_lists_hold(q: Any, user_id: str, target: Target,
                          lists: list[IfList]) -> bool:
     """Whether at least one list of the ``If`` header is true (each list is all its
     conditions): a state token is true of a resource a live lock with that token covers, an
@@ -60,7 +60,7 @@ async def _if_lists_hold(q: Any, request: web.Request, user_id: str, target: Tar
             if lst.resource not in resolved:
                 try:
                     resolved[lst.resource] = await resolve(
-                        q, user_id, parts_of_url(lst.resource, request))
+                        q, user_id, parts_of_url(lst.resource))
                 except DavError:
                     resolved[lst.resource] = Target([])
             res = resolved[lst.resource]
@@ -104,7 +104,7 @@ async def preconditions(q: Any, request: web.Request, target: Target,
     header = request.headers.get("If")
     if header is not None:
         lists = parse_if(header)
-        if not await _if_lists_hold(q, request, user_id, target, lists):
+        if not await _if_lists_hold(q, user_id, target, lists):
             raise DavError(412, "the If header's conditions do not hold")
         tokens = submitted_tokens(lists)
     await require_unlocked(q, user_id, tokens, writes)

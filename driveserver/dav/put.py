@@ -1,27 +1,29 @@
 """PUT: a file's new content, streamed through the block pipeline into a new version.
 
-Three steps, as an API upload takes (upload-init, the block routes, complete), in one request:
+What an API upload does in three requests (upload-init, the block routes, complete), in one:
 
-1. One unit of work checks the request (write permission, the parent folder exists, the
-   conditions and locks of :func:`~driveserver.dav.locking.preconditions`, the quota for a
-   ``Content-Length``) and creates the pending entry of a new file (version 0, hidden until a
-   version commits, collected by GC if none ever does). It notes the version the body is
-   based on: with ``If-Match`` (or an ``If`` header's entity tag), the one the client named.
+1. The request is checked on the committed state (write permission, the parent folder
+   exists, the conditions and locks of :func:`~driveserver.dav.locking.preconditions`, the
+   quota for a ``Content-Length``), so a PUT that cannot succeed is refused before a byte is
+   read. Nothing is written: a body that never arrives leaves no trace in the tree.
 2. The body is split into 4 MiB blocks as it arrives, each hashed, sealed and stored by the
-   pipeline (a few blocks in flight at most: bounded memory whatever the size; a block that is
-   stored already is not stored twice). No transaction is open meanwhile.
-3. The block list is committed by :meth:`Versions.commit`, with the compare-and-swap on that
-   base version: a version committed by anyone else in between makes it a 412, and nothing
-   is overwritten. The store is asked about the blocks before the commit and the answers are
-   re-checked against GC's tombstones inside it (``complete_routes._with_store_lookup``), so a
-   block GC is deleting never ends up in a version. The journal entry is written by the same
-   commit, so every ``drive-sync`` folder hears of it.
+   pipeline (a few blocks in flight at most: bounded memory whatever the size). No
+   transaction is open meanwhile.
+3. One unit of work checks it all again, on the state it commits against, creates the file
+   if it is new and commits the block list as its next version by :meth:`Versions.commit`'s
+   compare-and-swap on the version just checked. So ``If-Match`` with an ETag that is no
+   longer current (someone saved meanwhile) is a 412 and never overwrites. The store is
+   asked about the blocks before that transaction and the answers re-checked against GC's
+   tombstones inside it (``complete_routes._with_store_lookup``), so a block GC is deleting
+   never ends up in a version. The journal entry is written by the same commit, so every
+   ``drive-sync`` folder hears of the change.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any
 
 from aiohttp import web
 
@@ -30,10 +32,10 @@ from driveproto.blocks import BlockSplitter
 from .. import appkeys
 from ..api.common import actor, principal
 from ..api.complete_routes import STORED, _with_store_lookup
-from ..errors import Conflict, InsufficientStorage, NotFound
-from ..meta import accounts
+from ..errors import InsufficientStorage
+from ..meta import accounts, tree
 from ..meta import blocks as blocks_meta
-from ..meta.db import Tx
+from ..meta.db import Row, Tx
 from ..meta.tree import get_file
 from ..meta.versions import BlockRef, CommitResult
 from ..permissions import Action, authorize, writable_base
@@ -45,8 +47,30 @@ READ_CHUNK = 1024 * 1024
 IN_FLIGHT = 3  # blocks being sealed and stored at once
 
 
-async def put(request: web.Request) -> web.Response:
+async def _check(request: web.Request, q: Any, parts: list[str]) -> tuple[Row | None, int]:
+    """Whether this PUT may go ahead now: (the file it replaces, or None for a new one; the
+    bytes the owner's quota has room for). Asked twice: before the body is read, to refuse
+    early, and inside the commit's transaction, where the answer is the one that counts."""
     p = principal(request)
+    target = await resolve(q, p.user_id, parts)
+    if target.virtual or (target.row is not None and target.row["is_directory"]):
+        raise DavError(405, "a folder has no content to PUT")
+    if target.row is None and target.parent is None:
+        raise DavError(409, "the parent folder does not exist")
+    await preconditions(q, request, target, [(target.row or target.parent, False)])
+    if target.row is not None:
+        file = await authorize(q, p.user_id, Action.WRITE, target.row["id"])
+        workspace_id, size = file["workspace_id"], int(file["size"])
+    else:
+        base, _ = await writable_base(q, p.user_id, parts)
+        workspace_id, size = await tree.child_workspace(q, base), 0
+    owner = await accounts.workspace_owner(q, workspace_id)
+    assert owner is not None
+    room = int(owner["quota_bytes"]) - await accounts.used_bytes(q, owner["id"]) + size
+    return target.row, room
+
+
+async def put(request: web.Request) -> web.Response:
     parts = parts_of_request(request)
     config = request.app[appkeys.CONFIG]
     db = request.app[appkeys.DB]
@@ -55,60 +79,32 @@ async def put(request: web.Request) -> web.Response:
         raise DavError(413, f"a file may be at most {config.max_file_bytes} bytes")
     if request.headers.get("Content-Range"):
         raise DavError(400, "a PUT with Content-Range (a partial update) is not supported")
-
-    async def prepare(tx: Tx) -> tuple[str, int | None, bool, int]:
-        target = await resolve(tx, p.user_id, parts)
-        if target.virtual or (target.row is not None and target.row["is_directory"]):
-            raise DavError(405, "a folder has no content to PUT")
-        if target.row is None and target.parent is None:
-            raise DavError(409, "the parent folder does not exist")
-        conditional = any(h in request.headers for h in ("If-Match", "If"))
-        existing = target.row or target.pending
-        await preconditions(tx, request, target,
-                            [(target.row, False)] if target.row is not None
-                            else [(target.parent, False)])
-        if existing is not None:
-            file = await authorize(tx, p.user_id, Action.WRITE, existing["id"])
-        else:
-            base, rest = await writable_base(tx, p.user_id, parts)
-            file = await request.app[appkeys.TREE].create_file(tx, base, rest, actor(request))
-        owner = await accounts.workspace_owner(tx, file["workspace_id"])
-        assert owner is not None
-        room = int(owner["quota_bytes"]) - await accounts.used_bytes(tx, owner["id"]) \
-            + int(file["size"])
-        if length is not None and length > room:
-            raise InsufficientStorage("this file would exceed the owner's quota",
-                                      quota=owner["quota_bytes"])
-        base_version = int(file["version"]) if conditional and target.row is not None else None
-        return file["id"], base_version, target.row is None, room
-
-    file_id, base_version, created, room = await db.write(prepare)
-    limit = min(config.max_file_bytes, max(0, room))
-    blocks = await _store_body(request, limit)
+    _, room = await _check(request, db, parts)
+    if length is not None and length > room:
+        raise InsufficientStorage("this file would exceed the owner's quota")
+    blocks = await _store_body(request, min(config.max_file_bytes, max(0, room)))
     hashes = [b.hash for b in blocks]
     keyring = request.app[appkeys.KEYRING]
     names = {h: keyring.object_name(h) for h in hashes}
 
-    async def commit(tx: Tx) -> CommitResult:
+    async def commit(tx: Tx) -> tuple[CommitResult, bool]:
         stored = tx.memo.get(STORED, {})
         dead = await blocks_meta.tombstoned(tx, names.values())
         if any(not stored.get(h, False) for h in hashes) or any(n in dead for n in names.values()):
             raise DavError(503, "a block was being collected while it was stored; send the"
                            " file again")
-        await authorize(tx, p.user_id, Action.WRITE, file_id)
-        try:
-            return await request.app[appkeys.VERSIONS].commit(
-                tx, file_id, actor(request), blocks, base_version, names)
-        except Conflict as exc:
-            if exc.code == "version_conflict":
-                raise DavError(412, "the file changed since the version this PUT was based"
-                               " on; nothing was overwritten") from None
-            raise
-        except NotFound:
-            raise DavError(409, "the file was deleted or moved while it was sent") from None
+        row, _ = await _check(request, tx, parts)  # the conditions hold now, in this commit
+        who = actor(request)
+        if row is None:
+            base, rest = await writable_base(tx, principal(request).user_id, parts)
+            pending = await tree.resolve(tx, base["id"], rest)  # an upload that never ended
+            row = pending or await request.app[appkeys.TREE].create_file(tx, base, rest, who)
+        result = await request.app[appkeys.VERSIONS].commit(
+            tx, row["id"], who, blocks, int(row["version"]), names)
+        return result, int(row["version"]) == 0
 
-    await _with_store_lookup(request, hashes, commit)
-    row = await get_file(db, file_id)
+    result, created = await _with_store_lookup(request, hashes, commit)
+    row = await get_file(db, result.file_id)
     tag = etag(row) if row is not None else None
     return web.Response(status=201 if created else 204, headers={"ETag": tag} if tag else {})
 

@@ -61,8 +61,14 @@ async def locks_below(q: Any, file_id: str, now: float) -> list[Lock]:
         "  AND trashed_at IS NULL UNION ALL SELECT f.id FROM files f"
         "  JOIN down ON f.parent_id = down.id WHERE f.trashed_at IS NULL)"
         " SELECT l.* FROM dav_locks l JOIN down ON down.id = l.file_id"
-        " WHERE l.expires_at > ?", (file_id, now), offload=True)
+        " WHERE l.expires_at > ?", (file_id, now), **_offload(q))
     return [Lock.from_row(r) for r in rows]
+
+
+def _offload(q: Any) -> dict[str, bool]:
+    """A walk down a whole subtree leaves the loop's thread in a transaction (the reader's
+    statements run in its own thread already)."""
+    return {"offload": True} if isinstance(q, Tx) else {}
 
 
 async def lock_by_token(q: Any, token: str, now: float) -> Lock | None:
