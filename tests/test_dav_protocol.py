@@ -168,3 +168,35 @@ async def test_over_quota_is_507_and_a_stranger_is_401(server: RunningServer) ->
         stranger = DavClient(server.url, dav.email, "wrong-password", s)
         assert (await stranger.call("PUT", "/dav/x.txt", b"x")).status == 401
     assert (await dav.call("GET", "/dav/x.txt")).status == 404
+
+
+async def test_move_renames_in_place_keeps_history_and_copy_depth(server: RunningServer) -> None:
+    api, dav = await dav_user(server)
+    assert (await dav.call("MKCOL", "/dav/src")).status == 201
+    assert (await dav.call("PUT", "/dav/src/a.txt", b"1")).status == 201
+    assert (await dav.call("PUT", "/dav/src/a.txt", b"2")).status == 204
+    before = (await api.get("/api/files", params={"path": "/src"})).body["entries"][0]
+    r = await dav.call("MOVE", "/dav/src/a.txt", None, {"Destination": "/dav/src/A.txt"})
+    assert r.status == 204  # only the case changes: the same item, renamed
+    after = (await api.get("/api/files", params={"path": "/src"})).body["entries"]
+    assert [(e["name"], e["file_id"], e["version"]) for e in after] == \
+        [("A.txt", before["file_id"], 2)]
+    same = await dav.call("MOVE", "/dav/src/A.txt", None, {"Destination": "/dav/src/A.txt"})
+    assert same.status == 403
+    shallow = await dav.call("COPY", "/dav/src", None, {"Destination": "/dav/flat",
+                                                        "Depth": "0"})
+    deep = await dav.call("COPY", "/dav/src", None, {"Destination": "/dav/deep"})
+    assert (shallow.status, deep.status) == (201, 201)
+    assert (await dav.propfind("/dav/flat/", "1")).hrefs() == ["/dav/flat/"]
+    assert (await dav.call("GET", "/dav/deep/A.txt")).body == b"2"
+    into = await dav.call("COPY", "/dav/src", None, {"Destination": "/dav/src/inner"})
+    assert into.status == 403
+
+
+async def test_deeply_nested_xml_is_a_400(server: RunningServer) -> None:
+    _, dav = await dav_user(server)
+    assert (await dav.call("PUT", "/dav/a.txt", b"a")).status == 201
+    nested = "<x:v xmlns:x='urn:x'>" * 5000 + "</x:v>" * 5000
+    body = (f'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>{nested}</D:prop></D:set>'
+            "</D:propertyupdate>")
+    assert (await dav.call("PROPPATCH", "/dav/a.txt", body)).status == 400

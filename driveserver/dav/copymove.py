@@ -26,6 +26,7 @@ from .locking import preconditions
 from .resources import parts_of_request, parts_of_url, resolve
 
 PAGE = 5000
+MAX_COPY = 10_000  # items one COPY makes
 
 
 def _below(inner: list[str], outer: list[str]) -> bool:
@@ -49,7 +50,10 @@ async def copy_or_move(request: web.Request) -> web.Response:
         raise DavError(400, "Depth must be infinity for MOVE, 0 or infinity for COPY")
     if not src_parts or not dest_parts:
         raise DavError(403, "the root folder cannot be copied, moved or replaced")
-    if _below(dest_parts, src_parts) or _below(src_parts, dest_parts):
+    same = len(src_parts) == len(dest_parts) and _below(src_parts, dest_parts)
+    if same and (not move or src_parts == dest_parts):
+        raise DavError(403, "the source and the destination are the same")
+    if not same and (_below(dest_parts, src_parts) or _below(src_parts, dest_parts)):
         raise DavError(403, "the source and the destination overlap")
     p = principal(request)
 
@@ -69,12 +73,14 @@ async def copy_or_move(request: web.Request) -> web.Response:
             writes += [(src.row, True), (src.parent, False)]
         await preconditions(tx, request, src, writes)
         status = 201
-        if dst.row is not None:
+        if dst.row is not None and not same:  # (same: a MOVE that changes only case)
             if overwrite == "F":
                 raise DavError(412, "the destination exists and Overwrite is F")
             doomed = await authorize_trash(tx, p.user_id, dst.row["id"])
             await request.app[appkeys.TREE].trash(tx, doomed, actor(request))
             await dav_locks.remove_locks_on(tx, doomed["id"])
+            status = 204
+        elif same:
             status = 204
         base, rest = await writable_base(tx, p.user_id, dest_parts)
         if move:
@@ -82,7 +88,7 @@ async def copy_or_move(request: web.Request) -> web.Response:
             await request.app[appkeys.TREE].move(tx, file, base, rest, actor(request))
             await dav_locks.remove_locks_on(tx, file["id"])  # a lock stays with its URL
         else:
-            await _copy(request, tx, src.row, base, rest, depth == "infinity")
+            await _copy(request, tx, src.row, base, rest, depth == "infinity", [0])
         return status
 
     status = await request.app[appkeys.DB].write(unit)
@@ -90,9 +96,14 @@ async def copy_or_move(request: web.Request) -> web.Response:
 
 
 async def _copy(request: web.Request, tx: Tx, src: Row, base: Row, rest: list[str],
-                deep: bool) -> None:
+                deep: bool, count: list[int]) -> None:
     """Copy ``src`` to ``rest`` below ``base`` (the folders above it exist), and with ``deep``
-    everything below it."""
+    everything below it; ``count`` is how many items the COPY made so far (at most
+    ``MAX_COPY``: one transaction holds the single writer, so it must stay short)."""
+    count[0] += 1
+    if count[0] > MAX_COPY:
+        raise DavError(403, f"a COPY may make at most {MAX_COPY} items; copy the folder's"
+                       " parts one by one")
     who = actor(request)
     if src["is_directory"]:
         folder = await request.app[appkeys.TREE].create_folder(tx, base, rest, who)
@@ -103,7 +114,7 @@ async def _copy(request: web.Request, tx: Tx, src: Row, base: Row, rest: list[st
         while True:
             children = await tree.list_children(tx, src["id"], PAGE, after)
             for child in children:
-                await _copy(request, tx, child, base, [*rest, child["name"]], True)
+                await _copy(request, tx, child, base, [*rest, child["name"]], True, count)
             if len(children) < PAGE:
                 return
             after = children[-1]["name_key"]

@@ -14,6 +14,7 @@ anywhere, one per entry for its locks: Depth 1 of 10,000 entries is a few hundre
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import mimetypes
 import time
@@ -39,6 +40,7 @@ LIVE = ("resourcetype", "getcontentlength", "getcontenttype", "getetag", "getlas
 QUOTA = ("quota-used-bytes", "quota-available-bytes")
 PROTECTED = {(DAV, n) for n in LIVE + QUOTA}
 PAGE = 5000
+OFFLOAD_ENTRIES = 200
 MAX_NAMED = 1000  # properties one PROPFIND or PROPPATCH may name
 OK, NOT_FOUND = "HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found"
 # Types a browser would run if it ignored Content-Disposition: GET sends them as bytes.
@@ -177,13 +179,19 @@ async def propfind(request: web.Request) -> web.Response:
         for e in entries:
             if e.row is not None:
                 e.locks = await covering_locks(db, e.row["id"], now)
-    quotas: dict[str, tuple[int, int]] = {}
-    wants_quota = any(ns == DAV and n in QUOTA for ns, n in names)
-    out = []
-    for e in entries:
-        quota = await _quota(db, p.user_id, e.row, quotas) if wants_quota else None
-        out.append(e.response(mode, names, quota))
-    return xml_response(multistatus(out))
+    quotas: dict[str, tuple[int, int] | None] = {}
+    if any(ns == DAV and n in QUOTA for ns, n in names):
+        memo: dict[str, tuple[int, int]] = {}
+        for e in entries:
+            if e.collection:  # a file has no quota properties
+                quotas[e.href] = await _quota(db, p.user_id, e.row, memo)
+
+    def render() -> str:
+        return multistatus([e.response(mode, names, quotas.get(e.href)) for e in entries])
+
+    # A listing of thousands is ~20 µs of string work per entry: off the event loop's thread.
+    body = render() if len(entries) < OFFLOAD_ENTRIES else await asyncio.to_thread(render)
+    return xml_response(body)
 
 
 async def _self_entry(db: Any, target: Target) -> Entry:

@@ -47,10 +47,12 @@ READ_CHUNK = 1024 * 1024
 IN_FLIGHT = 3  # blocks being sealed and stored at once
 
 
-async def _check(request: web.Request, q: Any, parts: list[str]) -> tuple[Row | None, int]:
+async def _check(request: web.Request, q: Any, parts: list[str], *, quota: bool = True
+                 ) -> tuple[Row | None, int]:
     """Whether this PUT may go ahead now: (the file it replaces, or None for a new one; the
-    bytes the owner's quota has room for). Asked twice: before the body is read, to refuse
-    early, and inside the commit's transaction, where the answer is the one that counts."""
+    bytes the owner's quota has room for, if ``quota``). Asked twice: before the body is read,
+    to refuse early, and inside the commit's transaction, where the answer is the one that
+    counts (there the commit checks the quota itself, once)."""
     p = principal(request)
     target = await resolve(q, p.user_id, parts)
     if target.virtual or (target.row is not None and target.row["is_directory"]):
@@ -64,6 +66,8 @@ async def _check(request: web.Request, q: Any, parts: list[str]) -> tuple[Row | 
     else:
         base, _ = await writable_base(q, p.user_id, parts)
         workspace_id, size = await tree.child_workspace(q, base), 0
+    if not quota:
+        return target.row, 0
     owner = await accounts.workspace_owner(q, workspace_id)
     assert owner is not None
     room = int(owner["quota_bytes"]) - await accounts.used_bytes(q, owner["id"]) + size
@@ -93,7 +97,7 @@ async def put(request: web.Request) -> web.Response:
         if any(not stored.get(h, False) for h in hashes) or any(n in dead for n in names.values()):
             raise DavError(503, "a block was being collected while it was stored; send the"
                            " file again")
-        row, _ = await _check(request, tx, parts)  # the conditions hold now, in this commit
+        row, _ = await _check(request, tx, parts, quota=False)  # they hold now, in this commit
         who = actor(request)
         if row is None:
             base, rest = await writable_base(tx, principal(request).user_id, parts)

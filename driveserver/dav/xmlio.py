@@ -22,6 +22,7 @@ from .errors import DavError
 DAV = "DAV:"
 MAX_BODY = 1024 * 1024  # bytes of a PROPFIND, PROPPATCH or LOCK body
 MAX_ELEMENTS = 10_000  # elements in one body (properties named, values' children)
+MAX_DEPTH = 64  # levels of nesting
 XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n'
 
 
@@ -35,9 +36,15 @@ async def read_xml(request: web.Request) -> ET.Element | None:
         root = fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except (ET.ParseError, DefusedXmlException, ValueError) as exc:
         raise DavError(400, f"the XML body is not well-formed: {exc}") from None
-    count = sum(1 for _ in root.iter())
+    count, deepest, stack = 0, 0, [(root, 1)]
+    while stack:  # by hand: the serialiser that stores property values recurses
+        elem, depth = stack.pop()
+        count, deepest = count + 1, max(deepest, depth)
+        stack.extend((child, depth + 1) for child in elem)
     if count > MAX_ELEMENTS:
         raise DavError(413, f"the XML body has {count} elements; at most {MAX_ELEMENTS}")
+    if deepest > MAX_DEPTH:
+        raise DavError(400, f"the XML body is nested {deepest} deep; at most {MAX_DEPTH}")
     return root
 
 
