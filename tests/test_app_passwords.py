@@ -128,3 +128,11 @@ async def test_the_cli_creates_lists_and_revokes(server: RunningServer) -> None:
         assert (await dav.propfind("/dav/", "0")).status == 401
     assert await run("list", "alice@example.com") == (0, "")
     assert (await run("create", "nobody@example.com", "x"))[0] != 0
+
+
+async def test_many_first_requests_at_once_share_one_check(server: RunningServer) -> None:
+    """A client that opens with many parallel requests (rclone's transfers) is not throttled:
+    simultaneous requests with the same new credentials wait on one password check."""
+    _, dav = await dav_user(server)
+    statuses = await asyncio.gather(*(dav.propfind("/dav/", "0") for _ in range(20)))
+    assert [r.status for r in statuses] == [207] * 20

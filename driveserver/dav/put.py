@@ -125,10 +125,14 @@ async def _store_body(request: web.Request, limit: int) -> list[BlockRef]:
     async def one(block: bytes) -> str:
         return await pipeline.put(block)
 
+    metrics = request.app[appkeys.METRICS]
+
     async def settle(keep: int) -> None:
         while len(in_flight) > keep:
             h = await in_flight.popleft()
             blocks.append(BlockRef(h, sizes.popleft()))
+            metrics.block_bytes.labels("in").inc(blocks[-1].size)  # as the block routes count
+            metrics.blocks.labels("in").inc()
 
     def start(block: bytes) -> None:
         in_flight.append(asyncio.ensure_future(one(block)))
