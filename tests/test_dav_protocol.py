@@ -200,3 +200,18 @@ async def test_deeply_nested_xml_is_a_400(server: RunningServer) -> None:
     body = (f'<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>{nested}</D:prop></D:set>'
             "</D:propertyupdate>")
     assert (await dav.call("PROPPATCH", "/dav/a.txt", body)).status == 400
+
+
+async def test_a_locked_folder_takes_new_members_with_its_token(server: RunningServer) -> None:
+    _, dav = await dav_user(server)
+    assert (await dav.call("MKCOL", "/dav/box")).status == 201
+    r = await dav.call("LOCK", "/dav/box/", LOCKINFO, {"Depth": "infinity"})
+    assert r.status == 200
+    token = r.headers["Lock-Token"]
+    assert (await dav.call("PUT", "/dav/box/new.txt", b"x")).status == 423
+    assert (await dav.call("MKCOL", "/dav/box/sub")).status == 423
+    assert (await dav.call("PUT", "/dav/box/new.txt", b"x", {"If": f"({token})"})).status == 201
+    tagged = {"If": f"<{server.url}/dav/box/> ({token})"}
+    assert (await dav.call("MKCOL", "/dav/box/sub", None, tagged)).status == 201
+    assert (await dav.call("UNLOCK", "/dav/box/", None, {"Lock-Token": token})).status == 204
+    assert (await dav.call("DELETE", "/dav/box")).status == 204

@@ -65,8 +65,10 @@ async def _if_lists_hold(q: Any, user_id: str, target: Target,
                     resolved[lst.resource] = Target([])
             res = resolved[lst.resource]
         row = res.row
-        held = {_token_of(lock) for lock in await covering_locks(q, row["id"], now)} \
-            if row is not None else set()
+        # A new name is covered by the locks of the folder it would be made in.
+        covered = row if row is not None else res.parent
+        held = {_token_of(lock) for lock in await covering_locks(q, covered["id"], now)} \
+            if covered is not None else set()
         current = etag(row) if row is not None else None
         ok = True
         for c in lst.conditions:
