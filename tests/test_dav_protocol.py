@@ -215,3 +215,24 @@ async def test_a_locked_folder_takes_new_members_with_its_token(server: RunningS
     assert (await dav.call("MKCOL", "/dav/box/sub", None, tagged)).status == 201
     assert (await dav.call("UNLOCK", "/dav/box/", None, {"Lock-Token": token})).status == 204
     assert (await dav.call("DELETE", "/dav/box")).status == 204
+
+
+async def test_an_editor_writes_into_the_shared_folder_for_its_owner(
+        server: RunningServer) -> None:
+    alice, adav = await dav_user(server)
+    _, bdav = await dav_user(server, "bob@example.com")
+    folder = await alice.mkdir("/Team")
+    r = await alice.post(f"/api/files/{folder['file_id']}/share",
+                         {"user_email": "bob@example.com", "permission": "edit"})
+    assert r.status in (200, 201), r
+    base = "/dav/Shared%20with%20me/Team"
+    assert (await bdav.call("PUT", f"{base}/plan.txt", b"from bob")).status == 201
+    assert (await bdav.call("MKCOL", f"{base}/notes")).status == 201
+    assert (await adav.call("GET", "/dav/Team/plan.txt")).body == b"from bob"
+    assert sorted(await alice.listdir("/Team")) == ["notes", "plan.txt"]
+    # The shared folder itself keeps its place: bob can neither delete nor move it.
+    assert (await bdav.call("DELETE", base)).status == 403
+    moved = await bdav.call("MOVE", base, None, {"Destination": "/dav/Mine"})
+    assert moved.status in (400, 403)
+    assert (await bdav.call("DELETE", f"{base}/plan.txt")).status == 204
+    assert await alice.listdir("/Team") == ["notes"]
