@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import mimetypes
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +39,7 @@ LIVE = ("resourcetype", "getcontentlength", "getcontenttype", "getetag", "getlas
         "creationdate", "displayname", "lockdiscovery", "supportedlock")
 QUOTA = ("quota-used-bytes", "quota-available-bytes")
 PROTECTED = {(DAV, n) for n in LIVE + QUOTA}
+LIVE_NAMES = frozenset(LIVE + QUOTA)
 PAGE = 5000
 OFFLOAD_ENTRIES = 200
 MAX_NAMED = 1000  # properties one PROPFIND or PROPPATCH may name
@@ -49,7 +50,14 @@ ACTIVE_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml", "text/xml
 
 
 def content_type(name: str) -> str:
-    return mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    return _type_of(name.rpartition(".")[2].lower() if "." in name else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_of(extension: str) -> str:
+    """By extension only (what ``mimetypes`` looks at), once per extension."""
+    found = mimetypes.guess_type(f"x.{extension}", strict=False)[0] if extension else None
+    return found or "application/octet-stream"
 
 
 def http_date(ts: float) -> str:
@@ -91,7 +99,7 @@ class Entry:
         if name == "getlastmodified":
             return http_date(row["modified_at"])
         if name == "creationdate":
-            return datetime.fromtimestamp(row["created_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["created_at"]))
         if self.collection:
             return None
         if name == "getcontentlength":
@@ -114,7 +122,7 @@ class Entry:
                 wanted = [*((DAV, n) for n in LIVE), *self.dead,
                           *(n for n in names if n not in self.dead)]
             for ns, n in dict.fromkeys(wanted):
-                value = self.live(n, quota) if ns == DAV and n in LIVE + QUOTA else None
+                value = self.live(n, quota) if ns == DAV and n in LIVE_NAMES else None
                 if value is not None:
                     found.append(tag_xml(ns, n, value))
                 elif (ns, n) in self.dead:
