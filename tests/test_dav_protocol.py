@@ -69,9 +69,18 @@ async def test_listing_properties_quota_range_and_head(server: RunningServer) ->
     assert part.status == 206 and part.body == data[10:20]
     head = await dav.call("HEAD", "/dav/docs/blob.bin")
     assert head.status == 200 and head.body == b"" and head.headers["Content-Length"] == "100000"
+    assert part.headers["ETag"] == head.headers["ETag"]  # GET, HEAD and PROPFIND agree
+    listed = (await dav.propfind("/dav/docs/blob.bin", "0")).xml()
+    assert listed.find(f".//{DAV_NS}getetag").text == head.headers["ETag"]  # type: ignore[union-attr]
     again = await dav.call("GET", "/dav/docs/blob.bin", None,
                            {"If-None-Match": head.headers["ETag"]})
     assert again.status == 304
+    resumed = await dav.call("GET", "/dav/docs/blob.bin", None,
+                             {"Range": "bytes=99990-", "If-Range": head.headers["ETag"]})
+    assert resumed.status == 206 and resumed.body == data[99990:]
+    changed = await dav.call("GET", "/dav/docs/blob.bin", None,
+                             {"Range": "bytes=99990-", "If-Range": '"something else"'})
+    assert changed.status == 200 and changed.body == data
 
 
 async def test_delete_goes_to_the_trash_and_copy_stores_no_new_blocks(
