@@ -9,6 +9,7 @@ import os
 import sqlite3
 
 import aiohttp
+import pytest
 
 from tests.dav_helpers import DAV_NS, DavClient, dav_user
 from tests.helpers import RunningServer, wait_for
@@ -245,3 +246,25 @@ async def test_an_editor_writes_into_the_shared_folder_for_its_owner(
     assert moved.status in (400, 403)
     assert (await bdav.call("DELETE", f"{base}/plan.txt")).status == 204
     assert await alice.listdir("/Team") == ["notes"]
+
+
+async def test_a_listing_of_many_pages_has_every_entry_once(
+        server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from driveserver.dav import properties
+
+    monkeypatch.setattr(properties, "PAGE", 50)  # pages of 50 instead of 5,000
+    api, dav = await dav_user(server)
+    files = [{"path": f"/many/f{i:03d}.txt", "size": 0} for i in range(120)]
+    init = await api.post("/api/files/upload-init/batch", {"files": files})
+    done = await api.post("/api/files/complete/batch", {"files": [
+        {"file_id": x["file_id"], "blocks": []} for x in init.body["results"]]})
+    assert done.status == 200
+    props = ('<D:propfind xmlns:D="DAV:"><D:prop><x:tag xmlns:x="urn:t"/></D:prop>'
+             "</D:propfind>")
+    set_tag = ('<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><x:tag xmlns:x="urn:t">'
+               "late</x:tag></D:prop></D:set></D:propertyupdate>")
+    assert (await dav.call("PROPPATCH", "/dav/many/f119.txt", set_tag)).status == 207
+    r = await dav.propfind("/dav/many/", "1", props)
+    assert r.status == 207 and "chunked" in r.headers.get("Transfer-Encoding", "")
+    assert r.hrefs() == ["/dav/many/"] + [f"/dav/many/f{i:03d}.txt" for i in range(120)]
+    assert [e.text for e in r.xml().iter("{urn:t}tag") if e.text] == ["late"]

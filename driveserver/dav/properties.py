@@ -19,7 +19,7 @@ import email.utils
 import functools
 import mimetypes
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -165,7 +165,7 @@ def _propfind_request(body: Any) -> tuple[str, list[Name]]:
     return mode, names
 
 
-async def propfind(request: web.Request) -> web.Response:
+async def propfind(request: web.Request) -> web.StreamResponse:
     depth = request.headers.get("Depth", "infinity").strip().lower()
     if depth == "infinity":
         raise DavError(403, "Depth: infinity is not supported; ask with Depth 0 or 1",
@@ -179,27 +179,39 @@ async def propfind(request: web.Request) -> web.Response:
     target = await resolve(db, p.user_id, parts)
     if not target.exists:
         raise DavError(404, "no such resource")
-    entries = [await _self_entry(db, target)]
-    if depth == "1" and target.is_collection:
-        entries += await _children(db, p.user_id, target)
-    now = time.time()
-    if await dav_locks.any_live(db, now):
+    wants_quota = any(ns == DAV and n in QUOTA for ns, n in names)
+    memo: dict[str, tuple[int, int]] = {}
+    locked = await dav_locks.any_live(db, time.time())
+
+    async def rendered(entries: list[Entry]) -> str:
+        quotas: dict[str, tuple[int, int] | None] = {}
         for e in entries:
-            if e.row is not None:
-                e.locks = await covering_locks(db, e.row["id"], now)
-    quotas: dict[str, tuple[int, int] | None] = {}
-    if any(ns == DAV and n in QUOTA for ns, n in names):
-        memo: dict[str, tuple[int, int]] = {}
-        for e in entries:
-            if e.collection:  # a file has no quota properties
+            if locked and e.row is not None:
+                e.locks = await covering_locks(db, e.row["id"], time.time())
+            if wants_quota and e.collection:  # a file has no quota properties
                 quotas[e.href] = await _quota(db, p.user_id, e.row, memo)
 
-    def render() -> str:
-        return multistatus([e.response(mode, names, quotas.get(e.href)) for e in entries])
+        def render() -> str:
+            return "".join(e.response(mode, names, quotas.get(e.href)) for e in entries)
 
-    # A listing of thousands is ~20 µs of string work per entry: off the event loop's thread.
-    body = render() if len(entries) < OFFLOAD_ENTRIES else await asyncio.to_thread(render)
-    return xml_response(body)
+        # ~20 µs of string work per entry: a page of thousands is written off the loop.
+        return render() if len(entries) < OFFLOAD_ENTRIES else await asyncio.to_thread(render)
+
+    first = await rendered([await _self_entry(db, target)])
+    if depth == "0" or not target.is_collection:
+        return xml_response(multistatus([first]))
+    # A folder's entries go out a page at a time: memory stays bounded by a page however
+    # many entries it has (the status and headers are settled by then).
+    resp = web.StreamResponse(status=207, headers={"Content-Type":
+                                                   "application/xml; charset=utf-8"})
+    await resp.prepare(request)
+    head, _, tail = multistatus(["\0"]).partition("\0")
+    await resp.write((head + first).encode())
+    async for page in _children(db, p.user_id, target):
+        await resp.write((await rendered(page)).encode())
+    await resp.write(tail.encode())
+    await resp.write_eof()
+    return resp
 
 
 async def _self_entry(db: Any, target: Target) -> Entry:
@@ -210,7 +222,8 @@ async def _self_entry(db: Any, target: Target) -> Entry:
     return Entry(target.href, target.row, name, dead)
 
 
-async def _children(db: Any, user_id: str, target: Target) -> list[Entry]:
+async def _children(db: Any, user_id: str, target: Target) -> AsyncIterator[list[Entry]]:
+    """The entries of a folder (or of ``/Shared with me``), a page at a time."""
     parts = target.parts
     if target.virtual:
         out = []
@@ -220,22 +233,21 @@ async def _children(db: Any, user_id: str, target: Target) -> list[Entry]:
             root = await tree.get_file(db, m.root_id)
             if root is not None:
                 out.append(Entry(href_of([*parts, m.mount_name], True), root, m.mount_name))
-        return out
+        yield out
+        return
     assert target.row is not None
     folder_id = target.row["id"]
-    dead = await dav_properties.children_properties(db, folder_id)
-    out, after = [], None
+    after = None
     while True:
         rows = await tree.list_children(db, folder_id, PAGE, after)
-        for r in rows:
-            out.append(Entry(href_of([*parts, r["name"]], bool(r["is_directory"])), r,
-                             r["name"], dead.get(r["id"])))
+        dead = await dav_properties.properties_of(db, [r["id"] for r in rows])
+        yield [Entry(href_of([*parts, r["name"]], bool(r["is_directory"])), r, r["name"],
+                     dead.get(r["id"])) for r in rows]
         if len(rows) < PAGE:
             break
         after = rows[-1]["name_key"]
     if not parts and any(m.share_id for m in (await mounts.mounts_for(db, user_id)).values()):
-        out.append(Entry(href_of([mounts.SHARED_ROOT], True), None, mounts.SHARED_ROOT))
-    return out
+        yield [Entry(href_of([mounts.SHARED_ROOT], True), None, mounts.SHARED_ROOT)]
 
 
 async def _quota(db: Any, user_id: str, row: Row | None,

@@ -28,17 +28,6 @@ async def properties_of(q: Any, file_ids: list[str]) -> dict[str, dict[tuple[str
     return out
 
 
-async def children_properties(q: Any, folder_id: str) -> dict[str, dict[tuple[str, str], str]]:
-    """:func:`properties_of` for every live child of ``folder_id`` (one query for a listing)."""
-    out: dict[str, dict[tuple[str, str], str]] = {}
-    for r in await q.fetchall(
-            "SELECT p.file_id, p.namespace, p.name, p.value FROM dav_properties p"
-            " JOIN files f ON f.id = p.file_id WHERE f.parent_id = ? AND f.trashed_at IS NULL",
-            (folder_id,)):
-        out.setdefault(r["file_id"], {})[(r["namespace"], r["name"])] = r["value"]
-    return out
-
-
 async def set_property(tx: Tx, file_id: str, namespace: str, name: str, value: str) -> None:
     await tx.execute(
         "INSERT INTO dav_properties (file_id, namespace, name, value) VALUES (?,?,?,?)"
