@@ -268,3 +268,14 @@ async def test_a_listing_of_many_pages_has_every_entry_once(
     assert r.status == 207 and "chunked" in r.headers.get("Transfer-Encoding", "")
     assert r.hrefs() == ["/dav/many/"] + [f"/dav/many/f{i:03d}.txt" for i in range(120)]
     assert [e.text for e in r.xml().iter("{urn:t}tag") if e.text] == ["late"]
+
+
+async def test_locks_per_user_are_bounded(server: RunningServer,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from driveserver.dav import locking
+
+    monkeypatch.setattr(locking, "MAX_LOCKS_PER_USER", 2)
+    _, dav = await dav_user(server)
+    shared = LOCKINFO.replace("<D:exclusive/>", "<D:shared/>")
+    statuses = [(await dav.call("LOCK", "/dav/one.txt", shared)).status for _ in range(3)]
+    assert statuses == [201, 200, 403]

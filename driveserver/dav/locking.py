@@ -30,7 +30,7 @@ from .xmlio import DAV, element_xml, read_xml, split_tag, text, xml_response
 
 DEFAULT_TIMEOUT = 3600.0
 MAX_TIMEOUT = 7 * 86400.0
-NO_LOCK = "DAV:no-lock"
+MAX_LOCKS_PER_USER = 1000
 
 
 def _token_of(lock: Lock) -> str:
@@ -235,6 +235,8 @@ async def lock(request: web.Request) -> web.Response:
             existing += await dav_locks.locks_below(tx, row["id"], tx.now)
         if any(e.scope == "exclusive" for e in existing) or (scope == "exclusive" and existing):
             raise DavError(423, "the resource is locked already", "no-conflicting-lock")
+        if await dav_locks.live_locks_of(tx, user_id, tx.now) >= MAX_LOCKS_PER_USER:
+            raise DavError(403, f"you hold {MAX_LOCKS_PER_USER} locks; unlock some first")
         new = Lock(uuid.uuid4().hex, row["id"], user_id, scope, depth, owner, target.href,
                    timeout, tx.now + timeout)
         await dav_locks.add_lock(tx, new)

@@ -77,6 +77,12 @@ async def lock_by_token(q: Any, token: str, now: float) -> Lock | None:
     return None if row is None else Lock.from_row(row)
 
 
+async def live_locks_of(q: Any, user_id: str, now: float) -> int:
+    """How many live locks ``user_id`` holds (a lock is a row: they are bounded per user)."""
+    return int(await q.fetchval("SELECT COUNT(*) FROM dav_locks WHERE user_id = ?"
+                                " AND expires_at > ?", (user_id, now)))
+
+
 async def add_lock(tx: Tx, lock: Lock) -> None:
     await tx.execute("DELETE FROM dav_locks WHERE expires_at <= ?", (tx.now,))
     await tx.execute(
