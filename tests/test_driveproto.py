@@ -30,7 +30,8 @@ from tests.helpers import PASSWORD, RunningServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_DEPENDENCIES = {"aiosqlite", "aiobotocore", "botocore", "cryptography", "itsdangerous",
-                       "prometheus_client", "confusable_homoglyphs", "PIL", "stream_zip"}
+                       "prometheus_client", "confusable_homoglyphs", "PIL", "stream_zip",
+                       "defusedxml"}
 
 
 def _fresh_interpreter(code: str) -> Any:
@@ -90,7 +91,7 @@ def test_the_base_install_is_the_sync_client() -> None:
     extras = project["project"]["optional-dependencies"]
     assert names(extras["server"]) == {"aiosqlite", "aiobotocore", "cryptography", "itsdangerous",
                                        "prometheus_client", "confusable_homoglyphs", "pillow",
-                                       "stream_zip"}
+                                       "stream_zip", "defusedxml"}
     assert "drive[server]" in extras["test"]
     assert "driveproto*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
 
