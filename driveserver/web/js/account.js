@@ -3,6 +3,7 @@
 // session is removed. The bell's count is read at start, when the bell opens, and whenever the
 // page's long poll brings a change (a share arrives as one), so it needs no poll of its own.
 
+import {AppPasswordsPanel} from './app_passwords.js';
 import {api} from './api.js';
 import {confirmAction} from './dialogs.js';
 import {h, icon, replace} from './dom.js';
@@ -109,11 +110,13 @@ export class DevicesView {
         h('thead', {}, h('tr', {}, ['Name', 'Type', 'Last seen', ''].map((t) => h('th',
           {scope: 'col'}, t)))), this.body)),
       this.status);
+    this.appPasswords = new AppPasswordsPanel(shell, {onChanged: () => this.refresh()});
+    this.el.append(this.appPasswords.el);
   }
 
   open() {
     document.title = 'Devices – Drive';
-    return this.refresh();
+    return Promise.all([this.refresh(), this.appPasswords.refresh()]);
   }
 
   async refresh() {

@@ -121,6 +121,9 @@ export const api = {
   removeDevice: (deviceId) => call('DELETE', `/api/devices/${id(deviceId)}`),
   notifications: (limit) => call('GET', '/api/notifications', {query: {limit}}),
   markRead: (body) => call('POST', '/api/notifications/read', {json: body}),
+  appPasswords: () => call('GET', '/api/app-passwords'),
+  createAppPassword: (name) => call('POST', '/api/app-passwords', {json: {name}}),
+  revokeAppPassword: (appPasswordId) => call('DELETE', `/api/app-passwords/${id(appPasswordId)}`),
 };
 
 /** Where a file's bytes are: the browser downloads it by the cookie, with its own progress. */
