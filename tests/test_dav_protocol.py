@@ -279,3 +279,26 @@ async def test_locks_per_user_are_bounded(server: RunningServer,
     shared = LOCKINFO.replace("<D:exclusive/>", "<D:shared/>")
     statuses = [(await dav.call("LOCK", "/dav/one.txt", shared)).status for _ in range(3)]
     assert statuses == [201, 200, 403]
+
+
+async def test_a_lock_on_a_shared_item_holds_for_everyone_who_sees_it(
+        server: RunningServer) -> None:
+    alice, adav = await dav_user(server)
+    _, bdav = await dav_user(server, "bob@example.com")
+    folder = await alice.mkdir("/Team")
+    await alice.post(f"/api/files/{folder['file_id']}/share",
+                     {"user_email": "bob@example.com", "permission": "edit"})
+    assert (await adav.call("PUT", "/dav/Team/doc.txt", b"v1")).status == 201
+    r = await bdav.call("LOCK", "/dav/Shared%20with%20me/Team/doc.txt", LOCKINFO)
+    assert r.status == 200
+    assert (await adav.call("PUT", "/dav/Team/doc.txt", b"alice's")).status == 423
+    seen = await adav.propfind("/dav/Team/doc.txt", "0", '<D:propfind xmlns:D="DAV:"><D:prop>'
+                                                         "<D:lockdiscovery/></D:prop></D:propfind>")
+    roots = [h.text for h in seen.xml().findall(f".//{DAV_NS}lockroot/{DAV_NS}href")]
+    assert roots == ["/dav/Team/doc.txt"]  # not bob's "/Shared with me/..." path
+    token = r.headers["Lock-Token"]
+    unlock = await adav.call("UNLOCK", "/dav/Team/doc.txt", None, {"Lock-Token": token})
+    assert unlock.status == 403  # bob's lock is bob's to end
+    assert (await bdav.call("UNLOCK", "/dav/Shared%20with%20me/Team/doc.txt", None,
+                            {"Lock-Token": token})).status == 204
+    assert (await adav.call("PUT", "/dav/Team/doc.txt", b"alice's")).status == 204

@@ -20,6 +20,7 @@ import functools
 import mimetypes
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -187,7 +188,10 @@ async def propfind(request: web.Request) -> web.StreamResponse:
         quotas: dict[str, tuple[int, int] | None] = {}
         for e in entries:
             if locked and e.row is not None:
-                e.locks = await covering_locks(db, e.row["id"], time.time())
+                # Someone else's lock names its root as the asker sees this item: the path
+                # it was taken at is the locker's view (their names for a share's mounts).
+                e.locks = [lk if lk.user_id == p.user_id else replace(lk, root=e.href)
+                           for lk in await covering_locks(db, e.row["id"], time.time())]
             if wants_quota and e.collection:  # a file has no quota properties
                 quotas[e.href] = await _quota(db, p.user_id, e.row, memo)
 
