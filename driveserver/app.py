@@ -35,6 +35,7 @@ from .api.middleware import baseline_headers, error_middleware
 from .api.preview_routes import setup_previews
 from .api.web_routes import setup_web
 from .auth import LoginThrottle, TokenSigner
+from .blocks import patch_routes
 from .blocks import routes as block_routes
 from .blocks.grants import Grants
 from .blocks.keys import KeyRing
@@ -183,6 +184,7 @@ def build_app(config: Config) -> web.Application:
     zip_routes.setup(app)
     setup_sync(app)
     setup_dav(app)  # WebDAV at /dav/ (driveserver/dav/)
+    app.add_routes(patch_routes.routes)
     app.add_routes(block_routes.routes)
     setup_web(app)  # the browser app at / (driveserver/web/)
     return app

@@ -172,9 +172,11 @@ async def fetch(ctx: SyncContext, path: str, node: Node, target: Path
         got = await download_small(ctx.remote, node.file_id, node.checksum, target)
         if got is not None:
             return got[0], {**small, "hashes": got[1]}
+    synced = ctx.state.synced_entries().get(path)
     tmp, info = await download_to_temp(ctx.remote, node.file_id, target, sources,
                                        ctx.config.parallel_transfers,
-                                       on_fetch=ctx.progress("downloading", path, node.size))
+                                       on_fetch=ctx.progress("downloading", path, node.size),
+                                       base_blocks=synced.blocks if synced else ())
     return tmp, {"version": info["version"], "checksum": info["checksum"],
                  "size": info["size"], "hashes": tuple(b["hash"] for b in info["blocks"]),
                  "executable": bool(info.get("executable", node.executable)),

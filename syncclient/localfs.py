@@ -68,7 +68,7 @@ def still_as_scanned(root: Path, target: Path, seen: LocalFile | None,
         return False
     if now is not None and stat_trusted(seen.mtime_ns, now, now):
         return True
-    checksum, _ = hash_local(target)
+    checksum, _ = hash_local(target, seen.checksum)
     return checksum == seen.checksum
 
 
@@ -174,7 +174,7 @@ def changed_below(folder: Path, path: str, local: Scan, ignore: Ignore, now: int
             if same_stat and now is not None and stat_trusted(seen.mtime_ns, now, now):
                 continue
             # Touched, or within a tick of this round: the content decides.
-            if hash_local(Path(e.path))[0] != seen.checksum:
+            if hash_local(Path(e.path), seen.checksum)[0] != seen.checksum:
                 return p
     return None
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driveproto.blocks import content_checksum, hash_file
+from driveproto.chunking import file_identity
 from driveproto.names import MAX_DEPTH, MAX_NAME_BYTES, name_key, refused_characters
 
 from .ignore import TEMP_PREFIX, Ignore
@@ -113,13 +113,13 @@ class Scan:
         return {p: f.node() for p, f in self.items.items()}
 
 
-def hash_local(path: Path) -> tuple[str, tuple[str, ...]]:
-    """A file's checksum and block hashes; a symlink's are those of its target's text."""
+def hash_local(path: Path, like: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """A file's checksum and block hashes; a symlink's are those of its target's text.
+    ``like``: the checksum it is compared with (``driveproto.chunking.file_identity``)."""
     if path.is_symlink():
         checksum, link_blocks, _ = link_content(path)
         return checksum, link_blocks
-    blocks = tuple(b.hash for b in hash_file(path))
-    return content_checksum(blocks), blocks
+    return file_identity(path, like)
 
 
 def stat_file(path: Path, synced: SyncedEntry | None, now_ns: int | None) -> LocalFile:
@@ -136,7 +136,7 @@ def stat_file(path: Path, synced: SyncedEntry | None, now_ns: int | None) -> Loc
             stat_trusted(st.st_mtime_ns, synced.verified_ns, now_ns):
         return LocalFile(False, st.st_size, st.st_mtime_ns, st.st_ino, synced.checksum,
                          synced.blocks, is_executable(st.st_mode))
-    checksum, blocks = hash_local(path)
+    checksum, blocks = hash_local(path, synced.checksum if synced is not None else None)
     after = path.lstat()
     if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
         raise BlockingIOError("the file changed while it was being read")

@@ -224,6 +224,34 @@ class Remote:
         return data
 
 
+    async def _raw(self, method: str, url: str, data: bytes | None = None
+                   ) -> tuple[str, bytes]:
+        """A block route's answer as (``X-Block-Encoding``, body); errors raised as usual."""
+        try:
+            async with self.session.request(method, url, data=data) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    _answer(resp.status, raw)
+                return resp.headers.get("X-Block-Encoding", WIRE_IDENTITY), raw
+        except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
+            raise Offline(f"cannot reach {self.base_url}: {exc}") from exc
+
+    async def block_signature(self, block_url: str, h: str) -> bytes:
+        """``GET /blocks/{hash}/signature`` under an upload grant (driveproto.patches)."""
+        return (await self._raw("GET", block_url.replace("{hash}", f"{h}/signature")))[1]
+
+    async def put_patch(self, block_url: str, h: str, body: bytes) -> BlockReceipt:
+        """``PUT /blocks/{hash}/patch``: block ``h`` as a patch body (driveproto.patches)."""
+        return _answer(200, (await self._raw("PUT", block_url.replace("{hash}", f"{h}/patch"),
+                                             body))[1])
+
+    async def get_patch(self, url: str, bases: list[str]) -> tuple[str, bytes]:
+        """``GET /blocks/{hash}/patch?base=`` for a block URL of ``download``: the encoding
+        (``patch`` or a usual one) and the payload, which the caller decodes and verifies."""
+        path, _, query = url.partition("?")
+        return await self._raw("GET", f"{path}/patch?{query}&base={','.join(bases)}")
+
+
 def _answer(status: int, raw: bytes) -> Any:
     import json
 

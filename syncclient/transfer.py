@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from driveproto.blocks import BLOCK_SIZE, block_hash, content_checksum, hash_file
+from driveproto import patches
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, block_hash, content_checksum
+from driveproto.chunking import DEFAULT_SCHEME, SCHEMES, hash_file_as
 from driveproto.codes import MISSING_BLOCKS
 from driveproto.replies import BlockReceipt, DownloadBlock, DownloadReply
+from driveproto.wire import compress_for_wire, decompress_from_wire
 
-from .errors import ApiError
+from .errors import ApiError, AuthError, Offline
 from .ignore import TEMP_PREFIX
 from .remote_api import RemoteApi
 
@@ -72,11 +75,12 @@ def _stat_key(path: Path) -> StatKey:
     return st.st_size, st.st_mtime_ns, st.st_ino, not link and bool(st.st_mode & stat.S_IXUSR), link
 
 
-def _hash_with_sizes(path: Path) -> list[dict[str, Any]]:
+def _hash_with_sizes(path: Path, scheme: str = DEFAULT_SCHEME) -> list[dict[str, Any]]:
     if path.is_symlink():
         target = os.fsencode(os.readlink(path))
         return [{"order": 0, "hash": block_hash(target), "size": len(target)}]
-    return [{"order": i, "hash": b.hash, "size": b.size} for i, b in enumerate(hash_file(path))]
+    return [{"order": i, "hash": b.hash, "size": b.size}
+            for i, b in enumerate(hash_file_as(path, scheme))]
 
 
 class ReceiptStore(Protocol):
@@ -107,7 +111,8 @@ async def hash_settled(path: Path) -> tuple[StatKey, list[dict[str, Any]]]:
 async def upload_file(remote: RemoteApi, local_path: Path, remote_path: str, file_id: str | None,
                       base_version: int | None, parallel: int = 4,
                       on_bytes: Callable[[int], None] | None = None,
-                      receipts: ReceiptStore | None = None) -> Uploaded:
+                      receipts: ReceiptStore | None = None,
+                      base_blocks: tuple[str, ...] = ()) -> Uploaded:
     """Upload one file as a new version. Raises :class:`ApiError` (e.g. 409 ``version_conflict``:
     the caller makes a conflicted copy) and redoes the upload if a block changed before it was
     sent.
@@ -120,6 +125,11 @@ async def upload_file(remote: RemoteApi, local_path: Path, remote_path: str, fil
 
     With ``receipts``, each block's receipt is kept as soon as the server has the block, so an
     upload cut short (kill -9, a lost connection) resumes by sending only what is still missing.
+
+    The file is cut by the default (content-defined) scheme, so an edit changes one or two
+    blocks; ``base_blocks``, the block list of the synced version, lets each changed block go
+    up as a patch against the base block it most likely came from when that is smaller
+    (:func:`_send_patch`).
     """
     for _attempt in range(HASH_ATTEMPTS):
         before, blocks = await hash_settled(local_path)
@@ -129,19 +139,25 @@ async def upload_file(remote: RemoteApi, local_path: Path, remote_path: str, fil
         if base_version is not None:
             body["base_version"] = base_version
         init = await remote.upload_init(body)
-        offsets = {b["hash"]: (i * BLOCK_SIZE, b["size"]) for i, b in enumerate(blocks)}
+        offsets: dict[str, tuple[int, int]] = {}
+        at = 0
+        for b in blocks:
+            offsets.setdefault(b["hash"], (at, b["size"]))
+            at += b["size"]
+        bases = patches.pick_bases(base_blocks, [b["hash"] for b in blocks])
+        base_of = {blocks[i]["hash"]: v for i, v in bases.items()}
         needed = sorted(set(init.get("blocks_to_upload", [])))
         kept = receipts.receipts(needed) if receipts is not None else {}
         try:
             sent = await _send_blocks(remote, local_path, init["block_url"],
                                       [h for h in needed if h not in kept], offsets, parallel,
-                                      on_bytes, receipts)
+                                      on_bytes, receipts, base_of)
         except FileChanged:
             continue
         sent.update(kept)
         done_body: dict[str, Any] = {
             "blocks": [sent.get(b["hash"], b["hash"]) for b in blocks], "executable": before[3],
-            "symlink": before[4]}
+            "symlink": before[4], "chunking": DEFAULT_SCHEME}
         if base_version is not None:
             done_body["base_version"] = base_version
         try:
@@ -164,8 +180,10 @@ async def upload_file(remote: RemoteApi, local_path: Path, remote_path: str, fil
 async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, needed: list[str],
                        offsets: dict[str, tuple[int, int]], parallel: int,
                        on_bytes: Callable[[int], None] | None,
-                       store: ReceiptStore | None = None) -> dict[str, BlockReceipt]:
-    """PUT the blocks the server lacks, ``parallel`` at a time, each re-read and re-hashed."""
+                       store: ReceiptStore | None = None,
+                       bases: dict[str, list[str]] | None = None) -> dict[str, BlockReceipt]:
+    """PUT the blocks the server lacks, ``parallel`` at a time, each re-read and re-hashed;
+    a block with likely ``bases`` as a patch when that is smaller."""
     receipts: dict[str, BlockReceipt] = {}
     sem = asyncio.Semaphore(parallel)
 
@@ -175,7 +193,8 @@ async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, need
             data = await asyncio.to_thread(read_at, local_path, offset, bsize)
             if block_hash(data) != h:
                 raise FileChanged(str(local_path))
-            receipts[h] = await remote.put_block(block_url, h, data)
+            receipt = await _send_patch(remote, block_url, h, data, (bases or {}).get(h, []))
+            receipts[h] = receipt or await remote.put_block(block_url, h, data)
             if store is not None:
                 store.put_receipt(h, receipts[h])
             if on_bytes:
@@ -183,6 +202,37 @@ async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, need
 
     await asyncio.gather(*(send(h) for h in needed))
     return receipts
+
+
+PATCH_MIN_BYTES = 64 * 1024  # below this a signature's round trip costs more than it saves
+
+
+async def _send_patch(remote: RemoteApi, block_url: str, h: str, data: bytes,
+                      bases: list[str]) -> BlockReceipt | None:
+    """Send block ``h`` as a patch against what it shares with ``bases`` (found through their
+    signatures, since this device's copy of the base was overwritten by the edit), if that
+    is smaller than the block compressed. None: send the block whole instead (no base in
+    common, a base this user may not read, or a patch the server refused: it stored nothing).
+    """
+    if not bases or len(data) < PATCH_MIN_BYTES:
+        return None
+    try:
+        sigs = await asyncio.gather(*(remote.block_signature(block_url, b) for b in bases))
+        runs, dictionary = await asyncio.to_thread(
+            patches.find_pieces, data, [patches.parse_signature(s) for s in sigs])
+        if not dictionary:
+            return None
+        patch = await asyncio.to_thread(patches.make_patch, data, dictionary)
+        whole = len((await asyncio.to_thread(compress_for_wire, data))[1])
+        refs = [patches.BaseRef(b, r) for b, r in zip(bases, runs, strict=True) if r]
+        body = patches.encode_upload(refs, patch)
+        if len(body) >= whole:
+            return None
+        return await remote.put_patch(block_url, h, body)
+    except (AuthError, Offline):
+        raise
+    except (ApiError, patches.PatchError):
+        return None
 
 
 def temp_path_for(target: Path) -> Path:
@@ -199,16 +249,84 @@ def read_local_block(path: Path, offset: int, size: int, h: str) -> bytes | None
     return data if len(data) == size and block_hash(data) == h else None
 
 
+def _held_chunks(path: Path, scheme: str, base_blocks: tuple[str, ...]
+                 ) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """The blocks of the local file at ``path`` (this device's copy of the synced version),
+    cut by ``scheme`` (the new version's, so its unchanged blocks are found even when the
+    synced version was cut another way): hash -> (offset, size); and, in file order, those
+    of them the synced version has (the server has those, and this user may read them: the
+    bases a patch may name). Empty if the file cannot be read."""
+    held: dict[str, tuple[int, int]] = {}
+    order: list[str] = []
+    synced = set(base_blocks)
+    if path.is_symlink():  # a link's content is its target's text, never what it points at
+        return {}, []
+    try:
+        for cut in (scheme, *[s for s in SCHEMES if s != scheme]):
+            at = 0
+            for b in hash_file_as(path, cut):
+                held.setdefault(b.hash, (at, b.size))
+                at += b.size
+                if b.hash in synced:
+                    order.append(b.hash)
+            if order:
+                break
+    except (OSError, ValueError):
+        return {}, []
+    return held, order
+
+
+async def _fetch_patched(remote: RemoteApi, b: DownloadBlock, bases: list[str], path: Path,
+                         held: dict[str, tuple[int, int]]) -> bytes | None:
+    """Block ``b`` as a patch against bases read from this device's copy (each re-hashed),
+    or as the server's usual wire form when a patch is not smaller; verified either way.
+    None: a base is no longer here as it was, or the server refused the bases."""
+    datas = []
+    for h in bases:
+        data = await asyncio.to_thread(read_local_block, path, held[h][0], held[h][1], h)
+        if data is None:
+            return None
+        datas.append(data)
+    try:
+        encoding, payload = await remote.get_patch(b["url"], bases)
+    except (AuthError, Offline):
+        raise
+    except ApiError:
+        return None
+
+    def decode() -> bytes:
+        if encoding == patches.PATCH_ENCODING:
+            return patches.apply_patch(payload, b"".join(datas))
+        return decompress_from_wire(encoding, payload)
+
+    try:
+        out = await asyncio.to_thread(decode)
+    except BlockCorrupt:
+        out = b""
+    if len(out) != b["size"] or block_hash(out) != b["hash"]:
+        raise ApiError(502, "block_mismatch", f"block {b['hash']} failed verification")
+    return out
+
+
 async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
                            local_sources: dict[str, tuple[Path, int]], parallel: int = 4,
-                           on_fetch: Callable[[int], None] | None = None
-                           ) -> tuple[Path, DownloadReply]:
+                           on_fetch: Callable[[int], None] | None = None,
+                           base_blocks: tuple[str, ...] = ()) -> tuple[Path, DownloadReply]:
     """Assemble the current version of ``file_id`` in a temp file beside ``target`` (fsynced).
 
-    Returns the temp path and the download answer (version, checksum, blocks). The caller renames
-    it into place after checking the target, or deletes it.
+    Blocks come from ``local_sources`` and from ``target`` itself (the synced version this
+    device holds, whose block list is ``base_blocks``) when they are there; the rest from the
+    server, as a patch against the blocks of ``target`` they most likely came from when that
+    is smaller. Returns the temp path and the download answer (version, checksum, blocks).
+    The caller renames it into place after checking the target, or deletes it.
     """
     info = await remote.download_info(file_id)
+    held: dict[str, tuple[int, int]] = {}
+    bases: dict[int, list[str]] = {}
+    if base_blocks:
+        held, order = await asyncio.to_thread(_held_chunks, target, info.get("chunking", ""),
+                                              base_blocks)
+        bases = patches.pick_bases(order, [b["hash"] for b in info["blocks"]])
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     tmp = temp_path_for(target)
     # 0o666 less the umask, as any new file; the caller gives a replaced file its old mode.
@@ -221,20 +339,27 @@ async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
             offsets.append(offset)
             offset += b["size"]
 
-        async def one(b: DownloadBlock, at: int) -> None:
+        async def one(i: int, b: DownloadBlock, at: int) -> None:
             data: bytes | None = None
+            if b["hash"] in held:
+                data = await asyncio.to_thread(read_local_block, target, held[b["hash"]][0],
+                                               b["size"], b["hash"])
             src = local_sources.get(b["hash"])
-            if src is not None:
+            if data is None and src is not None:
                 data = await asyncio.to_thread(read_local_block, src[0], src[1], b["size"],
                                                b["hash"])
             if data is None:
                 async with sem:
-                    data = await remote.get_block(b["url"], b["hash"], b["size"])
+                    if i in bases and b["size"] >= PATCH_MIN_BYTES:
+                        data = await _fetch_patched(remote, b, bases[i], target, held)
+                    if data is None:
+                        data = await remote.get_block(b["url"], b["hash"], b["size"])
                 if on_fetch:
                     on_fetch(len(data))
             await asyncio.to_thread(os.pwrite, fd, data, at)
 
-        await asyncio.gather(*(one(b, at) for b, at in zip(info["blocks"], offsets, strict=True)))
+        await asyncio.gather(*(one(i, b, at) for i, (b, at)
+                               in enumerate(zip(info["blocks"], offsets, strict=True))))
         await asyncio.to_thread(os.ftruncate, fd, offset)
         await asyncio.to_thread(os.fsync, fd)
     except BaseException:

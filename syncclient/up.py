@@ -65,13 +65,15 @@ def upload_target(ctx: SyncContext, op: Op) -> tuple[str | None, int | None]:
 
 async def upload(ctx: SyncContext, op: Op, local: Scan) -> None:
     file_id, base_version = upload_target(ctx, op)
+    synced = ctx.state.synced_entries().get(op.path) if op.base is not None else None
+    base_blocks = synced.blocks if synced is not None and synced.file_id == file_id else ()
     for attempt in range(2):
         try:
             up = await upload_file(ctx.remote, ctx.os_path(op.path, local), op.path, file_id,
                                    base_version, ctx.config.parallel_transfers,
                                    on_bytes=ctx.progress("uploading", op.path,
                                                          local.items[op.path].size),
-                                   receipts=ctx.state)
+                                   receipts=ctx.state, base_blocks=base_blocks)
             break
         except ApiError as exc:
             if exc.status == 409 and exc.code == "version_conflict":

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from driveproto.blocks import BLOCK_SIZE, content_checksum
+from driveproto.chunking import chunk_lengths
 from driveserver import appkeys
 from driveserver.meta.versions import content_checksum as server_checksum
 from syncclient.config import STATE_FILE
@@ -113,10 +114,17 @@ async def test_one_byte_edit_moves_one_block(two: tuple[Device, Device], srv: Ru
     await a.sync()
     await b.sync()
     assert b.read("video.raw") == bytes(data)
+    # One block moves each way: the content-defined block holding the changed byte.
+    edited, at = 10 * 1024 * 1024 + 7, 0
+    for size in chunk_lengths(bytes(data)):
+        if at <= edited < at + size:
+            break
+        at += size
+    assert size <= BLOCK_SIZE
     assert await metric(srv, "drive_blocks_total", "in") - in_blocks == 1
-    assert await metric(srv, "drive_block_bytes_total", "in") - in_bytes == BLOCK_SIZE
+    assert await metric(srv, "drive_block_bytes_total", "in") - in_bytes == size
     assert await metric(srv, "drive_blocks_total", "out") - out_blocks == 1
-    assert await metric(srv, "drive_block_bytes_total", "out") - out_bytes == BLOCK_SIZE
+    assert await metric(srv, "drive_block_bytes_total", "out") - out_bytes == size
 
 
 async def test_same_file_on_two_devices_uploaded_once(two: tuple[Device, Device],
@@ -470,8 +478,9 @@ async def test_kill_9_during_upload_and_download_then_converge(
     download leaves a temp file, never a partial file under the real name, and the next run
     completes it and cleans up."""
     a, b = two
-    nblocks, through = 12, 3
-    payload = os.urandom(nblocks * BLOCK_SIZE)
+    through = 3
+    payload = os.urandom(12 * BLOCK_SIZE)
+    nblocks = len(chunk_lengths(payload))  # content-defined blocks, about 1 MiB each
     pipeline = srv.app[appkeys.PIPELINE]
     stores = Gate(pipeline.store_block, through)
     monkeypatch.setattr(pipeline, "store_block", stores)

@@ -38,9 +38,9 @@ def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = localtree.hash_local
 
-    def counting(path: Path) -> Any:
+    def counting(path: Path, like: str | None = None) -> Any:
         seen.append(path.name)
-        return real(path)
+        return real(path, like)
     monkeypatch.setattr(localtree, "hash_local", counting)
     return seen
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from driveproto.blocks import is_block_hash
+from driveproto.chunking import FIXED_SCHEME, SCHEMES
 
 from .. import appkeys
 from ..errors import BadRequest
@@ -73,18 +74,29 @@ MIN_AVERAGE_BLOCK = 4096  # bytes: blocks per version are bounded by the data th
 FEW_BLOCKS = 64  # ...and any version may have this many, however small
 
 
-def _check_chunking(blocks: list[BlockRef]) -> None:
-    """Blocks per version are bounded by the bytes they hold: at most ``FEW_BLOCKS`` plus one
-    per ``MIN_AVERAGE_BLOCK`` bytes, and none empty. The sync client cuts at 4 MiB, and an API
-    client may cut smaller, but one 1-byte block listed 100,000 times made a 100 KB file whose
-    download answer was 38 MB of JSON built on the event loop and whose content cost 25 s of
-    server work: references amplified, not data."""
+def _check_chunking(body: dict[str, Any], blocks: list[BlockRef]) -> str:
+    """The version's chunking scheme (``chunking``, default the fixed 4 MiB one), checked.
+
+    The scheme must be one :data:`driveproto.chunking.SCHEMES` names. It is a label the client
+    compares like with like by (docs/chunking.md): the server never reinterprets a block list,
+    so it does not re-cut the content to check it, and a client that mislabels its blocks
+    only loses its own dedup. What the server does hold, whatever the label: blocks per version
+    are bounded by the bytes they hold, at most ``FEW_BLOCKS`` plus one per
+    ``MIN_AVERAGE_BLOCK`` bytes, none empty (every block is at most ``BLOCK_SIZE``, as
+    ``upload-init`` and the block routes check). One 1-byte block listed 100,000 times made a
+    100 KB file whose download answer was 38 MB of JSON built on the event loop and whose
+    content cost 25 s of server work: references amplified, not data."""
+    scheme = field(body, "chunking", str, default=FIXED_SCHEME)
+    if scheme not in SCHEMES:
+        raise BadRequest(f"unknown chunking scheme {scheme!r}; one of {sorted(SCHEMES)}",
+                         code="invalid_field", field="chunking")
     total = sum(b.size for b in blocks)
     if any(b.size == 0 for b in blocks) or \
             len(blocks) > FEW_BLOCKS + total // MIN_AVERAGE_BLOCK:
         raise BadRequest(f"{len(blocks)} blocks for {total} bytes: a version may have at most "
                          f"{FEW_BLOCKS} plus one per {MIN_AVERAGE_BLOCK} bytes, none empty",
                          code="invalid_field", field="blocks")
+    return scheme
 
 
 STORED = "stored"  # tx.memo key: the store's answers, block hash -> stored
@@ -162,7 +174,7 @@ async def _complete_one(request: web.Request, tx: Tx, file_id: str, body: dict[s
     await authorize(tx, p.user_id, Action.WRITE, file_id)
     base_version = int_field(body, "base_version", default=None)
     blocks = await _resolve_blocks(request, tx, body.get("blocks"))
-    _check_chunking(blocks)
+    scheme = _check_chunking(body, blocks)
     actor = Actor(p.user_id, await _device(request, tx, body))
     keyring = request.app[appkeys.KEYRING]
     names = {b.hash: keyring.object_name(b.hash) for b in blocks}
@@ -176,7 +188,8 @@ async def _complete_one(request: web.Request, tx: Tx, file_id: str, body: dict[s
                          code="invalid_field", field="symlink")
     result = await request.app[appkeys.VERSIONS].commit(tx, file_id, actor, blocks,
                                                         base_version, names,
-                                                        executable=executable, symlink=symlink)
+                                                        executable=executable, symlink=symlink,
+                                                        chunking=scheme)
     return {"status": result.status, "file_id": result.file_id, "version": result.version}
 
 

@@ -38,7 +38,7 @@ from ..meta import upload_grants
 from ..meta.accounts import grant_epochs_hold
 from ..meta.upload_grants import GrantRevoked
 from ..storage.base import BlockNotFound
-from .grants import UploadGrant
+from .grants import ReadGrant, UploadGrant
 
 routes = web.RouteTableDef()
 
@@ -226,9 +226,9 @@ async def put_batch(request: web.Request) -> web.Response:
     return web.json_response({"blocks": results})
 
 
-@routes.get("/blocks/{hash}")
-async def get_block(request: web.Request) -> web.Response:
-    h = request.match_info["hash"]
+async def read_grant(request: web.Request, h: str) -> ReadGrant:
+    """The read grant of ``?token=`` for block ``h``, if genuine, unexpired and still backed
+    by the access it was minted under (401 / 403 ``grant_revoked`` otherwise)."""
     token = request.query.get("token", "")
     grant = request.app[appkeys.GRANTS].load_read(token, h) \
         if token and is_block_hash(h) else None
@@ -239,6 +239,13 @@ async def get_block(request: web.Request) -> web.Response:
     if not live:
         raise GrantRevoked("the access this block URL was issued under was revoked (a share,"
                            " device, session or password changed); ask download again")
+    return grant
+
+
+@routes.get("/blocks/{hash}")
+async def get_block(request: web.Request) -> web.Response:
+    h = request.match_info["hash"]
+    await read_grant(request, h)
     try:
         encoding, payload, size = await request.app[appkeys.PIPELINE].get_for_wire(h)
     except BlockCorrupt:

@@ -78,7 +78,8 @@ class Versions:
                      restored_from: int | None = None,
                      journal_as: Actor | None = None,
                      executable: bool | None = None,
-                     symlink: bool | None = None) -> CommitResult:
+                     symlink: bool | None = None,
+                     chunking: str = CHUNKING_SCHEME) -> CommitResult:
         """Make ``blocks`` the file's new version, if ``base_version`` is still current.
 
         The version is credited to ``actor``; the journal entry names ``journal_as`` if given
@@ -90,6 +91,8 @@ class Versions:
         ``base_version=None`` means "whatever is current" (last writer wins). Retrying with the
         same blocks after a lost response returns the version the first attempt made.
         ``object_names`` maps every hash to its storage name, for the ``blocks`` table.
+        ``chunking`` names the scheme the client cut the content by (a label: see
+        docs/chunking.md).
         """
         file = await get_file(tx, file_id)
         if file is None or file["trashed_at"] is not None or file["is_directory"]:
@@ -124,7 +127,7 @@ class Versions:
             "INSERT INTO file_versions (file_id, version, size, checksum, chunking, created_at,"
             " user_id, device_id, restored_from, executable, symlink)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (file_id, new_version, size, checksum, CHUNKING_SCHEME, tx.now, actor.user_id,
+            (file_id, new_version, size, checksum, chunking, tx.now, actor.user_id,
              actor.device_id, restored_from, int(exe), int(link)))
         version_id = cur.lastrowid
         await tx.executemany(
