@@ -211,7 +211,16 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=100)
     ap.add_argument("--sets", default="compressible,incompressible")
+    ap.add_argument("--cdc", default="", metavar="MIN,AVG",
+                    help="measure other FastCDC sizes (KiB; the clients run in this process"
+                         " and the server never cuts): how the scheme's were chosen")
     args = ap.parse_args()
+    if args.cdc:
+        from driveproto import chunking
+
+        chunking.CDC_MIN, chunking.CDC_AVG = (int(x) * 1024 for x in args.cdc.split(","))
+        print(f"FastCDC sizes for this run: min {chunking.CDC_MIN // 1024} KiB, avg parameter"
+              f" {chunking.CDC_AVG // 1024} KiB, max {chunking.CDC_MAX // 1024} KiB")
     if shutil.which("rsync") is None:
         raise SystemExit("rsync is needed for the reference figures")
     work = Path(tempfile.mkdtemp(prefix="wire-bench-"))

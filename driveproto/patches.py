@@ -298,13 +298,16 @@ def pick_bases(old: Sequence[str], new: Sequence[str], limit: int = MAX_BASES
 
 
 def _nearest(old: Sequence[str], gap: list[int], lo: float, hi: float, limit: int) -> list[str]:
-    """The blocks of ``gap`` overlapping the fraction ``[lo, hi)`` of it, then the nearest."""
+    """The blocks of ``gap`` overlapping the fraction ``[lo, hi)`` of it (the two ends first
+    when they are more than ``limit``), then the nearest around them."""
     n = len(gap)
     if n == 0:
         return []
     first = min(n - 1, int(lo * n))
     last = max(first, min(n - 1, int(hi * n - 1e-9)))
     picked = list(range(first, last + 1))
+    if len(picked) > limit:  # a block that spans a deletion starts in the first, ends in the last
+        picked = [picked[0], picked[-1], *picked[1:-1]]
     step = 1
     while len(picked) < limit and (first - step >= 0 or last + step < n):
         for k in (last + step, first - step):

@@ -172,6 +172,7 @@ def test_a_signature_is_checked() -> None:
     ("abcdef", "abXef", {2: ["c", "d"]}),  # two blocks became one
     ("abcdef", "abcXdef", {3: ["c", "d"]}),  # inserted between: its neighbours
     ("abc", "XYZ", {0: ["a", "b", "c"], 1: ["b", "c", "a"], 2: ["c", "b", "a"]}),
+    ("abcdefgh", "aXh", {1: ["b", "g", "c"]}),  # a long deletion: both ends of the gap first
     ("", "XY", {}),  # nothing to patch against
     ("abc", "abc", {}),
 ])
