@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from driveproto.blocks import content_checksum
+from driveproto.blocks import BLOCK_SIZE, content_checksum
 
 from .context import BATCH_FILES, SyncContext
 from .errors import ApiError, AuthError
@@ -30,7 +30,7 @@ from .localfs import (
     still_as_scanned,
     take_mode,
 )
-from .localtree import Scan
+from .localtree import Scan, hash_local
 from .planner import Node, Op
 from .state import SyncedEntry
 from .transfer import (
@@ -251,8 +251,32 @@ async def move_local(ctx: SyncContext, op: Op, local: Scan) -> None:
     ctx.state.move_synced(op.src, op.path)
 
 
+async def same_content_cut_otherwise(ctx: SyncContext, op: Op, local: Scan) -> bool:
+    """Is the local file of a planned conflict the server's content after all, cut by another
+    chunking scheme (docs/chunking.md: a large file the server holds in fixed blocks and this
+    device hashed by content)? Checksums alone cannot tell; hashing it the server's way can.
+    If so it is recorded as synced (as ``record`` would) instead of becoming a copy."""
+    node = ctx.state.remote_by_path(op.path)
+    item = local.items.get(op.path)
+    if node is None or item is None or node.is_dir or item.is_dir or node.symlink or \
+            item.symlink or node.checksum is None or item.size != node.size or \
+            item.size <= BLOCK_SIZE or item.executable != node.executable:
+        return False
+    checksum, blocks = await asyncio.to_thread(hash_local, ctx.os_path(op.path, local),
+                                               node.checksum)
+    if checksum != node.checksum or not await is_as_scanned(ctx, op.path, local):
+        return False
+    ctx.put_synced(SyncedEntry(op.path, False, node.file_id, node.version, item.size,
+                               item.mtime_ns, item.inode, checksum, blocks,
+                               executable=item.executable))
+    log.info("%s: the same content as the server's, cut another way; recorded", op.path)
+    return True
+
+
 async def conflict(ctx: SyncContext, op: Op, local: Scan) -> None:
     assert op.copy is not None
+    if await same_content_cut_otherwise(ctx, op, local):
+        return
     here = ctx.os_path(op.path, local)
     try:  # the server's version, which takes the name, keeps the mode it had here
         st = await asyncio.to_thread(here.lstat)

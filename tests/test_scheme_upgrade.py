@@ -91,6 +91,14 @@ async def test_a_fixed_4mib_data_dir_is_served_unchanged_then_edited_with_cdc(
         await b.sync()
         for path, want in expected.items():
             assert a.read(path.lstrip("/")) == want and b.read(path.lstrip("/")) == want
+        # A third computer that already has a copy of the large files (hashed by content
+        # here, held in fixed blocks there): the same content, not a conflict.
+        (c,) = make_devices(tmp_path, "c")
+        for path in ("/big/large.log", "/big/other.log"):
+            c.write(path.lstrip("/"), expected[path])
+        await c.init(srv)
+        await c.sync()
+        assert c.tree() == a.tree()  # no conflicted copy
         # Nothing was uploaded again: the files are unchanged under the old scheme.
         infos = [(await client.get(f"/api/files/{i}/download")).body for i in ids.values()]
         assert [i["version"] for i in infos] == [1, 1, 1, 2]
