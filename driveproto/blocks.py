@@ -4,11 +4,12 @@ A file's identity on the server is the list of its block hashes, and a client th
 differently would upload every file again and never see its own changes come back as "already
 synced"; so both sides import this one module.
 
-A file is cut into fixed 4 MiB blocks (the last one shorter, an empty file has no blocks). A
-block is named by the SHA-256 of its plaintext, and a file's checksum is the SHA-256 over its
-blocks' binary SHA-256s, in order. The scheme is recorded per file version as
-:data:`CHUNKING_SCHEME` so that content-defined chunking can be added later without
-reinterpreting old versions.
+This module has the fixed scheme, :data:`CHUNKING_SCHEME` (4 MiB blocks, the last one shorter,
+an empty file has no blocks), and what every scheme shares; :mod:`driveproto.chunking` names
+the schemes and has the content-defined one that ``drive-sync`` cuts new versions by. A block
+is named by the SHA-256 of its plaintext, and a file's checksum is the SHA-256 over its
+blocks' binary SHA-256s, in order, whatever the scheme. The scheme is recorded per file
+version, so old versions are never reinterpreted.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CHUNKING_SCHEME = "fixed-4MiB-v1"
 """Name of the chunking rule above; stored with each file version."""
 
 CHUNKING_SCHEMES = frozenset({CHUNKING_SCHEME})
-"""Every scheme a version may name (content-defined chunking will add one)."""
+"""The schemes this module cuts by; :data:`driveproto.chunking.SCHEMES` has them all."""
 
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
 
