@@ -207,7 +207,7 @@ class DownloadBlock(TypedDict):
     order: int
     hash: str
     size: int
-    url: str
+    url: NotRequired[str]  # left out for the blocks of ``since`` (docs/api.md)
 
 
 class DownloadReply(TypedDict):

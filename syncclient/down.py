@@ -176,7 +176,8 @@ async def fetch(ctx: SyncContext, path: str, node: Node, target: Path
     tmp, info = await download_to_temp(ctx.remote, node.file_id, target, sources,
                                        ctx.config.parallel_transfers,
                                        on_fetch=ctx.progress("downloading", path, node.size),
-                                       base_blocks=synced.blocks if synced else ())
+                                       base_blocks=synced.blocks if synced else (),
+                                       base_version=synced.version if synced else None)
     return tmp, {"version": info["version"], "checksum": info["checksum"],
                  "size": info["size"], "hashes": tuple(b["hash"] for b in info["blocks"]),
                  "executable": bool(info.get("executable", node.executable)),

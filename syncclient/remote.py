@@ -153,8 +153,11 @@ class Remote:
                              ) -> list[CompleteReply | ErrorBody]:
         return (await self.call("POST", "/api/files/complete/batch", {"files": files}))["results"]
 
-    async def download_info(self, file_id: str) -> DownloadReply:
-        return await self.call("GET", f"/api/files/{file_id}/download")
+    async def download_info(self, file_id: str, since: int | None = None) -> DownloadReply:
+        """The current version's block list; with ``since`` (a version whose blocks this
+        device holds) without URLs for those blocks."""
+        params = {"since": str(since)} if since else None
+        return await self.call("GET", f"/api/files/{file_id}/download", params=params)
 
     async def content(self, file_id: str) -> bytes:
         """The whole current content (for small files; the caller verifies the checksum)."""

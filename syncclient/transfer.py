@@ -21,7 +21,7 @@ import asyncio
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -186,6 +186,12 @@ async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, need
     a block with likely ``bases`` as a patch when that is smaller."""
     receipts: dict[str, BlockReceipt] = {}
     sem = asyncio.Semaphore(parallel)
+    signatures: dict[str, asyncio.Task[bytes]] = {}  # each base's fetched once per upload
+
+    def signature(base: str) -> asyncio.Task[bytes]:
+        if base not in signatures:
+            signatures[base] = asyncio.ensure_future(remote.block_signature(block_url, base))
+        return signatures[base]
 
     async def send(h: str) -> None:
         async with sem:
@@ -193,7 +199,8 @@ async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, need
             data = await asyncio.to_thread(read_at, local_path, offset, bsize)
             if block_hash(data) != h:
                 raise FileChanged(str(local_path))
-            receipt = await _send_patch(remote, block_url, h, data, (bases or {}).get(h, []))
+            receipt = await _send_patch(remote, block_url, h, data, (bases or {}).get(h, []),
+                                        signature)
             receipts[h] = receipt or await remote.put_block(block_url, h, data)
             if store is not None:
                 store.put_receipt(h, receipts[h])
@@ -208,7 +215,8 @@ PATCH_MIN_BYTES = 64 * 1024  # below this a signature's round trip costs more th
 
 
 async def _send_patch(remote: RemoteApi, block_url: str, h: str, data: bytes,
-                      bases: list[str]) -> BlockReceipt | None:
+                      bases: list[str], signature: Callable[[str], Awaitable[bytes]]
+                      ) -> BlockReceipt | None:
     """Send block ``h`` as a patch against what it shares with ``bases`` (found through their
     signatures, since this device's copy of the base was overwritten by the edit), if that
     is smaller than the block compressed. None: send the block whole instead (no base in
@@ -217,7 +225,11 @@ async def _send_patch(remote: RemoteApi, block_url: str, h: str, data: bytes,
     if not bases or len(data) < PATCH_MIN_BYTES:
         return None
     try:
-        sigs = await asyncio.gather(*(remote.block_signature(block_url, b) for b in bases))
+        sigs = []
+        for got in await asyncio.gather(*(signature(b) for b in bases), return_exceptions=True):
+            if isinstance(got, AuthError | Offline) or not isinstance(got, bytes | ApiError):
+                raise got
+            sigs.append(got if isinstance(got, bytes) else b"")  # a base we may not read
         runs, dictionary = await asyncio.to_thread(
             patches.find_pieces, data, [patches.parse_signature(s) for s in sigs])
         if not dictionary:
@@ -276,8 +288,8 @@ def _held_chunks(path: Path, scheme: str, base_blocks: tuple[str, ...]
     return held, order
 
 
-async def _fetch_patched(remote: RemoteApi, b: DownloadBlock, bases: list[str], path: Path,
-                         held: dict[str, tuple[int, int]]) -> bytes | None:
+async def _fetch_patched(remote: RemoteApi, url: str, b: DownloadBlock, bases: list[str],
+                         path: Path, held: dict[str, tuple[int, int]]) -> bytes | None:
     """Block ``b`` as a patch against bases read from this device's copy (each re-hashed),
     or as the server's usual wire form when a patch is not smaller; verified either way.
     None: a base is no longer here as it was, or the server refused the bases."""
@@ -288,7 +300,7 @@ async def _fetch_patched(remote: RemoteApi, b: DownloadBlock, bases: list[str], 
             return None
         datas.append(data)
     try:
-        encoding, payload = await remote.get_patch(b["url"], bases)
+        encoding, payload = await remote.get_patch(url, bases)
     except (AuthError, Offline):
         raise
     except ApiError:
@@ -311,16 +323,33 @@ async def _fetch_patched(remote: RemoteApi, b: DownloadBlock, bases: list[str], 
 async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
                            local_sources: dict[str, tuple[Path, int]], parallel: int = 4,
                            on_fetch: Callable[[int], None] | None = None,
-                           base_blocks: tuple[str, ...] = ()) -> tuple[Path, DownloadReply]:
+                           base_blocks: tuple[str, ...] = (), base_version: int | None = None
+                           ) -> tuple[Path, DownloadReply]:
     """Assemble the current version of ``file_id`` in a temp file beside ``target`` (fsynced).
 
     Blocks come from ``local_sources`` and from ``target`` itself (the synced version this
     device holds, whose block list is ``base_blocks``) when they are there; the rest from the
     server, as a patch against the blocks of ``target`` they most likely came from when that
-    is smaller. Returns the temp path and the download answer (version, checksum, blocks).
+    is smaller. The answer leaves out the URLs of ``base_version``'s blocks (``since``): a
+    block of it that is not here after all is fetched with a URL asked for then. Returns the
+    temp path and the download answer (version, checksum, blocks).
     The caller renames it into place after checking the target, or deletes it.
     """
-    info = await remote.download_info(file_id)
+    info = await remote.download_info(file_id, base_version if base_blocks else None)
+    full: list[asyncio.Task[DownloadReply]] = []
+
+    async def url_of(b: DownloadBlock) -> str:
+        """The block's URL, from a second answer with every URL if the first left it out."""
+        if "url" in b:
+            return b["url"]
+        if not full:
+            full.append(asyncio.ensure_future(remote.download_info(file_id)))
+        again = await full[0]
+        urls = {x["hash"]: x["url"] for x in again["blocks"] if "url" in x}
+        if again["version"] != info["version"] or b["hash"] not in urls:
+            raise FileChanged(f"{target} changed on the server during the download")
+        return urls[b["hash"]]
+
     held: dict[str, tuple[int, int]] = {}
     bases: dict[int, list[str]] = {}
     if base_blocks:
@@ -350,10 +379,11 @@ async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
                                                b["hash"])
             if data is None:
                 async with sem:
+                    url = await url_of(b)
                     if i in bases and b["size"] >= PATCH_MIN_BYTES:
-                        data = await _fetch_patched(remote, b, bases[i], target, held)
+                        data = await _fetch_patched(remote, url, b, bases[i], target, held)
                     if data is None:
-                        data = await remote.get_block(b["url"], b["hash"], b["size"])
+                        data = await remote.get_block(url, b["hash"], b["size"])
                 if on_fetch:
                     on_fetch(len(data))
             await asyncio.to_thread(os.pwrite, fd, data, at)

@@ -284,3 +284,45 @@ async def test_drive_sync_sends_and_fetches_edits_as_patches(
     await b.sync()
     assert b.read("video.raw") == bytes(data)
     assert await requests_to(srv, "/blocks/{hash}/patch") - puts == 2 * sent  # and back down
+
+
+async def test_download_since_leaves_out_the_urls_of_held_blocks(server: RunningServer,
+                                                                 alice: ApiClient) -> None:
+    old = _random(12 * MiB, 10)
+    v1 = await upload(alice, "/big.bin", old)
+    new = old[:6 * MiB] + b"x" + old[6 * MiB:]
+    await upload(alice, "/big.bin", new, base_version=1)
+    full = (await alice.get(f"/api/files/{v1['file_id']}/download")).body
+    since = (await alice.get(f"/api/files/{v1['file_id']}/download",
+                             params={"since": "1"})).body
+    assert [b["hash"] for b in since["blocks"]] == [b["hash"] for b in full["blocks"]]
+    old_blocks = {block_hash(b) for b in split_bytes(old, CDC_SCHEME)}
+    with_url = [b["hash"] for b in since["blocks"] if "url" in b]
+    assert with_url and set(with_url).isdisjoint(old_blocks)
+    assert all("url" in b or b["hash"] in old_blocks for b in since["blocks"])
+    for raw in ("99", "0"):  # no such version: every URL
+        r = await alice.get(f"/api/files/{v1['file_id']}/download", params={"since": raw})
+        assert all("url" in b for b in r.body["blocks"])
+    r = await alice.get(f"/api/files/{v1['file_id']}/download", params={"since": "x"})
+    assert r.status == 400
+
+
+async def test_a_held_block_that_is_not_here_after_all_is_fetched(
+        server: RunningServer, alice: ApiClient, tmp_path: Any) -> None:
+    """The client asked without the URLs of the version it holds, but its copy lost some of
+    those blocks: it asks again for the URLs it lacks, and the file comes out right."""
+    from syncclient.remote import Remote
+    from syncclient.transfer import download_to_temp
+
+    old = _random(12 * MiB, 11)
+    v1 = await upload(alice, "/lost.bin", old)
+    new = old[:6 * MiB] + b"y" + old[6 * MiB:]
+    await upload(alice, "/lost.bin", new, base_version=1)
+    target = tmp_path / "lost.bin"
+    target.write_bytes(old[:3 * MiB] + _random(len(old) - 3 * MiB, 12))  # damaged copy
+    base = tuple(block_hash(b) for b in split_bytes(old, CDC_SCHEME))
+    async with Remote(server.url, alice.token) as remote:
+        tmp, info = await download_to_temp(remote, v1["file_id"], target, {},
+                                           base_blocks=base, base_version=1)
+    assert tmp.read_bytes() == new and info["version"] == 2
+    tmp.unlink()
