@@ -186,8 +186,11 @@ def _dict(data: bytes) -> zstandard.ZstdCompressionDict:
 
 def make_patch(new: bytes, dictionary: bytes) -> bytes:
     """``new`` as one zstd frame against ``dictionary`` (content size declared)."""
+    # zstd indexes only the last 2**(hash_log + 3) bytes of a dictionary: tables as large as
+    # this one needs (a 1 MiB base: 2**17), no larger (memory and time grow with them).
+    log = min(_HASH_LOG, max(17, (max(1, len(dictionary)) - 1).bit_length() - 3))
     params = zstandard.ZstdCompressionParameters.from_level(
-        _LEVEL, window_log=_WINDOW_LOG, hash_log=_HASH_LOG, chain_log=_HASH_LOG,
+        _LEVEL, window_log=_WINDOW_LOG, hash_log=log, chain_log=log,
         enable_ldm=True, write_content_size=True)
     return zstandard.ZstdCompressor(dict_data=_dict(dictionary),
                                     compression_params=params).compress(new)

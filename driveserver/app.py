@@ -184,7 +184,7 @@ def build_app(config: Config) -> web.Application:
     zip_routes.setup(app)
     setup_sync(app)
     setup_dav(app)  # WebDAV at /dav/ (driveserver/dav/)
-    app.add_routes(patch_routes.routes)
+    patch_routes.setup(app)
     app.add_routes(block_routes.routes)
     setup_web(app)  # the browser app at / (driveserver/web/)
     return app

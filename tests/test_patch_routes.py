@@ -326,3 +326,41 @@ async def test_a_held_block_that_is_not_here_after_all_is_fetched(
                                            base_blocks=base, base_version=1)
     assert tmp.read_bytes() == new and info["version"] == 2
     tmp.unlink()
+
+
+async def test_patch_work_runs_two_at_a_time(server: RunningServer, alice: ApiClient,
+                                            monkeypatch: Any) -> None:
+    """A burst of patch requests waits its turn for the CPU work (each holds up to 16 MiB)."""
+    import asyncio
+    import threading
+    import time
+
+    from driveserver.blocks import patch_routes
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real = patch_routes._wire_form
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)  # long enough for the others to pile up behind the gate
+        with lock:
+            running[0] -= 1
+        return real(*args)
+
+    monkeypatch.setattr(patch_routes, "_wire_form", counted)
+    old = _random(MiB, 13)
+    v1 = await upload(alice, "/g.bin", old)
+    await upload(alice, "/g.bin", old + b"more", base_version=1)
+    [block] = (await alice.get(f"/api/files/{v1['file_id']}/download")).body["blocks"]
+    path, _, query = block["url"].partition("?")
+
+    async def one() -> int:
+        async with alice.session.get(f"{path}/patch?{query}&base={block_hash(old)}") as resp:
+            await resp.read()
+            return resp.status
+
+    assert await asyncio.gather(*(one() for _ in range(6))) == [200] * 6
+    assert 1 <= most[0] <= patch_routes.PATCH_PARALLEL

@@ -22,6 +22,8 @@ hashes teaches nothing about other people's data.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -45,8 +47,24 @@ from .routes import (
 )
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 PATCH_BODY_MAX = BLOCK_SIZE + patches.MAX_HEADER + 8
+PATCH_PARALLEL = 2
+"""Patches made or applied at once: each holds up to 16 MiB of blocks and zstd's tables, so a
+burst of patch requests waits its turn instead of taking the server's memory."""
+PATCH_GATE = web.AppKey("patch_gate", asyncio.Semaphore)
+
+
+def setup(app: web.Application) -> None:
+    """The routes and the gate that bounds their CPU work."""
+    app[PATCH_GATE] = asyncio.Semaphore(PATCH_PARALLEL)
+    app.add_routes(routes)
+
+
+async def _cpu(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    async with request.app[PATCH_GATE]:
+        return await asyncio.to_thread(fn, *args)
 
 
 def _hash_of(request: web.Request) -> str:
@@ -93,7 +111,7 @@ async def get_signature(request: web.Request) -> web.Response:
     await _live(request, grant.grant_id, grant.user_id)
     await _readable(request, grant.user_id, [patches.BaseRef(h)])
     (data,) = await _bases(request, [h])
-    sig = await asyncio.to_thread(patches.signature, data)
+    sig = await _cpu(request, patches.signature, data)
     return web.Response(body=sig, content_type="application/octet-stream",
                         headers={"Cache-Control": "private, no-store"})
 
@@ -127,8 +145,7 @@ async def put_patch(request: web.Request) -> web.Response:
     await _live(request, grant.grant_id, grant.user_id)
     await _readable(request, grant.user_id, refs)
     bases = await _bases(request, [r.hash for r in refs])
-    data = await asyncio.to_thread(_build, bases, refs, patch, h,
-                                   min(BLOCK_SIZE, grant.max_bytes))
+    data = await _cpu(request, _build, bases, refs, patch, h, min(BLOCK_SIZE, grant.max_bytes))
     await _charge_and_store(request, grant, h, data)
     _count(request, "in", len(data))
     return web.json_response(_receipt_json(request, grant.user_id, h, len(data)))
@@ -166,7 +183,7 @@ async def get_patch(request: web.Request) -> web.Response:
     except BlockCorrupt:
         raise CorruptBlockError("the stored block is corrupt; it was not served") from None
     bases = await _bases(request, hashes)
-    encoding, payload = await asyncio.to_thread(_wire_form, data, bases)
+    encoding, payload = await _cpu(request, _wire_form, data, bases)
     _count(request, "out", len(data))
     headers = {"X-Block-Encoding": encoding, "X-Block-Size": str(len(data)),
                "Cache-Control": "private, no-store"}
