@@ -11,6 +11,9 @@ and fetch the rest, verifying each SHA-256; write into a hidden temp file beside
 fsync, and let the caller check the target is still what the synced tree says before the atomic
 ``os.replace``.
 
+A file is cut by content (``driveproto.chunking``), and a changed block goes up, or comes
+down, as a patch against the synced version's blocks when that is smaller (``patching.py``).
+
 Many small files go up together in three requests (``batch_upload.py``, which shares this
 module's hashing and reading) and come down in batches (``down.py``).
 """
@@ -21,20 +24,20 @@ import asyncio
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from driveproto import patches
-from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, block_hash, content_checksum
-from driveproto.chunking import DEFAULT_SCHEME, SCHEMES, hash_file_as
+from driveproto.blocks import BLOCK_SIZE, block_hash, content_checksum
+from driveproto.chunking import DEFAULT_SCHEME, hash_file_as
 from driveproto.codes import MISSING_BLOCKS
 from driveproto.replies import BlockReceipt, DownloadBlock, DownloadReply
-from driveproto.wire import compress_for_wire, decompress_from_wire
 
-from .errors import ApiError, AuthError, Offline
+from .errors import ApiError
 from .ignore import TEMP_PREFIX
+from .patching import PATCH_MIN_BYTES, fetch_patched, held_chunks, send_patch
 from .remote_api import RemoteApi
 
 
@@ -199,7 +202,7 @@ async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, need
             data = await asyncio.to_thread(read_at, local_path, offset, bsize)
             if block_hash(data) != h:
                 raise FileChanged(str(local_path))
-            receipt = await _send_patch(remote, block_url, h, data, (bases or {}).get(h, []),
+            receipt = await send_patch(remote, block_url, h, data, (bases or {}).get(h, []),
                                         signature)
             receipts[h] = receipt or await remote.put_block(block_url, h, data)
             if store is not None:
@@ -209,42 +212,6 @@ async def _send_blocks(remote: RemoteApi, local_path: Path, block_url: str, need
 
     await asyncio.gather(*(send(h) for h in needed))
     return receipts
-
-
-PATCH_MIN_BYTES = 64 * 1024  # below this a signature's round trip costs more than it saves
-
-
-async def _send_patch(remote: RemoteApi, block_url: str, h: str, data: bytes,
-                      bases: list[str], signature: Callable[[str], Awaitable[bytes]]
-                      ) -> BlockReceipt | None:
-    """Send block ``h`` as a patch against what it shares with ``bases`` (found through their
-    signatures, since this device's copy of the base was overwritten by the edit), if that
-    is smaller than the block compressed. None: send the block whole instead (no base in
-    common, a base this user may not read, or a patch the server refused: it stored nothing).
-    """
-    if not bases or len(data) < PATCH_MIN_BYTES:
-        return None
-    try:
-        sigs = []
-        for got in await asyncio.gather(*(signature(b) for b in bases), return_exceptions=True):
-            if isinstance(got, AuthError | Offline) or not isinstance(got, bytes | ApiError):
-                raise got
-            sigs.append(got if isinstance(got, bytes) else b"")  # a base we may not read
-        runs, dictionary = await asyncio.to_thread(
-            patches.find_pieces, data, [patches.parse_signature(s) for s in sigs])
-        if not dictionary:
-            return None
-        patch = await asyncio.to_thread(patches.make_patch, data, dictionary)
-        whole = len((await asyncio.to_thread(compress_for_wire, data))[1])
-        refs = [patches.BaseRef(b, r) for b, r in zip(bases, runs, strict=True) if r]
-        body = patches.encode_upload(refs, patch)
-        if len(body) >= whole:
-            return None
-        return await remote.put_patch(block_url, h, body)
-    except (AuthError, Offline):
-        raise
-    except (ApiError, patches.PatchError):
-        return None
 
 
 def temp_path_for(target: Path) -> Path:
@@ -259,65 +226,6 @@ def read_local_block(path: Path, offset: int, size: int, h: str) -> bytes | None
     except OSError:
         return None
     return data if len(data) == size and block_hash(data) == h else None
-
-
-def _held_chunks(path: Path, scheme: str, base_blocks: tuple[str, ...]
-                 ) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """The blocks of the local file at ``path`` (this device's copy of the synced version),
-    cut by ``scheme`` (the new version's, so its unchanged blocks are found even when the
-    synced version was cut another way): hash -> (offset, size); and, in file order, those
-    of them the synced version has (the server has those, and this user may read them: the
-    bases a patch may name). Empty if the file cannot be read."""
-    held: dict[str, tuple[int, int]] = {}
-    order: list[str] = []
-    synced = set(base_blocks)
-    if path.is_symlink():  # a link's content is its target's text, never what it points at
-        return {}, []
-    try:
-        for cut in (scheme, *[s for s in SCHEMES if s != scheme]):
-            at = 0
-            for b in hash_file_as(path, cut):
-                held.setdefault(b.hash, (at, b.size))
-                at += b.size
-                if b.hash in synced:
-                    order.append(b.hash)
-            if order:
-                break
-    except (OSError, ValueError):
-        return {}, []
-    return held, order
-
-
-async def _fetch_patched(remote: RemoteApi, url: str, b: DownloadBlock, bases: list[str],
-                         path: Path, held: dict[str, tuple[int, int]]) -> bytes | None:
-    """Block ``b`` as a patch against bases read from this device's copy (each re-hashed),
-    or as the server's usual wire form when a patch is not smaller; verified either way.
-    None: a base is no longer here as it was, or the server refused the bases."""
-    datas = []
-    for h in bases:
-        data = await asyncio.to_thread(read_local_block, path, held[h][0], held[h][1], h)
-        if data is None:
-            return None
-        datas.append(data)
-    try:
-        encoding, payload = await remote.get_patch(url, bases)
-    except (AuthError, Offline):
-        raise
-    except ApiError:
-        return None
-
-    def decode() -> bytes:
-        if encoding == patches.PATCH_ENCODING:
-            return patches.apply_patch(payload, b"".join(datas))
-        return decompress_from_wire(encoding, payload)
-
-    try:
-        out = await asyncio.to_thread(decode)
-    except BlockCorrupt:
-        out = b""
-    if len(out) != b["size"] or block_hash(out) != b["hash"]:
-        raise ApiError(502, "block_mismatch", f"block {b['hash']} failed verification")
-    return out
 
 
 async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
@@ -353,7 +261,7 @@ async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
     held: dict[str, tuple[int, int]] = {}
     bases: dict[int, list[str]] = {}
     if base_blocks:
-        held, order = await asyncio.to_thread(_held_chunks, target, info.get("chunking", ""),
+        held, order = await asyncio.to_thread(held_chunks, target, info.get("chunking", ""),
                                               base_blocks)
         bases = patches.pick_bases(order, [b["hash"] for b in info["blocks"]])
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
@@ -381,7 +289,11 @@ async def download_to_temp(remote: RemoteApi, file_id: str, target: Path,
                 async with sem:
                     url = await url_of(b)
                     if i in bases and b["size"] >= PATCH_MIN_BYTES:
-                        data = await _fetch_patched(remote, url, b, bases[i], target, held)
+                        datas = [await asyncio.to_thread(read_local_block, target, held[h][0],
+                                                         held[h][1], h) for h in bases[i]]
+                        if all(d is not None for d in datas):  # a base as it was here
+                            data = await fetch_patched(remote, url, b, bases[i],
+                                                       [d for d in datas if d is not None])
                     if data is None:
                         data = await remote.get_block(url, b["hash"], b["size"])
                 if on_fetch:
