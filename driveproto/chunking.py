@@ -5,14 +5,15 @@ Two schemes exist, and a version records which one its client used (``file_versi
 * ``fixed-4MiB-v1`` (:data:`FIXED_SCHEME`): every block 4 MiB but the last. Every version
   stored before content-defined chunking uses it; it is still served, and still what a client
   that cuts no other way (the browser, an API script, ``POST /blocks/upload``) sends.
-* ``fastcdc2020-256K-768K-4M-v1`` (:data:`CDC_SCHEME`, the default of ``drive-sync``): a file
+* ``fastcdc2020-512K-1024K-4M-v1`` (:data:`CDC_SCHEME`, the default of ``drive-sync``): a file
   of at most :data:`~driveproto.blocks.BLOCK_SIZE` bytes is one block, as under the fixed
   scheme; a longer one is cut by FastCDC 2020 (the ``pyfastcdc`` implementation, seed 0,
-  normalised chunking 1) with a minimum of 256 KiB, an average parameter of 768 KiB (blocks of
-  about 1 MiB on average: pyfastcdc's mean is min + avg) and a maximum of 4 MiB. The boundaries
-  depend on the bytes around them only, so an insertion or deletion moves one or two
-  boundaries and the blocks after it are the same as before (what lets an edit of a 100 MB
-  file upload one block instead of every block after it).
+  normalised chunking 1) with a minimum of 512 KiB, an average parameter of 1 MiB (blocks of
+  about 1.3 MiB on average) and a maximum of 4 MiB, rarely reached (a cut forced at the
+  maximum depends on where the last cut was, not on the bytes there, so it resynchronises
+  less). The boundaries depend on the bytes around them only, so an insertion or deletion moves
+  one or two boundaries and the blocks after it are the same as before (what lets an edit of a
+  100 MB file upload one block instead of every block after it).
 
 Keeping files up to 4 MiB as one block in both schemes means that the vast majority of files
 (everything up to 4 MiB) have the same block list, checksum and dedup under either scheme, so
@@ -54,12 +55,12 @@ __all__ = [
 ]
 
 FIXED_SCHEME = CHUNKING_SCHEME
-CDC_SCHEME = "fastcdc2020-256K-768K-4M-v1"
+CDC_SCHEME = "fastcdc2020-512K-1024K-4M-v1"
 DEFAULT_SCHEME = CDC_SCHEME
 SCHEMES = frozenset({FIXED_SCHEME, CDC_SCHEME})
 
-CDC_MIN = 256 * 1024
-CDC_AVG = 768 * 1024
+CDC_MIN = 512 * 1024
+CDC_AVG = 1024 * 1024
 CDC_MAX = BLOCK_SIZE  # every block route's size limit holds for every chunk
 
 _READ = 8 * 1024 * 1024

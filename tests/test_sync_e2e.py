@@ -480,7 +480,7 @@ async def test_kill_9_during_upload_and_download_then_converge(
     a, b = two
     through = 3
     payload = os.urandom(12 * BLOCK_SIZE)
-    nblocks = len(chunk_lengths(payload))  # content-defined blocks, about 1 MiB each
+    nblocks = len(chunk_lengths(payload))  # content-defined blocks, about 1.3 MiB each
     pipeline = srv.app[appkeys.PIPELINE]
     stores = Gate(pipeline.store_block, through)
     monkeypatch.setattr(pipeline, "store_block", stores)
