@@ -364,3 +364,16 @@ async def test_patch_work_runs_two_at_a_time(server: RunningServer, alice: ApiCl
 
     assert await asyncio.gather(*(one() for _ in range(6))) == [200] * 6
     assert 1 <= most[0] <= patch_routes.PATCH_PARALLEL
+
+
+async def test_a_restored_version_keeps_the_scheme_it_was_cut_by(alice: ApiClient) -> None:
+    """A restore (and so the "unchanged" check that compares like with like) names the old
+    version's scheme, not the default (it was labelled fixed)."""
+    old = _random(5 * MiB, 11)
+    v1 = await upload(alice, "/cut.bin", old)
+    await upload(alice, "/cut.bin", _random(5 * MiB, 12), base_version=1)
+    r = await alice.post(f"/api/files/{v1['file_id']}/restore/1")
+    assert r.status == 200 and r.body["version"] == 3
+    info = (await alice.get(f"/api/files/{v1['file_id']}/download", params={"version": "3"})).body
+    assert info["chunking"] == CDC_SCHEME
+    assert (await alice.get(f"/api/files/{v1['file_id']}/content")).body == old

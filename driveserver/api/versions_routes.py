@@ -60,7 +60,7 @@ async def restore_version(request: web.Request) -> web.Response:
             tx, file["id"], Actor(p.user_id, p.device_id), blocks, file["version"],
             {b.hash: keyring.object_name(b.hash) for b in blocks}, restored_from=number,
             journal_as=news_to_every_device(request), executable=bool(old["executable"]),
-            symlink=bool(old["symlink"]))
+            symlink=bool(old["symlink"]), chunking=str(old["chunking"]))
 
     result = await request.app[appkeys.DB].write(unit)
     return web.json_response({"status": result.status, "file_id": result.file_id,

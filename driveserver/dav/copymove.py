@@ -127,5 +127,5 @@ async def _copy(request: web.Request, tx: Tx, src: Row, base: Row, rest: list[st
     file = await request.app[appkeys.TREE].create_file(tx, base, rest, who)
     await request.app[appkeys.VERSIONS].commit(
         tx, file["id"], who, blocks, 0, names, executable=bool(version["executable"]),
-        symlink=bool(version["symlink"]))
+        symlink=bool(version["symlink"]), chunking=str(version["chunking"]))
     await dav_properties.copy_properties(tx, src["id"], file["id"])
