@@ -119,14 +119,17 @@ async def content(request: web.Request) -> web.StreamResponse:
 
 
 async def stream_version(request: web.Request, name: str, version: Row,
-                         headers: Mapping[str, str] | None = None) -> web.StreamResponse:
+                         headers: Mapping[str, str] | None = None,
+                         etag: str | None = None) -> web.StreamResponse:
     """Serve one stored version as a download: ETag/304, single Range (206/416), streaming.
 
-    Shared by every route that hands out file bytes (the API's content route, public links), so
-    all of them verify blocks, honour ranges and fail the same way. The caller has already
-    decided that the requester may read ``version``; ``headers`` are added to the response.
+    Shared by every route that hands out file bytes (the API's content route, public links,
+    WebDAV's GET), so all of them verify blocks, honour ranges and fail the same way. The
+    caller has already decided that the requester may read ``version``; ``headers`` are added
+    to the response. ``etag`` replaces the API's (the whole checksum, quoted) in the answer and
+    in If-None-Match / If-Range: WebDAV's is shorter (see driveserver/dav/resources.py).
     """
-    etag = f'"{version["checksum"]}"'
+    etag = etag or f'"{version["checksum"]}"'
     size = int(version["size"])
     if_none_match = request.headers.get("If-None-Match", "")
     if etag in if_none_match or if_none_match.strip() == "*":  # "*": any current version matches

@@ -9,7 +9,7 @@ from aiohttp import web
 from .basic_auth import BasicAuthenticator
 from .middleware import AUTH, dav_middleware
 from .resources import PREFIX
-from .routes import dav_etag, dispatch
+from .routes import dispatch
 
 __all__ = ["dav_middleware", "setup"]
 
@@ -19,6 +19,5 @@ def setup(app: web.Application) -> None:
     and the Basic authenticator their middleware uses (:data:`dav_middleware` must be in the
     app's middleware list, before the body guard)."""
     app[AUTH] = BasicAuthenticator()
-    app.on_response_prepare.append(dav_etag)
     app.router.add_route("*", PREFIX, dispatch)
     app.router.add_route("*", PREFIX + "/{tail:.*}", dispatch)

@@ -64,24 +64,7 @@ async def get(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return web.Response(headers={**headers, "ETag": tag, "Accept-Ranges": "bytes",
                                      "Content-Length": str(version["size"])})
-    # stream_version speaks the API's ETag (the whole checksum): hand it a request whose
-    # If-Range is in those terms, and send ours on the answer (:func:`dav_etag`).
-    wanted = {k: v for k, v in request.headers.items() if k.lower() != "if-none-match"}
-    if request.headers.get("If-Range") == tag:
-        wanted["If-Range"] = f'"{version["checksum"]}"'
-    request[ETAG] = tag
-    return await stream_version(request.clone(headers=wanted), target.row["name"], version,
-                                headers)
-
-
-ETAG: web.RequestKey[str] = web.RequestKey("dav_etag")
-
-
-async def dav_etag(request: web.Request, response: web.StreamResponse) -> None:
-    """On a WebDAV GET's answer, the WebDAV ETag (an ``on_response_prepare`` hook)."""
-    tag = request.get(ETAG)
-    if tag:
-        response.headers["ETag"] = tag
+    return await stream_version(request, target.row["name"], version, headers, etag=tag)
 
 
 async def mkcol(request: web.Request) -> web.Response:
