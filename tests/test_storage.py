@@ -27,6 +27,7 @@ from driveserver.storage import (
     StorageUnavailable,
     TieredBlockStore,
 )
+from driveserver.storage.base import BatchStore, exists_many, put_many
 from tests.s3server import S3Server
 
 
@@ -141,6 +142,24 @@ async def test_concurrent_writers_of_one_name_have_one_winner(store: BlockStore)
     results = await asyncio.gather(*(store.put_if_absent(name, b"x%d" % i) for i in range(3)))
     assert results.count(True) == 1
     assert await store.get(name) == b"x%d" % results.index(True)
+
+
+async def test_put_many_stores_each_once_like_put_if_absent(store: BlockStore) -> None:
+    """The batch write (``storage.base.put_many``: the local store's grouped fsyncs, the tiered
+    store's one look-up per tier, S3's single PUTs) answers for each object what
+    ``put_if_absent`` would, keeps a copy already there, and lists every name once."""
+    there = _name("already there")
+    assert await store.put_if_absent(there, b"old copy")
+    items = [(_name(f"batch {i}"), os.urandom(1000 + i)) for i in range(40)]
+    items.insert(7, (there, b"new copy"))
+    results = await put_many(store, items)
+    assert results == [name != there for name, _ in items]
+    for name, data in items:
+        assert await store.get(name) == (b"old copy" if name == there else data)
+    assert await exists_many(store, [there, _name("absent"), items[0][0]]) == [True, False, True]
+    assert sorted(await _names(store)) == sorted(name for name, _ in items)
+    assert await put_many(store, []) == []
+    assert await put_many(store, items[:3]) == [False, False, False]  # again: all there
 
 
 async def test_check_and_idempotent_lifecycle(store: BlockStore) -> None:
@@ -271,6 +290,66 @@ async def test_local_failed_write_leaves_no_block(
         assert not await store.exists(name)
         assert list((root / ".tmp").iterdir()) == []
         assert await store.put_if_absent(name, b"ok")
+
+
+async def test_local_batch_makes_each_object_durable_before_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch write's order, object by object: its bytes are fsynced before it is linked
+    under its name, and its folder (and the folders a new leaf was made in) are fsynced after
+    the link and before the batch returns: a crash never shows a partial block under a real
+    name, and a block reported stored survives one."""
+    root = tmp_path / "blocks"
+    events: list[tuple[str, str]] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def link(src: str, dst: Any) -> None:
+        real_link(src, dst)
+        events.append(("link", str(dst)))
+        events.append(("linked-from", str(Path(src).resolve())))
+
+    async with LocalBlockStore(root) as store:
+        assert isinstance(store, BatchStore)
+        items = [(_name(f"durable {i}"), os.urandom(500)) for i in range(30)]
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "link", link)
+        assert await store.put_many_if_absent(items) == [True] * 30
+        monkeypatch.undo()
+        for name, data in items:
+            final = root / name[:2] / name[2:4] / name
+            assert final.read_bytes() == data
+            at = events.index(("link", str(final)))
+            temp = events[at + 1][1]
+            assert ("fsync", temp) in events[:at], "bytes durable before the name"
+            after = [p for kind, p in events[at:] if kind == "fsync"]
+            assert str(final.parent) in after and str(final.parent.parent) in after \
+                and str(root) in after, "its folder entries durable before the answer"
+        assert list((root / ".tmp").iterdir()) == []  # no temp file left
+        with pytest.raises(ValueError, match="distinct"):
+            await store.put_many_if_absent([items[0], items[0]])
+
+
+async def test_local_failed_batch_leaves_no_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "blocks"
+    async with LocalBlockStore(root) as store:
+        items = [(_name(f"doomed {i}"), os.urandom(2000)) for i in range(10)]
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(StorageError, match="No space left"):
+            await store.put_many_if_absent(items)
+        monkeypatch.undo()
+        assert await store.exists_many([n for n, _ in items]) == [False] * 10
+        assert list((root / ".tmp").iterdir()) == []
+        assert await store.put_many_if_absent(items) == [True] * 10
 
 
 async def test_local_check_reports_a_missing_directory(tmp_path: Path) -> None:

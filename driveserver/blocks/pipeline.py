@@ -25,13 +25,13 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, block_hash
 
-from ..storage.base import BlockNotFound, BlockStore
+from ..storage.base import BlockNotFound, BlockStore, exists_many, put_many
 from .keys import KeyRing
 
 log = logging.getLogger("driveserver.blocks")
@@ -40,6 +40,9 @@ T = TypeVar("T")
 # Blocks up to this size are sealed and opened on the loop's thread: that takes at most ~130 µs,
 # less than handing the work to a thread and back, and a batch of small files is mostly those.
 INLINE_BYTES = 64 * 1024
+# A batch's small blocks are sealed this many to a worker-thread job: one hand-off per group,
+# off the loop, the groups spread over the pool's threads.
+SEAL_GROUP = 32
 
 
 class BlockPipeline:
@@ -110,6 +113,43 @@ class BlockPipeline:
         task = asyncio.ensure_future(self._delete_decoy(decoy))
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    async def store_blocks(self, blocks: Sequence[tuple[str, bytes, bool]]) -> None:
+        """:meth:`store_block` for each ``(hash, data, conceal)`` (distinct hashes the caller
+        verified), as one batch: small blocks sealed in groups in the pool, large ones each
+        on its own, one look-up for all the concealed ones and one batch write
+        (:func:`~driveserver.storage.base.put_many`). Each block costs the same whether or not
+        it was stored before, as with :meth:`store_block`: a block found there is written
+        once more under a decoy name."""
+        loop = asyncio.get_running_loop()
+        small = [i for i, (_, d, _) in enumerate(blocks) if len(d) <= INLINE_BYTES]
+        large = [i for i, (_, d, _) in enumerate(blocks) if len(d) > INLINE_BYTES]
+        seal = self.keyring.seal
+
+        def seal_group(group: list[int]) -> list[bytes]:
+            return [seal(blocks[i][0], blocks[i][1]) for i in group]
+
+        groups = [small[k:k + SEAL_GROUP] for k in range(0, len(small), SEAL_GROUP)]
+        grouped, alone = await asyncio.gather(
+            asyncio.gather(*(loop.run_in_executor(self._pool, seal_group, g) for g in groups)),
+            asyncio.gather(*(loop.run_in_executor(self._pool, seal, blocks[i][0], blocks[i][1])
+                             for i in large)))
+        sealed: dict[int, bytes] = dict(zip(large, alone, strict=True))
+        for group, out in zip(groups, grouped, strict=True):
+            sealed.update(zip(group, out, strict=True))
+        names = [self.keyring.object_name(h) for h, _, _ in blocks]
+        concealed = [i for i, (_, _, conceal) in enumerate(blocks) if conceal]
+        present = await exists_many(self.store, [names[i] for i in concealed])
+        decoys = []
+        for i, there in zip(concealed, present, strict=True):
+            if there:
+                names[i] = os.urandom(len(names[i]) // 2).hex()
+                decoys.append(names[i])
+        await put_many(self.store, [(names[i], sealed[i]) for i in range(len(blocks))])
+        for decoy in decoys:
+            task = asyncio.ensure_future(self._delete_decoy(decoy))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
 
     async def _delete_decoy(self, name: str) -> None:
         with contextlib.suppress(Exception):  # GC collects what is left

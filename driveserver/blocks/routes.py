@@ -211,16 +211,12 @@ async def put_batch(request: web.Request) -> web.Response:
                 raise BadRequest(f"block {h} does not match its hash",
                                  code="hash_mismatch") from None
 
-    async def store(h: str, data: bytes, conceal: bool) -> None:
-        async with gate:
-            await pipeline.store_block(h, data, conceal=conceal)
-
     await asyncio.gather(*(verify(h, d) for h, d in blocks))
     unique = dict(blocks)
     # One transaction for the whole batch: thousands of small blocks are one charge.
     known = await _charge(request, grant, [(h, len(d)) for h, d in unique.items()])
-    # Each store fsyncs its file and folder; running several at once overlaps those waits.
-    await asyncio.gather(*(store(h, d, h not in known) for h, d in unique.items()))
+    # One batch write: the store groups the fsyncs of the batch (pipeline.store_blocks).
+    await pipeline.store_blocks([(h, d, h not in known) for h, d in unique.items()])
     results = [_receipt_json(request, grant.user_id, h, len(d)) for h, d in blocks]
     _count(request, "in", sum(len(d) for _, d in blocks), len(blocks))
     return web.json_response({"blocks": results})

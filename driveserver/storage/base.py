@@ -23,18 +23,22 @@ boundary, so callers never need to know which backend they talk to.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 __all__ = [
+    "BatchStore",
     "BlockStore",
     "StorageError",
     "BlockNotFound",
     "StorageUnavailable",
     "is_valid_name",
     "validate_name",
+    "exists_many",
+    "put_many",
 ]
 
 
@@ -136,6 +140,53 @@ class BlockStore(Protocol):
         :raises StorageUnavailable: with a message that says what to fix.
         """
         ...
+
+
+@runtime_checkable
+class BatchStore(Protocol):
+    """A store that does many operations faster together than one by one (the local directory:
+    one thread hand-off and grouped fsyncs for a batch of small blocks). Optional: callers go
+    through :func:`put_many` and :func:`exists_many`, which fall back to the single calls."""
+
+    async def put_many_if_absent(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """:meth:`BlockStore.put_if_absent` for each ``(name, data)``, with the same result and
+        guarantees for each (durable when this returns, never partial under its name); the
+        names are distinct."""
+        ...
+
+    async def exists_many(self, names: Sequence[str]) -> list[bool]:
+        """:meth:`BlockStore.exists` for each name."""
+        ...
+
+
+BATCH_CONCURRENCY = 16  # single calls in flight at once when a store has no batch calls
+
+
+async def put_many(store: BlockStore, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+    """Store each ``(name, data)`` unless present (distinct names), in one batch where the store
+    can (:class:`BatchStore`), else a few single calls at a time (an S3 PUT each)."""
+    if isinstance(store, BatchStore):
+        return await store.put_many_if_absent(items)
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def one(name: str, data: bytes) -> bool:
+        async with gate:
+            return await store.put_if_absent(name, data)
+
+    return list(await asyncio.gather(*(one(n, d) for n, d in items)))
+
+
+async def exists_many(store: BlockStore, names: Sequence[str]) -> list[bool]:
+    """Whether each name is stored, in one batch where the store can."""
+    if isinstance(store, BatchStore):
+        return await store.exists_many(names)
+    gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+    async def one(name: str) -> bool:
+        async with gate:
+            return await store.exists(name)
+
+    return list(await asyncio.gather(*(one(n) for n in names)))
 
 
 class AsyncContextStore:

@@ -18,6 +18,17 @@ removes old ones.
 
 The file system calls block, so each runs in a worker thread
 (``asyncio.to_thread``) to keep the event loop serving other requests.
+
+**Batches** (:meth:`LocalBlockStore.put_many_if_absent`, what a batch of small
+files stores) keep every guarantee above for each object, with less work per
+object: one thread hand-off for the whole batch, the temp files written and
+fsynced a few at a time in parallel (the file system commits concurrent fsyncs
+together, as ext4's journal does), then all linked, then each folder that
+gained an entry fsynced once, in parallel too. Nothing is visible under its
+name before its bytes are durable, and nothing is reported stored before its
+folder entry is. One by one, a new block in a fresh store cost three fsyncs
+in a row (file, leaf folder, the folder a new leaf was made in) and three
+thread hand-offs; this was most of the server's time in a 10,000-file sync.
 """
 
 from __future__ import annotations
@@ -26,9 +37,12 @@ import asyncio
 import errno
 import functools
 import os
+import secrets
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -46,6 +60,7 @@ __all__ = ["LocalBlockStore"]
 _T = TypeVar("_T")
 
 _TMP_DIR = ".tmp"
+_FSYNC_THREADS = 8  # a batch's fsyncs in flight at once (they wait on the disk, not the CPU)
 _HEX2 = frozenset(f"{i:02x}" for i in range(256))
 # Errors that mean "this directory is not usable by us", as opposed to a failed operation.
 # (ENOENT here means the store's directory itself is gone: a missing object is
@@ -70,7 +85,9 @@ class LocalBlockStore(AsyncContextStore):
         self.root = Path(root)
         self._tmp = self.root / _TMP_DIR
         self._stale_temp_age = stale_temp_age
-        self._leaves: set[Path] = set()  # fan-out folders known to exist
+        self._leaves: set[Path] = set()  # fan-out folders known to exist (and durable)
+        self._fsyncs: ThreadPoolExecutor | None = None  # made by the first batch
+        self._fsyncs_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalBlockStore({str(self.root)!r})"
@@ -83,7 +100,11 @@ class LocalBlockStore(AsyncContextStore):
         await self._run(self._start_sync, "start")
 
     async def close(self) -> None:
-        """Nothing to release: every operation opens and closes its own files."""
+        """Stop the batches' fsync threads; every operation opens and closes its own files."""
+        with self._fsyncs_lock:
+            pool, self._fsyncs = self._fsyncs, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def _start_sync(self) -> None:
         if not self.root.is_dir():
@@ -104,6 +125,24 @@ class LocalBlockStore(AsyncContextStore):
     async def put_if_absent(self, name: str, data: bytes) -> bool:
         validate_name(name)
         return await self._run(lambda: self._put_sync(name, data), f"write block {name}")
+
+    async def put_many_if_absent(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """Many objects at once (see the module docstring); for each, what ``put_if_absent``
+        returns. The names must be distinct."""
+        for name, _ in items:
+            validate_name(name)
+        if len({name for name, _ in items}) != len(items):
+            raise ValueError("put_many_if_absent: the names must be distinct")
+        if not items:
+            return []
+        batch = list(items)
+        return await self._run(lambda: self._put_many_sync(batch), f"write {len(batch)} blocks")
+
+    async def exists_many(self, names: Sequence[str]) -> list[bool]:
+        for name in names:
+            validate_name(name)
+        paths = [self._path(n) for n in names]
+        return await self._run(lambda: [p.is_file() for p in paths], "look up blocks")
 
     async def get(self, name: str) -> bytes:
         validate_name(name)
@@ -165,6 +204,52 @@ class LocalBlockStore(AsyncContextStore):
                 os.unlink(tmp_name)
             except FileNotFoundError:
                 pass
+
+    def _fsync_pool(self) -> ThreadPoolExecutor:
+        with self._fsyncs_lock:
+            if self._fsyncs is None:
+                self._fsyncs = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="fsync")
+            return self._fsyncs
+
+    def _put_many_sync(self, items: list[tuple[str, bytes]]) -> list[bool]:
+        """Write, fsync, link, fsync folders: each step for the whole batch before the next."""
+        results = [False] * len(items)
+        todo: list[tuple[int, Path, str, bytes]] = []  # index, final path, temp path, data
+        folders: set[Path] = set()  # to fsync once linked: leaves, and parents of new folders
+        new_leaves: set[Path] = set()
+        prefix = f"put-{secrets.token_hex(6)}-"
+        try:
+            self._tmp.mkdir(mode=0o700, parents=True, exist_ok=True)  # removed under us?
+            for i, (name, data) in enumerate(items):
+                final = self._path(name)
+                if final.exists():
+                    continue
+                if final.parent not in self._leaves:
+                    new_leaves.add(final.parent)
+                    for directory in (final.parent.parent, final.parent):
+                        try:
+                            directory.mkdir()
+                        except FileExistsError:
+                            pass
+                        # Made now, or by a writer whose fsync may not have happened yet: the
+                        # entry is made durable here either way (once per leaf and process).
+                        folders.add(directory.parent)
+                todo.append((i, final, str(self._tmp / f"{prefix}{i}"), data))
+            pool = self._fsync_pool()
+            list(pool.map(_write_durably, ((tmp, data) for _, _, tmp, data in todo)))
+            for i, final, tmp, _ in todo:
+                if self._link(tmp, final):
+                    results[i] = True
+                    folders.add(final.parent)
+            list(pool.map(_fsync_dir, folders))
+            self._leaves.update(new_leaves)
+            return results
+        finally:
+            for _, _, tmp, _ in todo:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
 
     def _link(self, tmp_name: str, final: Path, retry: bool = True) -> bool:
         """Give the written temp file its final name; False if a copy is already there."""
@@ -277,6 +362,19 @@ class LocalBlockStore(AsyncContextStore):
             if exc.errno in _UNAVAILABLE_ERRNOS:
                 raise StorageUnavailable(detail) from exc
             raise StorageError(detail) from exc
+
+
+def _write_durably(item: tuple[str, bytes]) -> None:
+    """A new file with these bytes, fsynced (it must not exist yet)."""
+    path, data = item
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

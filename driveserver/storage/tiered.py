@@ -14,12 +14,14 @@ least one tier; a crash in between leaves it in both, which reads and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from driveserver.storage.base import (
     AsyncContextStore,
     BlockNotFound,
     BlockStore,
+    exists_many,
+    put_many,
     validate_name,
 )
 
@@ -61,6 +63,32 @@ class TieredBlockStore(AsyncContextStore):
         if await self.cold.exists(name):
             return False
         return await self.hot.put_if_absent(name, data)
+
+    async def put_many_if_absent(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """:meth:`put_if_absent` for each, in one batch per tier where it has batches."""
+        for name, _ in items:
+            validate_name(name)
+        in_cold = await exists_many(self.cold, [name for name, _ in items])
+        rest = [i for i, cold in enumerate(in_cold) if not cold]
+        wrote = await put_many(self.hot, [items[i] for i in rest]) if rest else []
+        results = [False] * len(items)
+        for i, written in zip(rest, wrote, strict=True):
+            results[i] = written
+        return results
+
+    async def exists_many(self, names: Sequence[str]) -> list[bool]:
+        """:meth:`exists` for each (both tiers asked at once, as there)."""
+        for name in names:
+            validate_name(name)
+        hot, cold = await asyncio.gather(exists_many(self.hot, names),
+                                         exists_many(self.cold, names), return_exceptions=True)
+        if isinstance(hot, BaseException):
+            raise hot
+        if all(hot):  # a cold-tier outage must not fail what the hot tier answers alone
+            return hot
+        if isinstance(cold, BaseException):
+            raise cold
+        return [h or c for h, c in zip(hot, cold, strict=True)]
 
     async def get(self, name: str) -> bytes:
         try:
