@@ -140,14 +140,30 @@ async def _with_store_lookup(request: web.Request, hashes: list[str],
     raise AssertionError("unreachable: the last try does not raise _StaleLookup")
 
 
+# Per request: each receipt checked (with its block hash) -> the size it vouches for, or None.
+RECEIPTS_SEEN: web.RequestKey[dict[tuple[Any, Any], int | None]] = \
+    web.RequestKey("receipts_seen")
+
+
 def _receipt_size(request: web.Request, item: Any) -> int | None:
     """The size a block object's receipt vouches for, if it is a valid receipt of this user for
-    this block."""
+    this block. Each receipt is checked once per request (a signature check each; a batch
+    names every receipt twice: for the store look-up, then in its unit of work)."""
     if not isinstance(item, dict) or "receipt" not in item:
+        return None
+    seen = request.get(RECEIPTS_SEEN)
+    if seen is None:
+        seen = request[RECEIPTS_SEEN] = {}
+    key = (item["receipt"], item.get("hash"))
+    try:
+        if key in seen:
+            return seen[key]
+    except TypeError:  # not hashable (a list, an object): no receipt
         return None
     receipt = request.app[appkeys.GRANTS].receipt_for(item["receipt"], principal(request).user_id,
                                                       item.get("hash"))
-    return None if receipt is None else receipt.size
+    seen[key] = None if receipt is None else receipt.size
+    return seen[key]
 
 
 def _receipted_hashes(request: web.Request, items: list[Any]) -> list[str]:

@@ -182,18 +182,14 @@ class BlockPipeline:
     async def exists(self, h: str) -> bool:
         return await self.store.exists(self.keyring.object_name(h))
 
-    async def missing(self, hashes: list[str], concurrency: int = 16) -> list[str]:
-        """The blocks among ``hashes`` that are not stored, looked up concurrently: ``complete``
-        asks this of a whole batch (before its write transaction), and one lookup after another
-        (a stat or an S3 HEAD each) would make a batch of a thousand files wait for each."""
-        sem = asyncio.Semaphore(concurrency)
-
-        async def absent(h: str) -> bool:
-            async with sem:
-                return not await self.exists(h)
-
-        found = await asyncio.gather(*(absent(h) for h in hashes))
-        return [h for h, gone in zip(hashes, found, strict=True) if gone]
+    async def missing(self, hashes: list[str]) -> list[str]:
+        """The blocks among ``hashes`` that are not stored, in one batch look-up
+        (:func:`~driveserver.storage.base.exists_many`: one worker-thread job for the local
+        store, concurrent HEADs on S3): ``complete`` asks this of a whole batch (before its
+        write transaction), and one lookup after another would make a batch of a thousand
+        files wait for each."""
+        found = await exists_many(self.store, [self.keyring.object_name(h) for h in hashes])
+        return [h for h, there in zip(hashes, found, strict=True) if not there]
 
     async def stream(self, hashes: list[str], prefetch: int = 3) -> AsyncGenerator[bytes, None]:
         """Yield the verified plaintext of each block in order, fetching ahead of the reader."""
