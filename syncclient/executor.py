@@ -1,6 +1,7 @@
 """Carrying out one round's plan: every operation kind has one handler (``HANDLERS``, checked
-against ``planner.OP_KINDS``), small uploads go in batches and downloads several at a time, and
-what a failure means for the round is decided here, in one place.
+against ``planner.OP_KINDS``), small uploads go in batches, small downloads are fetched and
+written in batches (``batch_download``) and other downloads run several at a time, and what a
+failure means for the round is decided here, in one place.
 
 Failure policy, per operation:
 
@@ -18,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from . import down, up
+from . import batch_download, down, up
 from .context import BATCH_FILES, RoundResult, SyncContext
 from .errors import ApiError
 from .localtree import LocalFile, Scan
@@ -124,6 +125,9 @@ async def _execute_round(ctx: SyncContext, ops: list[Op], local: Scan,
             group = list(downloads)
             downloads.clear()
             await down.prefetch_small(ctx, group)
+            # The small files fetched in batches are written in batches too; what is left
+            # (large files, symlinks, content that changed meanwhile) goes one by one.
+            group = await batch_download.write_prefetched(ctx, group, local, out)
             sem = asyncio.Semaphore(PARALLEL_FILES)
 
             async def one(op: Op) -> None:

@@ -1,16 +1,27 @@
 """The batch paths that make thousands of small files fast (issue 15), held to the guarantees of
-the one-by-one paths they replace: the block pipeline's batch store, on a real local store."""
+the one-by-one paths they replace: the block pipeline's batch store, on a real local store, and
+the sync client's batch writer of small downloads, on a real folder and state database."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from pathlib import Path
+from typing import Any, cast
 
-from driveproto.blocks import block_hash
+import pytest
+
+from driveproto.blocks import block_hash, content_checksum
 from driveserver.blocks.keys import KeyRing
 from driveserver.blocks.pipeline import INLINE_BYTES, BlockPipeline
 from driveserver.storage import LocalBlockStore, TieredBlockStore
+from syncclient.batch_download import write_prefetched
+from syncclient.config import MARKER, Config
+from syncclient.context import RoundResult, SyncContext
+from syncclient.localtree import LocalFile, Scan
+from syncclient.planner import Node, Op
+from syncclient.remote_api import RemoteApi
+from syncclient.state import State
 
 
 def _objects(root: Path) -> set[str]:
@@ -64,3 +75,107 @@ async def test_store_blocks_seals_stores_and_conceals_like_store_block(tmp_path:
             assert len(_objects(tmp_path / "hot")) == len(blocks) + 1
         finally:
             await pipeline.aclose()
+
+
+# --- the client's batch writer of small downloads (syncclient.batch_download) -------------------
+
+def _ctx(tmp_path: Path) -> SyncContext:
+    root = tmp_path / "folder"
+    (root / MARKER).mkdir(parents=True)
+    state = State(tmp_path / "state.db")
+    remote = cast(RemoteApi, object())  # the content is prefetched: no server call is made
+    return SyncContext(Config("http://fake", "a@example.com", str(root), "laptop"), state, remote)
+
+
+def _arrived(ctx: SyncContext, path: str, data: bytes, file_id: str,
+             executable: bool = False) -> None:
+    """The feed announced ``path`` and its content is in the round's prefetched batch."""
+    checksum = content_checksum([block_hash(data)])
+    ctx.state.put_remote(path, Node(False, checksum, file_id, 3, None, len(data), executable))
+    ctx.prefetched[file_id] = data
+
+
+async def test_batch_writer_puts_files_in_place_durably_before_recording_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file's bytes are fsynced before it is renamed under its name, and its folder
+    (and the folders made for it) after, all before the state transaction that records them;
+    the records say what is on disk, and the exec bit arrives."""
+    ctx = _ctx(tmp_path)
+    files = {f"/new/sub{i % 3}/f{i}.txt": os.urandom(500 + i) for i in range(20)}
+    for i, (path, data) in enumerate(files.items()):
+        _arrived(ctx, path, data, f"id{i}", executable=i == 4)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace, real_tx = os.fsync, os.replace, ctx.state.transaction
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("rename", str(src)))
+        real_replace(src, dst)
+        events.append(("renamed", str(dst)))
+
+    def transaction() -> Any:
+        events.append(("commit", ""))
+        return real_tx()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(ctx.state, "transaction", transaction)
+    out = RoundResult()
+    ops = [Op("download", p, "new on the server") for p in files]
+    assert await write_prefetched(ctx, ops, Scan(), out) == []
+    monkeypatch.undo()
+    assert [op.path for op in out.ops] == list(files) and not out.errors
+    commit = events.index(("commit", ""))
+    synced = ctx.state.synced_entries()
+    for i, (path, data) in enumerate(files.items()):
+        target = ctx.root / path.lstrip("/")
+        assert target.read_bytes() == data
+        assert bool(target.stat().st_mode & 0o100) == (i == 4)
+        renamed = events.index(("renamed", str(target)))
+        temp = events[renamed - 1][1]
+        assert events.index(("fsync", temp)) < renamed, "bytes durable before the name"
+        assert ("fsync", str(target.parent)) in events[renamed:commit], "entry durable"
+        st = target.stat()
+        entry = synced[path]
+        assert (entry.file_id, entry.version, entry.size, entry.mtime_ns, entry.inode) == \
+            (f"id{i}", 3, len(data), st.st_mtime_ns, st.st_ino)
+        assert ctx.own.is_own_write(path)  # the watcher will not wake a round for it
+    for made in ("/new", "/new/sub0"):  # the folders made: their entries too
+        parent = (ctx.root / made.lstrip("/")).parent
+        assert ("fsync", str(parent)) in events[:commit]
+    assert not [p for p in ctx.root.rglob(".~drive-sync-*")]  # no temp file left
+    assert ctx.prefetched == {}
+    ctx.state.close()
+
+
+async def test_batch_writer_never_replaces_a_file_changed_since_the_scan(tmp_path: Path) -> None:
+    """A file saved here after the scan is left as it is, not recorded (the next round plans
+    again from what is there); a symlink and a file whose prefetched bytes fail their checksum
+    are left to the one-by-one download; the others are written."""
+    ctx = _ctx(tmp_path)
+    (ctx.root / "mine.txt").write_bytes(b"scanned")
+    st = (ctx.root / "mine.txt").stat()
+    scan = Scan(items={"/mine.txt": LocalFile(False, 7, st.st_mtime_ns, st.st_ino, "old", ())})
+    (ctx.root / "mine.txt").write_bytes(b"saved by the user meanwhile")
+    _arrived(ctx, "/mine.txt", b"the server's version", "id1")
+    _arrived(ctx, "/ok.txt", b"fine", "id2")
+    _arrived(ctx, "/bad.txt", b"expected", "id3")
+    ctx.prefetched["id3"] = b"corrupted"
+    link_data = b"target.txt"
+    ctx.state.put_remote("/link", Node(False, content_checksum([block_hash(link_data)]), "id4",
+                                       1, None, len(link_data), False, True))
+    ctx.prefetched["id4"] = link_data
+    out = RoundResult()
+    ops = [Op("download", p, "changed on the server")
+           for p in ("/mine.txt", "/ok.txt", "/bad.txt", "/link")]
+    rest = await write_prefetched(ctx, ops, scan, out)
+    assert [op.path for op in rest] == ["/bad.txt", "/link"]
+    assert [op.path for op in out.ops] == ["/mine.txt", "/ok.txt"]  # done, or deferred
+    assert (ctx.root / "mine.txt").read_bytes() == b"saved by the user meanwhile"
+    assert (ctx.root / "ok.txt").read_bytes() == b"fine"
+    assert set(ctx.state.synced_entries()) == {"/ok.txt"}
+    assert not [p for p in ctx.root.glob(".~drive-sync-*")]
+    ctx.state.close()
