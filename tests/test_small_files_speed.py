@@ -16,12 +16,16 @@ from driveserver.blocks.keys import KeyRing
 from driveserver.blocks.pipeline import INLINE_BYTES, BlockPipeline
 from driveserver.storage import LocalBlockStore, TieredBlockStore
 from syncclient.batch_download import write_prefetched
+from syncclient.batch_upload import BatchItem, upload_batch
 from syncclient.config import MARKER, Config
 from syncclient.context import RoundResult, SyncContext
 from syncclient.localtree import LocalFile, Scan
 from syncclient.planner import Node, Op
+from syncclient.remote import Remote
 from syncclient.remote_api import RemoteApi
 from syncclient.state import State
+from syncclient.transfer import FileChanged, Uploaded
+from tests.helpers import RunningServer
 
 
 def _objects(root: Path) -> set[str]:
@@ -179,3 +183,39 @@ async def test_batch_writer_never_replaces_a_file_changed_since_the_scan(tmp_pat
     assert set(ctx.state.synced_entries()) == {"/ok.txt"}
     assert not [p for p in ctx.root.glob(".~drive-sync-*")]
     ctx.state.close()
+
+
+# --- the client's batch upload (syncclient.batch_upload) ----------------------------------------
+
+async def test_a_batch_of_small_files_goes_up_in_three_requests(
+        server: RunningServer, tmp_path: Path) -> None:
+    """100 incompressible files (whose frames together outgrow their bytes) are one upload-init,
+    one blocks/batch body and one complete; a file deleted before it is hashed is deferred to
+    the next round, not an error of the round."""
+    async with server.user("alice@example.com", device="laptop") as client:
+        remote = Remote(server.url, client.token)
+        calls: list[str] = []
+        for name in ("upload_init_batch", "put_batch", "complete_batch"):
+            real = getattr(remote, name)
+
+            async def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+                calls.append(_name)
+                return await _real(*args)
+
+            setattr(remote, name, counted)
+        folder = tmp_path / "files"
+        folder.mkdir()
+        items = []
+        for i in range(100):
+            (folder / f"f{i}").write_bytes(os.urandom(1000 + 100 * i))
+            items.append(BatchItem(f"/up/f{i}", folder / f"f{i}", None, None))
+        items.append(BatchItem("/up/gone", folder / "gone", None, None))
+        try:
+            results = await upload_batch(remote, items)
+        finally:
+            await remote.close()
+        assert calls == ["upload_init_batch", "put_batch", "complete_batch"]
+        assert all(isinstance(r, Uploaded) for r in results[:100])
+        assert isinstance(results[100], FileChanged)
+        listing = await client.listdir("/up")
+        assert len(listing) == 100
