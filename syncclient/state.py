@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +108,10 @@ class State:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The synced tree as last read or written here (see synced_entries), and the database's
+        # data_version then.
+        self._synced: dict[str, SyncedEntry] | None = None
+        self._synced_version = -1
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -172,12 +176,28 @@ class State:
     # --- synced tree ----------------------------------------------------------------------------
 
     def synced_entries(self) -> dict[str, SyncedEntry]:
-        rows = self.db.execute("SELECT path, is_dir, file_id, version, size, mtime_ns, inode,"
-                               " checksum, blocks, verified_ns, executable, symlink FROM synced"
-                               ).fetchall()
-        return {r[0]: SyncedEntry(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6], r[7],
-                                  tuple(json.loads(r[8])), r[9], bool(r[10]), bool(r[11]))
-                for r in rows}
+        """The synced tree (a copy the caller may keep). Every round reads it whole, and
+        decoding 10,000 rows took longer than the round's own work while thousands of files
+        arrived, round after round: so it is kept in memory, written through by
+        :meth:`put_synced`, and read again after anything else changed the table (a subtree
+        query, a rolled-back transaction, or another connection: SQLite's ``data_version``)."""
+        version = self._data_version()
+        if self._synced is None or version != self._synced_version:
+            rows = self.db.execute("SELECT path, is_dir, file_id, version, size, mtime_ns, inode,"
+                                   " checksum, blocks, verified_ns, executable, symlink FROM synced"
+                                   ).fetchall()
+            self._synced = {r[0]: SyncedEntry(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6],
+                                              r[7], tuple(json.loads(r[8])), r[9], bool(r[10]),
+                                              bool(r[11]))
+                            for r in rows}
+            self._synced_version = version
+        return dict(self._synced)
+
+    def _data_version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _forget_synced_cache(self) -> None:
+        self._synced = None
 
     def put_synced(self, e: SyncedEntry) -> None:
         self.db.execute(
@@ -187,6 +207,8 @@ class State:
             (e.path, int(e.is_dir), e.file_id, e.version, e.size, e.mtime_ns, e.inode,
              e.checksum, json.dumps(list(e.blocks)), e.verified_ns, int(e.executable),
              int(e.symlink)))
+        if self._synced is not None:
+            self._synced[e.path] = e
 
     def synced_links_below(self, path: str) -> list[str]:
         """The synced symlinks at or below ``path`` (one subtree query, no other entry read)."""
@@ -196,10 +218,12 @@ class State:
 
     def drop_synced(self, path: str) -> None:
         """Forget ``path`` and everything below it (one subtree query)."""
+        self._forget_synced_cache()
         self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",
                         (path, _like_prefix(path)))
 
     def move_synced(self, src: str, dst: str) -> None:
+        self._forget_synced_cache()
         with self.transaction():
             self.db.execute("DELETE FROM synced WHERE path = ? OR path LIKE ? ESCAPE '\\'",
                             (dst, _like_prefix(dst)))
@@ -255,7 +279,7 @@ class State:
         self.db.execute("DELETE FROM remote")
 
     def transaction(self) -> _Tx:
-        return _Tx(self.db)
+        return _Tx(self.db, self._forget_synced_cache)
 
     # --- block index ----------------------------------------------------------------------------
 
@@ -351,9 +375,10 @@ def _block_sizes(hashes: list[str], size: int) -> Iterator[tuple[str, int]]:
 class _Tx:
     """``BEGIN IMMEDIATE`` … ``COMMIT``; nested uses join the outer transaction."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, on_rollback: Callable[[], None]) -> None:
         self.db = db
         self.outer = False
+        self.on_rollback = on_rollback
 
     def __enter__(self) -> sqlite3.Connection:
         if not self.db.in_transaction:
@@ -363,4 +388,12 @@ class _Tx:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         if self.outer:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is not None:
+                self.on_rollback()  # what was written through is undone
+                self.db.execute("ROLLBACK")
+                return
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.on_rollback()
+                raise

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from syncclient.localtree import TWIN_NOTICE
-from syncclient.state import State
+from syncclient.state import State, SyncedEntry
 
 # The layout of schema 1, as a client before the notices table left it.
 SCHEMA_1 = """
@@ -87,3 +87,45 @@ def test_one_rule_replaces_only_its_own_notices(tmp_path: Path) -> None:
         assert set(state.notices()) == {"/b?", "/kept"}
     finally:
         state.close()
+
+
+def _entry(path: str, version: int = 1) -> SyncedEntry:
+    return SyncedEntry(path, False, f"id{path}", version, 3, 10, 20, "sum", ("h",))
+
+
+def test_the_synced_tree_kept_in_memory_is_always_what_the_file_says(tmp_path: Path) -> None:
+    """``synced_entries`` is served from memory between rounds (issue 15): it still answers
+    what the database holds after a write here, a rolled-back transaction, a subtree query, and
+    a write by another connection (another process on the same state file)."""
+    state = State(tmp_path / "state.db")
+    state.put_synced(_entry("/a"))
+    first = state.synced_entries()
+    assert set(first) == {"/a"}
+    first.clear()  # a copy: the caller's to keep or change
+    state.put_synced(_entry("/dir/b"))
+    assert set(state.synced_entries()) == {"/a", "/dir/b"}
+    try:
+        with state.transaction():
+            state.put_synced(_entry("/c"))
+            state.put_synced(_entry("/a", version=9))
+            raise RuntimeError("the round failed")
+    except RuntimeError:
+        pass
+    entries = state.synced_entries()
+    assert set(entries) == {"/a", "/dir/b"} and entries["/a"].version == 1
+    state.move_synced("/dir", "/moved")
+    assert set(state.synced_entries()) == {"/a", "/moved/b"}
+    state.drop_synced("/moved")
+    assert set(state.synced_entries()) == {"/a"}
+    other = sqlite3.connect(tmp_path / "state.db")
+    other.execute("UPDATE synced SET version = 5 WHERE path = '/a'")
+    other.execute("INSERT INTO synced(path, is_dir, version, size, mtime_ns) "
+                  "VALUES ('/e', 0, 1, 0, 0)")
+    other.commit()
+    other.close()
+    entries = state.synced_entries()
+    assert set(entries) == {"/a", "/e"} and entries["/a"].version == 5
+    reopened = State(tmp_path / "state.db")
+    assert reopened.synced_entries() == entries
+    reopened.close()
+    state.close()
