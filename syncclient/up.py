@@ -117,9 +117,12 @@ async def upload_many(ctx: SyncContext, ops: list[Op], local: Scan, out: RoundRe
         file_id, base_version = upload_target(ctx, op)
         items.append(BatchItem(op.path, ctx.os_path(op.path, local), file_id, base_version))
     results = await upload_batch(ctx.remote, items)
+    with ctx.state.transaction():  # the batch's records in one commit, not one per file
+        for op, res in zip(ops, results, strict=True):
+            if isinstance(res, Uploaded):
+                remember(ctx, op.path, res)
     for op, res in zip(ops, results, strict=True):
         if isinstance(res, Uploaded):
-            remember(ctx, op.path, res)
             out.ops.append(op)
         elif isinstance(res, ApiError) and res.status == 409 and \
                 res.code == "version_conflict":
