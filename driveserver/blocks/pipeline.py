@@ -45,12 +45,18 @@ INLINE_BYTES = 64 * 1024
 SEAL_GROUP = 32
 
 
+def default_threads() -> int:
+    """The pool's size: one thread per core, at most 4 (``bench/upload_bench.py`` measures the
+    sealing limit with the same number)."""
+    return min(4, os.cpu_count() or 2)
+
+
 class BlockPipeline:
     def __init__(self, keyring: KeyRing, store: BlockStore, threads: int | None = None) -> None:
         self.keyring = keyring
         self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 2),
-                                        thread_name_prefix="blocks")
+        self.threads = threads or default_threads()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="blocks")
         self._cleanups: set[asyncio.Task[None]] = set()  # decoys being deleted
 
     async def _cpu(self, fn: Callable[..., T], nbytes: int, *args: Any) -> T:
@@ -207,4 +213,4 @@ class BlockPipeline:
                 task.cancel()
 
 
-__all__ = ["BlockPipeline", "BlockCorrupt", "BlockNotFound"]
+__all__ = ["BlockPipeline", "BlockCorrupt", "BlockNotFound", "default_threads"]
