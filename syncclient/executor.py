@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PARALLEL_FILES = 8  # downloads in flight at once
 PARALLEL_BATCHES = 3  # upload batches in flight at once
+PARALLEL_FOLDERS = 8  # folders being made on the server at once (siblings only)
 DEFERRED = (FileChanged, FileNotFoundError, PermissionError, IsADirectoryError,
             NotADirectoryError, FileExistsError)
 
@@ -137,7 +138,30 @@ async def _execute_round(ctx: SyncContext, ops: list[Op], local: Scan,
             await asyncio.gather(*(one(op) for op in group))
             ctx.prefetched = {}
 
+    folders: list[Op] = []  # consecutive folders to make on the server
+
+    async def make_folders() -> None:
+        # Level by level (a parent before its children), several at once within a level:
+        # one after another, a hundred new folders cost a hundred round trips in a row.
+        levels: dict[int, list[Op]] = {}
+        for op in folders:
+            levels.setdefault(op.path.count("/"), []).append(op)
+        folders.clear()
+        sem = asyncio.Semaphore(PARALLEL_FOLDERS)
+
+        async def one(op: Op) -> None:
+            async with sem:
+                await run_one(ctx, op, local, out)
+
+        for depth in sorted(levels):
+            await asyncio.gather(*(one(op) for op in levels[depth]))
+
     for op in ops:
+        if op.kind == "mkdir_remote":
+            folders.append(op)
+            continue
+        if folders:
+            await make_folders()
         if op.kind == "upload" and _batchable(ctx, op, local):
             uploads.append(op)
             if len(uploads) >= BATCH_FILES:
@@ -150,6 +174,8 @@ async def _execute_round(ctx: SyncContext, ops: list[Op], local: Scan,
             if op.kind not in ("upload", "mkdir_remote", "mkdir_local"):
                 await flush()
             await run_one(ctx, op, local, out)
+    if folders:
+        await make_folders()
     await flush()
 
 

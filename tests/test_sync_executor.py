@@ -8,6 +8,7 @@ defer an operation to the next round, which end the round, and what a refusal tu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -212,3 +213,30 @@ async def test_forget_drops_the_whole_record_below(ctx: SyncContext) -> None:
     out = await execute(ctx, [Op("forget", "/Shared with me/X", "no longer shared")], Scan())
     assert len(out.ops) == 1 and not ctx.state.synced_entries()
     assert fake(ctx).calls == []  # nothing asked of the server
+
+
+async def test_new_folders_are_made_a_level_at_a_time_several_at_once(
+        ctx: SyncContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hundred new sibling folders are not a hundred round trips in a row: siblings are
+    made several at once, and a folder only once its parent is there."""
+    server = fake(ctx)
+    real_mkdir = server.mkdir
+    active, most = 0, 0
+
+    async def slow_mkdir(path: str) -> dict[str, Any]:
+        nonlocal active, most
+        parent = path.rpartition("/")[0]
+        assert not parent or server._at(parent) is not None, f"{path} before its parent"
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+        return await real_mkdir(path)
+
+    monkeypatch.setattr(server, "mkdir", slow_mkdir)
+    paths = ["/top", *(f"/top/d{i}" for i in range(30)), "/top/d3/inner", "/other"]
+    local = Scan(items={p: folder_here(ctx, p) for p in paths})
+    out = await execute(ctx, [Op("mkdir_remote", p, "new in the folder") for p in paths], local)
+    assert not out.errors and sorted(op.path for op in out.ops) == sorted(paths)
+    assert set(ctx.state.synced_entries()) == set(paths)
+    assert 1 < most <= 8
