@@ -49,6 +49,7 @@ class Server:
     def __init__(self, data: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIVE_")}
         env["DRIVE_METRICS_TOKEN"] = METRICS_TOKEN  # /metrics answers only with it
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this tree's code
         self.log = open(data.parent / "server.log", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "driveserver", "serve", "--port",
                                       "0", "--data-dir", str(data)], stderr=self.log, env=env)

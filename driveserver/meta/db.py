@@ -51,6 +51,15 @@ log = logging.getLogger("driveserver.meta")
 Row = sqlite3.Row
 T = TypeVar("T")
 
+# synchronous=FULL, not NORMAL, although WAL makes NORMAL tempting (a commit would then append
+# to the WAL without an fsync; a 10,000-file sync commits three times per hundred files, a few
+# milliseconds each): under NORMAL a power cut can undo the last commits after their answers
+# went out, and a client that was told "version 7 committed" records it as synced. The server
+# then holds version 6 while the client believes both sides agree on 7, which is exactly the
+# "reported as synced but lost" the durability rule forbids (and the journal, quotas and
+# receipts would rewind with it). The cost is paid per transaction, not per file: batches keep
+# the commits few. (The sync client's own state database may use NORMAL: it records only what is
+# already durable elsewhere, and a lost record just makes the next round check again.)
 _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=10000")
 
