@@ -219,3 +219,23 @@ async def test_a_batch_of_small_files_goes_up_in_three_requests(
         assert isinstance(results[100], FileChanged)
         listing = await client.listdir("/up")
         assert len(listing) == 100
+
+
+def test_a_big_sync_is_logged_in_a_hundred_lines_and_a_count(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """10,000 new files made 10,000 log lines (a tenth of the daemon's time): the first
+    hundred operations are logged one per line, the rest counted by kind in one line."""
+    from syncclient.daemon import LOGGED_OPS, _log_done
+
+    done = [Op("upload", f"/f{i}", "new in the folder") for i in range(240)] + \
+        [Op("mkdir_remote", f"/d{i}", "new in the folder") for i in range(10)]
+    with caplog.at_level("INFO", logger="syncclient.daemon"):
+        _log_done(done)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == LOGGED_OPS + 1 == 101
+    assert lines[0] == done[0].describe() and lines[99] == done[99].describe()
+    assert lines[-1] == "... and 150 more: 140 upload, 10 mkdir_remote"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="syncclient.daemon"):
+        _log_done(done[:3])
+    assert [r.getMessage() for r in caplog.records] == [op.describe() for op in done[:3]]
