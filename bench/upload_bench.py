@@ -109,6 +109,7 @@ def peak_rss_mb(pid: int) -> float:
 def start_server(data: Path, profile: Path | None = None) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "DRIVE_SERVER_LOG_LEVEL": "WARNING"}
     env = {k: v for k, v in env.items() if not k.startswith("DRIVE_") or k == "DRIVE_SERVER_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this tree's code
     subprocess.run([sys.executable, "-m", "driveserver", "user", "add", "bench@example.com",
                     "--password-stdin", "--data-dir", str(data)], input=PASSWORD + "\n",
                    text=True, check=True, capture_output=True, env=env)
