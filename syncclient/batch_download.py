@@ -178,10 +178,12 @@ def _fsync(fd: int) -> OSError | None:
 
 
 def _fsync_dir(folder: Path) -> OSError | None:
+    """fsync a folder (its new entries durable); an error of the fsync itself is returned. A
+    system that cannot open a folder at all (Windows) offers no such call: nothing to do."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        return exc
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
     try:
         os.fsync(fd)
         return None
