@@ -55,7 +55,7 @@ async def _resolve_blocks(request: web.Request, tx: Tx, raw: Any) -> list[BlockR
     sizes = {**receipts, **known}
     missing = sorted({h for h in hashes if h not in sizes})
     # A receipt proves the upload happened; the block must still be stored. The store was
-    # asked before this transaction (:func:`_with_store_lookup`, which put the answers in
+    # asked before this transaction (:func:`with_store_lookup`, which put the answers in
     # ``tx.memo``); a block GC has tombstoned since counts as missing whatever the store said
     # (see driveserver/gc.py for why that is enough).
     stored: dict[str, bool] = tx.memo.get(STORED, {})
@@ -107,8 +107,8 @@ class _StaleLookup(Exception):
     """GC dropped tombstones after the store was asked: the answers may be out of date."""
 
 
-async def _with_store_lookup(request: web.Request, hashes: list[str],
-                             unit: Callable[[Tx], Awaitable[T]]) -> T:
+async def with_store_lookup(request: web.Request, hashes: list[str],
+                            unit: Callable[[Tx], Awaitable[T]]) -> T:
     """Ask the store whether each of ``hashes`` is stored, *then* run ``unit`` as one write
     transaction with the answers in ``tx.memo[STORED]``: no store round trip holds the writer.
 
@@ -217,7 +217,7 @@ async def complete(request: web.Request) -> web.Response:
     async def unit(tx: Tx) -> dict[str, Any]:
         return await _complete_one(request, tx, request.match_info["file_id"], body)
 
-    out = await _with_store_lookup(request, _receipted_hashes(request, [body]), unit)
+    out = await with_store_lookup(request, _receipted_hashes(request, [body]), unit)
     return web.json_response(out)
 
 
@@ -236,5 +236,5 @@ async def complete_batch(request: web.Request) -> web.Response:
             results.append(await in_savepoint(tx, one))
         return results
 
-    results = await _with_store_lookup(request, _receipted_hashes(request, items), unit)
+    results = await with_store_lookup(request, _receipted_hashes(request, items), unit)
     return web.json_response({"results": results})

@@ -14,7 +14,7 @@ What an API upload does in three requests (upload-init, the block routes, comple
    compare-and-swap on the version just checked. So ``If-Match`` with an ETag that is no
    longer current (someone saved meanwhile) is a 412 and never overwrites. The store is
    asked about the blocks before that transaction and the answers re-checked against GC's
-   tombstones inside it (``complete_routes._with_store_lookup``), so a block GC is deleting
+   tombstones inside it (``complete_routes.with_store_lookup``), so a block GC is deleting
    never ends up in a version. The journal entry is written by the same commit, so every
    ``drive-sync`` folder hears of the change.
 """
@@ -31,7 +31,7 @@ from driveproto.blocks import BlockSplitter
 
 from .. import appkeys
 from ..api.common import actor, principal
-from ..api.complete_routes import STORED, _with_store_lookup
+from ..api.complete_routes import STORED, with_store_lookup
 from ..errors import InsufficientStorage
 from ..meta import accounts, tree
 from ..meta import blocks as blocks_meta
@@ -107,7 +107,7 @@ async def put(request: web.Request) -> web.Response:
             tx, row["id"], who, blocks, int(row["version"]), names)
         return result, int(row["version"]) == 0
 
-    result, created = await _with_store_lookup(request, hashes, commit)
+    result, created = await with_store_lookup(request, hashes, commit)
     row = await get_file(db, result.file_id)
     tag = etag(row) if row is not None else None
     return web.Response(status=201 if created else 204, headers={"ETag": tag} if tag else {})
