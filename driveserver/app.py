@@ -32,6 +32,7 @@ from .api import (
     zip_routes,
 )
 from .api.middleware import baseline_headers, error_middleware
+from .api.openapi import setup_openapi
 from .api.preview_routes import setup_previews
 from .api.web_routes import setup_web
 from .auth import LoginThrottle, TokenSigner
@@ -187,6 +188,7 @@ def build_app(config: Config) -> web.Application:
     patch_routes.setup(app)
     app.add_routes(block_routes.routes)
     setup_web(app)  # the browser app at / (driveserver/web/)
+    setup_openapi(app)  # GET /api/openapi.json (driveserver/api/openapi.json)
     return app
 
 

@@ -25,7 +25,7 @@ routes = web.RouteTableDef()
 
 SESSION = "session"
 # Routes that work without a bearer token. Block and link routes carry their own signed tokens.
-PUBLIC_API = {"/api/auth/register", "/api/auth/login"}
+PUBLIC_API = {"/api/auth/register", "/api/auth/login", "/api/openapi.json"}
 
 
 def _email(body: dict) -> str:
