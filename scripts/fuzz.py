@@ -6,9 +6,11 @@
 
 Starts ``drive-server serve`` as its own process on a fresh data directory (so its memory is
 measured alone), makes the drive tests/fuzzing.py describes, then sends ``--examples`` valid and
-``--examples`` invalid requests to every operation of ``GET /api/openapi.json``, seeded by
-``--seed`` (the same seed sends the same requests), rounds after rounds with seeds ``seed``,
-``seed+1``, ... until ``--cases`` have been sent. Prints the cases run, the 5xx found (each with
+``--examples`` invalid requests to every operation of ``GET /api/openapi.json`` (split over
+``--workers`` processes), seeded by ``--seed`` (the same seed sends the same requests; one
+worker also sends them in the same order), rounds after rounds with seeds ``seed``,
+``seed+1``, ... until ``--cases`` have been sent; each round also runs ``--chains`` stateful
+chains along the document's links (tests/fuzzing_links.py). Prints the cases run, the 5xx found (each with
 its seed, operation and curl command), the other failures (answers the document does not
 describe, errors not in the JSON shape) and the server's RSS before and after; exits 1 on any
 5xx or failure.
@@ -30,7 +32,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import fuzzing  # noqa: E402
+from tests import fuzzing, fuzzing_links  # noqa: E402
 
 METRICS_TOKEN = "fuzz-metrics-token-0123456789"
 
@@ -81,6 +83,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", action="append", default=[], help="an operationId (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="statuses per operation")
+    parser.add_argument("--chains", type=int, default=100,
+                        help="stateful chains (along the document's links) per round (100)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="fuzzing processes (2); replay a finding with 1")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="drive-fuzz-") as tmp:
@@ -92,10 +98,23 @@ def main() -> int:
             reports = []
             seed_value = args.seed
             while sum(r.cases for r in reports) < args.cases:
-                report = fuzzing.run(base_url, examples=args.examples, seed_value=seed_value,
-                                     only=args.only, metrics_token=METRICS_TOKEN)
+                if args.only or args.workers <= 1:
+                    report = fuzzing.run(base_url, examples=args.examples, seed_value=seed_value,
+                                         only=args.only, metrics_token=METRICS_TOKEN)
+                else:
+                    report = fuzzing.run_parallel(base_url, examples=args.examples,
+                                                  seed_value=seed_value, workers=args.workers,
+                                                  metrics_token=METRICS_TOKEN)
                 reports.append(report)
                 print(report.summary(), flush=True)
+                if args.chains and not args.only:
+                    pools = fuzzing.prepare(base_url, f"-chains-{seed_value}")
+                    chained = fuzzing_links.run_stateful(base_url, pools, scenarios=args.chains,
+                                                         steps=8, seed_value=seed_value)
+                    reports.append(chained)
+                    print("  stateful:", chained.summary(), flush=True)
+                    for finding in chained.server_errors + chained.failures:
+                        print("  ", finding, flush=True)
                 if args.verbose:
                     for op_id in sorted(report.per_operation):
                         shown = ", ".join(f"{s}: {n}" for (o, s), n in

@@ -97,6 +97,8 @@ class Report:
     server_errors: list[Finding] = field(default_factory=list)
     failures: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    scenarios: int = 0  # stateful chains (tests/fuzzing_links.py)
+    flaky_suites: int = 0
 
     @property
     def count_5xx(self) -> int:
@@ -104,7 +106,8 @@ class Report:
 
     def summary(self) -> str:
         shown = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
-        return (f"seed {self.seed}: {self.cases} cases over {len(self.per_operation)} operations "
+        chains = f", {self.scenarios} chains" if self.scenarios else ""
+        return (f"seed {self.seed}: {self.cases} cases{chains} over {len(self.per_operation)} operations "
                 f"in {self.seconds:.1f} s, {self.count_5xx} 5xx, {len(self.failures)} other "
                 f"failures; statuses {shown}")
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from driveserver.api.openapi import DOCUMENT_PATH
-from tests import fuzzing
+from tests import fuzzing, fuzzing_links
 from tests.helpers import METRICS_TOKEN, start_server
 
 SEED = 17
@@ -43,6 +43,26 @@ async def test_fuzzing_every_operation_finds_no_5xx_and_no_undocumented_answer(
         assert pools.token
     finally:
         await server.stop()
+
+
+async def test_linked_operations_fuzzed_in_chains_find_nothing(tmp_path: Path) -> None:
+    """The stateful part: chains along the document's links (tests/fuzzing_links.py)."""
+    server = await start_server(tmp_path, longpoll_default_seconds=0.2,
+                                longpoll_max_seconds=0.5)
+    try:
+        pools = await asyncio.to_thread(fuzzing.prepare, server.url, "-chains")
+        report = await asyncio.to_thread(fuzzing_links.run_stateful, server.url, pools,
+                                         scenarios=20, steps=8, seed_value=SEED)
+    finally:
+        await server.stop()
+    print(report.summary())
+    findings = "\n".join(str(f) for f in report.server_errors + report.failures)
+    assert report.count_5xx == 0 and report.server_errors == [] and report.failures == [], findings
+    assert report.cases >= 80
+    # chains went through: things were made from one answer and acted on in the next
+    made = sum(n for (op, status), n in report.per_operation_status.items() if status == 201)
+    assert made >= 3, report.per_operation_status
+    assert sum(n for s, n in report.statuses.items() if s == 401) < report.cases // 10
 
 
 async def test_the_checks_fail_on_an_answer_the_document_does_not_describe(
