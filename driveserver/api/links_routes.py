@@ -79,7 +79,11 @@ def parse_expiry(raw: object, now: float) -> float | None:
         when = datetime.fromisoformat(raw)
     except ValueError:
         raise bad from None
-    if when.tzinfo is None or not 1970 < when.astimezone(UTC).year < 9999:
+    try:
+        utc = when.astimezone(UTC) if when.tzinfo is not None else None
+    except OverflowError:  # 0001-01-01 ahead of UTC or 9999-12-31 behind it (found by fuzzing)
+        raise bad from None
+    if utc is None or not 1970 < utc.year < 9999:
         raise bad
     ts = when.timestamp()
     if ts <= now:
