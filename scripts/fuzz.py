@@ -10,10 +10,10 @@ measured alone), makes the drive tests/fuzzing.py describes, then sends ``--exam
 ``--workers`` processes), seeded by ``--seed`` (the same seed sends the same requests; one
 worker also sends them in the same order), rounds after rounds with seeds ``seed``,
 ``seed+1``, ... until ``--cases`` have been sent; each round also runs ``--chains`` stateful
-chains along the document's links (tests/fuzzing_links.py). Prints the cases run, the 5xx found (each with
-its seed, operation and curl command), the other failures (answers the document does not
-describe, errors not in the JSON shape) and the server's RSS before and after; exits 1 on any
-5xx or failure.
+chains along the document's links (tests/fuzzing_links.py). Prints the cases run, the 5xx
+found (each with its seed, operation and curl command), the other failures (answers the
+document does not describe, errors not in the JSON shape) and the server's RSS before and
+after; exits 1 on any 5xx or failure.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="fuzzing processes (2); replay a finding with 1")
     args = parser.parse_args()
+    # SIGTERM stops the run like Ctrl-C, so the server it started is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="drive-fuzz-") as tmp:
         port = free_port()
@@ -139,9 +141,10 @@ def main() -> int:
         seeds = ", ".join(str(r.seed) for r in reports)
         print(f"cases run: {cases} (seeds {seeds}); 5xx found: {count_5xx}; other failures: "
               f"{failures}; server RSS before/after: {rss_before:.0f} / {rss_after:.0f} MB")
-        if server_errors or count_5xx:
-            print("server log: kept nothing (temporary); rerun with --seed and --only to "
-                  "replay", file=sys.stderr)
+        if server_errors or count_5xx:  # the tracebacks, before the data directory goes
+            log = (Path(tmp) / "server.log").read_text(errors="replace").splitlines()
+            print("\n".join(line for line in log if "Error" in line or "unhandled" in line),
+                  file=sys.stderr)
         return 1 if (count_5xx or failures) else 0
 
 
