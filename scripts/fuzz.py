@@ -108,13 +108,14 @@ def main() -> int:
                                                   seed_value=seed_value, workers=args.workers,
                                                   metrics_token=METRICS_TOKEN)
                 reports.append(report)
-                print(report.summary(), flush=True)
+                print(report.summary(), f"(server RSS now {rss_mb(proc.pid):.0f} MB)", flush=True)
                 if args.chains and not args.only:
                     pools = fuzzing.prepare(base_url, f"-chains-{seed_value}")
                     chained = fuzzing_links.run_stateful(base_url, pools, scenarios=args.chains,
                                                          steps=8, seed_value=seed_value)
                     reports.append(chained)
-                    print("  stateful:", chained.summary(), flush=True)
+                    print("  stateful:", chained.summary(),
+                          f"(server RSS now {rss_mb(proc.pid):.0f} MB)", flush=True)
                     for finding in chained.server_errors + chained.failures:
                         print("  ", finding, flush=True)
                 if args.verbose:
