@@ -18,6 +18,7 @@ from aiohttp import web
 from ..errors import ApiError
 from ..httputil import error_response
 from ..observability import loggable_path
+from ..storage.base import StorageError
 
 log = logging.getLogger("driveserver.errors")
 
@@ -51,6 +52,17 @@ async def error_middleware(
         return resp
     except ConnectionResetError:
         raise
+    except StorageError as exc:
+        # The block store (S3) unreachable, throttling past all retries or failing: a clear 503
+        # the client may retry, not "internal error". Nothing was committed by this request
+        # (store I/O never runs inside a write transaction). The detail names the endpoint:
+        # it goes to the log only.
+        log.warning("block store failed on %s %s: %s", request.method,
+                    loggable_path(request.path), exc)
+        resp = error_response(503, "storage_error",
+                              "the block store is unavailable; try again later")
+        resp.headers["Retry-After"] = "5"
+        return resp
     except Exception:
         # loggable_path: tokens in /s/ paths must not reach the logs.
         log.exception("unhandled error on %s %s", request.method, loggable_path(request.path))

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
+import aiohttp
+
 # aiobotocore and botocore ship no type information (no py.typed; the third-party stubs are
 # generated per AWS service and heavy): their names are Any here, checked by the S3 tests.
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
@@ -34,6 +36,7 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
     CredentialRetrievalError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -259,9 +262,12 @@ class S3BlockStore(AsyncContextStore):
             try:
                 async with response["Body"] as body:
                     return bytes(await body.read())
-            except (HTTPClientError, IncompleteReadError) as exc:
-                # botocore retries requests, not a body that breaks off midway
-                # (reset connection, read timeout, fewer bytes than Content-Length).
+            except (HTTPClientError, IncompleteReadError, aiohttp.ClientPayloadError,
+                    aiohttp.ClientConnectionError, FlexibleChecksumError) as exc:
+                # botocore retries requests, not a body that breaks off midway (reset
+                # connection, read timeout, fewer bytes than Content-Length: aiohttp reports
+                # the last two as its own errors, which botocore does not wrap) or that fails
+                # the checksum S3 sent with it (bytes damaged on the way: read it again).
                 attempt += 1
                 if attempt >= self._max_attempts:
                     raise StorageUnavailable(
