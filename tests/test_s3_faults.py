@@ -123,7 +123,10 @@ async def _download(client: ApiClient, file_id: str, data: bytes, out: Outcome) 
             else:
                 body = await _json(resp)
                 out.downloads_failed += 1
-                out.errors[f"content:{resp.status}"] += 1
+                code = body["error"]["code"] if _clear_error(resp.status, body) else "UNCLEAR"
+                out.errors[f"content:{resp.status}:{code}"] += 1
+                if resp.status == 404:
+                    out.unclear.append(f"content of committed {file_id} answered 404: {body}")
                 if not _clear_error(resp.status, body):
                     out.unclear.append(f"content answered {resp.status}: {body!r:.200}")
     except aiohttp.ClientPayloadError:
@@ -374,3 +377,18 @@ async def test_an_s3_outage_is_a_clear_503_not_an_internal_error(
                 assert rows == []
         finally:
             await srv.stop()
+
+
+async def test_a_missing_block_is_block_missing_not_an_outage(alice: ApiClient,
+                                                              server: RunningServer) -> None:
+    """The other storage failure: a committed block gone from the store is data damage, a
+    500 ``block_missing`` (logged as such), not the retry-later 503 of an outage."""
+    r = await alice.post("/api/files/upload-init", {"path": "/gone.bin", "size": 6})
+    async with alice.session.post(r.body["upload_url"], data=b"gone!!") as resp:
+        blocks = (await resp.json())["blocks"]
+    done = await alice.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": blocks})
+    assert done.status == 200, done
+    keyring = server.app[appkeys.KEYRING]
+    await server.app[appkeys.STORE].delete(keyring.object_name(block_hash(b"gone!!")))
+    r = await alice.get(f"/api/files/{done.body['file_id']}/content")
+    assert r.status == 500 and r.error_code() == "block_missing", r

@@ -18,7 +18,7 @@ from aiohttp import web
 from ..errors import ApiError
 from ..httputil import error_response
 from ..observability import loggable_path
-from ..storage.base import StorageError
+from ..storage.base import BlockNotFound, StorageError
 
 log = logging.getLogger("driveserver.errors")
 
@@ -52,6 +52,10 @@ async def error_middleware(
         return resp
     except ConnectionResetError:
         raise
+    except BlockNotFound as exc:
+        # A block a version records is not in the store: data damage, not an outage.
+        log.error("MISSING BLOCK on %s %s: %s", request.method, loggable_path(request.path), exc)
+        return error_response(500, "block_missing", "a stored block of this file is missing")
     except StorageError as exc:
         # The block store (S3) unreachable, throttling past all retries or failing: a clear 503
         # the client may retry, not "internal error". Nothing was committed by this request
