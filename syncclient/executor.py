@@ -16,6 +16,7 @@ Failure policy, per operation:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -198,6 +199,16 @@ async def run_one(ctx: SyncContext, op: Op, local: Scan, out: RoundResult) -> No
             assert gone is not None
             ctx.state.drop_synced(gone)
             ctx.notice(gone, "shared with you to view only: restored from the server")
+            out.ops.append(op)
+            return
+        if op.kind == "mkdir_remote" and up.view_only_refusal(exc):
+            # A new folder in a folder shared to view only: the server cannot have it. Its
+            # files become conflicted copies (their uploads are refused the same way); once
+            # it is empty it goes (rmdir never removes anything but an empty folder).
+            with contextlib.suppress(OSError):
+                ctx.os_path(op.path, local).rmdir()
+            ctx.notice(op.path, "shared with you to view only: no new folder there "
+                                "(removed once empty)")
             out.ops.append(op)
             return
         log.warning("%s %s failed: %s", op.kind, op.path, exc)

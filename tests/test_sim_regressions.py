@@ -1,0 +1,72 @@
+"""Bugs the whole-system simulation (tests/sim_run.py) found, each as a plain test.
+
+Seed 52 (``python scripts/simulate.py --seed 52 -v``): a folder made, or renamed into place, in
+a folder shared with the user to view only. The server refuses to create it (403), and the
+device tried again on every sync and never reported itself in sync, even once the files in it
+had been kept as conflicted copies and the folder was empty.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from tests.helpers import RunningServer, start_server
+from tests.sync_helpers import EMAIL, Device, make_devices
+
+BOB = "bob@example.com"
+
+
+async def _view_only_share(tmp_path: Path) -> tuple[RunningServer, Device]:
+    """Bob shares his folder Proj (holding one file) with Alice to view; Alice's device has
+    synced it to ``Shared with me/Proj``."""
+    srv = await start_server(tmp_path / "data")
+    await srv.register(EMAIL)
+    await srv.register(BOB)
+    bob = await srv.login(BOB)
+    folder = await bob.mkdir("/Proj")
+    r = await bob.post("/api/files/upload-init", {"path": "/Proj/owner.txt", "size": 0})
+    assert r.status == 200, r
+    c = await bob.post(f"/api/files/{r.body['file_id']}/complete", {"blocks": []})
+    assert c.status == 200, c
+    r = await bob.post(f"/api/files/{folder['file_id']}/share",
+                       {"user_email": EMAIL, "permission": "view"})
+    assert r.status == 201, r
+    [pc] = make_devices(tmp_path, "alice-pc")
+    with redirect_stdout(io.StringIO()):
+        await pc.init(srv)
+    await pc.sync()
+    assert (pc.folder / "Shared with me/Proj/owner.txt").is_file()
+    return srv, pc
+
+
+async def sync_quietly(pc: Device) -> tuple[int, str]:
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        rc = await pc.cli("run", "--once")
+    return rc, err.getvalue()
+
+
+async def test_seed52_a_folder_made_in_a_view_only_share_keeps_its_files_and_syncs(
+        tmp_path: Path) -> None:
+    srv, pc = await _view_only_share(tmp_path)
+    try:
+        pc.write("Shared with me/Proj/mine/notes.txt", "alice's notes")
+        (pc.folder / "Shared with me/Proj/empty").mkdir()
+        rc, err = await sync_quietly(pc)
+        assert rc == 0, err
+        copies = [p for p in pc.tree() if "conflicted copy" in p]
+        assert len(copies) == 1 and "/" not in copies[0], pc.tree()
+        assert pc.read(copies[0]) == b"alice's notes"  # kept, in her own space
+        tree = pc.tree()
+        assert "Shared with me/Proj/mine" not in tree and "Shared with me/Proj/empty" not in tree
+        rc, err = await sync_quietly(pc)  # and nothing is left to retry
+        assert rc == 0 and "not in sync" not in err, err
+        assert pc.tree() == tree
+        bob = await srv.login(BOB)
+        assert await bob.listdir("/Proj") == ["owner.txt"]
+        alice = await srv.login(EMAIL)
+        assert copies[0] in await alice.listdir("/")
+    finally:
+        await srv.stop()
