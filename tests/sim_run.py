@@ -40,6 +40,7 @@ class Outcome:
     steps: int
     crashes: int = 0
     syncs: int = 0
+    kept_after_unshare: int = 0
     divergences: list[str] = field(default_factory=list)
     losses: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -127,19 +128,40 @@ def without_empty_mount_root(tree: dict[str, bytes | None]) -> dict[str, bytes |
     return tree
 
 
+def kept_after_unshare(have: dict[str, bytes | None],
+                       want: dict[str, bytes | None]) -> dict[str, bytes | None]:
+    """``have`` without what a device keeps of a folder no longer shared with its user: by
+    design (docs/api.md, "Ends the share") the client removes that folder but keeps whatever
+    the user changed, moved or made there and had not sent, so the folder and the server rightly
+    differ there (and those bytes count as present for the ledger, being on the user's disk).
+    Which items it keeps is the client's business (tests/test_sync_sharing.py holds it); a
+    check here that they were "really unsent" would need the device's own state."""
+    mounts = {p for p in want if p.startswith(SHARED + "/") and p.count("/") == 1}
+    rest = {p: v for p, v in have.items()
+            if not (p.startswith(SHARED + "/") and "/".join(p.split("/")[:2]) not in mounts)}
+    if SHARED in rest and not any(p.startswith(SHARED + "/") for p in rest):
+        del rest[SHARED]
+    return rest
+
+
 async def check(world: World, out: Outcome) -> None:
+    rows = await world.server.app[appkeys.DB].fetchall("SELECT checksum FROM file_versions")
+    history = {r["checksum"] for r in rows}
     final: set[bytes] = set()
     for name, user in sorted(world.users.items()):
         want = without_empty_mount_root(await server_contents(user.api))
         final.update(v for v in want.values() if v is not None)
         for d in user.devices:
-            have = without_empty_mount_root(folder_tree(d.device.folder))
-            final.update(v for v in have.values() if v is not None)
+            tree = folder_tree(d.device.folder)
+            final.update(v for v in tree.values() if v is not None)
+            have = kept_after_unshare(tree, want)
+            if len(have) < len(tree):
+                out.kept_after_unshare += len(tree) - len(have)
+                world.note(f"{d.name} keeps {len(tree) - len(have)} item(s) of a share that "
+                           "ended (unsent changes, by design)")
             if have != want:
                 out.divergences.append(f"DIVERGED {d.name} from {name}'s server tree: "
                                        + describe_diff(have, want))
-    rows = await world.server.app[appkeys.DB].fetchall("SELECT checksum FROM file_versions")
-    history = {r["checksum"] for r in rows}
     for data in sorted(world.saved - final):
         if checksum(data) not in history:
             out.losses.append(f"LOST {len(data)} bytes: {data[:60]!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import start_server
-from tests.sim_run import Outcome, check, simulate
+from tests.sim_run import Outcome, check, kept_after_unshare, simulate
 from tests.sim_world import SimDevice, SimUser, World, crashing, tune
 from tests.sync_helpers import EMAIL, make_devices
 
@@ -70,3 +70,14 @@ async def test_the_check_sees_a_divergence_a_loss_and_a_failed_sync(tmp_path: Pa
         assert not world.problems
     finally:
         await server.stop()
+
+
+def test_only_a_share_that_ended_may_differ() -> None:
+    """What a device keeps of a folder no longer shared with its user is set aside (by design
+    it keeps unsent changes); anything else, also inside a share that still stands, counts."""
+    have = {"Shared with me": None, "Shared with me/A": None, "Shared with me/A/x": b"1",
+            "Shared with me/B": None, "Shared with me/B/y": b"2", "z": b"3"}
+    want = {"Shared with me": None, "Shared with me/A": None, "z": b"3"}
+    assert kept_after_unshare(have, want) == {
+        "Shared with me": None, "Shared with me/A": None, "Shared with me/A/x": b"1", "z": b"3"}
+    assert kept_after_unshare({"Shared with me": None, "Shared with me/B": None}, {}) == {}
