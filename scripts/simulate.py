@@ -28,16 +28,16 @@ sys.path.insert(0, str(REPO))
 from tests.sim_run import Outcome, simulate  # noqa: E402
 
 
-def run_seed(job: tuple[int, int, bool]) -> tuple[int, int, int, int, int, int, str]:
+def run_seed(job: tuple[int, int, bool]) -> tuple[int, int, int, int, int, int, int, str]:
     """One seed in a fresh directory: (seed, divergences, losses, problems, crashes, syncs,
-    report if it failed or ``verbose``)."""
+    items kept of shares that ended, report if it failed or ``verbose``)."""
     seed, steps, verbose = job
     logging.disable(logging.CRITICAL)  # the server's access log and the client's lines
     workdir = Path(tempfile.mkdtemp(prefix=f"sim-{seed}-"))
     try:
         outcome: Outcome = asyncio.run(simulate(seed, workdir, steps))
     except BaseException as exc:  # a crash of the harness itself is a failed seed too
-        return seed, 0, 0, 1, 0, 0, f"seed {seed}: the run raised {exc!r} (kept: {workdir})"
+        return seed, 0, 0, 1, 0, 0, 0, f"seed {seed}: the run raised {exc!r} (kept: {workdir})"
     text = ""
     if not outcome.ok:
         (workdir / "simulation.log").write_text(outcome.report())
@@ -47,7 +47,7 @@ def run_seed(job: tuple[int, int, bool]) -> tuple[int, int, int, int, int, int, 
             text = outcome.report()
         shutil.rmtree(workdir, ignore_errors=True)
     return (seed, len(outcome.divergences), len(outcome.losses), len(outcome.problems),
-            outcome.crashes, outcome.syncs, text)
+            outcome.crashes, outcome.syncs, outcome.kept_after_unshare, text)
 
 
 def main() -> int:
@@ -63,12 +63,12 @@ def main() -> int:
         list(range(args.first, args.first + args.seeds))
     jobs = [(s, args.steps, args.verbose) for s in seeds]
     start = time.monotonic()
-    totals = [0, 0, 0, 0, 0]
+    totals = [0, 0, 0, 0, 0, 0]
     failed: list[int] = []
     with mp.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else _Serial() as pool:
-        for i, (seed, div, lost, probs, crashes, syncs, text) in enumerate(
+        for i, (seed, div, lost, probs, crashes, syncs, kept, text) in enumerate(
                 pool.imap_unordered(run_seed, jobs), 1):
-            for k, v in enumerate((div, lost, probs, crashes, syncs)):
+            for k, v in enumerate((div, lost, probs, crashes, syncs, kept)):
                 totals[k] += v
             if div or lost or probs:
                 failed.append(seed)
@@ -78,6 +78,7 @@ def main() -> int:
                 print(f"... {i}/{len(jobs)} seeds, {time.monotonic() - start:.0f} s, "
                       f"failed so far: {sorted(failed)}", flush=True)
     print(f"steps per seed: {args.steps}; syncs: {totals[4]}; crashes injected: {totals[3]}; "
+          f"items kept of shares that ended (by design): {totals[5]}; "
           f"{time.monotonic() - start:.0f} s")
     print(f"seeds run: {len(jobs)}, divergences: {totals[0]}, losses: {totals[1]}, "
           f"problems: {totals[2]}" + (f"; failed seeds: {sorted(failed)}" if failed else ""))

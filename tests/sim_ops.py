@@ -23,10 +23,16 @@ FILES = ["a.txt", "b.md", "c.txt", "Report.txt"]
 
 def make_content(rnd: random.Random, label: str) -> bytes:
     """A content unique to this step (so the ledger can tell every save apart), of a random
-    size from a few bytes to about 40 KB, sometimes empty."""
-    if rnd.random() < 0.04:
+    size from a few bytes to about 40 KB, sometimes empty, and now and then 1.5 to 5 MiB: past
+    the client's batch limit (1 MiB: sent and fetched on their own, block by block), some of
+    them two blocks long."""
+    roll = rnd.random()
+    if roll < 0.04:
         return b""
     line = f"{label} {rnd.getrandbits(32):08x}\n".encode()
+    if roll < 0.08:
+        size = rnd.randint(3 << 19, 5 << 20)
+        return (line * (size // len(line) + 1))[:size]
     return line * rnd.choice([1, 3, 40, 700, 2000])
 
 
