@@ -9,8 +9,9 @@ users, then for ``--minutes`` runs, in this process, on asyncio and aiohttp:
   one of their files (on the version they know), download one and compare every byte with what
   they saved, list their folder; and each holds a long poll on a second device, which must be
   answered with the changes their first device commits;
-- **a slowloris** (``--slowloris`` connections from two other addresses) sending a request head
-  a byte at a time, reconnecting when the server drops it;
+- **a slowloris** (``--slowloris`` connections from one other address) sending a request head
+  a byte at a time, reconnecting when the server drops or refuses it (past the per-address
+  cap of 256 connections it is refused at once);
 - **bomb attempts**, one every ``--bomb-every`` seconds from another address, in turn: a JSON
   nested 100,000 deep, a 64 MiB body to the login route, a zstd block that inflates to 256 MiB,
   a 12 MiB JSON body to an authenticated route.
@@ -74,7 +75,7 @@ class Stats:
     attacks: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # status, seconds
     attack_failures: list[str] = field(default_factory=list)
     loris: dict[str, int] = field(default_factory=lambda: {
-        "opened": 0, "refused": 0, "dropped": 0, "bytes_sent": 0, "most_open": 0})
+        "opened": 0, "refused": 0, "dropped": 0, "bytes_sent": 0, "most_at_once": 0})
     loris_open: int = 0
     polls_with_changes: int = 0
     rss_kb: dict[str, int] = field(default_factory=dict)
@@ -215,7 +216,7 @@ async def honest_user(url: str, user: User, cfg: LoadConfig, stats: Stats,
                 try:
                     await ACTIONS[kind](url, s, user, rnd, f"{who}-{n}")
                     stats.took(kind, time.monotonic() - start)
-                except (aiohttp.ClientError, TimeoutError, AssertionError, KeyError) as exc:
+                except Exception as exc:  # any failure of an honest request is reported
                     stats.error(who, f"{kind}: {exc!r}")
                 n += 1
                 await asyncio.sleep(rnd.uniform(*cfg.think))
@@ -286,7 +287,7 @@ async def long_poll(url: str, s: aiohttp.ClientSession, user: User, cfg: LoadCon
         try:
             body = await api(s, "GET", url + "/api/sync/changes", user.laptop,
                              params={"cursor": cursor, "timeout": f"{wait:.1f}"})
-        except (aiohttp.ClientError, TimeoutError, AssertionError) as exc:
+        except Exception as exc:
             stats.error(user.email, f"long poll: {exc!r}")
             await asyncio.sleep(1)
             continue
@@ -313,7 +314,8 @@ async def slowloris(host: str, port: int, source: str, stats: Stats, stop_at: fl
             continue
         stats.loris["opened"] += 1
         stats.loris_open += 1
-        stats.loris["most_open"] = max(stats.loris["most_open"], stats.loris_open)
+        refused = False
+        stats.loris["most_at_once"] = max(stats.loris["most_at_once"], stats.loris_open)
         try:
             for b in head:
                 if time.monotonic() > stop_at:
@@ -325,6 +327,7 @@ async def slowloris(host: str, port: int, source: str, stats: Stats, stop_at: fl
                     answer = await asyncio.wait_for(reader.read(512), rnd.uniform(0.5, 1.5))
                     if answer.startswith(b"HTTP/1.1 503"):
                         stats.loris["refused"] += 1
+                        refused = True
                         break
                     stats.loris["dropped"] += 1  # closed (b"") or answered: not served slowly
                     break
@@ -335,6 +338,8 @@ async def slowloris(host: str, port: int, source: str, stats: Stats, stop_at: fl
             writer.close()
             with suppress(OSError):
                 await writer.wait_closed()
+        if refused:
+            await asyncio.sleep(1)  # and try again, as a patient attacker would
 
 
 def zstd_bomb(inflated: int = 256 * 1024 * 1024) -> bytes:
@@ -437,9 +442,10 @@ async def run_load(url: str, pid: int, cfg: LoadConfig) -> Stats:
     stop_at = time.monotonic() + cfg.seconds
     rnd = random.Random(cfg.seed)
     tasks = [asyncio.create_task(honest_user(url, u, cfg, stats, stop_at)) for u in users]
-    tasks += [asyncio.create_task(slowloris(host, port, f"127.0.0.{2 + k % 2}", stats,
-                                            stop_at, random.Random(rnd.random())))
-              for k in range(cfg.slowloris)]
+    # All from one address: past the per-address cap (256 by default) the server refuses them.
+    tasks += [asyncio.create_task(slowloris(host, port, "127.0.0.2", stats, stop_at,
+                                            random.Random(rnd.random())))
+              for _ in range(cfg.slowloris)]
     tasks.append(asyncio.create_task(bomber(url, attacker.web, cfg, stats, stop_at,
                                             payloads)))
     await asyncio.gather(*tasks)
