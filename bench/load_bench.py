@@ -25,14 +25,15 @@ attack got a 5xx or no answer within its bound, or a long poll missed a change.
     python bench/load_bench.py --minutes 5
     python bench/load_bench.py --users 30 --minutes 0.25 --slowloris 100
 
-``tests/test_load_small.py`` runs the same harness at a small size.
+``tests/test_load_small.py`` runs the same harness at a small size. The
+parts: bench/load_users.py (honest users), bench/load_attacks.py (attackers),
+bench/load_common.py (settings and figures).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import resource
@@ -43,69 +44,17 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import zstandard
 
 REPO = Path(__file__).resolve().parent.parent
-PASSWORD = "load bench password"
-ATTACK_BOUND_SECONDS = 10.0  # an attack must be answered (refused) within this
+sys.path.insert(0, str(REPO))  # run as a script: bench.* is importable
 
-
-@dataclass
-class LoadConfig:
-    users: int = 200
-    seconds: float = 60.0
-    slowloris: int = 300
-    bomb_every: float = 2.0
-    longpoll_seconds: float = 20.0
-    think: tuple[float, float] = (0.2, 1.0)
-    seed: int = 1
-    header_timeout: float = 60.0  # the server's limits.header_timeout_seconds
-
-
-@dataclass
-class Stats:
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    attacks: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # status, seconds
-    attack_failures: list[str] = field(default_factory=list)
-    loris: dict[str, int] = field(default_factory=lambda: {
-        "opened": 0, "refused": 0, "dropped": 0, "bytes_sent": 0, "most_at_once": 0})
-    loris_open: int = 0
-    polls_with_changes: int = 0
-    rss_kb: dict[str, int] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)  # when the load began
-    slowest: list[tuple[float, str, float]] = field(default_factory=list)  # s, kind, at
-
-    def took(self, kind: str, seconds: float) -> None:
-        self.latencies.setdefault(kind, []).append(seconds)
-        if kind != "longpoll wake":
-            self.slowest.append((seconds, kind, time.monotonic() - seconds - self.started))
-            if len(self.slowest) > 200:
-                self.slowest = sorted(self.slowest, reverse=True)[:20]
-
-    def error(self, who: str, what: str) -> None:
-        if len(self.errors) < 10_000:
-            self.errors.append(f"{who}: {what}")
-
-    def honest_p99(self) -> float:
-        every = [t for k, v in self.latencies.items() if k != "longpoll wake" for t in v]
-        return percentile(every, 0.99) if every else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def address(i: int) -> str:
-    """User ``i``'s own source address, in 127.1.0.0/16 (all of 127/8 is loopback on Linux)."""
-    return f"127.1.{i // 250}.{i % 250 + 1}"
+from bench.load_attacks import bomber, make_payloads, slowloris  # noqa: E402
+from bench.load_common import LoadConfig, Stats, percentile  # noqa: E402
+from bench.load_users import User, honest_user, setup_user  # noqa: E402
 
 
 def proc_kb(pid: int) -> dict[str, int]:
@@ -158,268 +107,6 @@ async def serve(workdir: Path, header_timeout: float) -> AsyncIterator[tuple[str
             proc.kill()
             await proc.wait()
         log.close()
-
-
-# --- honest users -----------------------------------------------------------------------------
-
-@dataclass
-class User:
-    i: int
-    email: str
-    web: str = ""  # the token of the device that changes things
-    laptop: str = ""  # the token of the device that long-polls
-    files: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)  # path -> id, v, data
-    last_commit: float = 0.0
-
-
-def session_for(i: int, cfg: LoadConfig) -> aiohttp.ClientSession:
-    # Idle connections are given up before the server's head timeout would close them, so a
-    # request never races the server closing its connection.
-    connector = aiohttp.TCPConnector(local_addr=(address(i), 0), limit=16,
-                                     keepalive_timeout=min(15.0, cfg.header_timeout / 2))
-    return aiohttp.ClientSession(connector=connector,
-                                 timeout=aiohttp.ClientTimeout(total=cfg.longpoll_seconds + 60))
-
-
-async def setup_user(url: str, user: User, cfg: LoadConfig) -> None:
-    async with session_for(user.i, cfg) as s:
-        async with s.post(url + "/api/auth/register",
-                          json={"email": user.email, "password": PASSWORD}) as r:
-            assert r.status == 201, (r.status, await r.text())
-        for device in ("web", "laptop"):
-            async with s.post(url + "/api/auth/login", json={
-                    "email": user.email, "password": PASSWORD, "device_name": device}) as r:
-                assert r.status == 200, (r.status, await r.text())
-                setattr(user, device, (await r.json())["token"])
-
-
-def make_data(rnd: random.Random, tag: str) -> bytes:
-    """1 to 64 KiB, half random bytes and half text (so the wire's zstd does some work)."""
-    n = rnd.randint(1024, 64 * 1024)
-    return (rnd.randbytes(n // 2) + (tag + "\n").encode() * (n // (2 * len(tag) + 2)))[:n]
-
-
-async def honest_user(url: str, user: User, cfg: LoadConfig, stats: Stats,
-                      stop_at: float) -> None:
-    rnd = random.Random(cfg.seed * 100_003 + user.i)
-    who = user.email
-    async with session_for(user.i, cfg) as s:
-        poll = asyncio.create_task(long_poll(url, s, user, cfg, stats, stop_at))
-        try:
-            await asyncio.sleep(rnd.uniform(0, cfg.think[1]))  # not all at once
-            n = 0
-            while time.monotonic() < stop_at:
-                kind = rnd.choice(["upload", "overwrite", "download", "download", "list"])
-                if kind in ("overwrite", "download") and not user.files:
-                    kind = "upload"
-                start = time.monotonic()
-                try:
-                    await ACTIONS[kind](url, s, user, rnd, f"{who}-{n}")
-                    stats.took(kind, time.monotonic() - start)
-                except Exception as exc:  # any failure of an honest request is reported
-                    stats.error(who, f"{kind}: {exc!r}")
-                n += 1
-                await asyncio.sleep(rnd.uniform(*cfg.think))
-        finally:
-            await poll
-
-
-async def api(s: aiohttp.ClientSession, method: str, url: str, token: str,
-              **kw: Any) -> Any:
-    async with s.request(method, url, headers={"Authorization": f"Bearer {token}"},
-                         **kw) as r:
-        body = await r.read()
-        assert r.status < 300, f"{method} {url.split('?')[0]}: {r.status} {body[:200]!r}"
-        return json.loads(body) if body and r.content_type == "application/json" else body
-
-
-async def do_upload(url: str, s: aiohttp.ClientSession, user: User, rnd: random.Random,
-                    tag: str, path: str | None = None) -> None:
-    data = make_data(rnd, tag)
-    known = user.files.get(path) if path else None
-    target = {"file_id": known[0], "base_version": known[1]} if known else \
-        {"path": f"/load/{tag}.bin"}
-    init = await api(s, "POST", url + "/api/files/upload-init", user.web,
-                     json={**target, "size": len(data)})
-    async with s.post(init["upload_url"], data=data) as r:
-        assert r.status == 200, f"blocks: {r.status} {(await r.read())[:200]!r}"
-        blocks = (await r.json())["blocks"]
-    base = {"base_version": known[1]} if known else {}
-    done = await api(s, "POST", url + f"/api/files/{init['file_id']}/complete", user.web,
-                     json={"blocks": blocks, **base})
-    user.files[path or f"/load/{tag}.bin"] = (init["file_id"], done["version"], data)
-    user.last_commit = time.monotonic()
-
-
-async def do_overwrite(url: str, s: aiohttp.ClientSession, user: User, rnd: random.Random,
-                       tag: str) -> None:
-    await do_upload(url, s, user, rnd, tag, path=rnd.choice(sorted(user.files)))
-
-
-async def do_download(url: str, s: aiohttp.ClientSession, user: User, rnd: random.Random,
-                      tag: str) -> None:
-    path = rnd.choice(sorted(user.files))
-    file_id, _, data = user.files[path]
-    got = await api(s, "GET", url + f"/api/files/{file_id}/content", user.web)
-    assert got == data, f"download of {path}: {len(got)} bytes differ from the saved {len(data)}"
-
-
-async def do_list(url: str, s: aiohttp.ClientSession, user: User, rnd: random.Random,
-                  tag: str) -> None:
-    body = await api(s, "GET", url + "/api/files", user.web, params={"path": "/load"}) \
-        if user.files else await api(s, "GET", url + "/api/files", user.web)
-    if user.files:
-        names = {e["name"] for e in body["entries"]}
-        assert names >= {p.rsplit("/", 1)[1] for p in user.files}, "listing misses a file"
-
-
-ACTIONS = {"upload": do_upload, "overwrite": do_overwrite, "download": do_download,
-           "list": do_list}
-
-
-async def long_poll(url: str, s: aiohttp.ClientSession, user: User, cfg: LoadConfig,
-                    stats: Stats, stop_at: float) -> None:
-    """The user's second device waits for changes; each answer with changes times the wake
-    from the first device's latest commit (an upper bound: polls are re-armed in between)."""
-    cursor = (await api(s, "GET", url + "/api/sync/cursor", user.laptop))["cursor"]
-    while time.monotonic() < stop_at:
-        wait = max(0.0, min(cfg.longpoll_seconds, stop_at - time.monotonic()))
-        try:
-            body = await api(s, "GET", url + "/api/sync/changes", user.laptop,
-                             params={"cursor": cursor, "timeout": f"{wait:.1f}"})
-        except Exception as exc:
-            stats.error(user.email, f"long poll: {exc!r}")
-            await asyncio.sleep(1)
-            continue
-        cursor = body["next_cursor"]
-        if body["changes"]:
-            stats.polls_with_changes += 1
-            if user.last_commit:
-                stats.took("longpoll wake", time.monotonic() - user.last_commit)
-
-
-# --- attackers --------------------------------------------------------------------------------
-
-async def slowloris(host: str, port: int, source: str, stats: Stats, stop_at: float,
-                    rnd: random.Random) -> None:
-    """One connection at a time from ``source``: a request head sent a byte every second or
-    so, forever; when the server drops it (or refuses it), open another."""
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 100_000
-    while time.monotonic() < stop_at:
-        try:
-            reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
-        except OSError:
-            stats.loris["refused"] += 1
-            await asyncio.sleep(1)
-            continue
-        stats.loris["opened"] += 1
-        stats.loris_open += 1
-        refused = False
-        stats.loris["most_at_once"] = max(stats.loris["most_at_once"], stats.loris_open)
-        try:
-            for b in head:
-                if time.monotonic() > stop_at:
-                    break
-                writer.write(bytes([b]))
-                await writer.drain()
-                stats.loris["bytes_sent"] += 1
-                with suppress(TimeoutError):
-                    answer = await asyncio.wait_for(reader.read(512), rnd.uniform(0.5, 1.5))
-                    if answer.startswith(b"HTTP/1.1 503"):
-                        stats.loris["refused"] += 1
-                        refused = True
-                        break
-                    stats.loris["dropped"] += 1  # closed (b"") or answered: not served slowly
-                    break
-        except OSError:
-            stats.loris["dropped"] += 1
-        finally:
-            stats.loris_open -= 1
-            writer.close()
-            with suppress(OSError):
-                await writer.wait_closed()
-        if refused:
-            await asyncio.sleep(1)  # and try again, as a patient attacker would
-
-
-def zstd_bomb(inflated: int = 256 * 1024 * 1024) -> bytes:
-    """A zstd frame of a few KB that inflates to ``inflated`` zero bytes (no size declared)."""
-    c = zstandard.ZstdCompressor(level=1).compressobj()
-    chunk = bytes(1024 * 1024)
-    parts = [c.compress(chunk) for _ in range(inflated // len(chunk))]
-    return b"".join(parts) + c.flush()
-
-
-async def big_stream(total: int) -> AsyncIterator[bytes]:
-    chunk = b"x" * (1024 * 1024)
-    for _ in range(total // len(chunk)):
-        yield chunk
-
-
-@dataclass
-class Payloads:
-    """The bombs, made before the load starts (making them takes the client's loop a second)."""
-    zstd: bytes
-    deep: bytes
-    big_json: bytes
-
-
-def make_payloads() -> Payloads:
-    return Payloads(zstd_bomb(), b'{"path": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-                    json.dumps({"files": [{"path": f"/x{i}", "size": 1}
-                                          for i in range(400_000)]}).encode())
-
-
-async def bomber(url: str, token: str, cfg: LoadConfig, stats: Stats, stop_at: float,
-                 payloads: Payloads) -> None:
-    """One attack every ``bomb_every`` seconds, the kinds in turn, from 127.0.0.4."""
-    bomb, deep, big_json = payloads.zstd, payloads.deep, payloads.big_json
-    connector = aiohttp.TCPConnector(local_addr=("127.0.0.4", 0), force_close=True)
-    auth = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(connector=connector) as s:
-        init = await api(s, "POST", url + "/api/files/upload-init", token,
-                         json={"path": "/bomb.bin", "size": 4 * 1024 * 1024})
-        block_url = init["block_url"].replace("{hash}", "ab" * 32)
-
-        async def json_depth() -> int:
-            async with s.post(url + "/api/folders", data=deep,
-                              headers={**auth, "Content-Type": "application/json"}) as r:
-                return r.status
-
-        async def huge_body() -> int:
-            async with s.post(url + "/api/auth/login", data=big_stream(64 * 1024 * 1024),
-                              headers={"Content-Type": "application/json"}) as r:
-                return r.status
-
-        async def zstd() -> int:
-            async with s.put(block_url, data=bomb, headers={"X-Block-Encoding": "zstd"}) as r:
-                return r.status
-
-        async def huge_json() -> int:
-            async with s.post(url + "/api/files/upload-init/batch", data=big_json,
-                              headers={**auth, "Content-Type": "application/json"}) as r:
-                return r.status
-
-        kinds = {"json nested 100,000 deep": json_depth, "64 MiB body to login": huge_body,
-                 "zstd block inflating to 256 MiB": zstd,
-                 f"{len(big_json) >> 20} MiB JSON": huge_json}
-        n = 0
-        while time.monotonic() < stop_at:
-            name, attack = list(kinds.items())[n % len(kinds)]
-            n += 1
-            start = time.monotonic()
-            try:
-                status = await asyncio.wait_for(attack(), ATTACK_BOUND_SECONDS)
-            except TimeoutError:
-                stats.attack_failures.append(f"{name}: no answer within {ATTACK_BOUND_SECONDS} s")
-                continue
-            except aiohttp.ClientError:
-                status = 0  # the server closed the connection while it was sent: refused
-            took = time.monotonic() - start
-            stats.attacks.setdefault(name, []).append((status, took))
-            if status >= 500 or 200 <= status < 300:
-                stats.attack_failures.append(f"{name}: answered {status}")
-            await asyncio.sleep(cfg.bomb_every)
 
 
 # --- the run ----------------------------------------------------------------------------------
