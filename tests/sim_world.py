@@ -6,8 +6,8 @@ sync (normally, or crashing it at a chosen remote call and restarting it from it
 after a kill), and keeps the ledger the checks read: every content a user saved (in a folder
 when its device synced, or uploaded by an API client), and every non-zero exit and 5xx answer.
 
-The random choices are in :mod:`tests.sim_ops`; the checks in :mod:`tests.sim_check`; the run
-of one seed in :func:`tests.sim_run.simulate`. Nothing here is random: a seed's operations and
+The random choices are in :mod:`tests.sim_ops`; the run and the checks of
+one seed in :mod:`tests.sim_run`. Nothing here is random: a seed's operations and
 crash points are drawn by the caller, so a seed replays exactly (devices transfer one file at a
 time, ``parallel_transfers = 1``, so that "the k-th remote call" names the same call each run).
 """
