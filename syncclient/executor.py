@@ -211,6 +211,14 @@ async def run_one(ctx: SyncContext, op: Op, local: Scan, out: RoundResult) -> No
                                 "(removed once empty)")
             out.ops.append(op)
             return
+        if op.kind == "move_remote" and exc.code == "nested_share" and op.src is not None \
+                and not ctx.os_path(op.src).exists():
+            # The server keeps shared folders apart (none inside another): undo the move
+            # where the user made it, so the folder is where the server has it.
+            ctx.os_path(op.path, local).rename(ctx.os_path(op.src))
+            ctx.notice(op.src, "a shared folder cannot go inside another: moved back")
+            out.ops.append(op)
+            return
         log.warning("%s %s failed: %s", op.kind, op.path, exc)
         out.errors[op.path] = str(exc)
         ctx.state.set_error(op.path, str(exc))

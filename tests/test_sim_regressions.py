@@ -4,6 +4,9 @@ Seed 52 (``python scripts/simulate.py --seed 52 -v``): a folder made, or renamed
 a folder shared with the user to view only. The server refuses to create it (403), and the
 device tried again on every sync and never reported itself in sync, even once the files in it
 had been kept as conflicted copies and the folder was empty.
+
+Seed 238: a folder the user shares, moved on their computer into another one they share; the
+server refuses (409 ``nested_share``) and the device was stuck the same way.
 """
 
 from __future__ import annotations
@@ -68,5 +71,42 @@ async def test_seed52_a_folder_made_in_a_view_only_share_keeps_its_files_and_syn
         assert await bob.listdir("/Proj") == ["owner.txt"]
         alice = await srv.login(EMAIL)
         assert copies[0] in await alice.listdir("/")
+    finally:
+        await srv.stop()
+
+
+async def test_seed238_a_shared_folder_moved_into_another_goes_back_and_the_device_syncs(
+        tmp_path: Path) -> None:
+    """Seed 238 (``python scripts/simulate.py --seed 238 -v``): Alice moves, on her computer, a
+    folder she shares into another folder she shares. The server refuses (409 nested_share: a
+    shared folder cannot lie inside another), and the device retried on every sync and never
+    reported itself in sync. Now the move is undone where she made it, with a notice; nothing
+    changes on the server, and the next sync has nothing left to do."""
+    srv = await start_server(tmp_path / "data")
+    try:
+        await srv.register(EMAIL)
+        await srv.register(BOB)
+        [pc] = make_devices(tmp_path, "alice-pc")
+        with redirect_stdout(io.StringIO()):
+            await pc.init(srv)
+        pc.write("docs/a.txt", "alice's a")
+        pc.write("Notes/n.txt", "alice's notes")
+        await pc.sync()
+        alice = await srv.login(EMAIL)
+        for name in ("docs", "Notes"):
+            listing = (await alice.get("/api/files", params={"path": "/"})).body["entries"]
+            [folder] = [e for e in listing if e["name"] == name]
+            r = await alice.post(f"/api/files/{folder['file_id']}/share",
+                                 {"user_email": BOB, "permission": "edit"})
+            assert r.status == 201, r
+        (pc.folder / "docs").rename(pc.folder / "Notes/docs")
+        rc, err = await sync_quietly(pc)
+        assert rc == 0, err
+        assert "moved back" in err, err
+        assert pc.read("docs/a.txt") == b"alice's a" and not (pc.folder / "Notes/docs").exists()
+        assert set(await alice.listdir("/")) == {"docs", "Notes"}
+        assert await alice.listdir("/Notes") == ["n.txt"]
+        rc, err = await sync_quietly(pc)
+        assert rc == 0 and "not in sync" not in err, err
     finally:
         await srv.stop()
