@@ -98,6 +98,7 @@ async def simulate(seed: int, workdir: Path, steps: int = 40) -> Outcome:
 async def one_step(rnd: random.Random, world: World, step: int) -> None:
     devices = world.devices
     label = f"s{step}"
+    world.note(f"-- step {step}")
     roll = rnd.random()
     if roll < 0.6:
         d = rnd.choice(devices)

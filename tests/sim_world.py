@@ -77,22 +77,41 @@ class World:
                    crash_after: bool = True) -> None:
         """One ``drive-sync run --once`` of ``d``. With ``crash_at = k`` its engine dies at its
         k-th remote call (after the server answered when ``crash_after``, else before the
-        request left), and it is started again at once from what its state database kept."""
-        self.saved.update(v for v in folder_tree(d.device.folder).values() if v is not None)
+        request left), and it is started again at once from what its state database kept.
+
+        What the folder holds when the sync starts enters the ledger, except what the sync
+        leaves in a folder no longer shared with the user: the client keeps such unsent
+        changes on the disk by design and sends them nowhere, so they are the user's alone
+        (overwriting one later loses nothing the system took)."""
+        new = {v for v in folder_tree(d.device.folder).values() if v is not None} - self.saved
+        self.saved |= new
         if crash_at is None:
             self.note(f"sync {d.name}")
             await self._run_once(d)
-            return
-        with crashing(crash_at, crash_after) as fired:
-            self.note(f"sync {d.name}, crash at remote call {crash_at} "
-                      f"{'after' if crash_after else 'before'} its answer")
-            await self._run_once(d, may_crash=True)
-        if fired:
-            self.crashes += 1
-            self.note(f"  crashed in {fired[0]}; restart {d.name}")
-            await self._run_once(d)
         else:
-            self.note("  no crash: the sync made fewer calls")
+            with crashing(crash_at, crash_after) as fired:
+                self.note(f"sync {d.name}, crash at remote call {crash_at} "
+                          f"{'after' if crash_after else 'before'} its answer")
+                await self._run_once(d, may_crash=True)
+            if fired:
+                self.crashes += 1
+                self.note(f"  crashed in {fired[0]}; restart {d.name}")
+                await self._run_once(d)
+            else:
+                self.note("  no crash: the sync made fewer calls")
+        untaken = new & await self.left_in_ended_shares(d)
+        if untaken:
+            self.saved -= untaken
+            self.note(f"  {len(untaken)} content(s) kept in a share that ended, not sent")
+
+    async def left_in_ended_shares(self, d: SimDevice) -> set[bytes]:
+        """Contents of the files ``d`` has under ``Shared with me/<name>`` where ``<name>`` is
+        no longer a folder shared with its user."""
+        mounts = {p for p in await server_tree(self.users[d.user].api)
+                  if p.startswith(SHARED + "/") and p.count("/") == 1}
+        return {v for p, v in folder_tree(d.device.folder).items()
+                if v is not None and p.startswith(SHARED + "/")
+                and "/".join(p.split("/")[:2]) not in mounts}
 
     async def _run_once(self, d: SimDevice, may_crash: bool = False) -> None:
         out, err = io.StringIO(), io.StringIO()
