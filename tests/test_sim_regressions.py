@@ -11,9 +11,13 @@ server refuses (409 ``nested_share``) and the device was stuck the same way.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.helpers import RunningServer, start_server
 from tests.sync_helpers import EMAIL, Device, make_devices
@@ -108,5 +112,42 @@ async def test_seed238_a_shared_folder_moved_into_another_goes_back_and_the_devi
         assert await alice.listdir("/Notes") == ["n.txt"]
         rc, err = await sync_quietly(pc)
         assert rc == 0 and "not in sync" not in err, err
+    finally:
+        await srv.stop()
+
+
+async def test_load_a_read_sees_every_commit_made_before_it_even_beside_another_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/load_bench.py, 200 users: a user registered (201) could not log in (401). A read
+    ran as two awaits (execute, then fetch) on the reader connection, and a read another task
+    ran in between shared the first one's snapshot, from before the registration. Here one
+    read is held between its two steps (if it still has two) while a user registers: a lookup
+    of that user must find them."""
+    import aiosqlite
+
+    from driveserver import appkeys
+
+    srv = await start_server(tmp_path / "data")
+    try:
+        db = srv.app[appkeys.DB]
+        await srv.register("a@example.com")
+        await srv.register("b@example.com")
+        held, entered, real = asyncio.Event(), asyncio.Event(), aiosqlite.Cursor.fetchone
+
+        async def hold_first(self: aiosqlite.Cursor) -> Any:
+            if not entered.is_set():
+                entered.set()
+                await held.wait()
+            return await real(self)
+        monkeypatch.setattr(aiosqlite.Cursor, "fetchone", hold_first)
+        first = asyncio.create_task(db.fetchone("SELECT email FROM users ORDER BY email"))
+        waiter = asyncio.create_task(entered.wait())
+        await asyncio.wait([first, waiter], return_when=asyncio.FIRST_COMPLETED)
+        await srv.register("c@example.com")
+        row = await db.fetchone("SELECT email FROM users WHERE email = ?", ("c@example.com",))
+        held.set()
+        assert (await first)["email"] == "a@example.com"
+        waiter.cancel()
+        assert row is not None, "the reader did not see a committed registration"
     finally:
         await srv.stop()

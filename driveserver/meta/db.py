@@ -304,15 +304,19 @@ class Database:
             finally:
                 conn.execute("COMMIT")  # ends the read; there is nothing to write
 
+    # Each read runs to its end in one hop to the reader's thread (execute_fetchall). An
+    # execute and a fetch as two awaits left the statement open in between, and every read
+    # that other tasks ran on the connection meanwhile shared its snapshot: under load the
+    # reader kept seeing the state from before recent commits (a user just registered could
+    # not log in). Found by bench/load_bench.py; tests/test_sim_regressions.py holds it.
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         assert self._reader is not None, "database is not open"
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        rows = list(await self._reader.execute_fetchall(sql, tuple(params)))
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         assert self._reader is not None, "database is not open"
-        async with self._reader.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
     async def fetchval(self, sql: str, params: Iterable[Any] = ()) -> Any:
         row = await self.fetchone(sql, params)
