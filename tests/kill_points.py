@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driveproto.blocks import BLOCK_SIZE, block_hash, content_checksum
+from driveproto.chunking import SCHEMES, split_bytes
 from tests.helpers import PASSWORD
 from tests.sync_helpers import EMAIL, REPO, Device, folder_tree, make_devices, restart_server
 from tests.test_s3_faults import Outcome, verify_committed
@@ -43,9 +44,12 @@ SCENARIOS = ("upload", "download", "move", "conflict", "gc")
 SERVER_ENV = {"DRIVE_VERSIONS_GC_GRACE_DAYS": "0"}  # GC races every unfinished upload
 
 
-def checksum_of(data: bytes) -> str:
-    return content_checksum(block_hash(data[i:i + BLOCK_SIZE])
-                            for i in range(0, len(data), BLOCK_SIZE))
+def checksums_of(data: bytes) -> frozenset[str]:
+    """The checksums a version of ``data`` may have: one per chunking scheme (a file over
+    4 MiB that drive-sync cuts by content has another than one the server cut in 4 MiB
+    blocks; docs/chunking.md)."""
+    return frozenset(content_checksum(block_hash(b) for b in split_bytes(data, scheme))
+                     for scheme in SCHEMES)
 
 
 def _free_port() -> int:
@@ -110,7 +114,7 @@ class KillSweep:
     server: ServerProcess = field(init=False)
     a: Device = field(init=False)
     b: Device = field(init=False)
-    saved: dict[str, str] = field(default_factory=dict)  # checksum -> what saved it
+    saved: dict[frozenset[str], str] = field(default_factory=dict)  # checksums -> who saved
     survived: list[tuple[int, int, str, str]] = field(default_factory=list)
     restarts: int = 0
 
@@ -147,7 +151,7 @@ class KillSweep:
 
     def _write(self, d: Device, rel: str, data: bytes, why: str) -> None:
         d.write(rel, data)
-        self.saved.setdefault(checksum_of(data), why)
+        self.saved.setdefault(checksums_of(data), why)
 
     async def point(self, index: int, log: Callable[[str], None] = print) -> None:
         rng = random.Random(f"{self.seed}:{index}")
@@ -239,7 +243,7 @@ class KillSweep:
 
     def check_saved(self, what: str) -> None:
         kept = self.server_checksums()
-        lost = {c: w for c, w in self.saved.items() if c not in kept}
+        lost = {c: w for c, w in self.saved.items() if not c & kept}
         assert not lost, f"{what}: saved content lost: {sorted(lost.values())[:5]}"
 
     async def verify_blocks(self) -> Outcome:
