@@ -23,12 +23,11 @@ requests, so a revocation takes effect at the next block.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from aiohttp import web
 
 from driveproto import frames
-from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, BlockSplitter, is_block_hash
+from driveproto.blocks import BLOCK_SIZE, BlockCorrupt, is_block_hash
 from driveproto.wire import WIRE_ENCODINGS, WIRE_IDENTITY, decompress_from_wire
 
 from .. import appkeys
@@ -39,11 +38,10 @@ from ..meta.accounts import grant_epochs_hold
 from ..meta.upload_grants import GrantRevoked
 from ..storage.base import BlockNotFound
 from .grants import ReadGrant, UploadGrant
+from .streaming import store_body
 
 routes = web.RouteTableDef()
 
-READ_CHUNK = 1024 * 1024
-IN_FLIGHT = 3  # blocks being sealed/stored at once while the body streams in
 BATCH_MAX_BYTES = 64 * 1024 * 1024
 BATCH_MAX_DECODED = 64 * 1024 * 1024  # plaintext bytes one batch request may inflate to
 BATCH_PARALLEL = 16
@@ -96,44 +94,19 @@ async def upload_stream(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > grant.max_bytes:
         raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
     pipeline = request.app[appkeys.PIPELINE]
-    splitter = BlockSplitter()
-    in_flight: deque[asyncio.Task[str]] = deque()
-    sizes: deque[int] = deque()
     results: list[dict] = []
-    received = 0
 
-    async def settle(limit: int) -> None:
-        while len(in_flight) > limit:
-            h = await in_flight.popleft()
-            size = sizes.popleft()
-            _count(request, "in", size)
-            results.append(_receipt_json(request, grant.user_id, h, size))
+    def stored(h: str, size: int) -> None:
+        _count(request, "in", size)
+        results.append(_receipt_json(request, grant.user_id, h, size))
 
     async def one(block: bytes) -> str:
         h = await pipeline.verified_hash(block)
         await _charge_and_store(request, grant, h, block)
         return h
 
-    def start(block: bytes) -> None:
-        in_flight.append(asyncio.ensure_future(one(block)))
-        sizes.append(len(block))
-
-    try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            received += len(chunk)
-            if received > grant.max_bytes:
-                raise PayloadTooLarge(f"this upload may carry at most {grant.max_bytes} bytes")
-            for block in splitter.feed(chunk):
-                start(block)
-                await settle(IN_FLIGHT - 1)
-        tail = splitter.finish()
-        if tail is not None:
-            start(tail)
-        await settle(0)
-    finally:
-        for task in in_flight:
-            task.cancel()
-        request[appkeys.BYTES_IN] = received
+    received = await store_body(request, grant.max_bytes, one, stored, lambda: PayloadTooLarge(
+        f"this upload may carry at most {grant.max_bytes} bytes"))
     return web.json_response({"blocks": results, "size": received})
 
 

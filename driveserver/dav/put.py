@@ -21,17 +21,14 @@ What an API upload does in three requests (upload-init, the block routes, comple
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from typing import Any
 
 from aiohttp import web
 
-from driveproto.blocks import BlockSplitter
-
 from .. import appkeys
 from ..api.common import actor, principal
 from ..api.complete_routes import STORED, with_store_lookup
+from ..blocks.streaming import store_body
 from ..errors import InsufficientStorage
 from ..meta import accounts, tree
 from ..meta import blocks as blocks_meta
@@ -42,9 +39,6 @@ from ..permissions import Action, authorize, writable_base
 from .errors import DavError
 from .locking import preconditions
 from .resources import etag, parts_of_request, resolve
-
-READ_CHUNK = 1024 * 1024
-IN_FLIGHT = 3  # blocks being sealed and stored at once
 
 
 async def _check(request: web.Request, q: Any, parts: list[str], *, quota: bool = True
@@ -116,43 +110,17 @@ async def put(request: web.Request) -> web.Response:
 async def _store_body(request: web.Request, limit: int) -> list[BlockRef]:
     """Split, hash, seal and store the body as it streams in; 413/507 past ``limit``."""
     pipeline = request.app[appkeys.PIPELINE]
-    splitter = BlockSplitter()
-    in_flight: deque[asyncio.Task[str]] = deque()
-    sizes: deque[int] = deque()
-    blocks: list[BlockRef] = []
-    received = 0
-
-    async def one(block: bytes) -> str:
-        return await pipeline.put(block)
-
     metrics = request.app[appkeys.METRICS]
+    blocks: list[BlockRef] = []
 
-    async def settle(keep: int) -> None:
-        while len(in_flight) > keep:
-            h = await in_flight.popleft()
-            blocks.append(BlockRef(h, sizes.popleft()))
-            metrics.block_bytes.labels("in").inc(blocks[-1].size)  # as the block routes count
-            metrics.blocks.labels("in").inc()
+    def stored(h: str, size: int) -> None:
+        blocks.append(BlockRef(h, size))
+        metrics.block_bytes.labels("in").inc(size)  # as the block routes count
+        metrics.blocks.labels("in").inc()
 
-    def start(block: bytes) -> None:
-        in_flight.append(asyncio.ensure_future(one(block)))
-        sizes.append(len(block))
+    def too_large() -> Exception:
+        return DavError(507 if limit < request.app[appkeys.CONFIG].max_file_bytes else 413,
+                        f"this file may carry at most {limit} bytes here")
 
-    try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            received += len(chunk)
-            if received > limit:
-                raise DavError(507 if limit < request.app[appkeys.CONFIG].max_file_bytes
-                               else 413, f"this file may carry at most {limit} bytes here")
-            for block in splitter.feed(chunk):
-                start(block)
-                await settle(IN_FLIGHT - 1)
-        tail = splitter.finish()
-        if tail is not None:
-            start(tail)
-        await settle(0)
-    finally:
-        for task in in_flight:
-            task.cancel()
-        request[appkeys.BYTES_IN] = received
+    await store_body(request, limit, pipeline.put, stored, too_large)
     return blocks
