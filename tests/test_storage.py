@@ -27,7 +27,9 @@ from driveserver.storage import (
     StorageUnavailable,
     TieredBlockStore,
 )
+from driveserver.storage import local as local_storage
 from driveserver.storage.base import BatchStore, exists_many, put_many
+from tests.needs import need
 from tests.s3server import S3Server
 
 
@@ -295,10 +297,11 @@ async def test_local_failed_write_leaves_no_block(
 async def test_local_batch_makes_each_object_durable_before_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The batch write's order, object by object: its bytes are fsynced before it is linked
-    under its name, and its folder (and the folders a new leaf was made in) are fsynced after
-    the link and before the batch returns: a crash never shows a partial block under a real
-    name, and a block reported stored survives one."""
+    """The batch write's order, object by object, when each block has its own fsyncs (a small
+    batch, or a system without syncfs): its bytes are fsynced before it is linked under its
+    name, and its folder (and the folders a new leaf was made in) are fsynced after the link and
+    before the batch returns: a crash never shows a partial block under a real name, and a block
+    reported stored survives one."""
     root = tmp_path / "blocks"
     events: list[tuple[str, str]] = []
     real_fsync, real_link = os.fsync, os.link
@@ -315,6 +318,7 @@ async def test_local_batch_makes_each_object_durable_before_naming_it(
     async with LocalBlockStore(root) as store:
         assert isinstance(store, BatchStore)
         items = [(_name(f"durable {i}"), os.urandom(500)) for i in range(30)]
+        monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: False)
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "link", link)
         assert await store.put_many_if_absent(items) == [True] * 30
@@ -333,23 +337,79 @@ async def test_local_batch_makes_each_object_durable_before_naming_it(
             await store.put_many_if_absent([items[0], items[0]])
 
 
-async def test_local_failed_batch_leaves_no_block(
+async def test_local_big_batch_flushes_the_file_system_before_naming_and_answering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A batch of many blocks on Linux: every temp file written, then one syncfs of the store's
+    file system, then the links, then a second syncfs before the answer (the same guarantees as
+    the fsyncs above, with two waits for the disk). Small batches keep their fsyncs."""
+    root = tmp_path / "blocks"
+    root.mkdir()
+    need(local_storage._syncfs_works(root), "syncfs(2) with write-back errors (Linux 5.8 or later)")
+    events: list[tuple[str, str]] = []
+    real_syncfs, real_link, real_fsync = local_storage._syncfs, os.link, os.fsync
+
+    def syncfs(directory: Path) -> None:
+        real_syncfs(directory)
+        events.append(("syncfs", str(directory)))
+
+    def link(src: str, dst: Any) -> None:
+        assert Path(src).read_bytes(), "a temp file is complete before it is linked"
+        real_link(src, dst)
+        events.append(("link", str(dst)))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    async with LocalBlockStore(root) as store:
+        big = [(_name(f"many {i}"), os.urandom(500)) for i in range(local_storage._SYNCFS_FROM)]
+        monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: True)  # probed above
+        monkeypatch.setattr(local_storage, "_syncfs", syncfs)
+        monkeypatch.setattr(os, "link", link)
+        monkeypatch.setattr(os, "fsync", fsync)
+        assert await store.put_many_if_absent(big) == [True] * len(big)
+        kinds = [kind for kind, _ in events]
+        assert kinds == ["syncfs", *["link"] * len(big), "syncfs"], kinds
+        assert events[0][1] == str(root)
+        for name, data in big:
+            assert (root / name[:2] / name[2:4] / name).read_bytes() == data
+        events.clear()
+        small = [(_name(f"few {i}"), os.urandom(500)) for i in range(local_storage._SYNCFS_FROM - 1)]
+        assert await store.put_many_if_absent(small) == [True] * len(small)
+        assert "syncfs" not in [kind for kind, _ in events]
+        assert [kind for kind, _ in events].count("fsync") >= 2 * len(small)
+        monkeypatch.undo()
+        assert list((root / ".tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("flush", ["fsync", "syncfs"])
+async def test_local_failed_batch_leaves_no_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush: str
+) -> None:
+    """A flush that fails (a full disk) fails the whole batch, and no block is left under its
+    name: with per-block fsyncs, and with a syncfs of the whole file system."""
     root = tmp_path / "blocks"
     async with LocalBlockStore(root) as store:
-        items = [(_name(f"doomed {i}"), os.urandom(2000)) for i in range(10)]
+        items = [(_name(f"doomed {i}"), os.urandom(2000)) for i in range(20)]
 
-        def failing_fsync(fd: int) -> None:
+        def failing(*_args: Any) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(os, "fsync", failing_fsync)
+        if flush == "fsync":
+            monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: False)
+            monkeypatch.setattr(os, "fsync", failing)
+        else:
+            need(local_storage._syncfs_works(root),
+                 "syncfs(2) with write-back errors (Linux 5.8 or later)")
+            monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: True)
+            monkeypatch.setattr(local_storage, "_syncfs", failing)
         with pytest.raises(StorageError, match="No space left"):
             await store.put_many_if_absent(items)
         monkeypatch.undo()
-        assert await store.exists_many([n for n, _ in items]) == [False] * 10
+        assert await store.exists_many([n for n, _ in items]) == [False] * 20
         assert list((root / ".tmp").iterdir()) == []
-        assert await store.put_many_if_absent(items) == [True] * 10
+        assert await store.put_many_if_absent(items) == [True] * 20
 
 
 async def test_local_check_reports_a_missing_directory(tmp_path: Path) -> None:

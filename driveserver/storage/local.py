@@ -29,15 +29,28 @@ name before its bytes are durable, and nothing is reported stored before its
 folder entry is. One by one, a new block in a fresh store cost three fsyncs
 in a row (file, leaf folder, the folder a new leaf was made in) and three
 thread hand-offs; this was most of the server's time in a 10,000-file sync.
+
+A batch of many blocks on Linux goes further: its temp files are written
+without an fsync each, then one ``syncfs`` flushes the file system (every
+byte of them, with the disk's cache), then they are linked, then a second
+``syncfs`` makes the names durable before the batch is reported stored: two
+waits for the disk instead of about three hundred for a hundred small files.
+The order of the guarantees is unchanged. ``syncfs`` reports write-back
+errors only since Linux 5.8, so older kernels keep the fsyncs; so do other
+systems and small batches. The cost of a flush grows with what *other*
+programs left unwritten on the same file system, which is why it is used
+only where it replaces many fsyncs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import functools
 import os
 import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -88,6 +101,7 @@ class LocalBlockStore(AsyncContextStore):
         self._leaves: set[Path] = set()  # fan-out folders known to exist (and durable)
         self._fsyncs: ThreadPoolExecutor | None = None  # made by the first batch
         self._fsyncs_lock = threading.Lock()
+        self._syncfs_ok: bool | None = None  # syncfs usable here (asked by the first big batch)
 
     def __repr__(self) -> str:
         return f"LocalBlockStore({str(self.root)!r})"
@@ -235,13 +249,27 @@ class LocalBlockStore(AsyncContextStore):
                         # entry is made durable here either way (once per leaf and process).
                         folders.add(directory.parent)
                 todo.append((i, final, str(self._tmp / f"{prefix}{i}"), data))
-            pool = self._fsync_pool()
-            list(pool.map(_write_durably, ((tmp, data) for _, _, tmp, data in todo)))
+            if self._syncfs_ok is None and len(todo) >= _SYNCFS_FROM:
+                self._syncfs_ok = _syncfs_works(self.root)
+            whole = len(todo) >= _SYNCFS_FROM and bool(self._syncfs_ok)
+            if whole:
+                # Two flushes of the file system instead of a file's and a folder's fsync per
+                # block (see the module docstring): the bytes before any name, the names before
+                # the answer. The order of the guarantees is that of the loop below.
+                for _, _, tmp, data in todo:
+                    _write_new(tmp, data)
+                _syncfs(self.root)
+            else:
+                pool = self._fsync_pool()
+                list(pool.map(_write_durably, ((tmp, data) for _, _, tmp, data in todo)))
             for i, final, tmp, _ in todo:
                 if self._link(tmp, final):
                     results[i] = True
                     folders.add(final.parent)
-            list(pool.map(_fsync_dir, folders))
+            if whole:
+                _syncfs(self.root)
+            else:
+                list(pool.map(_fsync_dir, folders))
             self._leaves.update(new_leaves)
             return results
         finally:
@@ -364,17 +392,68 @@ class LocalBlockStore(AsyncContextStore):
             raise StorageError(detail) from exc
 
 
-def _write_durably(item: tuple[str, bytes]) -> None:
-    """A new file with these bytes, fsynced (it must not exist yet)."""
-    path, data = item
+def _write_new(path: str, data: bytes, fsync: bool = False) -> None:
+    """A new file with these bytes (it must not exist yet), fsynced if asked."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_durably(item: tuple[str, bytes]) -> None:
+    """A new file with these bytes, fsynced (it must not exist yet)."""
+    _write_new(*item, fsync=True)
+
+
+# syncfs(2): Linux's flush of one whole file system (data and metadata of every file on it),
+# waited for. ctypes, since the os module has only sync(2), which flushes every file system.
+_SYNCFS_FROM = 16  # blocks in a batch from which two syncfs beat a pool of fsyncs
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    _libc_syncfs = _libc.syncfs if _libc is not None else None
+except (OSError, AttributeError):
+    _libc_syncfs = None
+
+
+def _syncfs(directory: Path) -> None:
+    """Flush the file system ``directory`` is on; OSError if the kernel says it failed (a full
+    disk, an I/O error): then nothing this batch wrote may be reported stored."""
+    assert _libc_syncfs is not None
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc_syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _kernel() -> tuple[int, int]:
+    """The running Linux kernel's (major, minor), (0, 0) if unreadable."""
+    parts = os.uname().release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def _syncfs_works(directory: Path) -> bool:
+    """Whether syncfs can flush ``directory``'s file system: not on other systems than Linux,
+    nor on kernels that do not report write-back errors through it, nor where a seccomp filter
+    refuses it."""
+    if _libc_syncfs is None or _kernel() < (5, 8):
+        return False
+    try:
+        _syncfs(directory)
+    except OSError:
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
