@@ -48,8 +48,9 @@ _RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "te
 @dataclass(frozen=True)
 class FaultPlan:
     """What to inject: ``share`` of all calls get a fault, the kind drawn from ``kinds``
-    (uniformly; a call other than a GET draws among the kinds that need no body; a GET whose
-    answer has no body to hurt is reset instead of truncated or flipped)."""
+    (each kind once first, then uniformly; a call other than a GET draws among the kinds that
+    need no body; a GET whose answer has no body to hurt is reset instead of truncated or
+    flipped)."""
 
     share: float = 0.1
     kinds: tuple[str, ...] = DEFAULT_KINDS
@@ -148,7 +149,12 @@ class S3FaultProxy:
             tuple(k for k in self.plan.kinds if k not in _BODY_KINDS)
         if not kinds:  # only body faults planned, and this call has no body to hurt
             return index, None, 0.0
-        kind = kinds[int(pick * len(kinds)) % len(kinds)]
+        # Each kind first as soon as a call it can hurt comes (a kind is drawn among those not
+        # injected yet), then uniformly: which calls are GETs depends on timing, and a short
+        # campaign drawing uniformly from the start could miss a kind altogether.
+        unseen = tuple(k for k in kinds if not self.counts[k])
+        pool = unseen or kinds
+        kind = pool[int(pick * len(pool)) % len(pool)]
         low, high = self.plan.latency
         return index, kind, low + delay * (high - low)
 
