@@ -383,6 +383,33 @@ async def test_local_big_batch_flushes_the_file_system_before_naming_and_answeri
         assert list((root / ".tmp").iterdir()) == []
 
 
+async def test_local_batch_keeps_its_fsyncs_where_syncfs_flushes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a FUSE mount (sshfs, rclone, s3fs) syncfs returns without asking the daemon to flush,
+    while an fsync is passed on: a big batch there keeps a file and a folder fsync per block."""
+    fuse = 0x65735546  # FUSE_SUPER_MAGIC
+    monkeypatch.setattr(local_storage, "_fs_magic", lambda _d: fuse)
+    assert not local_storage._syncfs_works(tmp_path)
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def no_syncfs(directory: Path) -> None:
+        raise AssertionError("syncfs called on a file system where it flushes nothing")
+
+    monkeypatch.setattr(local_storage, "_syncfs", no_syncfs)
+    async with LocalBlockStore(tmp_path / "blocks") as store:
+        items = [(_name(f"fuse {i}"), os.urandom(300)) for i in range(40)]
+        monkeypatch.setattr(os, "fsync", fsync)
+        assert await store.put_many_if_absent(items) == [True] * 40
+        monkeypatch.undo()
+    assert len(calls) >= 2 * 40
+
+
 @pytest.mark.parametrize("flush", ["fsync", "syncfs"])
 async def test_local_failed_batch_leaves_no_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush: str

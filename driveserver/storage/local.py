@@ -36,8 +36,9 @@ byte of them, with the disk's cache), then they are linked, then a second
 ``syncfs`` makes the names durable before the batch is reported stored: two
 waits for the disk instead of about three hundred for a hundred small files.
 The order of the guarantees is unchanged. ``syncfs`` reports write-back
-errors only since Linux 5.8, so older kernels keep the fsyncs; so do other
-systems and small batches. The cost of a flush grows with what *other*
+errors only since Linux 5.8, so older kernels keep the fsyncs; so do file
+systems other than ext4, XFS and Btrfs (on a FUSE mount syncfs returns
+without flushing anything), other systems, and small batches. The cost of a flush grows with what *other*
 programs left unwritten on the same file system, which is why it is used
 only where it replaces many fsyncs.
 """
@@ -443,11 +444,33 @@ def _kernel() -> tuple[int, int]:
         return 0, 0
 
 
+# File systems whose syncfs waits for every byte and name, the disk's cache included (their
+# sync_fs commits the journal or transaction with a flush), by statfs magic. Not FUSE (sshfs,
+# rclone or s3fs mounts), where syncfs returns at once without asking the daemon to flush
+# anything, while an fsync is passed on to it; not NFS or SMB either: they keep their fsyncs.
+_SYNCFS_FILE_SYSTEMS = frozenset({
+    0xEF53,  # ext4 (and ext2/ext3 mounted by the ext4 driver; without a journal it flushes too)
+    0x58465342,  # XFS
+    0x9123683E,  # Btrfs
+})
+
+
+def _fs_magic(directory: Path) -> int | None:
+    """statfs(2)'s f_type of ``directory`` (the first field of struct statfs, a C long)."""
+    if _libc is None:
+        return None
+    buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc.statfs(os.fsencode(directory), buf) != 0:
+        return None
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
 def _syncfs_works(directory: Path) -> bool:
-    """Whether syncfs can flush ``directory``'s file system: not on other systems than Linux,
-    nor on kernels that do not report write-back errors through it, nor where a seccomp filter
-    refuses it."""
-    if _libc_syncfs is None or _kernel() < (5, 8):
+    """Whether syncfs can stand in for fsyncs in ``directory``: Linux 5.8 or later (earlier
+    kernels do not report write-back errors through syncfs), a file system known to flush
+    everything on it (:data:`_SYNCFS_FILE_SYSTEMS`), and no seccomp filter refusing it."""
+    if _libc_syncfs is None or _kernel() < (5, 8) or \
+            _fs_magic(directory) not in _SYNCFS_FILE_SYSTEMS:
         return False
     try:
         _syncfs(directory)
