@@ -57,7 +57,7 @@ from .errors import Unauthorized
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, finish_interrupted, move_cold_blocks
 from .meta import stats
-from .meta.db import Database
+from .meta.backend import open_database
 from .meta.journal import Journal, prune_journal
 from .meta.notifications import prune_notifications
 from .meta.tree import Tree
@@ -131,7 +131,7 @@ def build_app(config: Config) -> web.Application:
                                        dav_middleware, body_guard_middleware],
                           client_max_size=config.max_json_bytes)
     app[appkeys.CONFIG] = config
-    app[appkeys.DB] = db = Database(config.database_path)
+    app[appkeys.DB] = db = open_database(config.database_url, config.database_path)
     app[appkeys.SIGNER] = signer = TokenSigner(
         load_or_create_secret(config.secrets_dir / "session.key"))
     app[appkeys.GRANTS] = Grants(signer, config.upload_token_seconds,
@@ -214,7 +214,7 @@ async def _maintenance_loop(app: web.Application) -> None:
 
 async def run_gc_once(config: Config) -> str:
     """``drive-server gc``: one collection and tiering run on the configured storage."""
-    db = Database(config.database_path)
+    db = open_database(config.database_url, config.database_path)
     await db.open()
     store, _ = await open_storage(config)
     try:

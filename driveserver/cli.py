@@ -98,10 +98,10 @@ def _read_password(args: argparse.Namespace) -> str:
 
 async def _with_db(config: Config, fn: Any) -> Any:
     from .app import prepare_data_dir
-    from .meta.db import Database
+    from .meta.backend import open_database
 
     prepare_data_dir(config)
-    db = Database(config.database_path)
+    db = open_database(config.database_url, config.database_path)
     await db.open()
     try:
         return await fn(db)
@@ -173,10 +173,10 @@ async def _app_password(config: Config, args: argparse.Namespace) -> list[str]:
 
 
 async def _check(config: Config) -> list[str]:
-    from .meta.db import Database
+    from .meta.backend import open_database
 
     report = [f"config ok (data dir {config.data_dir}, storage {config.backend})"]
-    db = Database(config.database_path)
+    db = open_database(config.database_url, config.database_path)
     await db.open()
     try:
         from .meta.integrity import misplaced_items
@@ -185,7 +185,7 @@ async def _check(config: Config) -> list[str]:
         if misplaced:
             raise SystemExit("database: items in the wrong workspace:\n  " +
                              "\n  ".join(misplaced))
-        report.append(f"database ok ({config.database_path}, schema {await db.schema_version()})")
+        report.append(f"database ok ({db.path}, schema {await db.schema_version()})")
     finally:
         await db.close()
     from .app import open_storage

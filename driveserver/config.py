@@ -54,6 +54,11 @@ def _non_negative(v: float) -> str | None:
     return None if v >= 0 else "must be 0 or more"
 
 
+def _database_url(v: str) -> str | None:
+    ok = v == "" or v.startswith(("postgresql://", "postgres://"))
+    return None if ok else "must be empty (SQLite) or a postgresql:// URL"
+
+
 def _metrics_token(v: str) -> str | None:
     # Nothing throttles guesses at /metrics, so a short token would be found by trying.
     return None if v == "" or len(v) >= 16 else "must be empty (metrics off) or at least 16 characters"
@@ -69,6 +74,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Folder for the database, local blocks and secrets; created on first start."),
     Setting("database_path", "storage", "database_path", Path, None,
             "SQLite metadata database; default <data_dir>/meta.sqlite3."),
+    Setting("database_url", "database", "url", str, "",
+            "PostgreSQL metadata database, postgresql://user:password@host:port/name (needs"
+            " the postgres extra: pip install '.[server,postgres]'); empty means SQLite at"
+            " storage.database_path.", _database_url),
     Setting("secrets_dir", "storage", "secrets_dir", Path, None,
             "Folder (mode 0700) for the session signing key; default <data_dir>/secrets."),
     Setting("master_key_file", "storage", "master_key_file", Path, None,
@@ -166,6 +175,7 @@ class Config:
     log_level: str = "INFO"
     data_dir: Path = Path("drive-data")
     database_path: Path = Path()
+    database_url: str = field(default="", repr=False)  # may hold a password
     secrets_dir: Path = Path()
     master_key_file: Path = Path()
     backend: str = "local"

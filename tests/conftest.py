@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import ApiClient, RunningServer, start_server
 from tests.sync_helpers import EMAIL, Device, make_devices
 
-pytest_plugins = ["tests.s3server", "tests.browser"]
+pytest_plugins = ["tests.s3server", "tests.browser", "tests.pg_cluster"]
+
+# DRIVE_TEST_DATABASE=postgresql runs the servers of the fixtures below on a fresh database of
+# the session's throwaway PostgreSQL cluster (tests/pg_cluster.py) instead of SQLite; .ci/run
+# runs a subset of the suite that way (see docs/scale-out.md for which and what it costs).
+TEST_DATABASE = os.environ.get("DRIVE_TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    srv = await start_server(tmp_path / "data")
+def database(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The server overrides that choose the metadata database of this test's servers."""
+    if TEST_DATABASE == "postgresql":
+        return {"database_url": request.getfixturevalue("pg_url")}
+    assert TEST_DATABASE == "sqlite", f"DRIVE_TEST_DATABASE={TEST_DATABASE}: sqlite or postgresql"
+    return {}
+
+
+@pytest.fixture
+async def server(tmp_path: Path, database: dict[str, Any]) -> AsyncIterator[RunningServer]:
+    srv = await start_server(tmp_path / "data", **database)
     try:
         yield srv
     finally:
@@ -35,9 +51,9 @@ async def bob(server: RunningServer) -> AsyncIterator[ApiClient]:
 
 
 @pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
+async def srv(tmp_path: Path, database: dict[str, Any]) -> AsyncIterator[RunningServer]:
     """A server for sync tests, with the sync devices' account (``EMAIL``) registered."""
-    server = await start_server(tmp_path / "data")
+    server = await start_server(tmp_path / "data", **database)
     await server.register(EMAIL)
     try:
         yield server

@@ -64,7 +64,7 @@ def test_the_graph_is_read() -> None:
     """The reader finds the imports it is meant to (else every rule below passes vacuously)."""
     assert "driveproto.blocks" in GRAPH["syncclient.transfer"] or any(
         d.startswith("driveproto") for d in GRAPH["syncclient.transfer"])
-    assert "driveserver.meta.db" in GRAPH["driveserver.app"]
+    assert "driveserver.meta.backend" in GRAPH["driveserver.app"]
     assert "driveserver.errors" in GRAPH["driveserver.paths"]
 
 

@@ -248,7 +248,7 @@ def grant_check_sql(shares: int) -> str:
     (parameters: session id, user id, now, user epoch, then folder id and epoch per share)."""
     stale = ""
     if shares:
-        values = ",".join("(?,?)" for _ in range(shares))
+        values = ",".join("(?, CAST(? AS INTEGER))" for _ in range(shares))
         stale = (" AND NOT EXISTS (SELECT 1 FROM share_epochs e JOIN (VALUES " + values +
                  ") AS c ON e.folder_id = c.column1 AND e.epoch != c.column2"
                  " WHERE e.grantee_id = s.user_id)")
@@ -269,5 +269,5 @@ async def bump_share_epoch(tx: Tx, folder_id: str, grantee_id: str) -> None:
     a later share of the same folder with the same person starts from the bumped epoch."""
     await tx.execute(
         "INSERT INTO share_epochs (folder_id, grantee_id, epoch) VALUES (?, ?, 1)"
-        " ON CONFLICT (folder_id, grantee_id) DO UPDATE SET epoch = epoch + 1",
+        " ON CONFLICT (folder_id, grantee_id) DO UPDATE SET epoch = share_epochs.epoch + 1",
         (folder_id, grantee_id))

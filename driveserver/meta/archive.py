@@ -34,6 +34,10 @@ _SUBTREE_SQL = (
     " FROM down JOIN files f ON f.id = down.id"
     " LEFT JOIN file_versions v ON v.file_id = f.id AND v.version = f.version"
     " ORDER BY down.path")
+# PostgreSQL allows no LIMIT inside a recursive query: the walk goes to the end of the subtree
+# and the page is cut after sorting. The same rows whenever there are at most ``limit`` (the
+# caller refuses a larger subtree either way); only the cost of a refused one differs.
+_SUBTREE_SQL_PG = _SUBTREE_SQL.replace("  LIMIT ?)", ")") + " LIMIT ?"
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ async def subtree(q: Any, file_id: str, name: str, limit: int) -> list[Member]:
     """``file_id`` as ``name`` and the live items below it as ``name/...``, at most ``limit``
     of them (the caller asks for one more than it allows, to tell that there were more). A
     file without a committed version is left out."""
-    rows = await q.fetchall(_SUBTREE_SQL, (name, file_id, limit))
+    sql = _SUBTREE_SQL if q.dialect == "sqlite" else _SUBTREE_SQL_PG
+    rows = await q.fetchall(sql, (name, file_id, limit))
     return [_member(r) for r in rows if r["is_directory"] or r["version_id"] is not None]
 
 

@@ -59,7 +59,8 @@ async def mark_unreferenced(tx: Tx, cutoff: float, limit: int) -> list[str]:
         " LIMIT ?", (cutoff, limit))
     names = [r[0] for r in rows]
     await tx.executemany(
-        "INSERT OR IGNORE INTO block_tombstones (object_name, created_at) VALUES (?, ?)",
+        "INSERT INTO block_tombstones (object_name, created_at) VALUES (?, ?)"
+        " ON CONFLICT DO NOTHING",
         [(n, tx.now) for n in names])
     return names
 
@@ -77,7 +78,8 @@ async def mark_orphans(tx: Tx, names: Iterable[str]) -> list[str]:
         known = await recorded(tx, chunk)
         new = [n for n in chunk if n not in known]
         await tx.executemany(
-            "INSERT OR IGNORE INTO block_tombstones (object_name, created_at) VALUES (?, ?)",
+            "INSERT INTO block_tombstones (object_name, created_at) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING",
             [(n, tx.now) for n in new])
         marked += new
     return marked

@@ -46,16 +46,17 @@ SNAPSHOT_SQL = (
     "  SELECT id, '', 0 FROM files WHERE id = ?1"
     "  UNION ALL SELECT f.id, t.path || '/' || f.name, t.depth + 1"
     "  FROM files f JOIN t ON f.parent_id = t.id"
-    # A shared folder is listed apart. The unary + keeps SQLite on the parent index: with the
-    # (workspace_id, trashed_at) index it rescans the whole workspace at every step.
-    "  WHERE f.trashed_at IS NULL AND +f.workspace_id = ?2),"
+    # A shared folder is listed apart. The "|| ''" keeps SQLite on the parent index (as a
+    # unary + would, which PostgreSQL refuses on text): with the (workspace_id, trashed_at)
+    # index it rescans the whole workspace at every step.
+    "  WHERE f.trashed_at IS NULL AND f.workspace_id || '' = ?2),"
     " page AS (SELECT f.*, t.path AS full_path, t.depth AS depth FROM t JOIN files f"
     "  ON f.id = t.id"
     "  WHERE t.depth > 0 AND (f.is_directory = 1 OR f.version > 0)"  # not a pending first upload
     "  AND (t.depth > ?3 OR (t.depth = ?4 AND t.id > ?5)) ORDER BY t.depth, t.id LIMIT ?6)"
     # The workspace's journal position in the same statement, so in the same state as the
     # rows (one row of NULLs besides it when the page is empty): see sync.feed.snapshot_page.
-    " SELECT w.seq AS ws_seq, page.* FROM workspaces w LEFT JOIN page ON 1 WHERE w.id = ?2"
+    " SELECT w.seq AS ws_seq, page.* FROM workspaces w LEFT JOIN page ON TRUE WHERE w.id = ?2"
     " ORDER BY page.depth, page.id")
 
 

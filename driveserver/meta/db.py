@@ -127,6 +127,8 @@ def connect_inline(path: Path) -> sqlite3.Connection:
 class Tx:
     """A write transaction in progress: statements plus hooks that run after commit."""
 
+    dialect = "sqlite"  # meta.dialect.SQLITE; meta.pg.PgTx says "postgresql"
+
     def __init__(self, conn: sqlite3.Connection, offload: bool = False) -> None:
         self.conn = conn
         self._offload = offload
@@ -184,6 +186,8 @@ class Tx:
 
 class Database:
     """Owns the connections. ``open()`` applies migrations; ``close()`` is safe to call twice."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -132,7 +132,7 @@ async def prune_journal(db: Database, retention_days: float, *, now: float | Non
             async with db.transaction(offload=True) as tx:
                 upto = await tx.fetchval(
                     "SELECT MAX(seq) FROM (SELECT seq FROM journal WHERE workspace_id = ?"
-                    " AND seq <= ? ORDER BY seq LIMIT ?)", (ws, through, PRUNE_BATCH))
+                    " AND seq <= ? ORDER BY seq LIMIT ?) AS batch", (ws, through, PRUNE_BATCH))
                 if upto is None:
                     break
                 cur = await tx.execute(
@@ -141,7 +141,8 @@ async def prune_journal(db: Database, retention_days: float, *, now: float | Non
                 await tx.execute(
                     "INSERT INTO journal_floors (workspace_id, pruned_through) VALUES (?, ?)"
                     " ON CONFLICT (workspace_id) DO UPDATE SET pruned_through ="
-                    " MAX(pruned_through, excluded.pruned_through)", (ws, upto))
+                    " excluded.pruned_through"
+                    " WHERE excluded.pruned_through > journal_floors.pruned_through", (ws, upto))
             if upto >= through:
                 break
     return deleted

@@ -118,7 +118,8 @@ async def store_mark(tx: Tx, workspace_id: str, seq: int) -> None:
     never moves back)."""
     await tx.execute(
         "INSERT INTO notify_marks (workspace_id, seq) VALUES (?, ?) ON CONFLICT"
-        " (workspace_id) DO UPDATE SET seq = MAX(seq, excluded.seq)", (workspace_id, seq))
+        " (workspace_id) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > notify_marks.seq",
+        (workspace_id, seq))
 
 
 async def record_notifications(tx: Tx, workspace_id: str, notes: Iterable[Mapping[str, Any]],

@@ -32,11 +32,14 @@ view is made of (:func:`view_of`, from :func:`meta.mounts.mounts_for`) and the r
 never shown (there should be none). A folder shared with the asker is matched by the name it
 has in their view, ``/Shared with me/<mount name>``, not by its owner's name for it.
 
-**PostgreSQL** would need none of the side tables or triggers: the ``pg_trgm`` extension's GIN
-index on ``files`` (``USING gin (workspace_id, name_key gin_trgm_ops)``, with ``btree_gin`` for
-the first column) answers ``workspace_id = ANY(...) AND name_key LIKE '%needle%'`` from
-trigrams within the asker's own workspaces (a bitmap AND of the two), for needles of three
-characters or more.
+**PostgreSQL** keeps the same key tables and triggers (so results, their order and cursors are
+the same) and indexes ``file_search_keys.name_key`` with ``pg_trgm`` (``USING gin (name_key
+gin_trgm_ops)``, :data:`driveserver.meta.dialect.PG_SEARCH`): every needle takes the walk
+with ``LIKE '%needle%'``, which the planner may answer from the trigram index (three
+characters or more) or from the owner's key range. (It could need none of the side tables:
+a GIN index on ``files (workspace_id, name_key gin_trgm_ops)`` with ``btree_gin`` would
+answer ``workspace_id = ANY(...) AND name_key LIKE ...`` within the asker's workspaces; that
+is for when search on PostgreSQL is measured.)
 """
 
 from __future__ import annotations
@@ -73,12 +76,13 @@ _INDEXED_PART = (
     " AND k.n = file_names.rowid AND f.id = k.file_id" + _LIVE +
     " AND f.workspace_id IN ({marks}) ORDER BY file_names.rowid DESC LIMIT ?)")
 
-# The same range walked without the index (needles under three characters), in key order, so
-# that it stops once a page is full rather than sorting every match.
+# The same range walked without the index (needles under three characters; every needle on
+# PostgreSQL, whose FROM needs the subquery named), in key order, so that it stops once a page
+# is full rather than sorting every match.
 _SHORT_PART = (
     "SELECT * FROM (SELECT f.*, k.n AS search_n FROM file_search_keys k CROSS JOIN files f"
     " WHERE k.n BETWEEN ? AND ? AND k.name_key LIKE ? ESCAPE '\\' AND f.id = k.file_id"
-    + _LIVE + " AND f.workspace_id IN ({marks}) ORDER BY k.n DESC LIMIT ?)")
+    + _LIVE + " AND f.workspace_id IN ({marks}) ORDER BY k.n DESC LIMIT ?) AS part")
 
 _BY_ID_SQL = (
     "SELECT f.*, k.n AS search_n FROM file_search_keys k JOIN files f ON f.id = k.file_id"
@@ -153,7 +157,9 @@ async def matching(q: Any, view: View, needle: str, before: int, limit: int) -> 
     """Live items of ``view`` whose name (or, for a folder shared with the user, mount name)
     contains the folded ``needle``, with sequence numbers below ``before``, newest first, at
     most ``limit``. Each row is a ``files`` row plus ``search_n``, its index key."""
-    indexed = len(needle) >= MIN_INDEXED
+    # PostgreSQL has no FTS5 table: its trigram index (pg_trgm) is on file_search_keys'
+    # name keys and answers the LIKE of the walk itself (meta.dialect.PG_SEARCH).
+    indexed = len(needle) >= MIN_INDEXED and q.dialect == "sqlite"
     part, arg = (_INDEXED_PART, fts_phrase(needle)) if indexed else \
         (_SHORT_PART, like_pattern(needle))
     top = min(before - 1, SEQ_MASK)

@@ -60,7 +60,7 @@ async def live_child(q: Any, parent_id: str, name: str) -> Row | None:
 def _walk_sql(count: int) -> str:
     # The names come as a VALUES list (portable, unlike SQLite's json_each); each step is one
     # lookup in the (parent_id, name_key) index of live names.
-    names = ", ".join(["(?, ?)"] * count)
+    names = ", ".join(["(CAST(? AS INTEGER), ?)"] * count)
     return (
         f"WITH RECURSIVE part(i, key) AS (VALUES {names}),"
         " walk(id, i, is_directory) AS ("

@@ -134,7 +134,8 @@ class Versions:
             "INSERT INTO version_blocks (version_id, ord, block_hash, size) VALUES (?,?,?,?)",
             [(version_id, i, b.hash, b.size) for i, b in enumerate(blocks)])
         await tx.executemany(
-            "INSERT OR IGNORE INTO blocks (hash, object_name, size, created_at) VALUES (?,?,?,?)",
+            "INSERT INTO blocks (hash, object_name, size, created_at) VALUES (?,?,?,?)"
+            " ON CONFLICT DO NOTHING",
             [(b.hash, object_names[b.hash], b.size, tx.now) for b in {b.hash: b for b in blocks}.values()])
         row = await get_file(tx, file_id)
         assert row is not None
