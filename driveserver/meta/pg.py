@@ -144,7 +144,12 @@ class PgDatabase:
             return
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._pool_size,
                                                init=_setup)
-        await self._migrate()
+        try:
+            await self._migrate()
+        except BaseException:  # a schema from a newer server, a failed migration: no leak
+            await self._pool.close()
+            self._pool = None
+            raise
 
     async def close(self) -> None:
         if self._pool is not None:
