@@ -79,3 +79,37 @@ async def test_twenty_writers_on_one_base_version_through_two_processes_one_wins
     versions = await a.app[appkeys.DB].fetchall(
         "SELECT version FROM file_versions WHERE file_id = ? ORDER BY version", (file_id,))
     assert [r["version"] for r in versions] == [1, 2]
+
+
+async def test_concurrent_uploads_through_two_processes_never_pass_the_quota(
+        two_servers: tuple[RunningServer, RunningServer]) -> None:
+    """Ten new files of 300 bytes against a quota of 1,000, committed at once through two
+    processes: each commit's quota check reads the sum of the owner's files, so two commits
+    that both read "600 used" and both add 300 would be a write skew; SERIALIZABLE aborts one
+    of them, whose retry then sees the other. Exactly three commit; the rest get 507."""
+    a, b = two_servers
+    await a.register("quota@example.com")
+    clients = [await (a if i % 2 == 0 else b).login("quota@example.com", device=f"q{i}")
+               for i in range(10)]
+    await a.app[appkeys.DB].write(lambda tx: tx.execute(
+        "UPDATE users SET quota_bytes = 1000 WHERE email = ?", ("quota@example.com",)))
+    prepared = [await _prepare(c, f"/f{i}.bin", bytes([i]) * 300, 0)
+                for i, c in enumerate(clients)]
+    start = asyncio.Event()
+
+    async def commit(client: ApiClient, file_id: str, blocks: Any) -> Any:
+        await start.wait()
+        return await client.post(f"/api/files/{file_id}/complete", {"blocks": blocks})
+
+    tasks = [asyncio.create_task(commit(c, fid, blocks))
+             for c, (fid, blocks) in zip(clients, prepared, strict=True)]
+    await asyncio.sleep(0.05)
+    start.set()
+    replies = await asyncio.gather(*tasks)
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200] * 3 + [507] * 7, [(r.status, r.body) for r in replies]
+    r = await clients[1].get("/api/account/usage")
+    used = await a.app[appkeys.DB].fetchval(
+        "SELECT SUM(f.size) FROM files f JOIN users u ON u.workspace_id = f.workspace_id"
+        " WHERE u.email = ? AND f.is_directory = 0", ("quota@example.com",))
+    assert used == 900, (used, r)

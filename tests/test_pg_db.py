@@ -237,3 +237,47 @@ def _no_password(url: str) -> Any:
 
 def test_messages_never_show_the_password() -> None:
     assert "hunter2" not in _no_password("postgresql://postgres@127.0.0.1:5432/x")
+
+
+async def test_two_processes_checking_one_quota_at_once_cannot_both_pass(pg_url: str) -> None:
+    """The write skew SERIALIZABLE is there for: two units of work (one per process) each
+    read the owner's used bytes, see room for 600 more of a 1,000-byte quota, and add a file
+    of 600, overlapping on purpose. Under READ COMMITTED both would commit (1,200 used);
+    here one commits and the other, run again, sees the first file and is refused."""
+    from driveserver.errors import InsufficientStorage
+    from driveserver.meta.accounts import check_quota, used_bytes
+
+    a, b = PgDatabase(pg_url), PgDatabase(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        user = await create_user(a, "skew@example.com", "correct horse battery", 1000)
+        root = await a.fetchval("SELECT root_id FROM workspaces WHERE id = ?",
+                                (user["workspace_id"],))
+        both_read = asyncio.Barrier(2)
+        attempts: list[str] = []
+
+        def unit(name: str) -> Any:
+            async def fn(tx: Tx) -> str:
+                await check_quota(tx, user["id"], 1000, 600, "over quota")
+                attempts.append(name)
+                if attempts.count(name) == 1:  # first attempts: both have read, then write
+                    await asyncio.wait_for(both_read.wait(), 5)
+                await tx.execute(
+                    "INSERT INTO files (id, workspace_id, parent_id, name, name_key,"
+                    " is_directory, version, size, created_at, modified_at)"
+                    " VALUES (?,?,?,?,?,0,1,600,?,?)",
+                    (f"f-{name}", user["workspace_id"], root, name, name, tx.now, tx.now))
+                return name
+            return fn
+
+        results = await asyncio.gather(a.write(unit("a")), b.write(unit("b")),
+                                       return_exceptions=True)
+        assert sorted(type(r).__name__ for r in results) == ["InsufficientStorage", "str"], \
+            results
+        assert any(isinstance(r, InsufficientStorage) for r in results)
+        assert await used_bytes(a, user["id"]) == 600
+        assert a.retries + b.retries == 1
+    finally:
+        await a.close()
+        await b.close()
