@@ -33,16 +33,14 @@ import pytest
 
 from tests.needs import need
 
-PGBIN_CANDIDATES = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"),
-                    Path("/usr/lib/postgresql/17/bin"))
+PGROOT = Path("/usr/lib/postgresql")  # Debian's: one <major>/bin per installed version
 
 
 def pg_bin() -> Path | None:
-    """The folder of initdb and pg_ctl, or None when PostgreSQL is not installed."""
-    for candidate in PGBIN_CANDIDATES:
-        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
-            return candidate
-    return None
+    """The folder of initdb and pg_ctl of the newest installed PostgreSQL, or None."""
+    found = [d / "bin" for d in PGROOT.glob("*") if d.name.isdigit()
+             and (d / "bin" / "initdb").exists() and (d / "bin" / "pg_ctl").exists()]
+    return max(found, key=lambda b: int(b.parent.name)) if found else None
 
 
 def _free_port() -> int:
