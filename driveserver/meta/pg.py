@@ -210,7 +210,10 @@ class PgDatabase:
                 try:
                     yield cast(Tx, tx)
                 except BaseException:
-                    await _see_through(pg.rollback())
+                    try:
+                        await _see_through(pg.rollback())
+                    except Exception:  # a broken connection: the pool replaces it; the
+                        log.exception("rollback failed")  # body's own error goes on
                     raise
                 await _see_through(self._commit(conn, pg, tx))
             finally:
