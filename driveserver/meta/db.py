@@ -183,6 +183,10 @@ class Tx:
     def on_commit(self, hook: Callable[[], None]) -> None:
         self.after_commit.append(hook)
 
+    def announce(self, workspace_id: str, seq: int, device_id: str | None) -> None:
+        """A journal change other server processes must hear of (their long polls wake).
+        Nothing to send on SQLite, which one process serves; see :mod:`.pg_listen`."""
+
 
 class Database:
     """Owns the connections. ``open()`` applies migrations; ``close()`` is safe to call twice."""

@@ -61,6 +61,7 @@ class Journal:
             workspace_id, seq, file["id"], action, path, old_path, file["is_directory"],
             file["version"], file["size"], file["checksum"], file["executable"], file["symlink"],
             actor.user_id, actor.device_id, tx.now))
+        tx.announce(workspace_id, seq, actor.device_id)
         for listener in self._listeners:
             tx.on_commit(functools.partial(listener, workspace_id, seq, actor.device_id))
         return seq
@@ -97,6 +98,7 @@ class Journal:
                             tx.now))
         await tx.executemany(_INSERT, entries, offload=len(entries) > 64)
         for workspace_id in counts:
+            tx.announce(workspace_id, next_seq[workspace_id] - 1, actor.device_id)
             for listener in self._listeners:
                 tx.on_commit(functools.partial(listener, workspace_id,
                                                next_seq[workspace_id] - 1, actor.device_id))
@@ -107,6 +109,7 @@ class Journal:
         For changes to what a user can see rather than to a tree (a folder shared with them or
         unshared): their devices must ask the feed again now, not at their poll's timeout.
         """
+        tx.announce(workspace_id, 0, None)
         for listener in self._listeners:
             tx.on_commit(functools.partial(listener, workspace_id, 0, None))
 

@@ -32,6 +32,7 @@ import asyncio
 import decimal
 import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -39,7 +40,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 
-from . import dialect
+from . import dialect, pg_listen
 from .db import _WRITING, SchemaError, Tx, _see_through
 
 log = logging.getLogger("driveserver.meta")
@@ -92,6 +93,7 @@ class PgTx:
         self.after_commit: list[Callable[[], None]] = []
         self.now = time.time()
         self.memo: dict[Any, Any] = {}
+        self.announcements: set[tuple[str, int, str | None]] = set()
 
     async def execute(self, sql: str, params: Iterable[Any] = (), *,
                       offload: bool = False) -> Result:
@@ -123,6 +125,11 @@ class PgTx:
     def on_commit(self, hook: Callable[[], None]) -> None:
         self.after_commit.append(hook)
 
+    def announce(self, workspace_id: str, seq: int, device_id: str | None) -> None:
+        """A journal change the other server processes must hear of: sent with the commit
+        (:mod:`.pg_listen`)."""
+        self.announcements.add((workspace_id, seq, device_id))
+
 
 class PgDatabase:
     """Owns a connection pool. ``open()`` applies migrations; ``close()`` is safe to call twice.
@@ -133,6 +140,9 @@ class PgDatabase:
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
+        # Names this object's commits in the notifications it sends, so that its own listener
+        # skips them (its post-commit hooks told this process already).
+        self.origin = secrets.token_hex(8)
         self.path = _safe_url(url)  # what messages name the database by (SQLite's is a file)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -221,6 +231,12 @@ class PgDatabase:
 
     async def _commit(self, conn: asyncpg.Connection, pg: Any, tx: PgTx) -> None:
         try:
+            if tx.announcements:
+                # NOTIFY is transactional: delivered to every listening process at COMMIT,
+                # never for a transaction that rolls back, and in commit order.
+                await conn.execute("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+                                   pg_listen.CHANNEL,
+                                   pg_listen.payloads(self.origin, tx.announcements))
             await pg.commit()
         except BaseException:
             # A COMMIT that failed (a serialization failure found at commit) has ended the

@@ -5,8 +5,8 @@ loop and no thread per request. Waiters are kept in per-workspace sets, so a com
 the waiters of its workspace. The journal calls :meth:`Hub.notify` after the commit (never
 before), so a woken request always finds the change when it reads the journal.
 
-Everything here is in-process. When the server grows to several processes, ``notify`` is what a
-PostgreSQL ``LISTEN`` callback would call; nothing else needs to change.
+Everything here is in-process. With several server processes on PostgreSQL, the commits of the
+others reach ``notify`` through :class:`~driveserver.meta.pg_listen.JournalListener`.
 """
 
 from __future__ import annotations
@@ -104,6 +104,15 @@ class Hub:
         now = time.monotonic()
         for waiter in waiters:
             if device_id is None or waiter.ignore_device != device_id:
+                waiter.wake(now)
+
+    def wake_all(self) -> None:
+        """Wake every waiter to read the journal again: this process may have missed commits of
+        others (its PostgreSQL listening connection was down, see :mod:`..meta.pg_listen`)."""
+        self.generation += 1
+        now = time.monotonic()
+        for waiters in self._by_workspace.values():
+            for waiter in waiters:
                 waiter.wake(now)
 
     def waiter_count(self) -> int:

@@ -42,11 +42,26 @@ from .notifications import Notifier
 FEED: web.AppKey[Feed] = web.AppKey("sync.feed", Feed)
 DEVICE_CURSORS: web.AppKey[DeviceCursors] = web.AppKey("sync.device_cursors", DeviceCursors)
 NOTIFIER: web.AppKey[Notifier] = web.AppKey("sync.notifier", Notifier)
+# The other processes' commits, heard on PostgreSQL (meta.pg_listen.JournalListener); None on
+# SQLite. Typed loosely: asyncpg, which it needs, is not installed with SQLite alone.
+PG_LISTENER: web.AppKey[Any] = web.AppKey("sync.pg_listener", object)
 
 PAGE_DEFAULT, PAGE_MAX = 1000, 5000
 RESET: dict[str, Any] = {"reset": True, "changes": [], "next_cursor": "0", "has_more": True}
 
 routes = web.RouteTableDef()
+
+
+def _listener_for(app: web.Application, hub: Hub) -> Any:
+    """On PostgreSQL, what makes the commits of other server processes wake this one's long
+    polls (:mod:`..meta.pg_listen`); on SQLite, one process serves the database: None."""
+    origin = getattr(app[appkeys.DB], "origin", None)
+    url = app[appkeys.CONFIG].database_url
+    if not url or origin is None:
+        return None
+    from ..meta.pg_listen import JournalListener  # asyncpg: only with the postgres extra
+
+    return JournalListener(url, origin, hub.notify, hub.wake_all)
 
 
 def setup_sync(app: web.Application) -> None:
@@ -61,6 +76,7 @@ def setup_sync(app: web.Application) -> None:
     journal = app[appkeys.JOURNAL]
     journal.subscribe(hub.notify)
     journal.subscribe(notifier.on_commit)
+    app[PG_LISTENER] = listener = _listener_for(app, hub)
 
     async def wake_waiters(app: web.Application) -> None:
         # Shutdown waits for running handlers: answer long polls now, not at their timeout.
@@ -68,7 +84,11 @@ def setup_sync(app: web.Application) -> None:
 
     async def sync_ctx(app: web.Application) -> AsyncIterator[None]:
         await notifier.start()
+        if listener is not None:
+            await listener.start()
         yield
+        if listener is not None:
+            await listener.close()
         # Registered after the database context, so this runs while the database is open.
         await notifier.close()
         await cursors.close()
