@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     gc = sub.add_parser("gc", help="delete unreferenced blocks older than the grace period")
     _common(gc)
+    to_pg = sub.add_parser("migrate-to-postgres",
+                           help="copy the SQLite metadata into an empty PostgreSQL database"
+                                " and check that every file and version is the same")
+    _common(to_pg)
+    to_pg.add_argument("--to", required=True, metavar="URL",
+                       help="the target, postgresql://user:password@host:port/database")
     return parser
 
 
@@ -199,6 +205,38 @@ async def _check(config: Config) -> list[str]:
     return report
 
 
+async def _migrate_to_postgres(config: Config, url: str) -> list[str]:
+    from .app import prepare_data_dir
+    from .meta.db import Database
+    from .meta.migrations import MIGRATIONS
+    from .meta.pg import PgDatabase, _safe_url
+    from .meta.to_postgres import MigrationError, migrate
+
+    if config.database_url:
+        raise SystemExit("drive-server: database.url already names PostgreSQL; this command"
+                         " copies a SQLite installation (leave database.url empty for it)")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("drive-server: --to must be a postgresql:// URL")
+    if not config.database_path.exists():
+        raise SystemExit(f"drive-server: no SQLite database at {config.database_path}")
+    prepare_data_dir(config)
+    for db in (Database(config.database_path), PgDatabase(url)):  # both at the latest schema
+        await db.open()
+        await db.close()
+    try:
+        counts = await migrate(config.database_path, url, len(MIGRATIONS))
+    except MigrationError as exc:
+        raise SystemExit(f"drive-server: migration failed, nothing was committed: {exc}") \
+            from None
+    return [f"copied {config.database_path} to {_safe_url(url)}: "
+            + ", ".join(f"{n} {t}" for t, n in counts.items() if n),
+            f"checked: all {counts.get('files', 0)} files and {counts.get('file_versions', 0)}"
+            " versions (checksums, sizes, blocks, trash) are the same on both",
+            f'next: stop using the SQLite file; set [database] url = "{_safe_url(url)}"'
+            " (with its password) in the config file, or DRIVE_DATABASE_URL, and start the"
+            " server"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -235,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "gc":
             from .app import run_gc_once
             print(asyncio.run(run_gc_once(config)))
+        elif args.command == "migrate-to-postgres":
+            for line in asyncio.run(_migrate_to_postgres(config, args.to)):
+                print(line)
     except ApiError as exc:
         print(f"drive-server: {exc.message}", file=sys.stderr)
         return 1
