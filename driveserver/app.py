@@ -54,6 +54,7 @@ from .connections import (
 from .dav import dav_middleware
 from .dav import setup as setup_dav
 from .errors import Unauthorized
+from .forwarded import TRUSTED, forwarded_middleware, parse_networks
 from .fsutil import ensure_private_dir, load_or_create_secret
 from .gc import collect_garbage, finish_interrupted, move_cold_blocks
 from .meta import stats
@@ -127,10 +128,12 @@ async def open_storage(config: Config) -> tuple[TieredBlockStore, KeyRing]:
 
 def build_app(config: Config) -> web.Application:
     prepare_data_dir(config)
-    app = web.Application(middlewares=[error_middleware, auth_routes.auth_middleware,
-                                       dav_middleware, body_guard_middleware],
+    app = web.Application(middlewares=[forwarded_middleware, error_middleware,
+                                       auth_routes.auth_middleware, dav_middleware,
+                                       body_guard_middleware],
                           client_max_size=config.max_json_bytes)
     app[appkeys.CONFIG] = config
+    app[TRUSTED] = parse_networks(config.trusted_proxies)
     app[appkeys.DB] = db = open_database(config.database_url, config.database_path)
     app[appkeys.SIGNER] = signer = TokenSigner(
         load_or_create_secret(config.secrets_dir / "session.key"))

@@ -59,6 +59,16 @@ def _database_url(v: str) -> str | None:
     return None if ok else "must be empty (SQLite) or a postgresql:// URL"
 
 
+def _networks(v: str) -> str | None:
+    from .forwarded import parse_networks
+
+    try:
+        parse_networks(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _metrics_token(v: str) -> str | None:
     # Nothing throttles guesses at /metrics, so a short token would be found by trying.
     return None if v == "" or len(v) >= 16 else "must be empty (metrics off) or at least 16 characters"
@@ -68,6 +78,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "server", "host", str, "127.0.0.1", "Address to listen on."),
     Setting("port", "server", "port", int, 8080, "TCP port to listen on (0 picks a free one).", _port),
     Setting("public_url", "server", "public_url", str, "", "URL clients use to reach the server; empty means http://host:port."),
+    Setting("trusted_proxies", "server", "trusted_proxies", str, "",
+            "Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For"
+            " names the client (e.g. \"127.0.0.1\" for nginx on this machine); empty trusts"
+            " none.", _networks),
     Setting("log_level", "server", "log_level", str, "INFO", "Log level.",
             choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("data_dir", "storage", "data_dir", Path, Path("drive-data"),
@@ -172,6 +186,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = ""
+    trusted_proxies: str = ""
     log_level: str = "INFO"
     data_dir: Path = Path("drive-data")
     database_path: Path = Path()

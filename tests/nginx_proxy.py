@@ -40,6 +40,7 @@ http {{
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_read_timeout 120s;
         proxy_send_timeout 120s;
         location / {{ proxy_pass http://drive; }}

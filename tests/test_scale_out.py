@@ -50,6 +50,7 @@ def deployment(tmp_path: Path, pg_url: str) -> Iterator[Deployment]:
     port = free_port()
     config = tmp_path / "drive.toml"
     config.write_text(f'[server]\npublic_url = "http://127.0.0.1:{port}"\n'
+                      'trusted_proxies = "127.0.0.1"\n'
                       f'[database]\nurl = "{pg_url}"\n'
                       # Every connection comes from nginx's address (docs/scale-out.md).
                       "[limits]\nmax_connections_per_client = 0\n"
