@@ -74,8 +74,9 @@ class Cluster:
         return f"t{next(self._names)}"
 
 
-def start_cluster() -> Cluster:
-    """initdb + pg_ctl start in a fresh temp directory; returns once it accepts connections."""
+def start_cluster(durable: bool = False) -> Cluster:
+    """initdb + pg_ctl start in a fresh temp directory; returns once it accepts connections.
+    ``durable``: fsync and synchronous commits on, as in production (bench/scale_bench.py)."""
     binary = pg_bin()
     assert binary is not None
     root = Path(tempfile.mkdtemp(prefix="drive-pg-"))
@@ -89,9 +90,10 @@ def start_cluster() -> Cluster:
     port = _free_port()
     # fsync off: a test cluster is thrown away, and fsyncs would cost the suite its budget
     # (the durability of PostgreSQL itself is not what these tests check).
-    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-               " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+    options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=300"
                " -c shared_buffers=64MB")
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     _as_postgres([str(binary / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
                   "-o", options, "start"])
     pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
