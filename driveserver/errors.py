@@ -75,5 +75,12 @@ class TooManyRequests(ApiError):
         self.retry_after = retry_after
 
 
+class Busy(ApiError):
+    """The metadata database could not fit this write in beside others (PostgreSQL's
+    serialization failures past every retry): nothing was committed; try again shortly."""
+
+    status, code = 503, "busy"
+
+
 class InsufficientStorage(ApiError):
     status, code = 507, "over_quota"

@@ -40,6 +40,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 
+from ..errors import Busy
 from . import dialect, pg_listen
 from .db import _WRITING, SchemaError, Tx, _see_through
 
@@ -258,9 +259,13 @@ class PgDatabase:
             try:
                 async with self.transaction(offload=offload) as tx:
                     return await fn(tx)
-            except _RETRYABLE:
+            except _RETRYABLE as exc:
                 if attempt == MAX_ATTEMPTS:
-                    raise
+                    # Nothing was committed: a clear 503 the client retries, not a 500.
+                    log.warning("a write lost %d serialization races in a row: %s",
+                                MAX_ATTEMPTS, exc)
+                    raise Busy("the server is busy with other writes; try again",
+                               retry_after=1) from exc
                 self.retries += 1
                 # Spread the retries so that the same two do not collide again at once.
                 await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
