@@ -126,9 +126,17 @@ async def record_notifications(tx: Tx, workspace_id: str, notes: Iterable[Mappin
                                through: int) -> None:
     """A unit of work: the notifications derived from ``workspace_id``'s journal through
     ``through`` (each the keyword arguments of :func:`add_notification`), and the mark that
-    says they were, in one transaction."""
+    says they were, in one transaction.
+
+    The stored mark is read again here: with several server processes on one database, another
+    process may have recorded some of these entries since this one last read the mark (each
+    keeps its own copy), and those are skipped rather than notified twice. Two processes
+    recording the same entries at once both write the mark's row, so PostgreSQL's
+    SERIALIZABLE runs one of them again, which then finds the other's mark."""
+    done = await notify_mark(tx, workspace_id)
     for note in notes:
-        await add_notification(tx, **note)
+        if note.get("seq") is None or note["seq"] > done:
+            await add_notification(tx, **note)
     await store_mark(tx, workspace_id, through)
 
 
