@@ -9,7 +9,7 @@ address that is not a trusted proxy is the client. Anything further left was wri
 client itself and is never believed. With no trusted proxies (the default) the header is
 ignored altogether, so a client cannot pick its own address by sending one.
 
-Only ``request.remote`` changes. The connection guard (:mod:`.connections`) counts TCP
+Handlers ask :func:`client_of`. The connection guard (:mod:`.connections`) counts TCP
 connections, which come from the proxy: behind one, leave connection limits per client to it
 (``limit_conn``) and set ``limits.max_connections_per_client = 0`` (docs/scale-out.md).
 """
@@ -24,6 +24,7 @@ from aiohttp import web
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Parsed once from the configuration (build_app).
 TRUSTED: web.AppKey[tuple[Network, ...]] = web.AppKey("forwarded.trusted", tuple)
+CLIENT: web.RequestKey[str] = web.RequestKey("forwarded.client", str)
 _MAX_HOPS = 20  # a header with more entries than any real chain of proxies: the rest is ignored
 
 
@@ -41,12 +42,21 @@ def parse_networks(text: str) -> tuple[Network, ...]:
     return tuple(out)
 
 
-def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, an IPv4-mapped IPv6 one (``::ffff:1.2.3.4``, what a socket bound to ``::``
+    sees) as the IPv4 it is; None if it is not one."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
-    return any(ip in net for net in trusted)
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    ip = _ip(address)
+    return ip is not None and any(ip in net for net in trusted)
 
 
 def client_address(peer: str | None, forwarded_for: str | None,
@@ -57,27 +67,31 @@ def client_address(peer: str | None, forwarded_for: str | None,
     client = peer
     hops = [h.strip() for h in forwarded_for.split(",")][-_MAX_HOPS:]
     for hop in reversed(hops):
-        try:
-            address = str(ipaddress.ip_address(hop))
-        except ValueError:
+        ip = _ip(hop)
+        if ip is None:
             return client  # unreadable: believe no further than the last proxy vouched for
-        client = address
+        client = address = str(ip)
         if not _trusted(address, trusted):
             return address
     return client
+
+
+def client_of(request: web.BaseRequest) -> str | None:
+    """The client's address (see the module docstring): what per-client limits and the access
+    log use, never ``request.remote`` directly."""
+    return request.get(CLIENT) or request.remote
 
 
 @web.middleware
 async def forwarded_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Outermost: every later middleware and handler sees the client's address as
-    ``request.remote``."""
+    """Outermost: records the client's address on the request (:func:`client_of`). Not a
+    ``request.clone``: the access log and the request's state belong to the original."""
     trusted = request.app[TRUSTED]
-    if not trusted:
-        return await handler(request)
-    header = ",".join(request.headers.getall("X-Forwarded-For", [])) or None
-    address = client_address(request.remote, header, trusted)
-    if address is None or address == request.remote:
-        return await handler(request)
-    return await handler(request.clone(remote=address))
+    if trusted:
+        header = ",".join(request.headers.getall("X-Forwarded-For", [])) or None
+        address = client_address(request.remote, header, trusted)
+        if address is not None:
+            request[CLIENT] = address
+    return await handler(request)

@@ -28,6 +28,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import appkeys
+from .forwarded import client_of
 
 
 class Metrics:
@@ -187,7 +188,7 @@ class AccessLogger(AbstractAccessLogger):
             metrics.bytes.labels("out", route).inc(bytes_out)
         if self.logger.isEnabledFor(logging.INFO):
             self.logger.info(json.dumps({
-                "remote": request.remote, "method": request.method,
+                "remote": client_of(request), "method": request.method,
                 "path": loggable_path(request.path),
                 "route": route, "status": response.status, "in": bytes_in, "out": bytes_out,
                 "ms": round(time * 1000, 2), "user": request.get(appkeys.USER_ID),

@@ -6,13 +6,15 @@ own address."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from driveserver.config import ConfigError, load_config
 from driveserver.forwarded import client_address, parse_networks
-from tests.helpers import RunningServer, start_server
+from tests.helpers import RunningServer, start_server, wait_for
 
 NGINX = parse_networks("127.0.0.1, 10.0.0.0/8, ::1")
 
@@ -28,6 +30,8 @@ NGINX = parse_networks("127.0.0.1, 10.0.0.0/8, ::1")
     ("127.0.0.1", None, "127.0.0.1"),
     ("10.0.0.9", "10.0.0.8, 10.0.0.7", "10.0.0.8"),  # all trusted: the farthest one known
     ("192.0.2.50", "203.0.113.5", "192.0.2.50"),  # not from a trusted proxy: header ignored
+    ("::ffff:127.0.0.1", "203.0.113.5", "203.0.113.5"),  # nginx seen by a socket bound to ::
+    ("127.0.0.1", "::ffff:203.0.113.5", "203.0.113.5"),
 ])
 def test_the_client_is_the_first_untrusted_hop_from_the_right(
         peer: str, header: str | None, client: str) -> None:
@@ -78,5 +82,23 @@ async def test_without_trusted_proxies_the_header_changes_nothing(tmp_path: Path
     try:
         assert [await _guess(srv, f"u{i}@example.com", f"203.0.113.{i}") for i in range(4)] == \
             [401, 401, 401, 429]  # all one address, whatever the header says
+    finally:
+        await srv.stop()
+
+
+async def test_the_access_log_names_the_client_and_still_the_user(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    srv = await start_server(tmp_path / "data", trusted_proxies="127.0.0.1")
+    try:
+        await srv.register("logged@example.com")
+        client = await srv.login("logged@example.com", device="d")
+        with caplog.at_level(logging.INFO, logger="driveserver.access"):
+            r = await client.get("/api/files", params={"path": "/"},
+                                 headers={"X-Forwarded-For": "203.0.113.77"})
+            assert r.status == 200
+            await wait_for(lambda: any('"/api/files"' in m for m in caplog.messages),
+                           what="the access log line")
+        [line] = [json.loads(m) for m in caplog.messages if '"/api/files"' in m]
+        assert line["remote"] == "203.0.113.77" and line["user"] == client.user_id, line
     finally:
         await srv.stop()

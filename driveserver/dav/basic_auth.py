@@ -31,6 +31,7 @@ from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES
 from ..emails import email_key
 from ..errors import Unauthorized
+from ..forwarded import client_of
 from ..meta import accounts, app_passwords, devices
 from ..meta.accounts import Principal
 from ..meta.db import Tx
@@ -94,7 +95,7 @@ class BasicAuthenticator:
         db = request.app[appkeys.DB]
         config = request.app[appkeys.CONFIG]
         throttle = request.app[appkeys.THROTTLE]
-        keys = (f"acct:{email_key(email)}", f"addr:{request.remote}")
+        keys = (f"acct:{email_key(email)}", f"addr:{client_of(request)}")
         user = await accounts.user_by_email(db, email)
         lookup = app_passwords.lookup_of(password)
         row = await app_passwords.candidate(db, user["id"], lookup) \
