@@ -13,9 +13,10 @@ import asyncpg  # type: ignore[import-untyped]
 
 from driveserver import appkeys
 from driveserver.sync.routes import PG_LISTENER
-from tests.helpers import ApiClient, RunningServer, wait_for
+from tests.helpers import ApiClient, RunningServer, upload, wait_for
 from tests.test_changes import cursor_of, summary
 from tests.test_pg_concurrency import two_servers  # noqa: F401  (the fixture)
+from tests.test_sharing import drain, share
 
 
 async def poll(client: ApiClient, cursor: str, wait: float) -> tuple[dict[str, Any], float]:
@@ -96,3 +97,35 @@ async def test_a_dropped_listening_connection_comes_back_and_loses_nothing(
     await phone.mkdir("/after")
     body, answered = await waiting
     assert summary(body) == [("create", "/after")] and answered - started < 5
+
+
+async def test_a_revoke_on_another_process_is_seen_before_anything_after_it(
+        two_servers: tuple[RunningServer, RunningServer]) -> None:  # noqa: F811
+    """Bob's poll waits on B while Alice, on A, takes her folder back from him and then writes
+    in it. Whether or not B has heard of the revoke yet (here it never does: its listener is
+    deaf), Bob's answer must not hold what was written after it."""
+    a, b = two_servers
+    await a.register("alice@example.com")
+    await a.register("bob@example.com")
+    alice = await a.login("alice@example.com", device="alice")
+    bob = await b.login("bob@example.com", device="bob")
+    start = await cursor_of(bob)
+    folder = await alice.mkdir("/Kept")
+    share_id = await share(alice, folder["file_id"], "bob@example.com", "view")
+    await upload(alice, "/Kept/before.txt", b"seen")
+    seen, cursor = await drain(bob, start)
+    assert ("create", "/Shared with me/Kept/before.txt") in seen, seen
+    b.app[PG_LISTENER]._on_change = lambda *args: None  # B hears nothing of A from now on
+    hub = b.app[appkeys.HUB]
+    waiting = asyncio.create_task(poll(bob, cursor, 2))
+    await wait_for(lambda: hub.waiter_count() == 1, what="Bob's poll to wait on B")
+    assert (await alice.delete(f"/api/shares/{share_id}")).status == 204
+    await upload(alice, "/Kept/after-the-revoke.txt", b"not for bob")
+    body, _ = await waiting
+    paths = [c["path"] for c in body["changes"]]
+    assert not any("after-the-revoke" in p for p in paths), paths
+    # What he gets instead is the folder going away from his view.
+    while body["has_more"] and not any(c["action"] == "delete" for c in body["changes"]):
+        body, _ = await poll(bob, body["next_cursor"], 0)
+    assert ("delete", "/Shared with me/Kept") in [(c["action"], c["path"])
+                                                 for c in body["changes"]], body

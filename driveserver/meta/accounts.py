@@ -263,6 +263,15 @@ async def bump_grant_epoch(tx: Tx, user_id: str) -> None:
     await tx.execute("UPDATE users SET grant_epoch = grant_epoch + 1 WHERE id = ?", (user_id,))
 
 
+async def revocations_of(q: Any, user_id: str) -> tuple[int, int]:
+    """A value that changes whenever a share of something with ``user_id`` is revoked or left
+    (each bumps a share epoch, :func:`bump_share_epoch`): read before and after a read of
+    their view, it tells a process that another process took something back meanwhile."""
+    row = await q.fetchone("SELECT COUNT(*), COALESCE(SUM(epoch), 0) FROM share_epochs"
+                           " WHERE grantee_id = ?", (user_id,))
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+
 async def bump_share_epoch(tx: Tx, folder_id: str, grantee_id: str) -> None:
     """Every block grant that ``grantee_id`` was given through the share of ``folder_id`` stops
     working (the share is revoked). Kept apart from the share's row, which revoking deletes:

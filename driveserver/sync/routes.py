@@ -138,7 +138,8 @@ def _flag(request: web.Request, name: str) -> bool:
 async def _snapshot(request: web.Request, p: Principal, cursor: Cursor, limit: int
                     ) -> tuple[list[Change], str, bool]:
     result = await views.in_one_view(request.app[appkeys.HUB], p.workspace_id,
-                                     lambda: _snapshot_page(request, p, cursor, limit))
+                                     lambda: _snapshot_page(request, p, cursor, limit),
+                                     views.share_marker(request.app[appkeys.DB], p.user_id))
     if result is None:  # the user's shares kept changing: nothing this time, ask again
         same = SNAPSHOT_CURSOR if cursor.positions is None else encode_cursor(
             request.app[appkeys.SIGNER], cursor)
@@ -284,18 +285,21 @@ async def get_changes(request: web.Request) -> web.Response:
     hub = app[appkeys.HUB]
     unsettled = web.json_response({"changes": [], "next_cursor": token, "has_more": True})
 
-    async def read_view() -> tuple[int, dict[str, Mount], views.ViewChange | None]:
+    marker = views.share_marker(db, p.user_id)  # several processes: see views.in_one_view
+
+    async def read_view() -> tuple[int, object, dict[str, Mount], views.ViewChange | None]:
         # The epoch is taken before the view is read: either the view shows a share change
         # (revoke, leave, re-share), or the epoch differs by the time the journal page below
         # is read, and the view is read again before anything is answered (views.in_one_view).
         epoch = hub.view_epoch(p.workspace_id)
+        mark = await marker() if marker is not None else None
         view, seqs = await views.read_view(db, p.user_id)
-        return epoch, view, await views.view_changes(db, cursor, view, seqs)
+        return epoch, mark, view, await views.view_changes(db, cursor, view, seqs)
 
-    settled = await views.in_one_view(hub, p.workspace_id, read_view)
+    settled = await views.in_one_view(hub, p.workspace_id, read_view, marker)
     if settled is None:
         return unsettled
-    epoch, view, shared_change = settled
+    epoch, mark, view, shared_change = settled
     if shared_change is not None:
         return web.json_response({
             "changes": [c.to_json() for c in shared_change.changes], "has_more": True,
@@ -312,14 +316,16 @@ async def get_changes(request: web.Request) -> web.Response:
     positions = page.positions
     out = [in_view(c, view[c.workspace_id]) for c in out if c.workspace_id in view]
     shared_change = None
-    if await view_changed():
+    # Before answering, with several processes, the database too: a revoke committed by another
+    # process whose announcement has not arrived yet (the page may hold entries from after it).
+    if await view_changed() or (marker is not None and await marker() != mark):
         async def read_new_view() -> tuple[dict[str, Mount], views.ViewChange | None]:
             new_view, seqs = await views.read_view(db, p.user_id)
             return new_view, await views.view_changes(
                 db, Cursor(p.user_id, positions, None, cursor.mounts), new_view, seqs,
                 since=start)
 
-        changed = await views.in_one_view(hub, p.workspace_id, read_new_view)
+        changed = await views.in_one_view(hub, p.workspace_id, read_new_view, marker)
         if changed is None:
             return unsettled  # the page is read again next time, with a settled view
         new_view, shared_change = changed

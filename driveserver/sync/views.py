@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from ..meta import accounts
 from ..meta.changes import current_positions
 from ..meta.db import Database
 from ..meta.mounts import SHARED_ROOT, Mount, mounts_for
@@ -140,8 +141,8 @@ async def view_changes(db: Any, cursor: Cursor, view: Mapping[str, Mount],
                       tuple(sorted(m.workspace_id for m in added)))
 
 
-async def in_one_view(hub: Hub, workspace_id: str, read: Callable[[], Awaitable[T]]
-                      ) -> T | None:
+async def in_one_view(hub: Hub, workspace_id: str, read: Callable[[], Awaitable[T]],
+                      mark: Callable[[], Awaitable[object]] | None = None) -> T | None:
     """``read()`` (which reads the user's mounts, then trees or journal below them), again
     while a share change of the user's (share, revoke, leave) commits during it; None if one
     did every time. A share change bumps the hub's view epoch after its commit and before any
@@ -149,13 +150,34 @@ async def in_one_view(hub: Hub, workspace_id: str, read: Callable[[], Awaitable[
     mounts fresh (read_view) after the epoch is taken, so an unchanged epoch means that
     nothing ``read`` saw was written after a change its mounts do not show: no listing of a
     folder taken back meanwhile, no page of what happened after a revoke. Listings check that
-    they are not older than the view (``StaleRead``)."""
+    they are not older than the view (``StaleRead``).
+
+    With several server processes, a share change committed by another process reaches this
+    one's hub a little later (meta/pg_listen), too late for that argument. ``mark`` (then
+    given, :func:`share_marker`) reads from the database something every revoke and leave of
+    the user's changes; read before and after ``read``, it catches a revoke whose announcement
+    has not arrived: any entry ``read`` saw that was committed after the revoke is read, so the
+    revoke had committed before the second mark is read."""
     for _ in range(VIEW_TRIES):
         epoch = hub.view_epoch(workspace_id)
+        before = await mark() if mark is not None else None
         try:
             result = await read()
         except StaleRead:  # a listing older than the view it lists for: read again
             continue
-        if hub.view_epoch(workspace_id) == epoch:
+        if hub.view_epoch(workspace_id) == epoch and (
+                mark is None or await mark() == before):
             return result
     return None
+
+
+def share_marker(db: Any, user_id: str) -> Callable[[], Awaitable[object]] | None:
+    """On a database several server processes share (PostgreSQL), what ``in_one_view`` and the
+    long poll read to see a revoke another process committed (see :func:`in_one_view`); None on
+    SQLite, where one process serves the database and the hub's epoch is enough."""
+    if getattr(db, "origin", None) is None:
+        return None
+
+    async def mark() -> object:
+        return await accounts.revocations_of(db, user_id)
+    return mark
