@@ -45,10 +45,10 @@ async def test_a_long_poll_in_one_process_wakes_for_a_commit_in_another(
         cursor = body["next_cursor"]
     assert b.app[PG_LISTENER].heard >= 5
     print(f"commit on A to answer on B: {', '.join(f'{x * 1000:.0f}' for x in latencies)} ms")
-    # Each answer was a wake-up, not the 30 s timeout; the median within 100 ms of the commit
-    # request's start (which includes the commit itself), so one stall of this shared machine
-    # does not decide the test.
-    assert max(latencies) < 5 and sorted(latencies)[2] < 0.1, latencies
+    # Each answer was a wake-up, not the 30 s timeout. The figure printed above is the one to
+    # read (10-25 ms on a quiet machine, from the start of the commit request, which includes
+    # the commit itself); the bound asserted leaves room for a busy CI machine.
+    assert max(latencies) < 5 and sorted(latencies)[2] < 0.3, latencies
 
 
 async def test_a_process_is_not_woken_twice_by_its_own_commit(
@@ -59,8 +59,11 @@ async def test_a_process_is_not_woken_twice_by_its_own_commit(
     await a.register("echo@example.com")
     phone = await a.login("echo@example.com", device="phone")
     heard_a, heard_b = a.app[PG_LISTENER].heard, b.app[PG_LISTENER].heard
+    skipped_a = a.app[PG_LISTENER].skipped
     await phone.mkdir("/one")
     await wait_for(lambda: b.app[PG_LISTENER].heard > heard_b, what="B to hear A's commit")
+    # A did receive its own notification back, and left it out.
+    await wait_for(lambda: a.app[PG_LISTENER].skipped > skipped_a, what="A's echo")
     assert a.app[PG_LISTENER].heard == heard_a
 
 
@@ -76,17 +79,32 @@ async def test_a_dropped_listening_connection_comes_back_and_loses_nothing(
     await wait_for(lambda: hub.waiter_count() == 1, what="the poll on B to wait")
     pid = listener.backend_pid()
     assert pid is not None
+    # B cannot listen again until the test lets it: the commit below falls in the gap for sure.
+    back = asyncio.Event()
+    real_connect = listener._connect
+
+    async def held_connect() -> None:
+        await back.wait()
+        await real_connect()
+
+    listener._connect = held_connect
     admin = await asyncpg.connect(pg_url)
     try:
         # B's listening connection is cut (a PostgreSQL restart, a proxy's idle timeout), and
-        # A commits before B is back: the poll must still answer with the change, soon.
+        # A commits while B is away: the poll must answer with the change once B is back.
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await wait_for(lambda: listener.backend_pid() is None or listener._reconnecting(),
+                       what="B to notice the drop")
         await phone.mkdir("/during-the-gap")
+        assert not waiting.done()  # nobody told B
     finally:
         await admin.close()
-    body, _ = await asyncio.wait_for(waiting, 10)
-    if not body["changes"]:  # woken by the reconnection before the commit was visible
-        body, _ = await poll(laptop, body["next_cursor"], 10)
+    back.set()
+    body, _ = await asyncio.wait_for(waiting, 10)  # woken by the reconnection (on_gap)
+    if not body["changes"]:
+        # Woken with every view marked changed (a share change may be among what was missed):
+        # the poll answers at once and the next read has the change.
+        body, _ = await poll(laptop, body["next_cursor"], 0)
     assert summary(body) == [("create", "/during-the-gap")]
     await wait_for(lambda: listener.reconnects == 1 and listener.backend_pid() not in (None, pid),
                    what="B to listen again")
@@ -129,3 +147,14 @@ async def test_a_revoke_on_another_process_is_seen_before_anything_after_it(
         body, _ = await poll(bob, body["next_cursor"], 0)
     assert ("delete", "/Shared with me/Kept") in [(c["action"], c["path"])
                                                  for c in body["changes"]], body
+
+
+def test_one_notification_per_workspace_and_device_and_touches_kept_apart() -> None:
+    from driveserver.meta.pg_listen import parse, payloads
+
+    sent = [parse(p) for p in payloads("me", {("w1", 3, "d"), ("w1", 7, "d"), ("w1", 5, None),
+                                              ("w1", 0, None), ("w2", 1, "d")})]
+    assert sorted(x for x in sent if x is not None) == [
+        ("me", "w1", 0, None), ("me", "w1", 5, None), ("me", "w1", 7, "d"),
+        ("me", "w2", 1, "d")]
+    assert parse("not json") is None and parse('{"o": 1}') is None

@@ -31,6 +31,7 @@ log = logging.getLogger("driveserver.meta")
 
 CHANNEL = "drive_journal"
 _RECONNECT_MAX = 5.0  # seconds between attempts at most
+HEARTBEAT_SECONDS = 15.0
 
 
 def payloads(origin: str, announcements: Iterable[tuple[str, int, str | None]]) -> list[str]:
@@ -38,11 +39,17 @@ def payloads(origin: str, announcements: Iterable[tuple[str, int, str | None]]) 
     (a batch of a thousand files in one folder is one notification, not a thousand; a waiter
     reads every entry after its cursor anyway)."""
     newest: dict[tuple[str, str | None], int] = {}
+    touched: set[str] = set()
     for workspace_id, seq, device_id in announcements:
+        if seq == 0:  # a share change (Journal.touch): its own notification, never merged away
+            touched.add(workspace_id)
+            continue
         key = (workspace_id, device_id)
         newest[key] = max(seq, newest.get(key, seq))
-    return [json.dumps({"o": origin, "w": w, "s": s, "d": d}, separators=(",", ":"))
+    out = [{"o": origin, "w": w, "s": 0, "d": None} for w in sorted(touched)]
+    out += [{"o": origin, "w": w, "s": s, "d": d}
             for (w, d), s in sorted(newest.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))]
+    return [json.dumps(body, separators=(",", ":")) for body in out]
 
 
 def parse(payload: str) -> tuple[str, str, int, str | None] | None:
@@ -71,12 +78,32 @@ class JournalListener:
         self._closed = False
         self._reconnect: asyncio.Task[None] | None = None
         self.heard = 0  # notifications of other processes handed on (for tests and metrics)
+        self.skipped = 0  # this process's own, echoed back and left out
         self.reconnects = 0
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect and listen; raises if PostgreSQL cannot be reached now (the server is
         starting: better to fail than to serve long polls that never wake)."""
         await self._connect()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+
+    async def _beat(self) -> None:
+        """A half-open connection (a dead peer, a dropped NAT entry) reports nothing: ask it
+        something now and then, and treat no answer as a drop."""
+        while not self._closed:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            conn = self._conn
+            if conn is None or conn.is_closed() or self._reconnecting():
+                continue
+            try:
+                await asyncio.wait_for(conn.fetchval("SELECT 1"), HEARTBEAT_SECONDS)
+            except Exception:  # noqa: BLE001  (any failure means the same: listen again)
+                conn.terminate()  # the termination listener reconnects
+                self._lost(conn)
+
+    def _reconnecting(self) -> bool:
+        return self._reconnect is not None and not self._reconnect.done()
 
     async def _connect(self) -> None:
         conn = await asyncpg.connect(self._url)
@@ -90,14 +117,17 @@ class JournalListener:
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         parsed = parse(payload)
-        if parsed is None or parsed[0] == self._origin:
+        if parsed is None:
+            return
+        if parsed[0] == self._origin:
+            self.skipped += 1
             return
         _, workspace_id, seq, device_id = parsed
         self.heard += 1
         self._on_change(workspace_id, seq, device_id)
 
     def _lost(self, _conn: Any) -> None:
-        if self._closed or (self._reconnect is not None and not self._reconnect.done()):
+        if self._closed or self._reconnecting():
             return
         log.warning("lost the PostgreSQL connection that listens for other processes' commits;"
                     " reconnecting")
@@ -108,7 +138,7 @@ class JournalListener:
         while not self._closed:
             try:
                 await self._connect()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # noqa: BLE001  (refused, reset, auth, a restart: wait)
                 log.warning("cannot listen on PostgreSQL yet (%s); again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RECONNECT_MAX)
@@ -125,6 +155,10 @@ class JournalListener:
 
     async def close(self) -> None:
         self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -110,6 +110,9 @@ class Hub:
         """Wake every waiter to read the journal again: this process may have missed commits of
         others (its PostgreSQL listening connection was down, see :mod:`..meta.pg_listen`)."""
         self.generation += 1
+        # A share change among what was missed must be read too: every view counts as changed.
+        for workspace_id in {*self._view_epochs, *self._by_workspace}:
+            self._view_epochs[workspace_id] = self._view_epochs.get(workspace_id, 0) + 1
         now = time.monotonic()
         for waiters in self._by_workspace.values():
             for waiter in waiters:
