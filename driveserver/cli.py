@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="copy the SQLite metadata into an empty PostgreSQL database"
                                 " and check that every file and version is the same")
     _common(to_pg)
-    to_pg.add_argument("--to", required=True, metavar="URL",
-                       help="the target, postgresql://user:password@host:port/database")
+    to_pg.add_argument("--to", metavar="URL",
+                       help="the target, postgresql://user@host:port/database (a password"
+                            " here shows in the process list: prefer DRIVE_MIGRATE_TO_URL or"
+                            " ~/.pgpass)")
     return parser
 
 
@@ -274,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
             from .app import run_gc_once
             print(asyncio.run(run_gc_once(config)))
         elif args.command == "migrate-to-postgres":
-            for line in asyncio.run(_migrate_to_postgres(config, args.to)):
+            target = args.to or os.environ.get("DRIVE_MIGRATE_TO_URL", "")
+            if not target:
+                print("drive-server: give the target as --to URL or DRIVE_MIGRATE_TO_URL",
+                      file=sys.stderr)
+                return EXIT_CONFIG
+            for line in asyncio.run(_migrate_to_postgres(config, target)):
                 print(line)
     except ApiError as exc:
         print(f"drive-server: {exc.message}", file=sys.stderr)

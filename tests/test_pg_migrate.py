@@ -138,3 +138,47 @@ async def test_the_check_finds_a_version_that_differs(tmp_path: Path, pg_url: st
         assert await conn.fetchval("SELECT COUNT(*) FROM file_versions") == 0
     finally:
         await conn.close()
+
+
+async def test_ids_of_deleted_rows_are_never_handed_out_again(tmp_path: Path, pg_url: str) -> None:
+    """SQLite's AUTOINCREMENT never reuses an id, even the highest one after its row was
+    deleted; the copy keeps that promise (the counter goes past sqlite_sequence)."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    srv = await start_server(data)
+    try:
+        await srv.register("erin@example.com")
+        erin = await srv.login("erin@example.com", device="e")
+        done = await upload(erin, "/v.txt", b"one")
+        await upload(erin, "/v.txt", b"two", file_id=done["file_id"], base_version=1)
+        db_path = srv.config.database_path
+    finally:
+        await srv.stop()
+    conn = sqlite3.connect(db_path)
+    try:
+        highest = conn.execute("SELECT MAX(id) FROM file_versions").fetchone()[0]
+        conn.execute("DELETE FROM version_blocks WHERE version_id = ?", (highest,))
+        conn.execute("DELETE FROM file_versions WHERE id = ?", (highest,))
+        conn.execute("UPDATE files SET version = 1 WHERE id = ?", (done["file_id"],))
+        conn.commit()
+    finally:
+        conn.close()
+    r = drive_server("migrate-to-postgres", "--data-dir", str(data),
+                     env={"DRIVE_MIGRATE_TO_URL": pg_url})
+    assert r.returncode == 0, r.stderr
+    pg = await asyncpg.connect(pg_url)
+    try:
+        assert await pg.fetchval(
+            "SELECT nextval(pg_get_serial_sequence('file_versions', 'id'))") > highest
+    finally:
+        await pg.close()
+
+
+def test_messages_never_carry_the_password() -> None:
+    from driveserver.meta.pg import _safe_url
+
+    assert _safe_url("postgresql://drive:s3cret@db/drive") == "postgresql://drive@db/drive"
+    assert _safe_url("postgresql://db/drive?sslmode=require&password=s3cret") == \
+        "postgresql://db/drive?sslmode=require"
+    assert "s3cret" not in _safe_url("postgresql://u:s3cret@db/drive?PASSWORD=s3cret")

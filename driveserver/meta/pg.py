@@ -293,9 +293,12 @@ class PgDatabase:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password (in the user part or a ``?password=`` query), for
+    messages."""
+    url, _, query = url.partition("?")
+    kept = "&".join(p for p in query.split("&") if p and not p.lower().startswith("password="))
     head, sep, tail = url.rpartition("@")
-    if not sep:
-        return url
-    scheme, _, creds = head.partition("://")
-    return f"{scheme}://{creds.split(':', 1)[0]}@{tail}"
+    if sep:
+        scheme, _, creds = head.partition("://")
+        url = f"{scheme}://{creds.split(':', 1)[0]}@{tail}"
+    return f"{url}?{kept}" if kept else url

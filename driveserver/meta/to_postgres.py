@@ -76,16 +76,32 @@ def _rows(conn: sqlite3.Connection, table: str, columns: list[str]) -> Any:
     return conn.execute(f'SELECT {cols} FROM "{table}"')
 
 
+def _exact(kind: type, ok: tuple[type, ...]) -> Callable[[Any], Any]:
+    """A converter to ``kind`` that refuses what would change the value (1.5 into an integer
+    column, a number into a text one, a huge integer through a float)."""
+    def convert(v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, ok) or (kind is int and isinstance(v, float) and
+                                     not v.is_integer()):
+            raise MigrationError(f"a value {v!r:.40} does not fit a {kind.__name__} column")
+        out = kind(v)
+        if kind is float and isinstance(v, int) and int(out) != v:
+            raise MigrationError(f"the integer {v} would lose digits as a float")
+        return out
+    return convert
+
+
 def _converter(pg_type: str) -> Callable[[Any], Any]:
     if pg_type in ("bigint", "integer", "smallint"):
-        return lambda v: None if v is None else int(v)
+        return _exact(int, (int, float))
     if pg_type in ("double precision", "real", "numeric"):
-        return lambda v: None if v is None else float(v)
+        return _exact(float, (int, float))
     if pg_type == "bytea":
-        return lambda v: None if v is None else bytes(v)
+        return _exact(bytes, (bytes, bytearray, memoryview))
     if pg_type == "boolean":
-        return lambda v: None if v is None else bool(v)
-    return lambda v: None if v is None else (v if isinstance(v, str) else str(v))
+        return _exact(bool, (int, bool))
+    return _exact(str, (str,))
 
 
 def _file_facts(rows: list[Any]) -> dict[str, tuple[Any, ...]]:
@@ -137,11 +153,17 @@ async def migrate(sqlite_path: Path, url: str, schema_latest: int) -> dict[str, 
 async def _copy(src: sqlite3.Connection, url: str) -> dict[str, int]:
     dst = await asyncpg.connect(url)
     try:
-        if await dst.fetchval("SELECT COUNT(*) FROM users"):
-            raise MigrationError("the PostgreSQL database already has users: it must be empty")
         counts: dict[str, int] = {}
         order = _ordered(_sqlite_tables(src), src)
         async with dst.transaction(isolation="serializable"):
+            # Nobody else writes these tables until the copy commits (a server started on the
+            # target meanwhile waits), and what they hold is checked under that lock.
+            await dst.execute("LOCK TABLE " + ", ".join(f'"{t}"' for t in order)
+                              + " IN ACCESS EXCLUSIVE MODE")
+            for table in ("users", "workspaces", "files", "devices", "sessions"):
+                if await dst.fetchval(f'SELECT COUNT(*) FROM "{table}"'):
+                    raise MigrationError(f"the PostgreSQL database already has {table}: it must"
+                                         " be empty")
             # An empty install still has the rows its migrations put in (the GC epoch, …):
             # the copy replaces them with the installation's own.
             for table in reversed(order):
@@ -149,9 +171,16 @@ async def _copy(src: sqlite3.Connection, url: str) -> dict[str, int]:
             for table in order:
                 counts[table] = await _copy_table(src, dst, table)
             for table in sorted(dialect.IDENTITY_TABLES & set(counts)):
+                # AUTOINCREMENT never hands out an id again, even one whose row was deleted:
+                # the counter goes past SQLite's own record of the highest id ever given.
+                try:
+                    row = src.execute("SELECT seq FROM sqlite_sequence WHERE name = ?",
+                                      (table,)).fetchone()
+                except sqlite3.OperationalError:  # no AUTOINCREMENT row was ever made
+                    row = None
                 await dst.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
-                    f" GREATEST((SELECT MAX(id) FROM {table}), 1))")
+                    f" GREATEST((SELECT MAX(id) FROM {table}), $1, 1))", int(row[0]) if row else 0)
             await _check(src, dst, counts)
         return counts
     finally:
@@ -182,9 +211,11 @@ async def _copy_table(src: sqlite3.Connection, dst: Any, table: str) -> int:
 
 async def _check(src: sqlite3.Connection, dst: Any, counts: dict[str, int]) -> None:
     for table, n in counts.items():
+        here = src.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
         there = await dst.fetchval(f'SELECT COUNT(*) FROM "{table}"')
-        if there != n:
-            raise MigrationError(f"{table}: {n} rows in SQLite, {there} in PostgreSQL")
+        if not here == n == there:
+            raise MigrationError(f"{table}: {here} rows in SQLite, {n} copied, {there} in"
+                                 " PostgreSQL")
     files_src = _file_facts(src.execute(_FILES_SQL).fetchall())
     files_dst = _file_facts(await dst.fetch(_FILES_SQL))
     if files_src != files_dst:
