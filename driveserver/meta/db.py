@@ -75,6 +75,16 @@ def writing() -> bool:
     return _WRITING.get()
 
 
+def run_hooks(hooks: Iterable[Callable[[], None]]) -> None:
+    """A committed transaction's post-commit hooks, each whatever the others do: a failing
+    hook must not turn a committed write into an error (both backends call this)."""
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("post-commit hook failed")
+
+
 class SchemaError(Exception):
     """The database was written by a newer version of the server."""
 
@@ -291,11 +301,7 @@ class Database:
             if tx.conn.in_transaction:
                 tx.conn.execute("ROLLBACK")
             raise
-        for hook in tx.after_commit:
-            try:
-                hook()
-            except Exception:  # a failing hook must not turn a committed write into an error
-                log.exception("post-commit hook failed")
+        run_hooks(tx.after_commit)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Tx]:

@@ -42,7 +42,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ..errors import Busy
 from . import dialect, pg_listen
-from .db import _WRITING, SchemaError, Tx, _see_through
+from .db import _WRITING, SchemaError, Tx, _see_through, run_hooks
 
 log = logging.getLogger("driveserver.meta")
 T = TypeVar("T")
@@ -245,11 +245,7 @@ class PgDatabase:
             if not conn.is_closed() and conn.is_in_transaction():
                 await conn.execute("ROLLBACK")
             raise
-        for hook in tx.after_commit:
-            try:
-                hook()
-            except Exception:  # a failing hook must not turn a committed write into an error
-                log.exception("post-commit hook failed")
+        run_hooks(tx.after_commit)
 
     async def write(self, fn: Callable[[Tx], Awaitable[T]], *, offload: bool = False) -> T:
         """Run the unit of work ``fn(tx)`` as one transaction and return its result; run it

@@ -216,15 +216,16 @@ async def _check(src: sqlite3.Connection, dst: Any, counts: dict[str, int]) -> N
         if not here == n == there:
             raise MigrationError(f"{table}: {here} rows in SQLite, {n} copied, {there} in"
                                  " PostgreSQL")
-    files_src = _file_facts(src.execute(_FILES_SQL).fetchall())
-    files_dst = _file_facts(await dst.fetch(_FILES_SQL))
-    if files_src != files_dst:
-        bad = sorted(k for k in files_src.keys() | files_dst.keys()
-                     if files_src.get(k) != files_dst.get(k))
+    bad = _differing(_file_facts(src.execute(_FILES_SQL).fetchall()),
+                     _file_facts(await dst.fetch(_FILES_SQL)))
+    if bad:
         raise MigrationError(f"{len(bad)} file(s) differ after the copy, e.g. {bad[:3]}")
-    versions_src = _version_lists(src.execute(_VERSIONS_SQL).fetchall())
-    versions_dst = _version_lists(await dst.fetch(_VERSIONS_SQL))
-    if versions_src != versions_dst:
-        bad = sorted(k for k in versions_src.keys() | versions_dst.keys()
-                     if versions_src.get(k) != versions_dst.get(k))
+    bad = _differing(_version_lists(src.execute(_VERSIONS_SQL).fetchall()),
+                     _version_lists(await dst.fetch(_VERSIONS_SQL)))
+    if bad:
         raise MigrationError(f"the versions of {len(bad)} file(s) differ, e.g. {bad[:3]}")
+
+
+def _differing(here: dict[str, Any], there: dict[str, Any]) -> list[str]:
+    """The file ids whose facts differ between the two sides (or are on one side only)."""
+    return sorted(k for k in here.keys() | there.keys() if here.get(k) != there.get(k))
