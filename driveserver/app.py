@@ -133,6 +133,10 @@ def build_app(config: Config) -> web.Application:
                                        body_guard_middleware],
                           client_max_size=config.max_json_bytes)
     app[appkeys.CONFIG] = config
+    if config.password_hash_cost < 14:
+        log.warning("accounts.password_hash_cost = %d: new passwords are hashed with scrypt"
+                    " N = 2**%d, cheaper to guess from a stolen database than the default 2**14"
+                    " (meant for tests)", config.password_hash_cost, config.password_hash_cost)
     app[TRUSTED] = parse_networks(config.trusted_proxies)
     app[appkeys.DB] = db = open_database(config.database_url, config.database_path)
     app[appkeys.SIGNER] = signer = TokenSigner(

@@ -24,7 +24,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .errors import TooManyRequests
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SCRYPT_R, SCRYPT_P = 8, 1
 MAX_PASSWORD_BYTES = 1024
 MIN_PASSWORD_CHARS = 8
 
@@ -34,11 +34,13 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
                           maxmem=256 * 1024 * 1024, dklen=32)
 
 
-def hash_password(password: str) -> str:
-    salt = os.urandom(16)
-    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+def hash_password(password: str, cost: int = 14) -> str:
+    """``cost`` is log2 of scrypt's N (``accounts.password_hash_cost``); it is written into the
+    hash, so a hash is always checked at the cost it was made with."""
+    salt, n = os.urandom(16), 2**cost
+    digest = _scrypt(password, salt, n, SCRYPT_R, SCRYPT_P)
     b64 = base64.b64encode
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
 
 
 def verify_password(password: str, stored: str) -> bool:

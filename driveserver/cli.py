@@ -127,7 +127,8 @@ async def _user_add(config: Config, email: str, password: str) -> str:
     if "@" not in email:
         raise SystemExit(f"not an email address: {email}")
     row = await _with_db(config, lambda db: create_user(db, email, password,
-                                                        config.default_quota_bytes))
+                                                        config.default_quota_bytes,
+                                                        config.password_hash_cost))
     return str(row["id"])
 
 
@@ -166,7 +167,8 @@ async def _app_password(config: Config, args: argparse.Namespace) -> list[str]:
         if user is None:
             raise SystemExit(f"no such user: {args.email}")
         if args.app_command == "create":
-            row, password = await app_passwords.issue_app_password(db, user["id"], args.name)
+            row, password = await app_passwords.issue_app_password(
+                db, user["id"], args.name, config.password_hash_cost)
             return [f"app password {row['id']} ({row['name']}) for {user['email']}:",
                     password, "(shown this once; use it with the email as the user name)"]
         if args.app_command == "list":

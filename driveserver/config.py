@@ -69,6 +69,10 @@ def _networks(v: str) -> str | None:
     return None
 
 
+def _password_hash_cost(v: int) -> str | None:
+    return None if 10 <= v <= 20 else "must be from 10 to 20 (log2 of scrypt's N)"
+
+
 def _metrics_token(v: str) -> str | None:
     # Nothing throttles guesses at /metrics, so a short token would be found by trying.
     return None if v == "" or len(v) >= 16 else "must be empty (metrics off) or at least 16 characters"
@@ -169,6 +173,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Whether anyone may create an account with POST /api/auth/register (off on a fresh"
             " install: the first user comes from `drive-server user add`; open it only where"
             " anyone may have an account, and know that addresses are not verified)."),
+    Setting("password_hash_cost", "accounts", "password_hash_cost", int, 14,
+            "log2 of scrypt's N for passwords hashed from now on (14: 16 MiB and ~50 ms of CPU"
+            " per hash or check). Each hash keeps its own cost, so raising it later applies to"
+            " passwords set after that. Below 14 only for tests: the server warns at start.",
+            _password_hash_cost),
     Setting("dav_allow_account_password", "dav", "allow_account_password", bool, False,
             "Whether WebDAV (/dav/) accepts the account password itself over HTTP Basic, as well"
             " as app passwords (off: a client that stores a password should hold one that can be"
@@ -219,6 +228,7 @@ class Config:
     gc_grace_days: float = 7.0
     gc_interval_seconds: float = 6 * 3600.0
     registration_open: bool = False
+    password_hash_cost: int = 14
     unauthenticated_body_bytes: int = 64 * 1024
     header_timeout_seconds: float = 60.0
     body_timeout_seconds: float = 60.0

@@ -146,6 +146,10 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     # Registration is closed on a fresh install; these servers open it (tests register users
     # through the API) unless a test says otherwise.
     overrides.setdefault("registration_open", True)
+    # Passwords hashed with scrypt N = 2**10, not the default 2**14: the same code at a sixteenth
+    # of the work. Registering and signing in took a third of the API tests' time at 2**14;
+    # tests/test_password_cost.py checks the default cost on a server that keeps it.
+    overrides.setdefault("password_hash_cost", 10)
     # Every test client is 127.0.0.1, and some open a thousand long polls at once: no cap per
     # client unless a test sets one (tests/test_hardening_connections.py does).
     overrides.setdefault("max_connections_per_client", 0)

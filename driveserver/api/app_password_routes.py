@@ -28,8 +28,8 @@ async def create(request: web.Request) -> web.Response:
     p = principal(request)
     body = await read_json(request)
     name = field(body, "name", str)
-    row, password = await app_passwords.issue_app_password(request.app[appkeys.DB], p.user_id,
-                                                           name)
+    row, password = await app_passwords.issue_app_password(
+        request.app[appkeys.DB], p.user_id, name, request.app[appkeys.CONFIG].password_hash_cost)
     return web.json_response({**app_password_json(row), "password": password}, status=201)
 
 

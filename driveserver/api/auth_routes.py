@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -102,7 +103,7 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json(request)
     email, password = _email(body), _password(body)
     user = await accounts.create_user(request.app[appkeys.DB], email, password,
-                                      config.default_quota_bytes)
+                                      config.default_quota_bytes, config.password_hash_cost)
     return web.json_response({"user_id": user["id"], "email": user["email"]}, status=201)
 
 
@@ -201,7 +202,8 @@ async def change_password(request: web.Request) -> web.Response:
     if not await throttle.check(old, user["password_hash"], keys,
                                 "too many wrong passwords; try again later"):
         raise Forbidden("old_password is wrong", code="bad_credentials")
-    new_hash = hash_password(new)
+    new_hash = await asyncio.to_thread(hash_password, new,
+                                       request.app[appkeys.CONFIG].password_hash_cost)
     await db.write(lambda tx: accounts.change_password(tx, p.user_id, new_hash))
     return web.Response(status=204)
 

@@ -131,7 +131,8 @@ async def create_link(request: web.Request) -> web.Response:
     file = await authorize(db, p.user_id, Action.SHARE, file_id)
     if file["trashed_at"] is not None:
         raise NotFound("no such file")
-    password_hash = await asyncio.to_thread(hash_password, password) if password else None
+    cost = request.app[appkeys.CONFIG].password_hash_cost
+    password_hash = await asyncio.to_thread(hash_password, password, cost) if password else None
     token = secrets.token_urlsafe(24)
 
     async def unit(tx: Tx) -> str:
