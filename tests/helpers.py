@@ -57,10 +57,15 @@ class ApiClient:
         async with self.session.request(method, self.base_url + path, json=json, data=data,
                                         params=params, headers=hdrs) as resp:
             raw = await resp.read()
-            try:
-                body: Any = await resp.json(content_type=None) if raw else None
-            except ValueError:
-                body = raw
+            # JSON only when the server says so: a downloaded file whose bytes happen to parse
+            # (b"7", b"[]") stays bytes.
+            body: Any = raw or None
+            if raw and (resp.content_type == "application/json"
+                        or resp.content_type.endswith("+json")):
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = raw
             return Reply(resp.status, body, resp.headers)
 
     async def get(self, path: str, **kw: Any) -> Reply:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sqlite3
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from driveserver import appkeys
 from driveserver.cli import main as server_main
 from tests.dav_helpers import DavClient, app_password, dav_user
 from tests.helpers import PASSWORD, RunningServer, start_server
@@ -26,9 +27,7 @@ async def test_made_once_listed_as_a_device_and_stored_hashed(server: RunningSer
     devices = (await api.get("/api/devices")).body["devices"]
     mine = [d for d in devices if d["device_id"] == listed[0]["device_id"]]
     assert mine and mine[0]["type"] == "app" and mine[0]["name"] == "tests"
-    db = sqlite3.connect(server.config.database_path)
-    stored = db.execute("SELECT password_hash FROM app_passwords").fetchone()[0]
-    db.close()
+    stored = await server.app[appkeys.DB].fetchval("SELECT password_hash FROM app_passwords")
     assert stored.startswith("scrypt$") and dav.password not in stored
 
 
@@ -99,9 +98,12 @@ async def test_wrong_passwords_are_throttled(server: RunningServer) -> None:
     assert throttled.status == 429 and int(throttled.headers["Retry-After"]) >= 1
 
 
-async def test_the_cli_creates_lists_and_revokes(server: RunningServer) -> None:
+async def test_the_cli_creates_lists_and_revokes(server: RunningServer,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     await server.register("alice@example.com")
     data = str(server.config.data_dir)
+    if server.config.database_url:  # the server's database is PostgreSQL: so is the CLI's
+        monkeypatch.setenv("DRIVE_DATABASE_URL", server.config.database_url)
 
     def in_thread(*argv: str) -> tuple[int, str]:
         out = io.StringIO()

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 
 import aiohttp
 import pytest
 
+from driveserver import appkeys
 from tests.dav_helpers import DAV_NS, DavClient, dav_user
 from tests.helpers import RunningServer, wait_for
 
@@ -89,13 +89,12 @@ async def test_delete_goes_to_the_trash_and_copy_stores_no_new_blocks(
     api, dav = await dav_user(server)
     data = os.urandom(6 * 1024 * 1024)
     assert (await dav.call("PUT", "/dav/big.bin", data)).status == 201
-    db = sqlite3.connect(server.config.database_path)
-    blocks = db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0]
+    db = server.app[appkeys.DB]
+    blocks = await db.fetchval("SELECT COUNT(*) FROM blocks")
     r = await dav.call("COPY", "/dav/big.bin", None,
                        {"Destination": f"{server.url}/dav/copy.bin"})
     assert r.status == 201
-    assert db.execute("SELECT COUNT(*) FROM blocks").fetchone()[0] == blocks
-    db.close()
+    assert await db.fetchval("SELECT COUNT(*) FROM blocks") == blocks
     assert (await dav.call("GET", "/dav/copy.bin")).body == data
     assert (await dav.call("DELETE", "/dav/big.bin")).status == 204
     assert (await dav.call("GET", "/dav/big.bin")).status == 404
