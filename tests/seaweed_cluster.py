@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -149,6 +150,10 @@ class WeedNode:
         return self.proc.pid
 
     def start(self) -> None:
+        """Spawn the process (no wait). From the main thread only: Linux sends the parent-death
+        signal when the *thread* that forked exits, so a process started from a worker thread
+        (``asyncio.to_thread``) is killed with that thread's pool at the end of the test."""
+        assert threading.current_thread() is threading.main_thread(), "start from the main thread"
         assert not self.running, f"{self.name} is already running"
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(
@@ -246,6 +251,14 @@ class SeaweedCluster:
             return True
 
         poll(ready, "the S3 gateway to accept our signature")
+        try:
+            self.client(secret="not-the-secret").list_buckets()
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            assert status == 403, f"a wrong secret got {status}, not 403"
+        else:
+            raise AssertionError("the S3 gateway accepted a wrong secret: its identity file "
+                                 "is not in force")
 
     def wait_dropped(self, node: WeedNode) -> None:
         """The master no longer counts ``node`` (after a kill: its heartbeat stream broke)."""
@@ -258,27 +271,14 @@ class SeaweedCluster:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def restart_volume(self, node: WeedNode) -> None:
-        """Start a killed volume server again (same port, same data) and wait until the master
-        counts it again."""
-        node.start()
-        self.wait_volume(node)
-
-    def restart_s3(self) -> None:
-        self.s3.start()
-        self.wait_s3()
-
     # -- what is stored where ---------------------------------------------------------------
 
     def client(self, *, secret: str = SECRET_KEY) -> Any:
         """A botocore S3 client on the gateway (few retries: tests ask pointed questions)."""
-        kwargs = self.s3_server.client_kwargs() if self.s3.running else {
-            "endpoint_url": self.s3.url, "region_name": REGION,
-            "aws_access_key_id": ACCESS_KEY}
-        kwargs["aws_secret_access_key"] = secret
         return botocore.session.get_session().create_client(
-            "s3", config=Config(retries={"max_attempts": 1}, connect_timeout=2,
-                                read_timeout=10), **kwargs)
+            "s3", endpoint_url=self.s3.url, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
 
     def new_bucket(self, name: str) -> str:
         """Create a bucket and write (then delete) one object in it: SeaweedFS grows the
@@ -391,8 +391,8 @@ def build_cluster(root: Path) -> SeaweedCluster:
         f"-volumeSizeLimitMB={VOLUME_SIZE_MB}", "-volumePreallocate=false"])
     volumes = [node(f"volume{i}", lambda p, g, i=i: [
         "volume", *common, f"-port={p}", f"-port.grpc={g}", f"-dir={root / f'volume{i}'}",
-        "-max=16", f"-master={master.address}", "-preStopSeconds=0", "-idleTimeout=3",
-        "-minFreeSpace=0"]) for i in range(VOLUME_SERVERS)]
+        "-max=16", f"-master={master.address}", "-preStopSeconds=0", "-idleTimeout=3"])
+        for i in range(VOLUME_SERVERS)]
     filer = node("filer", lambda p, g: [
         "filer", *common, f"-port={p}", f"-port.grpc={g}", f"-master={master.address}",
         f"-defaultStoreDir={root / 'filer'}", f"-localSocket={sock_dir / 'filer.sock'}"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,9 +32,19 @@ from driveproto.blocks import BLOCK_SIZE
 from driveserver import appkeys
 from driveserver.storage.s3 import S3BlockStore
 from tests.helpers import ApiClient, RunningServer, content, download_blocks, start_server, upload
-from tests.seaweed_cluster import REPLICATION, SeaweedCluster, WeedNode, start_cluster
+from tests.seaweed_cluster import (
+    REPLICATION,
+    SeaweedCluster,
+    WeedNode,
+    build_cluster,
+    start_cluster,
+)
 
 COPIES = 1 + sum(int(d) for d in REPLICATION)  # "001": one more copy on another server
+ROOT = Path(__file__).resolve().parents[1]
+# Flags whose value the docs must give as the test does (the rest are addresses and paths).
+SETTINGS = ("-defaultReplication", "-volumePreallocate", "-telemetry", "-autoCreateBucket",
+            "-port.iceberg", "-port.lance")
 SIZES = [0, 1, 1000, 70_000, BLOCK_SIZE + 1, 2 * BLOCK_SIZE + 5]
 
 
@@ -58,7 +69,9 @@ class Drive:
 @pytest.fixture
 async def drive(tmp_path: Path, cluster: SeaweedCluster) -> AsyncIterator[Drive]:
     """A drive-server whose blocks go to a fresh bucket on the cluster's gateway."""
-    assert all(node.running for node in cluster.nodes), "a test left part of the cluster down"
+    down = [node.name for node in cluster.nodes if not node.running]
+    assert not down, f"a test left part of the cluster down: {down}"
+    assert len(await asyncio.to_thread(cluster.data_nodes)) == len(cluster.volumes)
     bucket = await asyncio.to_thread(cluster.new_bucket, f"drive-{uuid.uuid4().hex[:16]}")
     s3 = cluster.s3_server
     srv = await start_server(
@@ -159,7 +172,8 @@ async def test_a_killed_volume_server_loses_nothing_and_uploads_go_on(
         # And the old chunks the victim held still have their other copy, on a survivor.
         assert all(len(now[f]) == COPIES - 1 for f in on_victim), now
     finally:
-        await asyncio.to_thread(cluster.restart_volume, victim)
+        victim.start()  # same port, same data (the main thread: see WeedNode.start)
+        await asyncio.to_thread(cluster.wait_volume, victim)
 
     # Whole again: the victim holds its copies again, every chunk is on two servers, the
     # master sends readers to both, and everything, old and new, reads back.
@@ -212,8 +226,36 @@ async def test_the_gateway_down_is_a_clear_503_and_it_works_again_when_back(
             assert (await resp.json())["error"]["code"] == "storage_error"
         assert len(await db.fetchall("SELECT id FROM file_versions")) == versions
     finally:
-        await asyncio.to_thread(cluster.restart_s3)
+        cluster.s3.start()
+        await asyncio.to_thread(cluster.wait_s3)
 
     # Back: the same server, with no restart of its own, reads and writes again.
     more = await upload_files(drive, "back", [5, 200_000])
     await assert_all_download(drive, {**files, **more})
+
+
+def test_the_documented_commands_are_the_tested_ones(tmp_path: Path) -> None:
+    """docs/scale-out.md's SeaweedFS commands and units use only flags this cluster runs with,
+    and the same values for the settings that matter."""
+    doc = (ROOT / "docs" / "scale-out.md").read_text()
+    section = doc.split("## Blocks on a replicated SeaweedFS cluster", 1)[1].split("\n## ", 1)[0]
+    layout = build_cluster(tmp_path)  # the processes' command lines; nothing is started
+    tested = {"master": layout.master.args, "volume": layout.volumes[0].args,
+              "filer": layout.filer.args, "s3": layout.s3.args}
+    seen = set()
+    text = section.replace("\\\n", " ")
+    for line in text.splitlines():
+        words = line.replace("ExecStart=", "").split()
+        if not words or not re.fullmatch(r"(\S*/)?weed", words[0]):
+            continue
+        words = [w for w in words[1:] if not w.startswith("-logdir=")]
+        if words[0] not in tested:
+            continue
+        seen.add(words[0])
+        args = dict(flag.partition("=")[::2] for flag in tested[words[0]][1:])
+        for flag in words[1:]:
+            name, _, value = flag.partition("=")
+            assert name in args, f"the docs' weed {words[0]} has {name}, the test does not"
+            if name in SETTINGS:
+                assert value == args[name], (words[0], name, value, args[name])
+    assert seen == set(tested), seen
