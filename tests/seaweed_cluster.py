@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def _killed_with_parent() -> Callable[[], None] | None:
     return hook
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     """GET ``url``: (status, body); an HTTP error status is an answer, not an exception."""
     try:
         with _OPENER.open(url, timeout=timeout) as response:
@@ -92,7 +92,7 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def http_json(url: str, timeout: float = 2.0) -> Any:
+def http_json(url: str, timeout: float = 10.0) -> Any:
     status, body = http_get(url, timeout)
     if status != 200:
         raise AssertionError(f"GET {url} answered {status}: {body[:300]!r}")
@@ -204,7 +204,6 @@ class SeaweedCluster:
     s3: WeedNode
     sock_dir: Path
     _owned_sock_dir: bool = False
-    bucket_names: list[str] = field(default_factory=list)
 
     @property
     def nodes(self) -> list[WeedNode]:
@@ -251,6 +250,8 @@ class SeaweedCluster:
             return True
 
         poll(ready, "the S3 gateway to accept our signature")
+        status, _ = http_get(f"{self.s3.url}/")
+        assert status == 403, f"an unsigned call got {status}, not 403"
         try:
             self.client(secret="not-the-secret").list_buckets()
         except ClientError as exc:
@@ -268,8 +269,6 @@ class SeaweedCluster:
     def _alive(self, node: WeedNode) -> bool:
         node.check_alive()
         return True
-
-    # -- faults -----------------------------------------------------------------------------
 
     # -- what is stored where ---------------------------------------------------------------
 
@@ -322,8 +321,9 @@ class SeaweedCluster:
         return {loc["url"] for loc in json.loads(body).get("locations") or ()}
 
     def needle_from(self, node: WeedNode, file_id: str) -> bytes | None:
-        """The chunk's bytes as ``node`` serves them from its own disk, or None."""
-        status, body = http_get(f"{node.url}/{file_id}", timeout=5)
+        """The chunk's bytes as ``node`` serves them, or None (asked of a server holding the
+        volume, that is from its own disk: a server without it would proxy the read)."""
+        status, body = http_get(f"{node.url}/{file_id}")
         return body if status == 200 else None
 
     # -- lifecycle ----------------------------------------------------------------------------
