@@ -106,7 +106,9 @@ def make_store(config: Config) -> TieredBlockStore:
                                 region=config.s3_region,
                                 access_key_id=config.s3_access_key_id,
                                 secret_access_key=config.s3_secret_access_key,
-                                prefix=prefix, storage_class=storage_class)
+                                prefix=prefix, storage_class=storage_class,
+                                max_attempts=config.s3_max_attempts,
+                                read_timeout=config.s3_read_timeout_seconds)
 
         hot = s3(config.s3_bucket, config.s3_prefix)
         cold = s3(config.s3_cold_bucket or config.s3_bucket, config.s3_cold_prefix,

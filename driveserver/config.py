@@ -69,6 +69,10 @@ def _networks(v: str) -> str | None:
     return None
 
 
+def _at_least_one(v: int) -> str | None:
+    return None if v >= 1 else "must be 1 or more"
+
+
 def _password_hash_cost(v: int) -> str | None:
     return None if 10 <= v <= 20 else "must be from 10 to 20 (log2 of scrypt's N)"
 
@@ -121,6 +125,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Bucket of cold blocks; empty means the same bucket."),
     Setting("s3_cold_storage_class", "storage.s3", "cold_storage_class", str, "",
             "Storage class of cold blocks, e.g. GLACIER_IR; empty means the bucket default."),
+    Setting("s3_max_attempts", "storage.s3", "max_attempts", int, 5,
+            "Tries per S3 call, the first included, with exponential back-off between them (a"
+            " store that cannot be reached answers 503 after the last one).", _at_least_one),
+    Setting("s3_read_timeout_seconds", "storage.s3", "read_timeout_seconds", float, 60.0,
+            "How long one S3 try may wait for the store's answer before it counts as failed (a"
+            " hung storage node holds a request this long times max_attempts).", _positive),
     Setting("default_quota_bytes", "limits", "default_quota_bytes", int, 10 * GiB,
             "Quota of a new user, in bytes.", _positive),
     Setting("max_file_bytes", "limits", "max_file_bytes", int, 64 * GiB,
@@ -214,6 +224,8 @@ class Config:
     s3_cold_prefix: str = "cold/"
     s3_cold_bucket: str = ""
     s3_cold_storage_class: str = ""
+    s3_max_attempts: int = 5
+    s3_read_timeout_seconds: float = 60.0
     default_quota_bytes: int = 10 * GiB
     max_file_bytes: int = 64 * GiB
     max_json_bytes: int = 8 * 1024 * 1024

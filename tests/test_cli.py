@@ -174,7 +174,10 @@ def test_check_reports_unreachable_s3_in_one_line(tmp_path: Path) -> None:
     r = drive_server("check", "--data-dir", str(tmp_path / "d"), env={
         "DRIVE_STORAGE_BACKEND": "s3", "DRIVE_STORAGE_S3_BUCKET": "b",
         "DRIVE_STORAGE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "DRIVE_STORAGE_S3_ACCESS_KEY_ID": "x", "DRIVE_STORAGE_S3_SECRET_ACCESS_KEY": "y"})
+        "DRIVE_STORAGE_S3_ACCESS_KEY_ID": "x", "DRIVE_STORAGE_S3_SECRET_ACCESS_KEY": "y",
+        # Two tries, not five: the message is the same, without 15 s of back-off.
+        "DRIVE_STORAGE_S3_MAX_ATTEMPTS": "2"})
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("drive-server: ") and "connect" in last, r.stderr
+    assert "after 2 attempts" in last, last  # the setting reached the store
