@@ -79,3 +79,12 @@ async def baseline_headers(request: web.Request, response: web.StreamResponse) -
     on the app's origin), and no page of this origin may be framed by another site (its own previews may be)."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    if request.body_exists and not request.content.at_eof():
+        # Answered before the body was read (a 507 on a PUT's Content-Length, a 401, a 413):
+        # aiohttp then reads and discards the rest of the body for up to 10 s before closing
+        # (so that the client gets this answer rather than a reset), and any request the client
+        # sends on the same connection meanwhile is discarded with it. "Connection: close"
+        # tells the client not to send one: a WebDAV client's next request after a 507 waited
+        # those 10 s. (This hook runs after aiohttp chose the headers: hence both lines.)
+        response.force_close()
+        response.headers["Connection"] = "close"
