@@ -4,9 +4,10 @@
 * A session token is an itsdangerous-signed session id. The signature makes forgery impossible
   without the server's secret; the ``sessions`` row makes it revocable (logout, password change,
   device removal), which a signature alone cannot be.
-* Failed logins are throttled per account and per client address with an exponential back-off,
-  held in memory: a restart forgets it, which costs an attacker nothing they could not get by
-  waiting, and it keeps the login path free of database writes.
+* Failed password checks are throttled per account (or link) and per client address with an
+  exponential back-off, held in the database (:mod:`.meta.throttles`): several server
+  processes behind a proxy share one count, so adding processes adds no guesses. A check
+  costs two small write transactions beside the ~50 ms of scrypt; a refused one only a read.
 """
 
 from __future__ import annotations
@@ -18,15 +19,24 @@ import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .errors import TooManyRequests
+from .meta import throttles
+from .meta.db import Database, Tx
 
 SCRYPT_R, SCRYPT_P = 8, 1
 MAX_PASSWORD_BYTES = 1024
 MIN_PASSWORD_CHARS = 8
+# How long a password check counts as running when its process never says it ended (killed):
+# scrypt takes ~50 ms, queued behind others a few seconds at worst.
+LEASE_SECONDS = 30.0
+# Every this many failures a process records, it prunes up to _PRUNE_ROWS forgotten rows
+# (each failure adds at most two: the table never holds much more than an hour of failures).
+_FAILURES_PER_PRUNE = 16
+_PRUNE_ROWS = 64
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -99,103 +109,121 @@ class TokenSigner:
             return None
 
 
-@dataclass
-class _Failures:
-    count: int = 0
-    last: float = 0.0
-
-
 class LoginThrottle:
-    """Exponential back-off after repeated failed logins, keyed by account and by client address.
+    """Exponential back-off after repeated failed password checks, keyed by account (or link, or
+    session) and by client address, kept in the database so that every server process behind
+    a proxy counts the same guesses (:mod:`.meta.throttles` holds the rows).
 
-    The first ``free`` failures cost nothing; after that each attempt must wait
-    ``base * 2**(n - free)`` seconds (capped) after the previous failure. A success resets the
-    account's counter.
+    The first ``free`` failures of a key cost nothing; after that each check must wait
+    ``base * 2**(n - free)`` seconds (capped) after the key's previous failure. A success resets
+    the first key (the account, the link) and leaves the others (the address) as they were; a
+    key's failures are forgotten ``forget_after`` seconds after its last one. Times are
+    wall-clock (``clock``), the one clock the processes share.
     """
 
-    def __init__(self, free: int = 3, base: float = 1.0, cap: float = 300.0,
-                 forget_after: float = 3600.0) -> None:
+    def __init__(self, db: Database, *, free: int = 3, base: float = 1.0, cap: float = 300.0,
+                 forget_after: float = 3600.0, lease: float = LEASE_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
         self.free, self.base, self.cap, self.forget_after = free, base, cap, forget_after
-        self._failures: dict[str, _Failures] = {}
-        self._in_flight: dict[str, int] = {}  # checks begun and not finished, by key
+        self.lease, self.clock = lease, clock
+        self._failed = 0  # failures this process recorded: when to prune (_FAILURES_PER_PRUNE)
+        self._finishing: set[asyncio.Future[None]] = set()
 
-    def _delay(self, key: str, now: float) -> float:
-        f = self._failures.get(key)
-        if f is None or now - f.last > self.forget_after:
+    def _delay(self, s: throttles.KeyState, now: float) -> float:
+        if s.failures < self.free:
             return 0.0
-        if f.count < self.free:
-            return 0.0
-        wait = min(self.cap, self.base * 2 ** (f.count - self.free))
-        return max(0.0, f.last + wait - now)
+        wait = min(self.cap, self.base * 2 ** (s.failures - self.free))
+        # Never more than the back-off itself: a process whose clock runs behind another's
+        # must not see that one's failures as lying in the future.
+        return max(0.0, min(wait, s.last_failed_at + wait - now))
 
-    def retry_after(self, *keys: str) -> float:
-        now = time.monotonic()
-        return max((self._delay(k, now) for k in keys), default=0.0)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) > 100_000:  # bound memory under a spray attack
-            self._failures = {k: v for k, v in self._failures.items()
-                              if now - v.last < self.forget_after}
-        for k in keys:
-            f = self._failures.setdefault(k, _Failures())
-            if now - f.last > self.forget_after:
-                f.count = 0
-            f.count += 1
-            f.last = now
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-    def begin(self, *keys: str) -> float:
-        """Start one password check: the seconds to wait first (refused), or 0 with the check
-        counted as in flight. Checking, then awaiting scrypt, then recording let 200
-        simultaneous guesses all through (each saw the counter before any failure was
-        recorded). Now a key lets at most as many checks run at once as it has free failures
-        left (one once it is backing off), and nothing awaits between the look and the count,
-        so it holds under any concurrency on the loop. Always follow with :meth:`finish`."""
-        now = time.monotonic()
-        wait = self.retry_after(*keys)
+    def _refusal(self, states: dict[str, throttles.KeyState], now: float) -> float:
+        """The seconds to wait before a check may begin, or 0 if one may begin now: backing off
+        on some key, or as many checks running on a key as it may still fail (one once it is
+        backing off, so the back-off is never outrun by checks started together)."""
+        wait = max((self._delay(s, now) for s in states.values()), default=0.0)
         if wait > 0:
             return wait
-        for k in keys:
-            f = self._failures.get(k)
-            failures = f.count if f is not None and now - f.last <= self.forget_after else 0
-            if self._in_flight.get(k, 0) >= max(1, self.free - failures):
-                return self.base  # as many checks as may fail are running: try again soon
-        for k in keys:
-            self._in_flight[k] = self._in_flight.get(k, 0) + 1
+        if any(s.in_flight >= max(1, self.free - s.failures) for s in states.values()):
+            return self.base  # as many checks as may fail are running: try again soon
         return 0.0
+
+    async def retry_after(self, *keys: str) -> float:
+        """The seconds the back-off asks these keys to wait now (0: none)."""
+        now = self.clock()
+        states = await throttles.states(self.db, keys, now, self.forget_after)
+        return max((self._delay(s, now) for s in states.values()), default=0.0)
+
+    async def begin(self, *keys: str) -> tuple[str | None, float]:
+        """Start one password check: ``(check_id, 0)`` with the check counted as running on
+        every key, or ``(None, seconds to wait)`` refused. The look and the count are one
+        transaction (SERIALIZABLE on PostgreSQL), so under any concurrency, across processes,
+        a key lets at most as many checks run at once as it has free failures left. What is
+        refused is decided by a read first: a flood of refused guesses takes no write lock.
+        Always follow a check_id with :meth:`finish`; if the process dies first, the count
+        ends with its lease (``lease`` seconds, far longer than scrypt takes)."""
+        now = self.clock()
+        wait = self._refusal(await throttles.states(self.db, keys, now, self.forget_after), now)
+        if wait > 0:
+            return None, wait
+        check_id = secrets.token_hex(8)
+
+        async def unit(tx: Tx) -> float:
+            now = self.clock()
+            wait = self._refusal(await throttles.states(tx, keys, now, self.forget_after), now)
+            if wait == 0:
+                await throttles.reserve(tx, keys, check_id, now + self.lease, now)
+            return wait
+
+        wait = await self.db.write(unit)
+        return (check_id, 0.0) if wait == 0 else (None, wait)
+
+    async def finish(self, check_id: str, ok: bool, *keys: str) -> None:
+        """The check :meth:`begin` let through is over: a failure is recorded on every key
+        (a check cut short counts as one); a success starts the first key over. Every
+        ``_FAILURES_PER_PRUNE`` failures this process records, the same transaction also
+        deletes forgotten rows and ended leases (bounded), and now and then holds the table
+        to :data:`.meta.throttles.MAX_ROWS`."""
+        if not ok:
+            self._failed += 1
+        prune = not ok and self._failed % _FAILURES_PER_PRUNE == 0
+        trim = not ok and self._failed % (_FAILURES_PER_PRUNE * 32) == 0
+
+        async def unit(tx: Tx) -> None:
+            now = self.clock()
+            await throttles.release(tx, keys, check_id)
+            if ok:
+                await throttles.forget(tx, keys[0])
+                return
+            await throttles.record_failure(tx, keys, now, self.forget_after)
+            if prune:
+                await throttles.prune(tx, now, self.forget_after, _PRUNE_ROWS)
+            if trim:
+                await throttles.trim(tx, throttles.MAX_ROWS, _PRUNE_ROWS * 32)
+
+        await self.db.write(unit)
 
     async def check(self, password: str, stored: str | None, keys: tuple[str, ...],
                     refused: str) -> bool:
         """Is ``password`` the one ``stored`` hashes? Throttled on ``keys`` (the account or
         link first, then the address): 429 ``refused`` while backing off or while as many
         checks as may still fail are running (:meth:`begin`)."""
-        wait = self.begin(*keys)
-        if wait > 0:
+        keys = tuple(dict.fromkeys(keys))  # a key named twice counts once
+        check_id, wait = await self.begin(*keys)
+        if check_id is None:
             raise TooManyRequests(refused, retry_after=wait)
         ok = False
         try:
             ok = await check_password(password, stored)
         finally:
-            self.finish(ok, *keys)
+            # Recorded even when the request is cancelled meanwhile (the client went away):
+            # in a task of its own, which a second cancellation does not stop.
+            done = asyncio.ensure_future(self.finish(check_id, ok, *keys))
+            self._finishing.add(done)
+            done.add_done_callback(self._finishing.discard)
+            await asyncio.shield(done)
         return ok
-
-    def finish(self, ok: bool, *keys: str) -> None:
-        """The check :meth:`begin` let through is over: a failure is recorded on every key
-        (a check cut short counts as one); a success starts the first key (the account, the
-        link) over and leaves the others (the address) as they were."""
-        for k in keys:
-            n = self._in_flight.get(k, 0) - 1
-            if n > 0:
-                self._in_flight[k] = n
-            else:
-                self._in_flight.pop(k, None)
-        if ok:
-            self.succeeded(keys[0])
-        else:
-            self.failed(*keys)
 
 
 def new_id(prefix: str) -> str:

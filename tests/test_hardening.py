@@ -184,30 +184,50 @@ async def test_finding15_an_over_long_link_url_puts_no_token_in_the_log(
         assert record.levelno < logging.ERROR, record.getMessage()
 
 
-def test_finding1_successes_leave_an_address_count_as_it_was() -> None:
+async def test_finding1_successes_leave_an_address_count_as_it_was(tmp_path) -> None:
     """A success must not refresh an address's failures (an office behind one NAT: a typo in
     the morning and logins all day must not keep everyone's back-off alive)."""
     from driveserver.auth import LoginThrottle
+    from driveserver.meta import throttles
+    from driveserver.meta.db import Database
 
-    t = LoginThrottle()
-    for _ in range(8):
-        t.failed("acct:a", "addr:office")
-    before = (t._failures["addr:office"].count, t._failures["addr:office"].last)
-    t._failures["acct:b"] = type(t._failures["addr:office"])()  # another account, no failures
-    t._in_flight.update({"acct:b": 1, "addr:office": 1})  # as begin() left it
-    t.finish(True, "acct:b", "addr:office")
-    assert (t._failures["addr:office"].count, t._failures["addr:office"].last) == before
-    assert t._in_flight == {}
+    db = Database(tmp_path / "meta.sqlite3")
+    await db.open()
+    try:
+        t = LoginThrottle(db, cap=0.0)  # no waiting: the counts are what is looked at
+        for _ in range(8):
+            check_id, _ = await t.begin("acct:a", "addr:office")
+            assert check_id is not None
+            await t.finish(check_id, False, "acct:a", "addr:office")
+        now = t.clock()
+        before = (await throttles.states(db, ["addr:office"], now, 3600))["addr:office"]
+        check_id, _ = await t.begin("acct:b", "addr:office")
+        assert check_id is not None
+        await t.finish(check_id, True, "acct:b", "addr:office")
+        after = await throttles.states(db, ["addr:office", "acct:b"], now, 3600)
+        assert (after["addr:office"].failures, after["addr:office"].last_failed_at) == \
+            (before.failures, before.last_failed_at)
+        assert after["addr:office"].in_flight == after["acct:b"].in_flight == 0
+    finally:
+        await db.close()
 
 
-def test_finding1_at_most_the_free_checks_run_at_once() -> None:
+async def test_finding1_at_most_the_free_checks_run_at_once(tmp_path) -> None:
     from driveserver.auth import LoginThrottle
+    from driveserver.meta.db import Database
 
-    t = LoginThrottle()
-    assert [t.begin("acct:a", "addr:x") for _ in range(5)] == [0, 0, 0, t.base, t.base]
-    for _ in range(3):
-        t.finish(False, "acct:a", "addr:x")
-    assert t.begin("acct:a", "addr:x") > 0  # backing off now
+    db = Database(tmp_path / "meta.sqlite3")
+    await db.open()
+    try:
+        t = LoginThrottle(db)
+        begun = [await t.begin("acct:a", "addr:x") for _ in range(5)]
+        assert [w for _, w in begun] == [0, 0, 0, t.base, t.base]
+        for check_id, _ in begun[:3]:
+            assert check_id is not None
+            await t.finish(check_id, False, "acct:a", "addr:x")
+        assert (await t.begin("acct:a", "addr:x"))[1] > 0  # backing off now
+    finally:
+        await db.close()
 
 
 @pytest.mark.parametrize("name", ["del\x7fname", "c1\x85name", "invoice\u202efdp.exe",

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
+from ..connections import client_key
 from ..errors import BadRequest, Forbidden, Unauthorized
 from ..forwarded import client_of
 from ..meta import accounts, devices
@@ -122,7 +123,7 @@ async def login(request: web.Request) -> web.Response:
         raise BadRequest("new_device needs a device_name", code="missing_field",
                          field="device_name")
     throttle = request.app[appkeys.THROTTLE]
-    keys = (f"acct:{accounts.email_key(email)}", f"addr:{client_of(request)}")
+    keys = (f"acct:{accounts.email_key(email)}", f"addr:{client_key(client_of(request))}")
     db = request.app[appkeys.DB]
     user = await accounts.user_by_email(db, email)
     if not await throttle.check(password, user["password_hash"] if user else None, keys,
@@ -198,7 +199,7 @@ async def change_password(request: web.Request) -> web.Response:
     # per session (not per user: a thief's wrong guesses must not lock the owner out of the
     # very change that revokes the thief's session) and per address.
     throttle = request.app[appkeys.THROTTLE]
-    keys = (f"pwd:{p.session_id}", f"addr:{client_of(request)}")
+    keys = (f"pwd:{p.session_id}", f"addr:{client_key(client_of(request))}")
     if not await throttle.check(old, user["password_hash"], keys,
                                 "too many wrong passwords; try again later"):
         raise Forbidden("old_password is wrong", code="bad_credentials")

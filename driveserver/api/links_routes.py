@@ -32,6 +32,7 @@ from aiohttp import web
 
 from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
+from ..connections import client_key
 from ..errors import BadRequest, Forbidden, Gone, NotFound, Unauthorized
 from ..forwarded import client_of
 from ..meta import links, tree
@@ -320,7 +321,7 @@ async def unlock(request: web.Request) -> web.Response:
         password = field(body, "password", str)
         throttle = request.app[appkeys.THROTTLE]
         # Own key prefixes: failing at a link must not lock the same address out of logging in.
-        keys = (f"link:{link['id']}", f"link-addr:{client_of(request)}")
+        keys = (f"link:{link['id']}", f"link-addr:{client_key(client_of(request))}")
         if not await throttle.check(password, link["password_hash"], keys,
                                     "too many wrong passwords for this link; try again later"):
             raise Forbidden("wrong password", code="wrong_password")

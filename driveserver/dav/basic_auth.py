@@ -29,6 +29,7 @@ from aiohttp import web
 
 from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES
+from ..connections import client_key
 from ..emails import email_key
 from ..errors import Unauthorized
 from ..forwarded import client_of
@@ -95,7 +96,7 @@ class BasicAuthenticator:
         db = request.app[appkeys.DB]
         config = request.app[appkeys.CONFIG]
         throttle = request.app[appkeys.THROTTLE]
-        keys = (f"acct:{email_key(email)}", f"addr:{client_of(request)}")
+        keys = (f"acct:{email_key(email)}", f"addr:{client_key(client_of(request))}")
         user = await accounts.user_by_email(db, email)
         lookup = app_passwords.lookup_of(password)
         row = await app_passwords.candidate(db, user["id"], lookup) \

@@ -374,4 +374,25 @@ MIGRATIONS: list[str] = [
     CREATE INDEX dav_locks_file ON dav_locks(file_id);
     CREATE INDEX dav_locks_expiry ON dav_locks(expires_at)
     """,
+    # 13: the password-check throttle (issue 18), in the database so that every server process
+    # behind a proxy counts the same guesses (driveserver/meta/throttles.py). Per key (an
+    # account, a link, a session's password change, a client address or IPv6 /64): the
+    # failures since the last success and when the last one was; and the checks running now,
+    # one row per key each counts against, as leases that expire (a process killed during a
+    # check must not hold a slot for ever).
+    """
+    CREATE TABLE throttle_failures (
+        name TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_failed_at REAL NOT NULL
+    );
+    CREATE INDEX throttle_failures_age ON throttle_failures(last_failed_at);
+    CREATE TABLE throttle_checks (
+        name TEXT NOT NULL,
+        check_id TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (name, check_id)
+    );
+    CREATE INDEX throttle_checks_expiry ON throttle_checks(expires_at)
+    """,
 ]
