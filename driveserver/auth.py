@@ -16,6 +16,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import time
@@ -26,6 +27,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from .errors import TooManyRequests
 from .meta import throttles
 from .meta.db import Database, Tx
+
+log = logging.getLogger("driveserver.auth")
 
 SCRYPT_R, SCRYPT_P = 8, 1
 MAX_PASSWORD_BYTES = 1024
@@ -221,9 +224,16 @@ class LoginThrottle:
             # in a task of its own, which a second cancellation does not stop.
             done = asyncio.ensure_future(self.finish(check_id, ok, *keys))
             self._finishing.add(done)
-            done.add_done_callback(self._finishing.discard)
+            done.add_done_callback(self._finished)
             await asyncio.shield(done)
         return ok
+
+    def _finished(self, done: asyncio.Future[None]) -> None:
+        """A finish nobody waits for any more (its request was cancelled) that failed is
+        logged, not left as an unretrieved exception: its leases end by themselves."""
+        self._finishing.discard(done)
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("recording a password check failed: %r", done.exception())
 
 
 def new_id(prefix: str) -> str:

@@ -174,6 +174,28 @@ async def test_a_reservation_that_is_never_finished_ends_with_its_lease(
     assert await throttles.row_counts(db) == (0, 0)
 
 
+async def test_a_check_cut_short_counts_as_a_failure(db: Database, clock: Clock,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client goes away while its password is hashed (the handler is cancelled): the
+    check is still recorded, as a failure, and its lease is given back."""
+    hashing = asyncio.Event()
+
+    async def slow_hash(password: str, stored: str | None) -> bool:
+        hashing.set()
+        await asyncio.Event().wait()  # a hash that never ends
+        return True
+    monkeypatch.setattr(auth, "check_password", slow_hash)
+    t = LoginThrottle(db, clock=clock)
+    task = asyncio.create_task(t.check("guess", None, ("acct:a", "addr:x"), "refused"))
+    await asyncio.wait_for(hashing.wait(), 10)
+    assert (await throttles.states(db, ["acct:a"], clock.now, 3600))["acct:a"].in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    states = await throttles.states(db, ["acct:a", "addr:x"], clock.now, 3600)
+    assert [(s.failures, s.in_flight) for s in states.values()] == [(1, 0), (1, 0)]
+
+
 async def test_a_spray_of_addresses_keeps_the_table_bounded(
         db: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     """Forgotten rows are pruned as failures come (a few per failure, bounded), and past
