@@ -131,7 +131,7 @@ class LoginThrottle:
         self.free, self.base, self.cap, self.forget_after = free, base, cap, forget_after
         self.lease, self.clock = lease, clock
         self._failed = 0  # failures this process recorded: when to prune (_FAILURES_PER_PRUNE)
-        self._finishing: set[asyncio.Future[None]] = set()
+        self._running: set[asyncio.Future[bool]] = set()  # checks no request may cancel
 
     def _delay(self, s: throttles.KeyState, now: float) -> float:
         if s.failures < self.free:
@@ -184,7 +184,7 @@ class LoginThrottle:
 
     async def finish(self, check_id: str, ok: bool, *keys: str) -> None:
         """The check :meth:`begin` let through is over: a failure is recorded on every key
-        (a check cut short counts as one); a success starts the first key over. Every
+        (a hash that raised counts as one); a success starts the first key over. Every
         ``_FAILURES_PER_PRUNE`` failures this process records, the same transaction also
         deletes forgotten rows and ended leases (bounded), and now and then holds the table
         to :data:`.meta.throttles.MAX_ROWS`."""
@@ -211,8 +211,23 @@ class LoginThrottle:
                     refused: str) -> bool:
         """Is ``password`` the one ``stored`` hashes? Throttled on ``keys`` (the account or
         link first, then the address): 429 ``refused`` while backing off or while as many
-        checks as may still fail are running (:meth:`begin`)."""
-        keys = tuple(dict.fromkeys(keys))  # a key named twice counts once
+        checks as may still fail are running (:meth:`begin`).
+
+        Run in a task of its own, which cancelling the request (its client went away) does
+        not stop: a reservation is always followed by its record, however early the client
+        leaves, and a guess cut short counts as what it was."""
+        run = asyncio.ensure_future(self._check(password, stored, tuple(dict.fromkeys(keys)),
+                                                refused))
+        self._running.add(run)
+        run.add_done_callback(self._running.discard)
+        try:
+            return await asyncio.shield(run)
+        except asyncio.CancelledError:
+            run.add_done_callback(_log_failure)  # nobody else will look at its outcome
+            raise
+
+    async def _check(self, password: str, stored: str | None, keys: tuple[str, ...],
+                     refused: str) -> bool:
         check_id, wait = await self.begin(*keys)
         if check_id is None:
             raise TooManyRequests(refused, retry_after=wait)
@@ -220,20 +235,16 @@ class LoginThrottle:
         try:
             ok = await check_password(password, stored)
         finally:
-            # Recorded even when the request is cancelled meanwhile (the client went away):
-            # in a task of its own, which a second cancellation does not stop.
-            done = asyncio.ensure_future(self.finish(check_id, ok, *keys))
-            self._finishing.add(done)
-            done.add_done_callback(self._finished)
-            await asyncio.shield(done)
+            await self.finish(check_id, ok, *keys)
         return ok
 
-    def _finished(self, done: asyncio.Future[None]) -> None:
-        """A finish nobody waits for any more (its request was cancelled) that failed is
-        logged, not left as an unretrieved exception: its leases end by themselves."""
-        self._finishing.discard(done)
-        if not done.cancelled() and done.exception() is not None:
-            log.warning("recording a password check failed: %r", done.exception())
+
+def _log_failure(run: asyncio.Future[bool]) -> None:
+    """A check whose request was cancelled and which then failed (a refusal aside) is logged,
+    not left as an exception nobody retrieves: any lease it left ends by itself."""
+    exc = None if run.cancelled() else run.exception()
+    if exc is not None and not isinstance(exc, TooManyRequests):
+        log.warning("a password check failed after its request went: %r", exc)
 
 
 def new_id(prefix: str) -> str:

@@ -28,7 +28,7 @@ from driveserver.auth import LoginThrottle
 from driveserver.meta import throttles
 from driveserver.meta.backend import open_database
 from driveserver.meta.db import Database
-from tests.helpers import PASSWORD, RunningServer, start_server, upload
+from tests.helpers import PASSWORD, RunningServer, start_server, upload, wait_for
 from tests.test_cli import ENV, Serve, drive_server
 
 WRONG = "not the password"
@@ -174,26 +174,33 @@ async def test_a_reservation_that_is_never_finished_ends_with_its_lease(
     assert await throttles.row_counts(db) == (0, 0)
 
 
-async def test_a_check_cut_short_counts_as_a_failure(db: Database, clock: Clock,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("right", [False, True])
+async def test_a_check_whose_client_went_away_is_recorded_all_the_same(
+        db: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch, right: bool) -> None:
     """The client goes away while its password is hashed (the handler is cancelled): the
-    check is still recorded, as a failure, and its lease is given back."""
-    hashing = asyncio.Event()
+    check runs to its end all the same, is recorded as what it was, and gives its lease back."""
+    hashing, finish_hash = asyncio.Event(), asyncio.Event()
 
     async def slow_hash(password: str, stored: str | None) -> bool:
         hashing.set()
-        await asyncio.Event().wait()  # a hash that never ends
-        return True
+        await finish_hash.wait()
+        return right
     monkeypatch.setattr(auth, "check_password", slow_hash)
     t = LoginThrottle(db, clock=clock)
-    task = asyncio.create_task(t.check("guess", None, ("acct:a", "addr:x"), "refused"))
+    await fail(t, "acct:a", "addr:x")
+    request = asyncio.create_task(t.check("guess", None, ("acct:a", "addr:x"), "refused"))
     await asyncio.wait_for(hashing.wait(), 10)
     assert (await throttles.states(db, ["acct:a"], clock.now, 3600))["acct:a"].in_flight == 1
-    task.cancel()
+    request.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
-    states = await throttles.states(db, ["acct:a", "addr:x"], clock.now, 3600)
-    assert [(s.failures, s.in_flight) for s in states.values()] == [(1, 0), (1, 0)]
+        await request
+    finish_hash.set()
+
+    async def recorded() -> bool:
+        states = await throttles.states(db, ["acct:a", "addr:x"], clock.now, 3600)
+        return [(s.failures, s.in_flight) for s in states.values()] == \
+            ([(0, 0), (1, 0)] if right else [(2, 0), (2, 0)])
+    await wait_for(recorded, what="the check's record")
 
 
 async def test_a_spray_of_addresses_keeps_the_table_bounded(
