@@ -1,0 +1,534 @@
+"""Would a metadata cache pay? The hot paths on PostgreSQL beside SQLite, and the share of each
+request spent waiting on the database (issue 18: "a metadata cache only where it measures
+faster").
+
+One user (alice) with a realistic tree: 200 folders in her root, 50 small files in each and 200
+in the first (10,150 files), three folders shared with bob and one of bob's shared with her.
+The tree is made once on SQLite through the API, then copied to PostgreSQL (fsync and
+synchronous commit on, as in production) by ``migrate-to-postgres``'s own code, so both
+backends serve the same rows. Then, for each backend, one server runs **in this process**
+(``build_app``, a real port) while the clients run in other processes:
+
+* listing: ``GET /api/files`` of the root (200 folders, plus "Shared with me") and of the
+  200-file folder, ``--requests`` times each, one at a time;
+* complete: the upload flow's three steps (upload-init, ``POST /blocks/upload``,
+  ``complete``) for ``--requests`` new small files, one at a time;
+* long-poll fan-out: ``--polls`` long polls of one of alice's devices (bench/longpoll_bench.py's
+  client processes), then one commit by another of her devices.
+
+**How database time is measured:** in this process, the backends' statement methods
+(``Tx``/``PgTx`` execute, executemany, fetchone, fetchall; the ``Database``/``PgDatabase``
+reads; a snapshot's begin and end) and whole write transactions (``db.write``) are wrapped with
+a timer, and aiohttp's ``Application._handle`` with a label naming the route, so that every
+statement is charged to the request it ran for. A read outside a write transaction is what a
+cache could serve instead; a statement inside a write transaction cannot be (a SERIALIZABLE
+transaction must read what it decides on itself, or the write-skew arguments of
+docs/scale-out.md fall). pg_stat_statements is not used: it needs a preload library on the
+cluster, and would not see SQLite's side. Run: ``python bench/cache_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import multiprocessing as mp
+import os
+import random
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from bench.longpoll_bench import metric, percentile, raise_fd_limit, worker  # noqa: E402
+from bench.scale_bench import _login  # noqa: E402
+from driveserver.meta import db as sqlite_db  # noqa: E402
+from syncclient.batch_upload import BatchItem, upload_batch  # noqa: E402
+from syncclient.remote import Remote  # noqa: E402
+from tests.helpers import METRICS_AUTH, RunningServer, start_server  # noqa: E402
+from tests.pg_cluster import _admin, run_async, start_cluster, stop_cluster  # noqa: E402
+
+ALICE, BOB = "alice@example.com", "bob@example.com"
+
+# --- the meter -------------------------------------------------------------------------------
+
+LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("bench_label", default="other")
+_ROUTES = ((re.compile(r"^/api/files$"), "list"), (re.compile(r"^/api/files/upload-init$"), "init"),
+           (re.compile(r"^/blocks/upload$"), "blocks"),
+           (re.compile(r"^/api/files/[^/]+/complete$"), "complete"),
+           (re.compile(r"^/api/sync/changes$"), "longpoll"))
+
+
+@dataclass
+class Stat:
+    count: int = 0
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.seconds += seconds
+
+
+@dataclass
+class Meter:
+    """Per route label: requests handled, statements (outside / inside write transactions),
+    write transactions, and each read statement's text."""
+
+    handled: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
+    reads: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
+    in_tx: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
+    writes: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
+    texts: dict[tuple[str, str], Stat] = field(default_factory=lambda: defaultdict(Stat))
+
+    def reset(self) -> None:
+        for table in (self.handled, self.reads, self.in_tx, self.writes, self.texts):
+            table.clear()
+
+    def statement(self, sql: str, seconds: float) -> None:
+        label = LABEL.get()
+        if sqlite_db.writing():
+            self.in_tx[label].add(seconds)
+        else:
+            self.reads[label].add(seconds)
+            self.texts[(label, " ".join(sql.split())[:90])].add(seconds)
+
+
+METER = Meter()
+
+
+# The reads of metadata that every request repeats and that change only when a session,
+# share or folder changes: the session, the owner of a workspace, the user's mounts (their
+# own and shared workspaces, the paths of their shared folders), the user's root, the GC
+# epoch. With ``IDEAL`` on, such a read outside a write transaction is answered from a dict
+# that is never invalidated (nothing changes these rows while it is on): the most any cache
+# of them could save, with no invalidation cost at all.
+CACHEABLE = ("SELECT s.id, s.user_id, s.device_id, s.expires_at, u.workspace_id, d.removed_at",
+             "SELECT owner_id FROM workspaces WHERE id = ?",
+             "SELECT root_id FROM workspaces WHERE id = ?",
+             "SELECT w.id, w.kind, w.root_id, f.trashed_at FROM workspaces w",
+             "SELECT s.id, s.permission, s.mount_name, s.granted_seq",
+             "WITH RECURSIVE up(id, parent_id, name, depth)",
+             "SELECT f.* FROM users u JOIN workspaces w ON w.id = u.workspace_id",
+             "SELECT dropped FROM gc_epoch")
+IDEAL: dict[tuple[str, str, str, tuple[Any, ...]], Any] = {}
+IDEAL_ON = [False]
+
+
+def _timed_statement(orig: Callable[..., Any]) -> Callable[..., Any]:
+    name = orig.__name__
+
+    async def timed(self: Any, sql: str, params: Any = (), *args: Any, **kw: Any) -> Any:
+        key = None
+        if (IDEAL_ON[0] and name.startswith("fetch") and not sqlite_db.writing()
+                and sql.startswith(CACHEABLE)):
+            key = (type(self).__name__, name, sql, tuple(params))
+            if key in IDEAL:
+                return IDEAL[key]
+        start = time.perf_counter()
+        try:
+            result = await orig(self, sql, params, *args, **kw)
+        finally:
+            METER.statement(sql, time.perf_counter() - start)
+        if key is not None:
+            IDEAL[key] = result
+        return result
+    return timed
+
+
+def coalesce_revocation_marks() -> Callable[[], None]:
+    """The long poll's revoke mark (``accounts.revocations_of``, read by every woken poll on
+    PostgreSQL) shared by the callers that ask for it before it is sent: each joins a read that
+    starts after it asked, so each still sees every revoke committed before it asked (what the
+    mark is for). Returns the undo."""
+    from driveserver.meta import accounts
+
+    orig = accounts.revocations_of
+    waiting: dict[tuple[int, str], asyncio.Future[tuple[int, int]]] = {}
+
+    async def shared(q: Any, user_id: str) -> tuple[int, int]:
+        key = (id(q), user_id)
+        future = waiting.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            waiting[key] = future
+
+            async def read(f: asyncio.Future[tuple[int, int]] = future) -> None:
+                await asyncio.sleep(0)  # the callers of this loop pass join first
+                del waiting[key]  # from here on, a new caller starts a new read
+                try:
+                    f.set_result(await orig(q, user_id))
+                except Exception as exc:  # noqa: BLE001  (handed to every caller)
+                    f.set_exception(exc)
+            task = asyncio.get_running_loop().create_task(read())
+            TASKS.add(task)  # kept until done (the loop holds tasks only weakly)
+            task.add_done_callback(TASKS.discard)
+        return await asyncio.shield(future)
+
+    accounts.revocations_of = shared  # type: ignore[assignment]
+
+    def undo() -> None:
+        accounts.revocations_of = orig  # type: ignore[assignment]
+    return undo
+
+
+TASKS: set[asyncio.Task[None]] = set()
+
+
+def _timed_write(orig: Callable[..., Any]) -> Callable[..., Any]:
+    async def timed(self: Any, *args: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await orig(self, *args, **kw)
+        finally:
+            METER.writes[LABEL.get()].add(time.perf_counter() - start)
+    return timed
+
+
+def _timed_snapshot(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def timed(self: Any) -> AsyncIterator[Any]:
+        cm = orig(self)
+        start = time.perf_counter()
+        tx = await cm.__aenter__()
+        METER.statement("(snapshot begin)", time.perf_counter() - start)
+        try:
+            yield tx
+        except BaseException as exc:
+            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            start = time.perf_counter()
+            await cm.__aexit__(None, None, None)
+            METER.statement("(snapshot end)", time.perf_counter() - start)
+    return timed
+
+
+def install_meter() -> None:
+    """Wrap both backends' statement methods and aiohttp's request entry (see the docstring).
+    ``fetchval`` is left alone: it calls ``fetchone``, which counts it once."""
+    from driveserver.meta import pg
+
+    for cls in (sqlite_db.Tx, pg.PgTx, sqlite_db.Database, pg.PgDatabase):
+        for name in ("execute", "executemany", "fetchone", "fetchall"):
+            if name in vars(cls):
+                setattr(cls, name, _timed_statement(vars(cls)[name]))
+    for dbcls in (sqlite_db.Database, pg.PgDatabase):
+        dbcls.write = _timed_write(vars(dbcls)["write"])  # type: ignore[method-assign]
+        dbcls.snapshot = _timed_snapshot(vars(dbcls)["snapshot"])  # type: ignore[method-assign]
+    handle = web.Application._handle
+
+    async def labelled(self: web.Application, request: web.Request) -> web.StreamResponse:
+        label = next((name for pattern, name in _ROUTES if pattern.match(request.path)), "other")
+        token = LABEL.set(label)
+        start = time.perf_counter()
+        try:
+            return await handle(self, request)
+        finally:
+            METER.handled[label].add(time.perf_counter() - start)
+            LABEL.reset(token)
+
+    web.Application._handle = labelled  # type: ignore[method-assign]
+
+
+# --- clients (other processes) ---------------------------------------------------------------
+
+async def _client(url: str, token: str, plan: str, n: int) -> list[dict[str, float]]:
+    """``n`` requests one after the other: ``list:<path>`` or ``upload:<folder>``; each
+    sample's seconds per step."""
+    auth = {"Authorization": f"Bearer {token}"}
+    rnd = random.Random(plan)
+    out = []
+    async with aiohttp.ClientSession(headers=auth) as s:
+        kind, _, arg = plan.partition(":")
+        for i in range(n):
+            sample: dict[str, float] = {}
+            t0 = time.perf_counter()
+            if kind == "list":
+                async with s.get(f"{url}/api/files", params={"path": arg}) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+            else:
+                data = os.urandom(rnd.randint(1024, 4096))
+                async with s.post(f"{url}/api/files/upload-init", json={
+                        "path": f"{arg}/f{i}-{rnd.random()}.txt", "size": len(data)}) as r:
+                    assert r.status == 200, await r.text()
+                    init = await r.json()
+                t1 = time.perf_counter()
+                async with s.post(init["upload_url"], data=data, headers={}) as r:
+                    assert r.status == 200, await r.text()
+                    blocks = (await r.json())["blocks"]
+                t2 = time.perf_counter()
+                async with s.post(f"{url}/api/files/{init['file_id']}/complete",
+                                  json={"blocks": blocks}) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+                sample.update(init=t1 - t0, blocks=t2 - t1, complete=time.perf_counter() - t2)
+            sample["total"] = time.perf_counter() - t0
+            out.append(sample)
+    return out
+
+
+def _client_proc(url: str, token: str, plan: str, n: int, queue: Any) -> None:
+    queue.put(asyncio.run(_client(url, token, plan, n)))
+
+
+async def run_client(url: str, token: str, plan: str, n: int) -> list[dict[str, float]]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_client_proc, args=(url, token, plan, n, queue))
+    proc.start()
+    try:
+        result: list[dict[str, float]] = await asyncio.to_thread(queue.get, True, 600)
+    finally:
+        await asyncio.to_thread(proc.join, 60)
+    return result
+
+
+# --- the tree --------------------------------------------------------------------------------
+
+async def make_tree(server: RunningServer, work: Path, args: argparse.Namespace) -> None:
+    """Alice's 10,150 files in 200 folders, three folders shared with bob, one of his with
+    her (so her root lists "Shared with me" and her requests look up a mount)."""
+    await server.register(ALICE)
+    await server.register(BOB)
+    contents = work / "contents"
+    contents.mkdir()
+    rnd = random.Random(18)
+    for j in range(64):
+        (contents / f"c{j}").write_bytes(rnd.randbytes(rnd.randint(1024, 4096)))
+    remote = Remote(server.url, await _login(server.url, "seed", ALICE))
+    paths = [f"/d{d:03}/f{k:03}.txt" for d in range(args.folders)
+             for k in range(args.big if d == 0 else args.per_folder)]
+    for start in range(0, len(paths), args.batch):
+        items = [BatchItem(p, contents / f"c{(start + i) % 64}", None, None)
+                 for i, p in enumerate(paths[start:start + args.batch])]
+        results = await upload_batch(remote, items)
+        bad = [r for r in results if isinstance(r, Exception)]
+        assert not bad, bad[:3]
+    root = await remote.call("GET", "/api/files", params={"path": "/"})
+    ids = {e["name"]: e["file_id"] for e in root["entries"]}
+    for d, role in ((1, "edit"), (2, "view"), (3, "edit")):
+        await remote.call("POST", f"/api/files/{ids[f'd{d:03}']}/share",
+                          json={"user_email": BOB, "permission": role})
+    bob = Remote(server.url, await _login(server.url, "seed", BOB))
+    folder = await bob.call("POST", "/api/folders", json={"path": "/bobs"})
+    await bob.call("POST", f"/api/files/{folder['file_id']}/share",
+                   json={"user_email": ALICE, "permission": "edit"})
+    await remote.close()
+    await bob.close()
+
+
+async def copy_to_postgres(sqlite_path: Path, url: str) -> None:
+    """The same rows on PostgreSQL, by the migration command's own code."""
+    from driveserver.meta.migrations import MIGRATIONS
+    from driveserver.meta.pg import PgDatabase
+    from driveserver.meta.to_postgres import migrate
+
+    db = PgDatabase(url)
+    await db.open()  # the schema
+    await db.close()
+    await migrate(sqlite_path, url, len(MIGRATIONS))
+
+
+# --- the measurements ------------------------------------------------------------------------
+
+@dataclass
+class Figures:
+    """One hot path's figures on one backend."""
+
+    latency: list[float]  # client-side seconds per request (or per answer)
+    handled: float  # server seconds per request (mean, inside aiohttp's _handle); fan-out:
+    # the commit-to-last-answer wall time, per answer
+    reads: Stat  # statements outside write transactions: what a cache could serve
+    in_tx: Stat
+    writes: Stat
+    per: int  # requests (or answers) the figures are divided by
+    top: list[tuple[str, Stat]]
+
+
+def take(labels: tuple[str, ...], latency: list[float], per: int, wall: float | None = None
+         ) -> Figures:
+    def total(table: dict[str, Stat]) -> Stat:
+        out = Stat()
+        for label in labels:
+            out.count += table[label].count
+            out.seconds += table[label].seconds
+        return out
+
+    handled = total(METER.handled)
+    top = sorted(((sql, s) for (label, sql), s in METER.texts.items() if label in labels),
+                 key=lambda kv: -kv[1].seconds)[:4]
+    seconds = handled.seconds if wall is None else wall
+    return Figures(latency, seconds / max(1, per), total(METER.reads),
+                 total(METER.in_tx), total(METER.writes), per, top)
+
+
+async def listing(url: str, token: str, path: str, n: int) -> Figures:
+    await run_client(url, token, f"list:{path}", 20)  # warm: caches, pools, plans
+    METER.reset()
+    samples = await run_client(url, token, f"list:{path}", n)
+    return take(("list",), [s["total"] for s in samples], n)
+
+
+async def completes(url: str, token: str, folder: str, n: int) -> dict[str, Figures]:
+    await run_client(url, token, f"upload:{folder}-warm", 10)
+    METER.reset()
+    samples = await run_client(url, token, f"upload:{folder}", n)
+    return {step: take(labels, [s[step] for s in samples], n)
+            for step, labels in (("init", ("init",)), ("blocks", ("blocks",)),
+                                 ("complete", ("complete",)),
+                                 ("total", ("init", "blocks", "complete")))}
+
+
+async def fan_out(url: str, polls: int, round_: int) -> Figures:
+    """bench/longpoll_bench.py's waiting clients, then one commit by another device."""
+    poller = await _login(url, f"poller-{round_}", ALICE)
+    writer = await _login(url, f"writer-{round_}", ALICE)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/api/sync/cursor",
+                         headers={"Authorization": f"Bearer {poller}"}) as r:
+            cursor = (await r.json())["cursor"]
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=worker, args=(url, poller, cursor, k, queue))
+                 for k in (polls // 2, polls - polls // 2)]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 120
+        while True:
+            async with s.get(f"{url}/metrics", headers=METRICS_AUTH) as r:
+                if metric(await r.text(), "drive_longpoll_open") >= polls:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the polls did not all wait")
+            await asyncio.sleep(0.1)
+        METER.reset()
+        t0 = time.time()
+        async with s.post(f"{url}/api/folders", json={"path": f"/wake-{round_}"},
+                          headers={"Authorization": f"Bearer {writer}"}) as r:
+            assert r.status == 201, await r.text()
+        answers: list[tuple[float, int]] = []
+        for _ in procs:
+            answers += await asyncio.to_thread(queue.get, True, 300)
+        for p in procs:
+            await asyncio.to_thread(p.join, 60)
+    assert all(k == 1 for _, k in answers), "a poll answered without the change"
+    latency = [done - t0 for done, _ in answers]
+    return take(("longpoll",), latency, polls, wall=max(latency))
+
+
+async def measure(data: Path, database_url: str, args: argparse.Namespace, tag: str
+                  ) -> dict[str, dict[str, Figures]]:
+    """Every path with the cache off, then with the ideal cache and shared marks on."""
+    server = await start_server(data, database_url=database_url)
+    out: dict[str, dict[str, Figures]] = {}
+    try:
+        token = await _login(server.url, f"bench-{tag}", ALICE)
+        for round_, mode in enumerate(("off", "ideal")):
+            IDEAL.clear()
+            IDEAL_ON[0] = mode == "ideal"
+            undo = coalesce_revocation_marks() if mode == "ideal" else (lambda: None)
+            try:
+                got = {"list /": await listing(server.url, token, "/", args.requests),
+                       "list /d000": await listing(server.url, token, "/d000", args.requests)}
+                for step, figures in (await completes(server.url, token, f"/up-{tag}-{mode}",
+                                                      args.requests)).items():
+                    got[f"upload {step}"] = figures
+                got["fan-out"] = await fan_out(server.url, args.polls, round_)
+            finally:
+                undo()
+                IDEAL_ON[0] = False
+            for path, figures in got.items():
+                out.setdefault(path, {})[mode] = figures
+        return out
+    finally:
+        await server.stop()
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def report(results: dict[str, dict[str, dict[str, Figures]]]) -> None:
+    backends = list(results)
+    print(f"\n{'path':<16}{'backend':<11}{'cache':<6}{'p50 ms':>8}{'p95 ms':>8}"
+          f"{'server ms':>10}{'reads/req':>10}{'read ms':>8}{'read %':>7}{'tx stmts':>9}"
+          f"{'tx ms':>7}{'tx %':>6}")
+    for path in results[backends[0]]:
+        for backend in backends:
+            for mode, f in results[backend][path].items():
+                per = max(1, f.per)
+                handled = f.handled or 1e-9
+                print(f"{path:<16}{backend:<11}{mode:<6}{ms(statistics.median(f.latency)):>8}"
+                      f"{ms(percentile(f.latency, 0.95)):>8}{ms(f.handled):>10}"
+                      f"{f.reads.count / per:>10.1f}{ms(f.reads.seconds / per):>8}"
+                      f"{100 * f.reads.seconds / per / handled:>6.0f}%"
+                      f"{f.in_tx.count / per:>9.1f}{ms(f.writes.seconds / per):>7}"
+                      f"{100 * f.writes.seconds / per / handled:>5.0f}%")
+    print("\n(reads: statements outside write transactions, what a cache could serve; tx: write"
+          " transactions, timed whole; %: of the server's time per request. Fan-out: per"
+          " answer, and 'server ms' is the commit-to-last-answer wall time / answers; the"
+          " answers' awaits overlap, so its % may pass 100. cache 'ideal': the repeated"
+          " metadata reads (CACHEABLE) served from a dict never invalidated, and the long"
+          " poll's revoke marks shared by the polls that ask at once.)")
+    for backend in backends:
+        print(f"\nmost expensive reads on {backend}, cache off (per request: count, ms):")
+        for path, modes in results[backend].items():
+            if path == "upload total":
+                continue
+            f = modes["off"]
+            for sql, st in f.top[:4 if path.startswith("list") else 2]:
+                print(f"  {path:<16}{st.count / max(1, f.per):5.1f}"
+                      f" {ms(st.seconds / max(1, f.per)):>6}  {sql}")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--polls", type=int, default=500)
+    ap.add_argument("--folders", type=int, default=200, help="folders in alice's root")
+    ap.add_argument("--per-folder", type=int, default=50, help="files in each folder")
+    ap.add_argument("--big", type=int, default=200, help="files in the first folder")
+    ap.add_argument("--batch", type=int, default=200, help="files per batch while seeding")
+    args = ap.parse_args()
+    raise_fd_limit()
+    install_meter()
+    work = Path(tempfile.mkdtemp(prefix="cache-bench-"))
+    cluster = start_cluster(durable=True)
+    try:
+        data = work / "data"
+        seeding = await start_server(data)
+        started = time.monotonic()
+        try:
+            await make_tree(seeding, work, args)
+        finally:
+            await seeding.stop()
+        print(f"tree made on SQLite in {time.monotonic() - started:.0f} s", flush=True)
+        run_async(_admin(cluster, "CREATE DATABASE bench TEMPLATE template0 LOCALE 'C.UTF-8'"))
+        url = cluster.url("bench")
+        await copy_to_postgres(seeding.config.database_path, url)
+        results: dict[str, dict[str, dict[str, Figures]]] = {}
+        for backend, database_url in (("SQLite", ""), ("PostgreSQL", url)):
+            results[backend] = await measure(data, database_url, args, backend.lower())
+            print(f"{backend} measured", flush=True)
+        report(results)
+    finally:
+        stop_cluster(cluster)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
