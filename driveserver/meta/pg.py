@@ -43,6 +43,7 @@ import asyncpg  # type: ignore[import-untyped]
 from ..errors import Busy
 from . import dialect, pg_listen
 from .db import _WRITING, SchemaError, Tx, _see_through, run_hooks
+from .shared_reads import SharedReads
 
 log = logging.getLogger("driveserver.meta")
 T = TypeVar("T")
@@ -149,6 +150,7 @@ class PgDatabase:
         self._pool: asyncpg.Pool | None = None
         self._write_lock = asyncio.Lock()
         self.retries = 0  # units of work run again after a serialization failure (tests read it)
+        self.shared_reads = SharedReads()  # what many callers read at once (the revoke mark)
 
     async def open(self) -> None:
         if self._pool is not None:

@@ -179,5 +179,8 @@ def share_marker(db: Any, user_id: str) -> Callable[[], Awaitable[object]] | Non
         return None
 
     async def mark() -> object:
-        return await accounts.revocations_of(db, user_id)
+        # Every poll a commit wakes asks at once: one read for all of them, sent after each
+        # asked (meta/shared_reads.py says why that is as fresh as a read of one's own).
+        return await db.shared_reads.read(("revocations", user_id),
+                                          lambda: accounts.revocations_of(db, user_id))
     return mark
