@@ -16,6 +16,13 @@ backends serve the same rows. Then, for each backend, one server runs **in this 
 * long-poll fan-out: ``--polls`` long polls of one of alice's devices (bench/longpoll_bench.py's
   client processes), then one commit by another of her devices.
 
+Each path is measured twice in the run: first with nothing shared or cached (the reference),
+then the listings and uploads with an *ideal* cache of the metadata every request repeats (see
+``CACHEABLE``: answered from a dict that is never invalidated, the most any cache could save;
+not built in the server) and the fan-out with the long poll's revoke marks read once for all
+the polls that ask at once (:mod:`driveserver.meta.shared_reads`, as the server now does on
+PostgreSQL; turned off for the reference).
+
 **How database time is measured:** in this process, the backends' statement methods
 (``Tx``/``PgTx`` execute, executemany, fetchone, fetchall; the ``Database``/``PgDatabase``
 reads; a snapshot's begin and end) and whole write transactions (``db.write``) are wrapped with
@@ -55,6 +62,7 @@ from aiohttp import web  # noqa: E402
 
 from bench.longpoll_bench import metric, percentile, raise_fd_limit, worker  # noqa: E402
 from bench.scale_bench import _login  # noqa: E402
+from driveserver import appkeys  # noqa: E402
 from driveserver.meta import db as sqlite_db  # noqa: E402
 from syncclient.batch_upload import BatchItem, upload_batch  # noqa: E402
 from syncclient.remote import Remote  # noqa: E402
@@ -148,43 +156,6 @@ def _timed_statement(orig: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
-def coalesce_revocation_marks() -> Callable[[], None]:
-    """The long poll's revoke mark (``accounts.revocations_of``, read by every woken poll on
-    PostgreSQL) shared by the callers that ask for it before it is sent: each joins a read that
-    starts after it asked, so each still sees every revoke committed before it asked (what the
-    mark is for). Returns the undo."""
-    from driveserver.meta import accounts
-
-    orig = accounts.revocations_of
-    waiting: dict[tuple[int, str], asyncio.Future[tuple[int, int]]] = {}
-
-    async def shared(q: Any, user_id: str) -> tuple[int, int]:
-        key = (id(q), user_id)
-        future = waiting.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            waiting[key] = future
-
-            async def read(f: asyncio.Future[tuple[int, int]] = future) -> None:
-                await asyncio.sleep(0)  # the callers of this loop pass join first
-                del waiting[key]  # from here on, a new caller starts a new read
-                try:
-                    f.set_result(await orig(q, user_id))
-                except Exception as exc:  # noqa: BLE001  (handed to every caller)
-                    f.set_exception(exc)
-            task = asyncio.get_running_loop().create_task(read())
-            TASKS.add(task)  # kept until done (the loop holds tasks only weakly)
-            task.add_done_callback(TASKS.discard)
-        return await asyncio.shield(future)
-
-    accounts.revocations_of = shared  # type: ignore[assignment]
-
-    def undo() -> None:
-        accounts.revocations_of = orig  # type: ignore[assignment]
-    return undo
-
-
-TASKS: set[asyncio.Task[None]] = set()
 
 
 def _timed_write(orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -432,27 +403,36 @@ async def fan_out(url: str, polls: int, round_: int) -> Figures:
 
 async def measure(data: Path, database_url: str, args: argparse.Namespace, tag: str
                   ) -> dict[str, dict[str, Figures]]:
-    """Every path with the cache off, then with the ideal cache and shared marks on."""
+    """Every path with nothing shared or cached, then: the listings and uploads with the ideal
+    cache, the fan-out with the revoke marks shared (as the server does now)."""
     server = await start_server(data, database_url=database_url)
     out: dict[str, dict[str, Figures]] = {}
     try:
         token = await _login(server.url, f"bench-{tag}", ALICE)
-        for round_, mode in enumerate(("off", "ideal")):
+        shared = getattr(server.app[appkeys.DB], "shared_reads", None)  # PostgreSQL's
+        for round_, on in enumerate((False, True)):
+            # Off: the reference, as before the shared mark reads (meta/shared_reads.py).
+            # On: those as built, and the ideal cache for the listings and uploads.
             IDEAL.clear()
-            IDEAL_ON[0] = mode == "ideal"
-            undo = coalesce_revocation_marks() if mode == "ideal" else (lambda: None)
+            if shared is not None:
+                shared.enabled = on
+            got: dict[str, tuple[str, Figures]] = {}
+            IDEAL_ON[0] = on
             try:
-                got = {"list /": await listing(server.url, token, "/", args.requests),
-                       "list /d000": await listing(server.url, token, "/d000", args.requests)}
-                for step, figures in (await completes(server.url, token, f"/up-{tag}-{mode}",
-                                                      args.requests)).items():
-                    got[f"upload {step}"] = figures
-                got["fan-out"] = await fan_out(server.url, args.polls, round_)
+                for path in ("/", "/d000"):
+                    got[f"list {path}"] = ("ideal" if on else "off",
+                                           await listing(server.url, token, path, args.requests))
+                steps = await completes(server.url, token, f"/up-{tag}-{round_}", args.requests)
+                for step, figures in steps.items():
+                    got[f"upload {step}"] = ("ideal" if on else "off", figures)
             finally:
-                undo()
                 IDEAL_ON[0] = False
-            for path, figures in got.items():
+            got["fan-out"] = ("shared" if on else "off",
+                              await fan_out(server.url, args.polls, round_))
+            for path, (mode, figures) in got.items():
                 out.setdefault(path, {})[mode] = figures
+        if shared is not None:
+            shared.enabled = True
         return out
     finally:
         await server.stop()
@@ -482,8 +462,9 @@ def report(results: dict[str, dict[str, dict[str, Figures]]]) -> None:
           " transactions, timed whole; %: of the server's time per request. Fan-out: per"
           " answer, and 'server ms' is the commit-to-last-answer wall time / answers; the"
           " answers' awaits overlap, so its % may pass 100. cache 'ideal': the repeated"
-          " metadata reads (CACHEABLE) served from a dict never invalidated, and the long"
-          " poll's revoke marks shared by the polls that ask at once.)")
+          " metadata reads (CACHEABLE) served from a dict never invalidated (a ceiling: not"
+          " built); fan-out 'shared': the revoke marks the polls ask for at once read once"
+          " (meta/shared_reads.py, PostgreSQL only; SQLite reads no mark).)")
     for backend in backends:
         print(f"\nmost expensive reads on {backend}, cache off (per request: count, ms):")
         for path, modes in results[backend].items():
