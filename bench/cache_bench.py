@@ -16,14 +16,14 @@ backends serve the same rows. Then, for each backend, one server runs **in this 
 * long-poll fan-out: ``--polls`` long polls of one of alice's devices (bench/longpoll_bench.py's
   client processes), then one commit by another of her devices.
 
-Each path is measured twice in the run: first with nothing shared or cached (the reference),
-then the listings and uploads with an *ideal* cache of the metadata every request repeats (see
-``CACHEABLE``: answered from a dict that is never invalidated, the most any cache could save;
-not built in the server) and the fan-out with the long poll's revoke marks read once for all
-the polls that ask at once (:mod:`driveserver.meta.shared_reads`, as the server now does on
+Each path is measured in two modes, taking turns (``--rounds``): with nothing shared or cached
+(the reference), and with an *ideal* cache of the metadata every request repeats for the
+listings and uploads (see ``CACHEABLE``: answered from a dict that is never invalidated, the
+most any cache could save; not built in the server) and the fan-out with the long poll's
+revoke marks read once for all the polls that ask at once (:mod:`driveserver.meta.shared_reads`, as the server now does on
 PostgreSQL; turned off for the reference).
 
-**How database time is measured:** in this process, the backends' statement methods
+**How database time is measured** (bench/db_meter.py): in this process, the backends' statement methods
 (``Tx``/``PgTx`` execute, executemany, fetchone, fetchall; the ``Database``/``PgDatabase``
 reads; a snapshot's begin and end) and whole write transactions (``db.write``) are wrapped with
 a timer, and aiohttp's ``Application._handle`` with a label naming the route, so that every
@@ -38,181 +38,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
 import multiprocessing as mp
 import os
 import random
-import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
 
+from bench.db_meter import IDEAL, IDEAL_ON, METER, Stat, install_meter  # noqa: E402
 from bench.longpoll_bench import metric, percentile, raise_fd_limit, worker  # noqa: E402
 from bench.scale_bench import _login  # noqa: E402
 from driveserver import appkeys  # noqa: E402
-from driveserver.meta import db as sqlite_db  # noqa: E402
 from syncclient.batch_upload import BatchItem, upload_batch  # noqa: E402
 from syncclient.remote import Remote  # noqa: E402
 from tests.helpers import METRICS_AUTH, RunningServer, start_server  # noqa: E402
 from tests.pg_cluster import _admin, run_async, start_cluster, stop_cluster  # noqa: E402
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
-
-# --- the meter -------------------------------------------------------------------------------
-
-LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("bench_label", default="other")
-_ROUTES = ((re.compile(r"^/api/files$"), "list"), (re.compile(r"^/api/files/upload-init$"), "init"),
-           (re.compile(r"^/blocks/upload$"), "blocks"),
-           (re.compile(r"^/api/files/[^/]+/complete$"), "complete"),
-           (re.compile(r"^/api/sync/changes$"), "longpoll"))
-
-
-@dataclass
-class Stat:
-    count: int = 0
-    seconds: float = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.seconds += seconds
-
-
-@dataclass
-class Meter:
-    """Per route label: requests handled, statements (outside / inside write transactions),
-    write transactions, and each read statement's text."""
-
-    handled: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
-    reads: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
-    in_tx: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
-    writes: dict[str, Stat] = field(default_factory=lambda: defaultdict(Stat))
-    texts: dict[tuple[str, str], Stat] = field(default_factory=lambda: defaultdict(Stat))
-
-    def reset(self) -> None:
-        for table in (self.handled, self.reads, self.in_tx, self.writes, self.texts):
-            table.clear()
-
-    def statement(self, sql: str, seconds: float) -> None:
-        label = LABEL.get()
-        if sqlite_db.writing():
-            self.in_tx[label].add(seconds)
-        else:
-            self.reads[label].add(seconds)
-            self.texts[(label, " ".join(sql.split())[:90])].add(seconds)
-
-
-METER = Meter()
-
-
-# The reads of metadata that every request repeats and that change only when a session,
-# share or folder changes: the session, the owner of a workspace, the user's mounts (their
-# own and shared workspaces, the paths of their shared folders), the user's root, the GC
-# epoch. With ``IDEAL`` on, such a read outside a write transaction is answered from a dict
-# that is never invalidated (nothing changes these rows while it is on): the most any cache
-# of them could save, with no invalidation cost at all.
-CACHEABLE = ("SELECT s.id, s.user_id, s.device_id, s.expires_at, u.workspace_id, d.removed_at",
-             "SELECT owner_id FROM workspaces WHERE id = ?",
-             "SELECT root_id FROM workspaces WHERE id = ?",
-             "SELECT w.id, w.kind, w.root_id, f.trashed_at FROM workspaces w",
-             "SELECT s.id, s.permission, s.mount_name, s.granted_seq",
-             "WITH RECURSIVE up(id, parent_id, name, depth)",
-             "SELECT f.* FROM users u JOIN workspaces w ON w.id = u.workspace_id",
-             "SELECT dropped FROM gc_epoch")
-IDEAL: dict[tuple[str, str, str, tuple[Any, ...]], Any] = {}
-IDEAL_ON = [False]
-
-
-def _timed_statement(orig: Callable[..., Any]) -> Callable[..., Any]:
-    name = orig.__name__
-
-    async def timed(self: Any, sql: str, params: Any = (), *args: Any, **kw: Any) -> Any:
-        key = None
-        if (IDEAL_ON[0] and name.startswith("fetch") and not sqlite_db.writing()
-                and sql.startswith(CACHEABLE)):
-            key = (type(self).__name__, name, sql, tuple(params))
-            if key in IDEAL:
-                return IDEAL[key]
-        start = time.perf_counter()
-        try:
-            result = await orig(self, sql, params, *args, **kw)
-        finally:
-            METER.statement(sql, time.perf_counter() - start)
-        if key is not None:
-            IDEAL[key] = result
-        return result
-    return timed
-
-
-
-
-def _timed_write(orig: Callable[..., Any]) -> Callable[..., Any]:
-    async def timed(self: Any, *args: Any, **kw: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return await orig(self, *args, **kw)
-        finally:
-            METER.writes[LABEL.get()].add(time.perf_counter() - start)
-    return timed
-
-
-def _timed_snapshot(orig: Callable[..., Any]) -> Callable[..., Any]:
-    @asynccontextmanager
-    async def timed(self: Any) -> AsyncIterator[Any]:
-        cm = orig(self)
-        start = time.perf_counter()
-        tx = await cm.__aenter__()
-        METER.statement("(snapshot begin)", time.perf_counter() - start)
-        try:
-            yield tx
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            start = time.perf_counter()
-            await cm.__aexit__(None, None, None)
-            METER.statement("(snapshot end)", time.perf_counter() - start)
-    return timed
-
-
-def install_meter() -> None:
-    """Wrap both backends' statement methods and aiohttp's request entry (see the docstring).
-    ``fetchval`` is left alone: it calls ``fetchone``, which counts it once."""
-    from driveserver.meta import pg
-
-    for cls in (sqlite_db.Tx, pg.PgTx, sqlite_db.Database, pg.PgDatabase):
-        for name in ("execute", "executemany", "fetchone", "fetchall"):
-            if name in vars(cls):
-                setattr(cls, name, _timed_statement(vars(cls)[name]))
-    for dbcls in (sqlite_db.Database, pg.PgDatabase):
-        dbcls.write = _timed_write(vars(dbcls)["write"])  # type: ignore[method-assign]
-        dbcls.snapshot = _timed_snapshot(vars(dbcls)["snapshot"])  # type: ignore[method-assign]
-    handle = web.Application._handle
-
-    async def labelled(self: web.Application, request: web.Request) -> web.StreamResponse:
-        label = next((name for pattern, name in _ROUTES if pattern.match(request.path)), "other")
-        token = LABEL.set(label)
-        start = time.perf_counter()
-        try:
-            return await handle(self, request)
-        finally:
-            METER.handled[label].add(time.perf_counter() - start)
-            LABEL.reset(token)
-
-    web.Application._handle = labelled  # type: ignore[method-assign]
-
 
 # --- clients (other processes) ---------------------------------------------------------------
 
@@ -329,6 +180,22 @@ class Figures:
     per: int  # requests (or answers) the figures are divided by
     top: list[tuple[str, Stat]]
 
+    def merge(self, other: Figures) -> Figures:
+        """Both rounds' figures as one (the modes take turns, so that a change of the
+        machine's load weighs on both alike)."""
+        def add(x: Stat, y: Stat) -> Stat:
+            return Stat(x.count + y.count, x.seconds + y.seconds)
+
+        top: dict[str, Stat] = {}
+        for sql, st in self.top + other.top:
+            top[sql] = add(top.get(sql, Stat()), st)
+        per = self.per + other.per
+        return Figures(self.latency + other.latency,
+                       (self.handled * self.per + other.handled * other.per) / max(1, per),
+                       add(self.reads, other.reads), add(self.in_tx, other.in_tx),
+                       add(self.writes, other.writes), per,
+                       sorted(top.items(), key=lambda kv: -kv[1].seconds)[:4])
+
 
 def take(labels: tuple[str, ...], latency: list[float], per: int, wall: float | None = None
          ) -> Figures:
@@ -410,7 +277,8 @@ async def measure(data: Path, database_url: str, args: argparse.Namespace, tag: 
     try:
         token = await _login(server.url, f"bench-{tag}", ALICE)
         shared = getattr(server.app[appkeys.DB], "shared_reads", None)  # PostgreSQL's
-        for round_, on in enumerate((False, True)):
+        requests = max(1, args.requests // args.rounds)
+        for k, on in enumerate([False, True] * args.rounds):
             # Off: the reference, as before the shared mark reads (meta/shared_reads.py).
             # On: those as built, and the ideal cache for the listings and uploads.
             IDEAL.clear()
@@ -421,16 +289,16 @@ async def measure(data: Path, database_url: str, args: argparse.Namespace, tag: 
             try:
                 for path in ("/", "/d000"):
                     got[f"list {path}"] = ("ideal" if on else "off",
-                                           await listing(server.url, token, path, args.requests))
-                steps = await completes(server.url, token, f"/up-{tag}-{round_}", args.requests)
+                                           await listing(server.url, token, path, requests))
+                steps = await completes(server.url, token, f"/up-{tag}-{k}", requests)
                 for step, figures in steps.items():
                     got[f"upload {step}"] = ("ideal" if on else "off", figures)
             finally:
                 IDEAL_ON[0] = False
-            got["fan-out"] = ("shared" if on else "off",
-                              await fan_out(server.url, args.polls, round_))
+            got["fan-out"] = ("shared" if on else "off", await fan_out(server.url, args.polls, k))
             for path, (mode, figures) in got.items():
-                out.setdefault(path, {})[mode] = figures
+                modes = out.setdefault(path, {})
+                modes[mode] = modes[mode].merge(figures) if mode in modes else figures
         if shared is not None:
             shared.enabled = True
         return out
@@ -480,6 +348,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--polls", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="turns of each mode (the requests are split over them)")
     ap.add_argument("--folders", type=int, default=200, help="folders in alice's root")
     ap.add_argument("--per-folder", type=int, default=50, help="files in each folder")
     ap.add_argument("--big", type=int, default=200, help="files in the first folder")
