@@ -17,21 +17,22 @@ backends serve the same rows. Then, for each backend, one server runs **in this 
   client processes), then one commit by another of her devices.
 
 Each path is measured in two modes, taking turns (``--rounds``): with nothing shared or cached
-(the reference), and with an *ideal* cache of the metadata every request repeats for the
-listings and uploads (see ``CACHEABLE``: answered from a dict that is never invalidated, the
-most any cache could save; not built in the server) and the fan-out with the long poll's
-revoke marks read once for all the polls that ask at once (:mod:`driveserver.meta.shared_reads`, as the server now does on
-PostgreSQL; turned off for the reference).
+(the reference), and then the listings and uploads with an *ideal* cache of the metadata every
+request repeats (``bench/db_meter.CACHEABLE``, answered from a dict that is never invalidated:
+the most any cache could save; not built in the server), the fan-out with the long poll's
+revoke marks read once for all the polls that ask at once (:mod:`driveserver.meta.shared_reads`,
+as the server now does on PostgreSQL; turned off for the reference).
 
-**How database time is measured** (bench/db_meter.py): in this process, the backends' statement methods
-(``Tx``/``PgTx`` execute, executemany, fetchone, fetchall; the ``Database``/``PgDatabase``
-reads; a snapshot's begin and end) and whole write transactions (``db.write``) are wrapped with
-a timer, and aiohttp's ``Application._handle`` with a label naming the route, so that every
-statement is charged to the request it ran for. A read outside a write transaction is what a
-cache could serve instead; a statement inside a write transaction cannot be (a SERIALIZABLE
-transaction must read what it decides on itself, or the write-skew arguments of
-docs/scale-out.md fall). pg_stat_statements is not used: it needs a preload library on the
-cluster, and would not see SQLite's side. Run: ``python bench/cache_bench.py``.
+**How database time is measured** (bench/db_meter.py): in this process, the backends'
+statement methods (``Tx``/``PgTx`` execute, executemany, fetchone, fetchall; the
+``Database``/``PgDatabase`` reads; a snapshot's begin and end) and whole write transactions
+(``db.write``) are wrapped with a timer, and aiohttp's ``Application._handle`` with a label
+naming the route, so that every statement is charged to the request it ran for. A read outside
+a write transaction is what a cache could serve instead; a statement inside a write
+transaction cannot be (a SERIALIZABLE transaction must read what it decides on itself, or the
+write-skew arguments of docs/scale-out.md fall). pg_stat_statements is not used: it needs a
+preload library on the cluster, and would not see SQLite's side.
+Run: ``python bench/cache_bench.py`` (about 4 minutes here).
 """
 
 from __future__ import annotations
