@@ -135,9 +135,16 @@ def test_reading_a_file_cuts_it_as_the_bytes_are_cut(tmp_path: Path, size: int) 
     ["insert", "delete", "overwrite"]), length=st.integers(1, 2 * MiB))
 def test_boundaries_resynchronise_after_an_edit(seed: int, where: float, edit: str,
                                                 length: int) -> None:
-    """Deterministic, within [min, max] (but the last), and after an edit anywhere every
-    block but at most two of the new version is a block of the old (an edit longer than a
-    block adds the blocks it fills)."""
+    """Deterministic, within [min, max] (but the last), and after an edit anywhere the new
+    version's blocks are the old ones again a few blocks past the edit (an edit longer than a
+    block adds the blocks it fills). How many: the first cut after an edit skips any old
+    boundary closer than CDC_MIN to the cut before it, so re-aligning can take another block,
+    and another, each about one time in four. In 300 random edits of this kind (9 MiB files,
+    edits up to 2 MiB) the fresh blocks beyond those the new bytes fill were at most 2 in 287,
+    3 in 10 and 4 in 3; "at most two" was asserted here once and Hypothesis found a 4. Six
+    leaves room for that tail, not for a chunker that fails to re-align after an edit near the
+    start (every block after it would be fresh, about nine); the next test pins re-aligning at
+    once on a 40 MiB file."""
     old = _random(9 * MiB + seed % 1000, seed)
     at = int(where * len(old))
     if edit == "insert":
@@ -153,7 +160,7 @@ def test_boundaries_resynchronise_after_an_edit(seed: int, where: float, edit: s
     held = {hashlib.sha256(b).digest() for b in old_blocks}
     fresh = [b for b in new_blocks if hashlib.sha256(b).digest() not in held]
     inserted = length if edit != "delete" else 0
-    assert len(fresh) <= 2 + inserted // CDC_MIN, (edit, at, length, [len(b) for b in fresh])
+    assert len(fresh) <= 6 + inserted // CDC_MIN, (edit, at, length, [len(b) for b in fresh])
 
 
 def test_an_edit_changes_only_nearby_blocks_where_fixed_blocks_all_shift() -> None:
