@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from driveproto.names import refused_characters
+
 from .. import appkeys
 from ..auth import MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, hash_password
 from ..connections import client_key
@@ -56,6 +58,10 @@ def _device_fields(body: dict, *, required: bool) -> tuple[str | None, str]:
                          field="device_name")
     if name is not None and not (1 <= len(name) <= 100):
         raise BadRequest("device_name must have 1 to 100 characters", code="invalid_field",
+                         field="device_name")
+    refused = refused_characters(name) if name is not None else None
+    if refused:  # shown in device lists and notifications: nothing that disguises or breaks
+        raise BadRequest(f"device_name may not hold {refused}", code="invalid_field",
                          field="device_name")
     device_type = field(body, "device_type", str, default="desktop")
     if device_type not in devices.DEVICE_TYPES:
