@@ -16,8 +16,32 @@ pytest_plugins = ["tests.s3server", "tests.browser", "tests.pg_cluster"]
 
 # DRIVE_TEST_DATABASE=postgresql runs the servers of the fixtures below on a fresh database of
 # the session's throwaway PostgreSQL cluster (tests/pg_cluster.py) instead of SQLite; .ci/run
-# runs a subset of the suite that way (see docs/scale-out.md for which and what it costs).
+# runs the database-facing tests that way after the main suite (pytest_collection_modifyitems;
+# docs/scale-out.md says what it costs).
 TEST_DATABASE = os.environ.get("DRIVE_TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): a database-facing test that the PostgreSQL pass leaves"
+        " out, for the reason given (it reads SQLite's own internals, or it is a volume test"
+        " that takes minutes there)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With DRIVE_TEST_DATABASE=postgresql, the session is the second pass of the database-facing
+    tests: those whose servers take the ``database`` fixture, but for the ones marked
+    ``sqlite_only``. Everything else would only repeat the first pass: deselected, and counted
+    as such in pytest's summary."""
+    if TEST_DATABASE != "postgresql":
+        return
+    keep, drop = [], []
+    for item in items:
+        facing = "database" in getattr(item, "fixturenames", ())
+        (keep if facing and item.get_closest_marker("sqlite_only") is None else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.helpers import PASSWORD, RunningServer, start_server
@@ -34,8 +36,8 @@ async def test_register_bad_input(server: RunningServer, body: dict, code: str) 
     assert r.status == 400 and r.error_code() == code
 
 
-async def test_registration_can_be_closed(tmp_path) -> None:
-    srv = await start_server(tmp_path / "d", registration_open=False)
+async def test_registration_can_be_closed(tmp_path, database: dict[str, Any]) -> None:
+    srv = await start_server(tmp_path / "d", **database, registration_open=False)
     try:
         r = await srv.anonymous().post("/api/auth/register",
                                        {"email": "e@example.com", "password": PASSWORD})

@@ -424,8 +424,9 @@ async def test_offline_device_gets_one_compacted_answer(
     assert body["has_more"] is False
 
 
-async def test_journal_and_device_cursor_survive_a_restart(tmp_path: Path) -> None:
-    srv = await start_server(tmp_path / "data")
+async def test_journal_and_device_cursor_survive_a_restart(tmp_path: Path,
+        database: dict[str, Any]) -> None:
+    srv = await start_server(tmp_path / "data", **database)
     try:
         await srv.register("dan@example.com")
         laptop = await srv.login("dan@example.com", device="laptop")
@@ -435,7 +436,7 @@ async def test_journal_and_device_cursor_survive_a_restart(tmp_path: Path) -> No
         await phone.mkdir("/while-away")
     finally:
         await srv.stop()
-    srv = await start_server(tmp_path / "data")
+    srv = await start_server(tmp_path / "data", **database)
     try:
         laptop = ApiClient(srv.url, srv.anonymous().session, token=laptop.token)
         body = await changes(laptop)
@@ -571,8 +572,8 @@ async def test_thousand_dropped_waits_leave_the_hub_empty(server: RunningServer,
     assert "drive_longpoll_open 0.0" in metrics.body.decode()
 
 
-async def test_timeout_is_clamped(tmp_path: Path) -> None:
-    srv = await start_server(tmp_path / "data", longpoll_max_seconds=2.0,
+async def test_timeout_is_clamped(tmp_path: Path, database: dict[str, Any]) -> None:
+    srv = await start_server(tmp_path / "data", **database, longpoll_max_seconds=2.0,
                              longpoll_default_seconds=0.3)
     try:
         await srv.register("eve@example.com")
@@ -672,8 +673,9 @@ async def test_metrics_show_open_polls_and_wake_latency(
     assert "drive_journal_entries 1.0" in text
 
 
-async def test_shutdown_answers_waiting_polls_at_once(tmp_path: Path) -> None:
-    srv = await start_server(tmp_path / "data")
+async def test_shutdown_answers_waiting_polls_at_once(tmp_path: Path,
+        database: dict[str, Any]) -> None:
+    srv = await start_server(tmp_path / "data", **database)
     await srv.register("fay@example.com")
     fay = await srv.login("fay@example.com", device="laptop")
     cursor = await cursor_of(fay)

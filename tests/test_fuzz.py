@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from driveserver.api.openapi import DOCUMENT_PATH
 from tests import fuzzing, fuzzing_links
@@ -21,8 +22,8 @@ WORKERS = 2  # fuzzing processes: generating the cases is most of the cost
 
 
 async def test_fuzzing_every_operation_finds_no_5xx_and_no_undocumented_answer(
-        tmp_path: Path) -> None:
-    server = await start_server(tmp_path, longpoll_default_seconds=0.2,
+        tmp_path: Path, database: dict[str, Any]) -> None:
+    server = await start_server(tmp_path, **database, longpoll_default_seconds=0.2,
                                 longpoll_max_seconds=0.5)
     try:
         report = await asyncio.to_thread(fuzzing.run_parallel, server.url, examples=EXAMPLES,
@@ -45,9 +46,10 @@ async def test_fuzzing_every_operation_finds_no_5xx_and_no_undocumented_answer(
         await server.stop()
 
 
-async def test_linked_operations_fuzzed_in_chains_find_nothing(tmp_path: Path) -> None:
+async def test_linked_operations_fuzzed_in_chains_find_nothing(tmp_path: Path,
+        database: dict[str, Any]) -> None:
     """The stateful part: chains along the document's links (tests/fuzzing_links.py)."""
-    server = await start_server(tmp_path, longpoll_default_seconds=0.2,
+    server = await start_server(tmp_path, **database, longpoll_default_seconds=0.2,
                                 longpoll_max_seconds=0.5)
     try:
         pools = await asyncio.to_thread(fuzzing.prepare, server.url, "-chains")
@@ -66,7 +68,7 @@ async def test_linked_operations_fuzzed_in_chains_find_nothing(tmp_path: Path) -
 
 
 async def test_the_checks_fail_on_an_answer_the_document_does_not_describe(
-        tmp_path: Path) -> None:
+        tmp_path: Path, database: dict[str, Any]) -> None:
     """The harness can fail: with a document that claims a field the quota answer lacks and
     no 4xx for listings, the same fuzzer reports both."""
     doc = json.loads(DOCUMENT_PATH.read_text())
@@ -74,7 +76,7 @@ async def test_the_checks_fail_on_an_answer_the_document_does_not_describe(
     quota["content"]["application/json"]["schema"]["required"].append("nonexistent")
     for status in ("400", "4XX"):
         doc["paths"]["/api/files"]["get"]["responses"].pop(status)
-    server = await start_server(tmp_path)
+    server = await start_server(tmp_path, **database)
     try:
         report = await asyncio.to_thread(fuzzing.run, server.url, examples=5, seed_value=SEED,
                                          only=["quota", "listFolder"], document=doc)

@@ -340,12 +340,14 @@ async def _complete_until_done(client: ApiClient, grant: dict[str, Any], data: b
     raise AssertionError("complete kept losing its blocks to GC")
 
 
-async def test_gc_racing_complete_never_loses_a_committed_block(tmp_path: Path) -> None:
+async def test_gc_racing_complete_never_loses_a_committed_block(tmp_path: Path,
+        database: dict[str, Any]) -> None:
     """40 rounds; in each, four uploads at once (single and batch completes, new content and
     content whose blocks the previous round left unreferenced), gathered with an eager GC,
     while another eager GC loops in its own task. Every version committed reads back verified,
     during the race and after it; ``/healthz`` answers within a second throughout."""
-    srv = await start_server(tmp_path / "d", keep_versions=1)  # old versions: garbage at once
+    # old versions: garbage at once
+    srv = await start_server(tmp_path / "d", **database, keep_versions=1)
     rng = random.Random(13)
     stop = asyncio.Event()
     runs = 0
@@ -417,14 +419,15 @@ async def test_healthz_answers_during_a_heavy_gc(alice: ApiClient, server: Runni
     health.check()
 
 
-async def test_a_gc_killed_between_mark_and_drop_is_finished_at_start(tmp_path: Path) -> None:
+async def test_a_gc_killed_between_mark_and_drop_is_finished_at_start(tmp_path: Path,
+        database: dict[str, Any]) -> None:
     """A GC that died after committing its tombstones (kill -9 before deleting) leaves blocks
     that ``complete`` refuses, as it must (their objects may be gone); the next server start
     deletes and drops them, and the block, sent again, completes."""
     from driveserver.meta import blocks
 
     data = b"tombstoned by a GC that died" * 20
-    srv = await start_server(tmp_path / "d")
+    srv = await start_server(tmp_path / "d", **database)
     try:
         async with srv.user("k@example.com") as alice:
             await upload(alice, "/k.txt", b"first")
@@ -440,7 +443,7 @@ async def test_a_gc_killed_between_mark_and_drop_is_finished_at_start(tmp_path: 
             assert r.status == 400 and r.error_code() == "missing_blocks", r
     finally:
         await srv.stop()
-    srv = await start_server(tmp_path / "d")
+    srv = await start_server(tmp_path / "d", **database)
     try:
         db = srv.app[appkeys.DB]
 

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from driveserver import appkeys
 from driveserver.meta import accounts
@@ -186,6 +187,7 @@ async def _folders(server: RunningServer, owner: ApiClient, parts: list[str], co
             await tree.create_folder(tx, root, [*parts, f"g{i % 50:02}", f"d{i:05}"], who)
 
 
+@pytest.mark.sqlite_only("volume: about 100 s on PostgreSQL, 4 s on SQLite")
 async def test_finding9_a_new_mounts_listing_comes_in_pages(
         server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
     """A re-share makes the recipient's devices list the folder again, so a folder of thousands
@@ -271,6 +273,8 @@ async def _race_round(racer: ApiClient, n: int, drop_id: str) -> None:
 ROUNDS = 6  # without the fix, about one round in four showed the owner's path
 
 
+@pytest.mark.sqlite_only(
+    "volume: 1,800 files on 300 sockets, about 150 s on PostgreSQL, 25 s on SQLite")
 async def test_finding11_files_created_while_their_folder_is_shared_never_show_the_owners_path(
         server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
     """Rounds of 300 files created in ``/HR-Confidential/Layoffs-2027-roundN/Drop`` on 300

@@ -184,6 +184,7 @@ def writer_steps(server: RunningServer) -> Iterator[list[int]]:
         conn.set_progress_handler(None, 1000)
 
 
+@pytest.mark.sqlite_only("counts the steps of SQLite's writer thread")
 async def test_finding4_the_work_of_a_request_grows_linearly_with_the_depth(
         server: RunningServer, alice: ApiClient) -> None:
     """Moving a file into a folder, making a folder in it and uploading into it, 32 then 256

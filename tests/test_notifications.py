@@ -163,8 +163,9 @@ async def test_notifications_need_a_token(server: RunningServer) -> None:
     assert (await server.anonymous().get("/api/notifications")).status == 401
 
 
-async def test_marks_survive_a_restart_without_duplicates(tmp_path: Path) -> None:
-    srv = await start_server(tmp_path / "data")
+async def test_marks_survive_a_restart_without_duplicates(tmp_path: Path,
+        database: dict[str, Any]) -> None:
+    srv = await start_server(tmp_path / "data", **database)
     try:
         await srv.register("alice@example.com")
         await srv.register("bob@example.com")
@@ -180,7 +181,7 @@ async def test_marks_survive_a_restart_without_duplicates(tmp_path: Path) -> Non
         await srv.app[NOTIFIER].process(workspace)
     finally:
         await srv.stop()
-    srv = await start_server(tmp_path / "data")
+    srv = await start_server(tmp_path / "data", **database)
     try:
         alice = ApiClient(srv.url, srv.anonymous().session, token=alice.token)
         assert await srv.app[NOTIFIER].process(workspace) == 0

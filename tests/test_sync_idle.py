@@ -19,6 +19,10 @@ from syncclient.daemon import Daemon
 from tests.helpers import RunningServer, wait_for
 from tests.sync_helpers import Device, make_devices
 
+pytestmark = pytest.mark.sqlite_only(
+    "the daemon's own retry and back-off timing (29 s of waiting); the server's database"
+    " plays no part in it")
+
 BAD_NAME = b"bad-\xff-name.txt"  # not UTF-8: a per-file problem at every round
 
 

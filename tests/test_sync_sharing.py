@@ -15,8 +15,9 @@ from tests.helpers import RunningServer, start_server, upload
 from tests.sync_helpers import EMAIL, make_devices
 
 
-async def test_share_edit_downgrade_revoke_end_to_end(tmp_path: Path, capsys) -> None:
-    srv: RunningServer = await start_server(tmp_path / "data")
+async def test_share_edit_downgrade_revoke_end_to_end(tmp_path: Path, capsys,
+        database: dict[str, Any]) -> None:
+    srv: RunningServer = await start_server(tmp_path / "data", **database)
     try:
         await srv.register(EMAIL)
         await srv.register("bob@example.com")
@@ -82,12 +83,12 @@ async def test_share_edit_downgrade_revoke_end_to_end(tmp_path: Path, capsys) ->
 
 
 async def test_finding14_leaving_a_share_removes_it_from_the_recipients_device_only(
-        tmp_path: Path, capsys) -> None:
+        tmp_path: Path, capsys, database: dict[str, Any]) -> None:
     """Issue 12, finding 14: Bob leaves a folder Alice shared with him (`drive-sync leave`).
     His device removes the folder as for an unshare (nothing is deleted on the server: no
     delete goes up), keeps the file he changed and had not synced, and Alice's folder is whole
     on the server and on her device."""
-    srv: RunningServer = await start_server(tmp_path / "data")
+    srv: RunningServer = await start_server(tmp_path / "data", **database)
     try:
         await srv.register(EMAIL)
         await srv.register("bob@example.com")
@@ -131,7 +132,7 @@ async def test_finding14_leaving_a_share_removes_it_from_the_recipients_device_o
 
 
 async def test_finding9_a_device_converges_after_a_revoke_and_a_re_share(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: dict[str, Any]) -> None:
     """Issue 12, finding 9: Alice revokes, changes the folder (edits, adds, deletes, and a file
     that comes and goes to her private folder), and shares it again. Bob's device, which did
     not sync in between, gets the folder as it is now and no feed entry of the time between;
@@ -145,7 +146,7 @@ async def test_finding9_a_device_converges_after_a_revoke_and_a_re_share(
         return answer
     monkeypatch.setattr(Remote, "changes", recorded)
 
-    srv: RunningServer = await start_server(tmp_path / "data")
+    srv: RunningServer = await start_server(tmp_path / "data", **database)
     try:
         await srv.register(EMAIL)
         await srv.register("bob@example.com")

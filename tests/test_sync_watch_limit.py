@@ -14,9 +14,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import RunningServer, wait_for
 from tests.needs import need
 from tests.sync_helpers import make_devices
+
+pytestmark = pytest.mark.sqlite_only(
+    "the daemon's inotify limit; the server's database plays no part in it")
 
 WATCH_LIMIT = 4
 

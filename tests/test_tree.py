@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 import pytest
 
@@ -173,16 +174,16 @@ async def test_other_users_files_are_404_never_403(alice: ApiClient, bob: ApiCli
     assert (await alice.get("/api/trash")).body["entries"][0]["file_id"] == fid
 
 
-async def test_restart_keeps_users_devices_and_files(tmp_path) -> None:
+async def test_restart_keeps_users_devices_and_files(tmp_path, database: dict[str, Any]) -> None:
     from tests.helpers import start_server
 
     data = tmp_path / "data"
-    srv = await start_server(data)
+    srv = await start_server(data, **database)
     await srv.register("pat@example.com")
     c = await srv.login("pat@example.com", device="desk")
     await c.mkdir("/Kept/Deep")
     await srv.stop()
-    srv = await start_server(data)
+    srv = await start_server(data, **database)
     try:
         c2 = await srv.login("pat@example.com", device="desk")
         assert c2.device_id == c.device_id

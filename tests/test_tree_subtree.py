@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from driveserver import appkeys
 from driveserver.meta.db import Tx
 from tests.helpers import ApiClient, HealthzProbe, RunningServer
@@ -40,6 +42,7 @@ async def big_folder(server: RunningServer, client: ApiClient, path: str) -> dic
     return top
 
 
+@pytest.mark.sqlite_only("volume: 100,000 items, about 85 s on PostgreSQL, 17 s on SQLite")
 async def test_subtree_work_never_stalls_healthz(server: RunningServer, alice: ApiClient,
                                                  bob: ApiClient) -> None:
     big = await big_folder(server, alice, "/big")

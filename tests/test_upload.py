@@ -7,6 +7,7 @@ import asyncio
 import io
 import time
 import urllib.parse
+from typing import Any
 
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -453,10 +454,10 @@ async def test_corrupt_block_mid_stream_cuts_the_content_response(alice: ApiClie
     assert bytes(got) == data[: len(got)] and len(got) <= BLOCK_SIZE  # never the corrupt bytes
 
 
-async def test_version_retention_keeps_the_newest(tmp_path) -> None:
+async def test_version_retention_keeps_the_newest(tmp_path, database: dict[str, Any]) -> None:
     from tests.helpers import start_server
 
-    srv = await start_server(tmp_path / "d", keep_versions=2)
+    srv = await start_server(tmp_path / "d", **database, keep_versions=2)
     try:
         async with srv.user("ret@example.com") as c:
             for i in range(4):
@@ -474,10 +475,11 @@ async def test_version_retention_keeps_the_newest(tmp_path) -> None:
         await srv.stop()
 
 
-async def test_retention_keeps_versions_within_either_limit(tmp_path) -> None:
+async def test_retention_keeps_versions_within_either_limit(tmp_path,
+        database: dict[str, Any]) -> None:
     from tests.helpers import start_server
 
-    srv = await start_server(tmp_path / "d", keep_versions=2, keep_days=30)
+    srv = await start_server(tmp_path / "d", **database, keep_versions=2, keep_days=30)
     try:
         async with srv.user("ret2@example.com") as c:
             for i in range(4):

@@ -103,9 +103,10 @@ async def test_revoking_the_web_device_ends_the_browser_session(
     assert (await as_browser(server, "GET", "/api/files?path=/", cookie)).status == 401
 
 
-async def test_the_cookie_is_secure_when_the_server_is_reached_over_https(tmp_path: Any
-                                                                           ) -> None:
-    server = await start_server(tmp_path / "data", public_url="https://drive.example.com")
+async def test_the_cookie_is_secure_when_the_server_is_reached_over_https(
+        tmp_path: Any, database: dict[str, Any]) -> None:
+    server = await start_server(tmp_path / "data", **database,
+                                public_url="https://drive.example.com")
     try:
         await server.register("alice@example.com")
         _, _, reply = await cookie_login(server)
