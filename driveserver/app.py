@@ -145,7 +145,7 @@ def build_app(config: Config) -> web.Application:
         load_or_create_secret(config.secrets_dir / "session.key"))
     app[appkeys.GRANTS] = Grants(signer, config.upload_token_seconds,
                                  config.download_token_seconds)
-    app[appkeys.THROTTLE] = LoginThrottle(db)  # in the database: shared by every process
+    app[appkeys.THROTTLE] = LoginThrottle(db, cost=config.password_hash_cost)  # in the database: shared by every process
     app[appkeys.METRICS] = Metrics()
     app[appkeys.JOURNAL] = journal = Journal()
     app[appkeys.TREE] = Tree(journal)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -67,14 +68,18 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, base64.b64decode(digest))
 
 
-# A valid hash to compare against when the account does not exist, so that the response time
-# does not tell an attacker which emails have accounts.
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash(cost: int) -> str:
+    """A valid hash at ``cost`` to compare against when the account does not exist, so that the
+    response time does not tell an attacker which emails have accounts: made at the cost real
+    hashes are made at (one per cost, and there is one cost per server)."""
+    return hash_password(secrets.token_urlsafe(16), cost)
 
 
-async def check_password(password: str, stored: str | None) -> bool:
-    """Verify off the event loop (scrypt takes ~50 ms of CPU)."""
-    ok = await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH)
+async def check_password(password: str, stored: str | None, cost: int = 14) -> bool:
+    """Verify off the event loop (scrypt takes ~50 ms of CPU at cost 14); with no ``stored``
+    hash, as long as a check at ``cost`` takes, and False."""
+    ok = await asyncio.to_thread(verify_password, password, stored or _dummy_hash(cost))
     return ok and stored is not None
 
 
@@ -126,8 +131,9 @@ class LoginThrottle:
 
     def __init__(self, db: Database, *, free: int = 3, base: float = 1.0, cap: float = 300.0,
                  forget_after: float = 3600.0, lease: float = LEASE_SECONDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cost: int = 14) -> None:
         self.db = db
+        self.cost = cost  # accounts.password_hash_cost: what a check of no account costs
         self.free, self.base, self.cap, self.forget_after = free, base, cap, forget_after
         self.lease, self.clock = lease, clock
         self._failed = 0  # failures this process recorded: when to prune (_FAILURES_PER_PRUNE)
@@ -182,7 +188,7 @@ class LoginThrottle:
         wait = await self.db.write(unit)
         return (check_id, 0.0) if wait == 0 else (None, wait)
 
-    async def finish(self, check_id: str, ok: bool, *keys: str) -> None:
+    async def finish(self, check_id: str, ok: bool, *keys: str) -> bool:
         """The check :meth:`begin` let through is over: a failure is recorded on every key
         (a hash that raised counts as one); a success starts the first key over. Every
         ``_FAILURES_PER_PRUNE`` failures this process records, the same transaction also
@@ -193,19 +199,26 @@ class LoginThrottle:
         prune = not ok and self._failed % _FAILURES_PER_PRUNE == 0
         trim = not ok and self._failed % (_FAILURES_PER_PRUNE * 32) == 0
 
-        async def unit(tx: Tx) -> None:
+        async def unit(tx: Tx) -> bool:
             now = self.clock()
-            await throttles.release(tx, keys, check_id)
-            if ok:
+            # Were this check's leases still counting on every key? A check that outlived its
+            # lease (an overloaded server: the hash waited its turn for longer) was not counted
+            # while others began, so its answer must not be given: refused, and its failure
+            # recorded all the same (a success does not reset anything then).
+            held = await throttles.release(tx, keys, check_id, now) == len(keys)
+            if ok and held:
                 await throttles.forget(tx, keys[0])
-                return
+                return True
+            if ok:
+                return False
             await throttles.record_failure(tx, keys, now, self.forget_after)
             if prune:
                 await throttles.prune(tx, now, self.forget_after, _PRUNE_ROWS)
             if trim:
-                await throttles.trim(tx, throttles.MAX_ROWS, _PRUNE_ROWS * 32)
+                await throttles.trim(tx, throttles.MAX_ROWS, _PRUNE_ROWS * 32, self.free)
+            return held
 
-        await self.db.write(unit)
+        return await self.db.write(unit)
 
     async def check(self, password: str, stored: str | None, keys: tuple[str, ...],
                     refused: str) -> bool:
@@ -231,11 +244,13 @@ class LoginThrottle:
         check_id, wait = await self.begin(*keys)
         if check_id is None:
             raise TooManyRequests(refused, retry_after=wait)
-        ok = False
+        ok = held = False
         try:
-            ok = await check_password(password, stored)
+            ok = await check_password(password, stored, self.cost)
         finally:
-            await self.finish(check_id, ok, *keys)
+            held = await self.finish(check_id, ok, *keys)
+        if not held:
+            raise TooManyRequests(refused, retry_after=self.base)
         return ok
 
 

@@ -74,7 +74,8 @@ def _at_least_one(v: int) -> str | None:
 
 
 def _password_hash_cost(v: int) -> str | None:
-    return None if 10 <= v <= 20 else "must be from 10 to 20 (log2 of scrypt's N)"
+    # 17: 128 MiB per hash, the most scrypt may use here (auth._scrypt's maxmem is 256 MiB).
+    return None if 10 <= v <= 17 else "must be from 10 to 17 (log2 of scrypt's N)"
 
 
 def _metrics_token(v: str) -> str | None:
@@ -184,8 +185,8 @@ SETTINGS: tuple[Setting, ...] = (
             " install: the first user comes from `drive-server user add`; open it only where"
             " anyone may have an account, and know that addresses are not verified)."),
     Setting("password_hash_cost", "accounts", "password_hash_cost", int, 14,
-            "log2 of scrypt's N for passwords hashed from now on (14: 16 MiB and ~50 ms of CPU"
-            " per hash or check). Each hash keeps its own cost, so raising it later applies to"
+            "log2 of scrypt's N for passwords hashed from now on, 10 to 17 (14: 16 MiB and ~50 ms"
+            " of CPU per hash or check; each step up doubles both). Each hash keeps its own cost, so raising it later applies to"
             " passwords set after that. Below 14 only for tests: the server warns at start.",
             _password_hash_cost),
     Setting("dav_allow_account_password", "dav", "allow_account_password", bool, False,

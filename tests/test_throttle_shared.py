@@ -181,7 +181,7 @@ async def test_a_check_whose_client_went_away_is_recorded_all_the_same(
     check runs to its end all the same, is recorded as what it was, and gives its lease back."""
     hashing, finish_hash = asyncio.Event(), asyncio.Event()
 
-    async def slow_hash(password: str, stored: str | None) -> bool:
+    async def slow_hash(password: str, stored: str | None, cost: int = 14) -> bool:
         hashing.set()
         await finish_hash.wait()
         return right
@@ -392,3 +392,54 @@ async def test_checks_left_by_a_killed_process_stop_counting_when_their_lease_en
             assert status == 429 and time.monotonic() < deadline, status
             await asyncio.sleep(0.25)
         assert time.monotonic() - reserved_at >= lease - 1  # not before the leases ended
+
+
+async def test_a_check_that_outlived_its_lease_is_not_answered(
+        db: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hash that waited past its lease (an overloaded server) was not counted while other
+    checks began, so its answer is withheld: 429, the failure recorded, a right password not
+    taken as a success (found by review: waves of guesses each answered once the leases of
+    the wave before had ended)."""
+    t = LoginThrottle(db, clock=clock)
+    stored = auth.hash_password(PASSWORD, 10)
+
+    async def slow_check(password: str, stored_hash: str | None, cost: int = 14) -> bool:
+        clock.now += auth.LEASE_SECONDS + 1  # the hash waited its turn for longer than that
+        return auth.verify_password(password, stored_hash or "")
+
+    monkeypatch.setattr(auth, "check_password", slow_check)
+    keys = ("acct:late", "addr:late")
+    with pytest.raises(auth.TooManyRequests):
+        await t.check(WRONG, stored, keys, "refused")
+    assert (await throttles.states(db, keys, clock(), t.forget_after))["acct:late"].failures == 1
+    with pytest.raises(auth.TooManyRequests):
+        await t.check(PASSWORD, stored, keys, "refused")  # right, but not answered either
+    assert (await throttles.states(db, keys, clock(), t.forget_after))["acct:late"].failures == 1
+    monkeypatch.undo()
+    assert await t.check(PASSWORD, stored, keys, "refused")  # in time: answered, and resets
+    assert (await throttles.states(db, keys, clock(), t.forget_after))["acct:late"].failures == 0
+
+
+async def test_filling_the_table_pushes_out_keys_without_a_back_off_first(
+        db: Database, clock: Clock) -> None:
+    t = LoginThrottle(db, clock=clock)
+    for _ in range(t.free + 2):  # the victim: backing off
+        await fail(t, "acct:victim")
+        clock.now += t.cap + 1  # past each back-off (the count stays: forgotten after an hour)
+    clock.now -= t.cap  # the victim's back-off still running
+    for i in range(10):  # an attacker's fresh keys, newer than the victim's
+        await fail(t, f"acct:spray{i}")
+    assert await db.write(lambda tx: throttles.trim(tx, 5, 100, t.free)) == 6
+    left = await throttles.states(db, ["acct:victim"], clock(), t.forget_after)
+    assert left["acct:victim"].failures == t.free + 2
+
+
+async def test_a_clock_behind_never_moves_a_last_failure_back(db: Database, clock: Clock) -> None:
+    t = LoginThrottle(db, clock=clock)
+    await fail(t, "acct:skew")
+    first = (await throttles.states(db, ["acct:skew"], clock(), t.forget_after))["acct:skew"]
+    clock.now -= 120  # another process, two minutes behind
+    await fail(t, "acct:skew")
+    clock.now += 120
+    after = (await throttles.states(db, ["acct:skew"], clock(), t.forget_after))["acct:skew"]
+    assert after.failures == 2 and after.last_failed_at == first.last_failed_at

@@ -69,10 +69,16 @@ async def reserve(tx: Tx, keys: Sequence[str], check_id: str, expires_at: float,
                          " VALUES (?, ?, ?)", [(k, check_id, float(expires_at)) for k in keys])
 
 
-async def release(tx: Tx, keys: Sequence[str], check_id: str) -> None:
-    """The check is over: its leases go (nothing, if they ended and were pruned already)."""
-    await tx.execute(f"DELETE FROM throttle_checks WHERE name IN ({_marks(len(keys))})"
+async def release(tx: Tx, keys: Sequence[str], check_id: str, now: float) -> int:
+    """The check is over: its leases go (nothing, if they ended and were pruned already). How
+    many of them were still live at ``now`` (one per key when the check kept its count)."""
+    marks = _marks(len(keys))
+    live = int(await tx.fetchval(
+        f"SELECT COUNT(*) FROM throttle_checks WHERE name IN ({marks}) AND check_id = ?"
+        " AND expires_at > ?", (*keys, check_id, float(now))))
+    await tx.execute(f"DELETE FROM throttle_checks WHERE name IN ({marks})"
                      " AND check_id = ?", (*keys, check_id))
+    return live
 
 
 async def record_failure(tx: Tx, keys: Sequence[str], now: float, forget_after: float) -> None:
@@ -81,7 +87,11 @@ async def record_failure(tx: Tx, keys: Sequence[str], now: float, forget_after: 
         "INSERT INTO throttle_failures (name, failures, last_failed_at) VALUES (?, 1, ?)"
         " ON CONFLICT (name) DO UPDATE SET failures = CASE"
         " WHEN throttle_failures.last_failed_at < ? THEN 1"
-        " ELSE throttle_failures.failures + 1 END, last_failed_at = excluded.last_failed_at",
+        " ELSE throttle_failures.failures + 1 END,"
+        # Never moved back: a process whose clock runs behind must not shorten the back-off
+        # the others compute from it.
+        " last_failed_at = CASE WHEN excluded.last_failed_at > throttle_failures.last_failed_at"
+        " THEN excluded.last_failed_at ELSE throttle_failures.last_failed_at END",
         [(k, float(now), float(now - forget_after)) for k in keys])
 
 
@@ -104,17 +114,19 @@ async def prune(tx: Tx, now: float, forget_after: float, limit: int) -> int:
     return max(0, gone)
 
 
-async def trim(tx: Tx, cap: int, limit: int) -> int:
-    """Past ``cap`` rows of failures, forget the oldest (at most ``limit`` this time): an
-    attacker who fills the table makes old back-offs end early, but filling it takes ``cap``
-    failed checks, far longer than the longest back-off (300 s). How many rows went."""
+async def trim(tx: Tx, cap: int, limit: int, free: int) -> int:
+    """Past ``cap`` rows of failures, forget some (at most ``limit`` this time): first those
+    with fewer than ``free`` failures, which hold no back-off, oldest first; only then the
+    oldest others. Filling the table with fresh keys (two per failed check) so pushes out
+    the attacker's own rows before any key that is backing off. How many rows went."""
     # Counting a full table takes milliseconds: off the event loop's thread (SQLite).
     rows = int(await tx.fetchval("SELECT COUNT(*) FROM throttle_failures", offload=True))
     if rows <= cap:
         return 0
     return max(0, (await tx.execute(
         "DELETE FROM throttle_failures WHERE name IN (SELECT name FROM throttle_failures"
-        " ORDER BY last_failed_at LIMIT ?)", (min(rows - cap, limit),), offload=True)).rowcount)
+        " ORDER BY CASE WHEN failures >= ? THEN 1 ELSE 0 END, last_failed_at LIMIT ?)",
+        (free, min(rows - cap, limit)), offload=True)).rowcount)
 
 
 async def row_counts(q: Any) -> tuple[int, int]:
