@@ -7,29 +7,13 @@ a device's place in the change feed made on one work on the other."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from driveproto.blocks import block_hash
 from driveproto.chunking import split_bytes
-from tests.helpers import PASSWORD, ApiClient, RunningServer, download_blocks, start_server, upload
+from tests.helpers import PASSWORD, ApiClient, RunningServer, download_blocks, upload
+from tests.test_pg_concurrency import two_servers  # noqa: F401  (the fixture)
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-async def two_processes(tmp_path: Path, pg_url: str) -> AsyncIterator[tuple[RunningServer,
-                                                                           RunningServer]]:
-    data = tmp_path / "data"
-    a = await start_server(data, database_url=pg_url)
-    b = await start_server(data, database_url=pg_url)  # same secrets, blocks and database
-    try:
-        yield a, b
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 def on(server: RunningServer, client: ApiClient) -> ApiClient:
@@ -38,8 +22,8 @@ def on(server: RunningServer, client: ApiClient) -> ApiClient:
 
 
 async def test_an_upload_begun_on_one_process_finishes_on_the_other(
-        two_processes: tuple[RunningServer, RunningServer]) -> None:
-    a, b = two_processes
+        two_servers: tuple[RunningServer, RunningServer]) -> None:  # noqa: F811
+    a, b = two_servers
     await a.register("mover@example.com")
     client_a = await a.login("mover@example.com", device="laptop")
     client_b = on(b, client_a)
@@ -63,8 +47,8 @@ async def test_an_upload_begun_on_one_process_finishes_on_the_other(
 
 
 async def test_sessions_cookies_and_feed_cursors_work_on_either_process(
-        two_processes: tuple[RunningServer, RunningServer]) -> None:
-    a, b = two_processes
+        two_servers: tuple[RunningServer, RunningServer]) -> None:  # noqa: F811
+    a, b = two_servers
     await a.register("roamer@example.com")
     laptop_a = await a.login("roamer@example.com", device="laptop")
     phone_a = await a.login("roamer@example.com", device="phone")
