@@ -27,6 +27,8 @@ SHARED_ROOT = "Shared with me"  # where the server mounts folders shared with th
 NOT_HERE = "not synced to this computer"
 NOT_ON_WINDOWS = "Windows computers will not get it"
 NO_LONGER_SHARED = "kept on this computer only: the folder is no longer shared with you"
+NOT_A_SHARE = ("kept on this computer only: only folders shared with you sync in"
+               f" {SHARED_ROOT}")
 
 
 class _Identified(Protocol):
@@ -117,13 +119,15 @@ def outside_shares(ops: Iterable[Op], remote: Container[str], synced: Container[
     under ``/Shared with me/X`` when X is not (or no longer) on the server is dropped, and a
     synced record there is forgotten instead (the owner took the folder back; whatever the user
     changed there stays on this computer, unsynced, and nothing tries to upload it again and
-    again). Also the notices to show (path -> why)."""
+    again). The same for something put straight into ``/Shared with me`` under a name no
+    share ever had (a folder made there is not a share). Also the notices to show (path ->
+    why)."""
     kept: list[Op] = []
     notices: dict[str, str] = {}
     for op in ops:
         mount = mount_of(op.path)
         if op.kind in TO_SERVER and mount is not None and mount not in remote:
-            notices[op.path] = NO_LONGER_SHARED
+            notices[op.path] = NO_LONGER_SHARED if mount in synced else NOT_A_SHARE
             if op.path in synced:
                 kept.append(Op("forget", op.path, "no longer shared; kept locally"))
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from syncclient.filters import (
     NO_LONGER_SHARED,
+    NOT_A_SHARE,
     filter_trees,
     mount_of,
     not_on_windows,
@@ -50,12 +51,20 @@ def test_nothing_goes_to_a_mount_no_longer_shared() -> None:
     ops = [Op("upload", "/Shared with me/X/a", "edited"), Op("upload", "/Shared with me/X/b", "new"),
            Op("download", "/Shared with me/Y/c", "new"), Op("upload", "/mine", "new")]
     remote = {"/Shared with me": Node(True), "/Shared with me/Y": Node(True)}
-    kept, notices = outside_shares(ops, remote, {"/Shared with me/X/a"})
+    synced = {"/Shared with me/X", "/Shared with me/X/a"}
+    kept, notices = outside_shares(ops, remote, synced)
     assert [(op.kind, op.path) for op in kept] == [
         ("forget", "/Shared with me/X/a"), ("download", "/Shared with me/Y/c"),
         ("upload", "/mine")]
     assert notices == {"/Shared with me/X/a": NO_LONGER_SHARED,
                        "/Shared with me/X/b": NO_LONGER_SHARED}
+    # Put straight into /Shared with me under a name no share had: not a share either, and the
+    # notice does not say it was one.
+    moved = Op("move_remote", "/Shared with me/notes.txt", "moved", src="/Shared with me/Y/c")
+    kept, notices = outside_shares([moved, Op("mkdir_remote", "/Shared with me/Z", "new")],
+                                   remote, synced)
+    assert kept == []
+    assert notices == {"/Shared with me/notes.txt": NOT_A_SHARE, "/Shared with me/Z": NOT_A_SHARE}
     assert mount_of("/Shared with me") is None and mount_of("/Shared with me/X/a/b") == \
         "/Shared with me/X"
 
