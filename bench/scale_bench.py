@@ -84,6 +84,48 @@ class Servers:
             p.wait(timeout=30)
 
 
+def _cpu_by_group(servers: list[int]) -> dict[str, float]:
+    """CPU seconds so far of the server processes, of PostgreSQL's processes and of this
+    benchmark (its clients), and the machine's busy and total seconds (``/proc/stat``, over all
+    cores, so that work of processes that have exited is counted too)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"servers": 0.0, "postgres": 0.0, "clients": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid = int(text.split(" ", 1)[0])
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        if pid in servers:
+            out["servers"] += cpu
+        elif comm.startswith("postgres"):
+            # With its backends that have exited (the postmaster reaps them: their time is
+            # in its children's fields).
+            out["postgres"] += cpu + (int(fields[13]) + int(fields[14])) / tick
+        elif pid == os.getpid():
+            out["clients"] += cpu
+    jiffies = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = jiffies[3] + jiffies[4]
+    out["machine_busy"] = (sum(jiffies[:8]) - idle) / tick
+    out["machine_total"] = sum(jiffies[:8]) / tick
+    return out
+
+
+def cpu_summary(before: dict[str, float], after: dict[str, float], wall: float) -> str:
+    """Where the commit phase's CPU went, and how full the machine's cores were."""
+    d = {k: after[k] - before[k] for k in before}
+    cores = os.cpu_count() or 1
+    busy = d["machine_busy"] / d["machine_total"] * 100 if d["machine_total"] else 0.0
+    return (f"CPU-s in {wall:.1f} s: servers {d['servers']:.1f}, PostgreSQL"
+            f" {d['postgres']:.1f}, clients {d['clients']:.1f}, the rest"
+            f" {d['machine_busy'] - d['servers'] - d['postgres'] - d['clients']:.1f};"
+            f" the {cores} cores"
+            f" {busy:.0f}% busy")
+
+
 def writer_email(i: int) -> str:
     return f"writer-{i}@example.com"
 
@@ -96,7 +138,7 @@ async def _login(url: str, device: str, email: str = EMAIL) -> str:
 
 
 async def commits(srv: Servers, files: Path, total: int, clients: int, batch: int
-                  ) -> tuple[float, list[str]]:
+                  ) -> tuple[float, list[str], str]:
     remotes = []
     for i in range(clients):
         r = Remote(srv.urls[i % len(srv.urls)])
@@ -124,12 +166,15 @@ async def commits(srv: Servers, files: Path, total: int, clients: int, batch: in
 
     for i, r in enumerate(remotes):  # each client's folder exists first (not timed)
         await r.call("POST", "/api/folders", json={"path": f"/c{i}"})
+    pids = [p.pid for p in srv.procs]
+    cpu_before = _cpu_by_group(pids)
     start = time.monotonic()
     await asyncio.gather(*(run(i) for i in range(clients)))
     took = time.monotonic() - start
+    cpu = cpu_summary(cpu_before, _cpu_by_group(pids), took)
     for r in remotes:
         await r.close()
-    return done / took, failed
+    return done / took, failed, cpu
 
 
 async def _open_polls(session: aiohttp.ClientSession, url: str) -> float:
@@ -198,7 +243,7 @@ async def main() -> None:
             run_dir.mkdir()
             srv = Servers(run_dir, n, url, args.clients)
             try:
-                rate, failed = await commits(srv, files, args.files, args.clients, args.batch)
+                rate, failed, cpu = await commits(srv, files, args.files, args.clients, args.batch)
                 lat = await fan_out(srv, args.polls)
             except Exception:
                 for log in sorted(run_dir.glob("server-*.log")):  # what went wrong, server-side
@@ -213,7 +258,8 @@ async def main() -> None:
             refused = f" ({len(failed)} refused: {sorted(set(failed))[:3]})" if failed else ""
             print(f"{label:<10} {n} process(es): {rate:7.0f} files/s committed{refused};"
                   f" {args.polls} long polls answered p50 {statistics.median(lat) * 1000:.0f}"
-                  f" / p99 {p99 * 1000:.0f} / max {lat[-1] * 1000:.0f} ms", flush=True)
+                  f" / p99 {p99 * 1000:.0f} / max {lat[-1] * 1000:.0f} ms\n    commits: {cpu}",
+                  flush=True)
         one = next((r[2] for r in rows if r[0] == "PostgreSQL" and r[1] == 1), None)
         for label, n, rate, *_ in rows:
             if label == "PostgreSQL" and one:

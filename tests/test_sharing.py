@@ -280,3 +280,36 @@ async def test_no_shared_folder_inside_another(alice: ApiClient, bob: ApiClient)
     assert r.status == 409 and r.error_code() == "nested_share"
     r = await alice.patch(f"/api/files/{x['file_id']}", {"path": "/Y/X"})
     assert r.status == 409 and r.error_code() == "nested_share"
+
+
+async def test_a_block_below_a_shared_folder_is_known_to_its_recipient_only(
+        server: RunningServer, alice: ApiClient, bob: ApiClient) -> None:
+    """Upload-init skips a block the user may already read: for a recipient, any version of a
+    file below the shared folder (here two folders down), while the folder is not in its
+    owner's trash; never for anyone else. (The look-up walks up from each file referencing the
+    block, ``meta.access.block_sizes_below_live_shares``.)"""
+    from driveproto.blocks import block_hash
+
+    proj = await alice.mkdir("/Proj")
+    await alice.mkdir("/Proj/deep")
+    await alice.mkdir("/Proj/deep/er")
+    data = b"the shared draft " * 500
+    await upload(alice, "/Proj/deep/er/draft.txt", data)
+    await upload(alice, "/elsewhere.txt", b"not shared " * 300)
+    h, other = block_hash(data), block_hash(b"not shared " * 300)
+
+    async def known(client: ApiClient, path: str) -> list[str]:
+        r = await client.post("/api/files/upload-init", {
+            "path": path, "size": len(data) + 3300,
+            "blocks": [{"order": 0, "hash": h, "size": len(data)},
+                       {"order": 1, "hash": other, "size": 3300}]})
+        assert r.status == 200, r
+        return r.body["blocks_already_exist"]
+
+    assert await known(bob, "/mine.txt") == []
+    await share(alice, proj["file_id"], "bob@example.com", "view")
+    assert await known(bob, "/mine2.txt") == [h]  # the unshared file's block stays unknown
+    async with server.user("carol@example.com") as carol:
+        assert await known(carol, "/hers.txt") == []
+    assert (await alice.delete(f"/api/files/{proj['file_id']}")).status == 204
+    assert await known(bob, "/mine3.txt") == []
