@@ -281,3 +281,31 @@ async def test_two_processes_checking_one_quota_at_once_cannot_both_pass(pg_url:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_accounts_created_at_once_by_two_processes_all_get_in(pg_url: str) -> None:
+    """Sign-ups on two processes at once: each reads every address (the look-alike check) and
+    inserts, which SERIALIZABLE cannot order, so some must be run again; every distinct
+    address gets its account, none answers a 500, and two look-alikes racing still let one
+    in and refuse the other with 409 ``email_taken``."""
+    from driveserver.errors import Conflict
+
+    a, b = PgDatabase(pg_url), PgDatabase(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        made = await asyncio.gather(*(create_user(db, f"racer{i}@example.com", "a long password",
+                                                  10**9, cost=10)
+                                      for i, db in enumerate([a, b] * 8)))
+        assert len({row["id"] for row in made}) == 16
+        assert a.retries + b.retries > 0  # they did collide, and were run again
+        twins = await asyncio.gather(
+            create_user(a, "twin@example.com", "a long password", 10**9, cost=10),
+            create_user(b, "Twin@Example.com", "a long password", 10**9, cost=10),
+            return_exceptions=True)
+        refused = [t for t in twins if isinstance(t, Exception)]
+        assert len(refused) == 1 and isinstance(refused[0], Conflict), twins
+        assert refused[0].code == "email_taken"
+    finally:
+        await a.close()
+        await b.close()
