@@ -24,13 +24,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from driveserver.meta.backend import open_database
 from tests.needs import need
 
 PGROOT = Path("/usr/lib/postgresql")  # Debian's: one <major>/bin per installed version
@@ -182,6 +183,20 @@ def pg_url(pg_cluster: Cluster, pg_template: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(pg_cluster, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def db_on_each_backend(request: pytest.FixtureRequest, tmp_path: Path
+                             ) -> AsyncIterator[Any]:
+    """An open metadata Database, migrated and empty: SQLite in ``tmp_path``, then a fresh
+    PostgreSQL database (the same test runs once on each)."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
+    database = open_database(url, tmp_path / "meta.sqlite3")
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture

@@ -10,26 +10,17 @@ claimed by knowing its hash; one it allows and the query misses costs an upload.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from driveserver.meta import access
-from driveserver.meta.backend import open_database
 from driveserver.meta.db import Database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
-    database = open_database(url, tmp_path / "meta.sqlite3")
-    await database.open()
-    try:
-        yield database
-    finally:
-        await database.close()
+@pytest.fixture
+def db(db_on_each_backend: Database) -> Database:
+    return db_on_each_backend
 
 
 def h(n: int) -> str:

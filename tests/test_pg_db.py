@@ -10,29 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from driveserver.errors import Conflict
 from driveserver.meta import dialect
 from driveserver.meta.accounts import create_user
-from driveserver.meta.backend import open_database
 from driveserver.meta.db import Database, SchemaError, Tx, writing
 from driveserver.meta.migrations import MIGRATIONS
 from driveserver.meta.pg import PgDatabase, PgTx
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else ""
-    database = open_database(url, tmp_path / "meta.sqlite3")
-    await database.open()
-    try:
-        yield database
-    finally:
-        await database.close()
+@pytest.fixture
+def db(db_on_each_backend: Database) -> Database:
+    return db_on_each_backend
 
 
 async def _table(db: Database) -> None:
@@ -288,8 +280,6 @@ async def test_accounts_created_at_once_by_two_processes_all_get_in(pg_url: str)
     inserts, which SERIALIZABLE cannot order, so some must be run again; every distinct
     address gets its account, none answers a 500, and two look-alikes racing still let one
     in and refuse the other with 409 ``email_taken``."""
-    from driveserver.errors import Conflict
-
     a, b = PgDatabase(pg_url), PgDatabase(pg_url)
     await a.open()
     await b.open()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from driveproto.blocks import block_hash
 from driveserver import appkeys
 from tests.helpers import ApiClient, RunningServer, content, upload, wait_for
 
@@ -288,8 +289,6 @@ async def test_a_block_below_a_shared_folder_is_known_to_its_recipient_only(
     file below the shared folder (here two folders down), while the folder is not in its
     owner's trash; never for anyone else. (The look-up walks up from each file referencing the
     block, ``meta.access.block_sizes_below_live_shares``.)"""
-    from driveproto.blocks import block_hash
-
     proj = await alice.mkdir("/Proj")
     await alice.mkdir("/Proj/deep")
     await alice.mkdir("/Proj/deep/er")

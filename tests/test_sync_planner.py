@@ -276,7 +276,7 @@ def filtered_scenario(draw: st.DrawFn) -> tuple[dict, dict, dict, set[str], bool
 
 def ancestors(path: str) -> list[str]:
     out = []
-    while (path := posixpath.dirname(path)) != "/":
+    while (path := parent(path)) != "/":
         out.append(path)
     return out
 
