@@ -151,7 +151,8 @@ class Daemon:
             await watcher.changed.wait()
             watcher.changed.clear()
             await watcher.settled()
-            self.wake.set()
+            if watcher.real_change():
+                self.wake.set()
 
     async def _tick(self, watcher: Watcher) -> None:
         """Periodic full rescans: every minute, every 5 s once watching fell back (which may

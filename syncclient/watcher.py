@@ -24,6 +24,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from . import inotify
+
 log = logging.getLogger(__name__)
 
 WATCHES_SYSCTL = Path("/proc/sys/fs/inotify/max_user_watches")
@@ -97,6 +99,7 @@ class _OverflowSignal(logging.Handler):
 
 
 OwnCheck = Callable[[str], bool]
+MAX_PENDING = 100_000  # changed paths kept to be judged; past this, a rescan without judging
 
 
 def quiet_watchdog_warnings() -> None:
@@ -109,7 +112,16 @@ def quiet_watchdog_warnings() -> None:
 IgnoreCheck = Callable[..., bool]  # (path, is_dir=None) -> ignored?, as ``ignore.Ignore``
 
 
+def _wakes(rel: str, is_dir: bool, ignored: IgnoreCheck, own: OwnCheck | None) -> bool:
+    """Does a change at ``rel`` call for a sync? Not the root itself, not an ignored path (our
+    own temp files, editors' swap files, the marker dir), not the daemon's own write (a download
+    renamed into place, still as the engine left it)."""
+    return not (rel in ("", "/") or ignored(rel, is_dir=is_dir) or (own is not None and own(rel)))
+
+
 class _Handler(FileSystemEventHandler):
+    """watchdog's events (on systems without :mod:`syncclient.inotify`, and in tests)."""
+
     def __init__(self, root: Path, ignored: IgnoreCheck, notify: Callable[[], None],
                  own: OwnCheck | None = None) -> None:
         self.root, self.ignored, self.notify = str(root), ignored, notify
@@ -126,13 +138,8 @@ class _Handler(FileSystemEventHandler):
             # A folder's own mtime or attributes: its entries' changes have their own events.
             return
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
-        rels = [self._rel(p) for p in paths]
-        if all(r in ("", "/") or self.ignored(r, is_dir=event.is_directory) or (self.own is not None and self.own(r))
-               for r in rels):
-            # Our own temp files and the daemon's own writes (a download renamed into place,
-            # still as the engine left it), editors' swap files, the marker dir.
-            return
-        self.notify()
+        if any(_wakes(self._rel(p), event.is_directory, self.ignored, self.own) for p in paths):
+            self.notify()
 
 
 class Watcher:
@@ -141,19 +148,26 @@ class Watcher:
 
     ``own(path)`` tells the daemon's own writes apart (see ``Engine.is_own_write``): without it
     every file a sync downloads would wake the next sync round, a full rescan for nothing.
-    Events arrive in watchdog's thread, thousands a second while a folder is copied in; the loop
-    is woken once per burst, not once per event.
+    On Linux the events are read on the loop by :class:`~syncclient.inotify.InotifyTree` (each
+    read's burst filtered path by path, once each); elsewhere, or with ``use_inotify=False``,
+    they arrive in watchdog's thread, thousands a second while a folder is copied in. Either
+    way the loop is woken once per burst, not once per event.
     """
 
     def __init__(self, root: Path, ignored: IgnoreCheck,
                  loop: asyncio.AbstractEventLoop, quiet: float = 0.25, max_wait: float = 3.0,
-                 own: OwnCheck | None = None) -> None:
+                 own: OwnCheck | None = None, use_inotify: bool | None = None) -> None:
         self.root, self.loop = root, loop
         self.quiet, self.max_wait = quiet, max_wait
         self.changed = asyncio.Event()
         self.last_event = 0.0  # written by watchdog's thread (a float store is atomic)
         self.degraded: str | None = None  # why we fell back to periodic rescans
         self._observer: BaseObserver | None = None  # Observer is the platform's subclass
+        self._use_inotify = inotify.available() if use_inotify is None else use_inotify
+        self._tree: inotify.InotifyTree | None = None
+        self._ignored, self._own = ignored, own
+        self._pending: set[str] = set()  # changed paths the inotify reader saw, to be judged
+        self._real = False  # a change known to be real since the last real_change()
         self._wake_pending = False
         self._handler = _Handler(root, ignored, self._notify_threadsafe, own)
         self._overflow = _OverflowSignal(self._notify_threadsafe)
@@ -168,22 +182,68 @@ class Watcher:
 
     def _notify(self) -> None:
         self._wake_pending = False
+        self._real = True  # judged already in watchdog's thread, or an overflow
         self.changed.set()
 
+    def _changes(self, changes: list[inotify.Change]) -> None:
+        """A burst read by the inotify tree, on the loop. Paths that are not ignored are kept
+        for :meth:`real_change` to judge: whether a path is the daemon's own write is asked only
+        once the folder has settled, because the reader runs on the loop and can see a folder
+        the engine just made before the engine, a thread hop later, has recorded it."""
+        ignored, pending = self._ignored, self._pending
+        for rel, is_dir in changes:
+            if rel in pending or rel in ("", "/") or ignored(rel, is_dir=is_dir):
+                continue
+            if len(pending) >= MAX_PENDING:
+                self._real = True  # more than worth judging one by one: a rescan is due anyway
+                break
+            pending.add(rel)
+        if pending or self._real:
+            self.last_event = time.monotonic()
+            self.changed.set()
+
+    def _overflowed(self) -> None:
+        log.warning("inotify queue overflowed: rescanning the whole folder")
+        self._real = True
+        self.last_event = time.monotonic()
+        self.changed.set()
+
+    def real_change(self) -> bool:
+        """Since the last call: did anything change that is not the daemon's own write? (The
+        watchdog handler judges each event as it comes; the inotify reader leaves it to here.)"""
+        real, pending = self._real, self._pending
+        self._real, self._pending = False, set()
+        if real:
+            return True
+        own = self._own
+        return any(own is None or not own(rel) for rel in pending)
+
     def start(self) -> None:
+        if self._use_inotify:
+            tree = inotify.InotifyTree(self.root, self.loop, self._changes, self._overflowed)
+            try:
+                tree.start()
+            except OSError as exc:
+                self._cannot_watch(exc)
+                return
+            self._tree = tree
+            return
         observer = Observer()
         observer.schedule(self._handler, str(self.root), recursive=True)
         try:
             observer.start()
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                self.degraded = inotify_hint()
-            else:
-                self.degraded = f"cannot watch {self.root} ({exc}); rescanning periodically"
-            log.error("%s", self.degraded)
+            self._cannot_watch(exc)
             return
         self._observer = observer
         logging.getLogger("watchdog.observers").addHandler(self._overflow)
+
+    def _cannot_watch(self, exc: OSError) -> None:
+        if exc.errno == errno.ENOSPC:
+            self.degraded = inotify_hint()
+        else:
+            self.degraded = f"cannot watch {self.root} ({exc}); rescanning periodically"
+        log.error("%s", self.degraded)
 
     def check_watches(self, folders: list[tuple[Path, int]]) -> str | None:
         """After a scan: are the scanned folders (path, inode) all watched? A folder found
@@ -192,7 +252,7 @@ class Watcher:
         moment ago whose watch is being added: :attr:`recheck` asks the daemon to look again
         shortly. A folder deleted since the scan does not count."""
         self.recheck = False
-        if self.degraded or self._observer is None:
+        if self.degraded or (self._observer is None and self._tree is None):
             return None
         watched = watched_inodes()
         if watched is None:
@@ -217,6 +277,9 @@ class Watcher:
             await asyncio.sleep(self.quiet - idle)
 
     def stop(self) -> None:
+        if self._tree is not None:
+            self._tree.stop()
+            self._tree = None
         logging.getLogger("watchdog.observers").removeHandler(self._overflow)
         if self._observer is not None:
             self._observer.stop()

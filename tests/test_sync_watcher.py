@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from watchdog.events import (
     DirCreatedEvent,
     DirModifiedEvent,
@@ -151,7 +152,7 @@ async def test_a_queue_overflow_wakes_a_full_rescan(tmp_path: Path) -> None:
     the watcher turns that into a wake-up, i.e. a full rescan."""
     import logging
 
-    w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop())
+    w = Watcher(tmp_path, Ignore(tmp_path), asyncio.get_running_loop(), use_inotify=False)
     w.start()
     try:
         assert w.degraded is None
@@ -173,11 +174,13 @@ def folders(root: Path) -> list[tuple[Path, int]]:
     return [(p, p.stat().st_ino) for p in [root, *root.rglob("*")] if p.is_dir()]
 
 
-async def test_unwatched_folders_degrade_only_when_seen_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_inotify", [True, False], ids=["inotify", "watchdog"])
+async def test_unwatched_folders_degrade_only_when_seen_twice(tmp_path: Path,
+                                                              use_inotify: bool) -> None:
     tree = tmp_path / "tree"
     for i in range(5):
         (tree / f"d{i}" / "sub").mkdir(parents=True)
-    w = Watcher(tree, Ignore(tree), asyncio.get_running_loop())
+    w = Watcher(tree, Ignore(tree), asyncio.get_running_loop(), use_inotify=use_inotify)
     w.start()
     try:
         scanned = folders(tree)
