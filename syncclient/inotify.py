@@ -103,6 +103,7 @@ class InotifyTree:
         self._fd = -1
         self._dirs: dict[int, bytes] = {}  # watch descriptor → folder relative to root ("" or b"/a/b")
         self._moved_out: dict[int, bytes] = {}  # cookie → folder moved away, until its arrival
+        self._renewed: set[int] = set()  # descriptors given a path during the current read
         self.unwatched = 0
 
     def start(self) -> None:
@@ -116,6 +117,7 @@ class InotifyTree:
         except OSError:
             self.stop()
             raise
+        self._renewed.clear()
         self.loop.add_reader(fd, self._readable)
 
     def stop(self) -> None:
@@ -125,6 +127,7 @@ class InotifyTree:
             self._fd = -1
         self._dirs.clear()
         self._moved_out.clear()
+        self._renewed.clear()
 
     # -- watches --------------------------------------------------------------
 
@@ -139,6 +142,7 @@ class InotifyTree:
             raise OSError(err, f"inotify_add_watch {os.fsdecode(self.root + rel)}: "
                                f"{os.strerror(err)}")
         self._dirs[wd] = rel  # the same folder again (moved, renewed) keeps its descriptor
+        self._renewed.add(wd)
         return True
 
     def _watch_tree(self, top: bytes, *, root: bool = False) -> None:
@@ -155,10 +159,13 @@ class InotifyTree:
             except OSError as exc:
                 if root and rel == top:
                     raise
-                if exc.errno == errno.ENOSPC:
-                    self.unwatched += 1
-                    continue
-                raise
+                # The watch limit, or a folder this process cannot watch (a path past
+                # PATH_MAX, say): skip it, not its siblings; the watch check finds it.
+                self.unwatched += 1
+                if exc.errno != errno.ENOSPC:
+                    log.warning("cannot watch %s: %s", os.fsdecode(self.root + rel)[-200:],
+                                exc.strerror)
+                continue
             try:
                 with os.scandir(self.root + rel) as entries:
                     for entry in entries:
@@ -167,13 +174,21 @@ class InotifyTree:
             except OSError:
                 continue  # gone meanwhile: its own event says so
 
-    def _unwatch_below(self, top: bytes) -> None:
-        """Forget the watches of a folder moved out of the tree and of everything below it."""
-        below = top + b"/"
+    def _unwatch_moved_out(self, tops: set[bytes]) -> None:
+        """Forget the watches of folders moved out of the tree and of everything below them,
+        in one pass over the watches however many left. A descriptor given a path during this
+        read stays: another folder may have taken the same path meanwhile (or the same folder
+        came back), and its watches are the new ones."""
         for wd, rel in list(self._dirs.items()):
-            if rel == top or rel.startswith(below):
-                self._libc.inotify_rm_watch(self._fd, wd)
-                del self._dirs[wd]
+            if wd in self._renewed:
+                continue
+            path = rel
+            while path:
+                if path in tops:
+                    self._libc.inotify_rm_watch(self._fd, wd)
+                    del self._dirs[wd]
+                    break
+                path = path[:path.rfind(b"/")]
 
     # -- events ---------------------------------------------------------------
 
@@ -190,9 +205,10 @@ class InotifyTree:
                 break
             if not self._parse(buf, changes):
                 break
-        for top in self._moved_out.values():
-            self._unwatch_below(top)  # no arrival in the same read: it left the tree
-        self._moved_out.clear()
+        if self._moved_out:  # no arrival in the same read: they left the tree
+            self._unwatch_moved_out(set(self._moved_out.values()))
+            self._moved_out.clear()
+        self._renewed.clear()
         if changes:
             self.deliver(changes)
 
@@ -208,7 +224,10 @@ class InotifyTree:
             pos += length
             if mask & IN_Q_OVERFLOW:
                 self.overflow()
-                self._watch_tree(b"")
+                try:
+                    self._watch_tree(b"")
+                except OSError as exc:  # the root itself: the engine's folder check says so
+                    log.error("cannot renew the watches of %s: %s", os.fsdecode(self.root), exc)
                 return False
             if mask & IN_IGNORED:
                 dirs.pop(wd, None)

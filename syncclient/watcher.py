@@ -1,4 +1,5 @@
-"""watchdog → asyncio: file-system events become one coalesced "the folder changed" signal.
+"""File-system events (inotify on Linux, watchdog elsewhere) become one coalesced "the folder
+changed" signal.
 
 The engine always rescans the whole folder (cheap: unchanged files are not re-hashed), so the
 watcher need not deliver exact event lists — which inotify cannot promise anyway (a folder

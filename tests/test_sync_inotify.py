@@ -4,6 +4,7 @@ folder moved away, a queue overflow, and the watcher's filter over real download
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,74 @@ async def test_a_missing_root_is_an_error_not_silence(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         tree.start()
     assert tree._fd == -1  # nothing left open
+
+
+@pytest.mark.parametrize("how", ["mkdir", "move_in_from_outside", "rename_inside"])
+async def test_a_folder_replaced_at_the_same_path_stays_watched(tmp_path: Path,
+                                                               how: str) -> None:
+    """`mv docs /backup && mv docs-new docs` before the loop reads: the folder moved out loses
+    its watches, the one that took its path keeps them."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "docs" / "old").mkdir(parents=True)
+    (root / "docs-new" / "sub").mkdir(parents=True)
+    (outside / "incoming" / "sub").mkdir(parents=True)
+    rec = Recorder(root)
+    rec.tree.start()
+    try:
+        old_inode = (root / "docs").stat().st_ino
+        (root / "docs").rename(outside / "archived")  # both steps within one read
+        if how == "mkdir":
+            (root / "docs" / "sub").mkdir(parents=True)
+        elif how == "move_in_from_outside":
+            (outside / "incoming").rename(root / "docs")
+        else:
+            (root / "docs-new").rename(root / "docs")
+        await rec.seen("/docs")
+        await wait_for(lambda: (root / "docs" / "sub").stat().st_ino in
+                       (watched_inodes() or set()), what="the new folder's subfolder watched")
+        assert (root / "docs").stat().st_ino in (watched_inodes() or set())
+        (root / "docs" / "sub" / "report.txt").write_text("the user's work")
+        await rec.seen("/docs/sub/report.txt")
+        await wait_for(lambda: old_inode not in (watched_inodes() or set()),
+                       what="the folder moved out to lose its watch")
+    finally:
+        rec.tree.stop()
+
+
+def _over_path_max(base: Path, depth: int = 20) -> Path:
+    """A folder chain of about 5 KB below ``base`` (each name 250 bytes): legal on Linux, past
+    PATH_MAX for any call that takes the whole path."""
+    fd = os.open(base, os.O_RDONLY)
+    rel = base
+    for i in range(depth):
+        name = f"{i:02d}" + "a" * 248
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+        rel = rel / name
+    os.close(fd)
+    return rel
+
+
+async def test_a_folder_that_cannot_be_watched_is_skipped_not_its_siblings(
+        tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "normal" / "sub").mkdir(parents=True)
+    (root / "deep").mkdir()
+    _over_path_max(root / "deep")
+    (outside / "big").mkdir(parents=True)
+    _over_path_max(outside / "big")
+    for i in range(5):
+        (outside / "big" / f"s{i}").mkdir()
+    rec = Recorder(root)
+    rec.tree.start()  # not an error: the over-long chain is skipped, the rest watched
+    try:
+        assert rec.tree.unwatched > 0
+        assert (root / "normal" / "sub").stat().st_ino in (watched_inodes() or set())
+        (outside / "big").rename(root / "big")
+        await rec.seen("/big")
+        watched = watched_inodes() or set()
+        assert all((root / "big" / f"s{i}").stat().st_ino in watched for i in range(5))
+    finally:
+        rec.tree.stop()
