@@ -113,11 +113,16 @@ def quiet_watchdog_warnings() -> None:
 IgnoreCheck = Callable[..., bool]  # (path, is_dir=None) -> ignored?, as ``ignore.Ignore``
 
 
+def _outside_sync(rel: str, is_dir: bool, ignored: IgnoreCheck) -> bool:
+    """The root itself, or an ignored path (our own temp files, editors' swap files, the
+    marker dir): never a reason to sync."""
+    return rel in ("", "/") or ignored(rel, is_dir=is_dir)
+
+
 def _wakes(rel: str, is_dir: bool, ignored: IgnoreCheck, own: OwnCheck | None) -> bool:
-    """Does a change at ``rel`` call for a sync? Not the root itself, not an ignored path (our
-    own temp files, editors' swap files, the marker dir), not the daemon's own write (a download
-    renamed into place, still as the engine left it)."""
-    return not (rel in ("", "/") or ignored(rel, is_dir=is_dir) or (own is not None and own(rel)))
+    """Does a change at ``rel`` call for a sync? Not one :func:`_outside_sync`, not the daemon's
+    own write (a download renamed into place, still as the engine left it)."""
+    return not (_outside_sync(rel, is_dir, ignored) or (own is not None and own(rel)))
 
 
 class _Handler(FileSystemEventHandler):
@@ -193,19 +198,21 @@ class Watcher:
         the engine just made before the engine, a thread hop later, has recorded it."""
         ignored, pending = self._ignored, self._pending
         for rel, is_dir in changes:
-            if rel in pending or rel in ("", "/") or ignored(rel, is_dir=is_dir):
+            if rel in pending or _outside_sync(rel, is_dir, ignored):
                 continue
             if len(pending) >= MAX_PENDING:
                 self._real = True  # more than worth judging one by one: a rescan is due anyway
                 break
             pending.add(rel)
         if pending or self._real:
-            self.last_event = time.monotonic()
-            self.changed.set()
+            self._seen_now()
 
     def _overflowed(self) -> None:
         log.warning("inotify queue overflowed: rescanning the whole folder")
         self._real = True
+        self._seen_now()
+
+    def _seen_now(self) -> None:
         self.last_event = time.monotonic()
         self.changed.set()
 
