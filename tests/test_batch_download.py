@@ -11,6 +11,7 @@ from driveproto.blocks import BLOCK_SIZE, block_hash, content_checksum
 from driveproto.wire import decompress_from_wire
 from driveserver import appkeys
 from tests.helpers import ApiClient, RunningServer, upload
+from tests.stored_blocks import flip_last_bit, tamper
 
 
 async def batch(client: ApiClient, files: list[dict[str, Any]]) -> list[tuple[dict, bytes]]:
@@ -91,11 +92,7 @@ async def test_a_corrupt_block_fails_only_its_file(alice: ApiClient,
     data = b"will be tampered with " * 20
     bad = (await upload(alice, "/bad.txt", data))["file_id"]
     name = server.app[appkeys.KEYRING].object_name(block_hash(data))
-    (path,) = list(server.config.blocks_dir.rglob(name))
-    raw = bytearray(path.read_bytes())
-    raw[-1] ^= 0x01
-    path.chmod(0o600)
-    path.write_bytes(bytes(raw))
+    tamper(server.config.blocks_dir, name, flip_last_bit)
     frames = await batch(alice, [{"file_id": bad}, {"file_id": good}])
     assert frames[0][0]["error"]["code"] == "block_corrupt" and frames[0][1] == b""
     assert frames[1][1] == b"good bytes"

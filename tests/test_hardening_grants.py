@@ -28,6 +28,7 @@ from tests.helpers import (
     download_blocks,
     upload,
 )
+from tests.stored_blocks import holds
 
 T = TypeVar("T")
 MB = 1024 * 1024
@@ -61,7 +62,7 @@ async def send(session: aiohttp.ClientSession, how: str, grant: dict[str, Any],
 def stored(server: RunningServer, data: bytes) -> bool:
     """Whether the block store holds ``data`` (asked of the files, not of any API)."""
     name = server.app[appkeys.KEYRING].object_name(block_hash(data))
-    return any(server.config.blocks_dir.glob(f"*/*/{name}"))
+    return holds(server.config.blocks_dir, name)
 
 
 async def with_healthz(server: RunningServer, work: Awaitable[T]) -> tuple[T, float]:

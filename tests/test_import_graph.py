@@ -107,12 +107,18 @@ _SQL = re.compile(r"^\s*(SELECT\s.+\sFROM\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s
                   r"|WITH\s+RECURSIVE\s|BEGIN\b|SAVEPOINT\s|PRAGMA\s)", re.S)  # written in capitals here
 
 
+# Not the metadata database: the local block store's pack of small objects, a SQLite file of
+# its own that nothing but the store reads (driveserver/storage/packed.py).
+_OWN_DATABASES = {"driveserver.storage.packed"}
+
+
 def test_sql_lives_in_meta_only() -> None:
     """Route handlers, permissions, the feed and the CLI call named functions of ``meta/``;
     no statement is written anywhere else in the server (issue 13, item 3)."""
     found = []
     for name, path in _module_files().items():
-        if not name.startswith("driveserver.") or name.startswith("driveserver.meta"):
+        if not name.startswith("driveserver.") or name.startswith("driveserver.meta") \
+                or name in _OWN_DATABASES:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \

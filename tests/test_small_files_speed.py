@@ -26,10 +26,11 @@ from syncclient.remote_api import RemoteApi
 from syncclient.state import State
 from syncclient.transfer import FileChanged, Uploaded
 from tests.helpers import RunningServer
+from tests.stored_blocks import raw_bytes, stored_names
 
 
 def _objects(root: Path) -> set[str]:
-    return {p.name for p in root.rglob("*") if p.is_file() and ".tmp" not in p.parts}
+    return stored_names(root)
 
 
 async def test_store_blocks_seals_stores_and_conceals_like_store_block(tmp_path: Path) -> None:
@@ -50,7 +51,7 @@ async def test_store_blocks_seals_stores_and_conceals_like_store_block(tmp_path:
             stored = _objects(tmp_path / "hot")
             assert len(stored) == len(blocks)
             first = stored.pop()
-            before = (tmp_path / "hot" / first[:2] / first[2:4] / first).read_bytes()
+            before = raw_bytes(tmp_path / "hot", first)
 
             writes: list[str] = []
             real = store.hot.put_many_if_absent  # type: ignore[attr-defined]
@@ -71,7 +72,7 @@ async def test_store_blocks_seals_stores_and_conceals_like_store_block(tmp_path:
                 await asyncio.sleep(0.02)
             assert _objects(tmp_path / "hot") == stored | {first} | \
                 {pipeline.keyring.object_name(block_hash(b"new"))}
-            assert (tmp_path / "hot" / first[:2] / first[2:4] / first).read_bytes() == before
+            assert raw_bytes(tmp_path / "hot", first) == before
 
             writes.clear()
             await pipeline.store_blocks([(h, d, False) for h, d, _ in blocks[:3]])

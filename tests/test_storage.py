@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
+from driveproto import durable
 from driveproto.blocks import block_hash
 from driveserver.blocks.keys import KeyRing
 from driveserver.storage import (
@@ -29,8 +30,10 @@ from driveserver.storage import (
 )
 from driveserver.storage import local as local_storage
 from driveserver.storage.base import BatchStore, exists_many, put_many
+from driveserver.storage.packed import PACK_MAX
 from tests.needs import need
 from tests.s3server import S3Server
+from tests.stored_blocks import raw_objects
 
 
 def _name(label: str) -> str:
@@ -57,11 +60,15 @@ class Backend:
     bucket: str | None = None
 
 
-@pytest.fixture(params=["local", "s3", "tiered"])
+@pytest.fixture(params=["local", "local-files", "s3", "tiered"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """``local`` packs small objects into its SQLite file (the default on a local disk);
+    ``local-files`` keeps every object a file (a store on a network file system)."""
     kind = request.param
     if kind == "local":
         return Backend(kind, lambda: LocalBlockStore(tmp_path / "blocks"))
+    if kind == "local-files":
+        return Backend(kind, lambda: LocalBlockStore(tmp_path / "blocks", pack_small=False))
     server: S3Server = request.getfixturevalue("s3_server")
     bucket: str = request.getfixturevalue("s3_bucket")
     if kind == "s3":
@@ -233,11 +240,7 @@ async def _raw_objects(store: BlockStore, backend: Backend) -> dict[str, bytes]:
     if isinstance(store, TieredBlockStore):
         return await _raw_objects(store.hot, backend) | await _raw_objects(store.cold, backend)
     if isinstance(store, LocalBlockStore):
-        return {
-            str(p.relative_to(store.root)): p.read_bytes()
-            for p in store.root.rglob("*")
-            if p.is_file()
-        }
+        return raw_objects(store.root)
     assert backend.server is not None and backend.bucket is not None
     found: dict[str, bytes] = {}
     async with get_session().create_client("s3", **backend.server.client_kwargs()) as client:
@@ -255,7 +258,7 @@ async def _raw_objects(store: BlockStore, backend: Backend) -> dict[str, bytes]:
 
 async def test_local_leftover_temp_files_are_not_blocks(tmp_path: Path) -> None:
     root = tmp_path / "blocks"
-    async with LocalBlockStore(root) as store:
+    async with LocalBlockStore(root, pack_small=False) as store:
         name = _name("real")
         await store.put_if_absent(name, b"data")
         leaf = root / name[:2] / name[2:4]
@@ -315,10 +318,10 @@ async def test_local_batch_makes_each_object_durable_before_naming_it(
         events.append(("link", str(dst)))
         events.append(("linked-from", str(Path(src).resolve())))
 
-    async with LocalBlockStore(root) as store:
+    async with LocalBlockStore(root, pack_small=False) as store:
         assert isinstance(store, BatchStore)
         items = [(_name(f"durable {i}"), os.urandom(500)) for i in range(30)]
-        monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: False)
+        monkeypatch.setattr(local_storage, "syncfs_works", lambda _root: False)
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "link", link)
         assert await store.put_many_if_absent(items) == [True] * 30
@@ -345,9 +348,9 @@ async def test_local_big_batch_flushes_the_file_system_before_naming_and_answeri
     the fsyncs above, with two waits for the disk). Small batches keep their fsyncs."""
     root = tmp_path / "blocks"
     root.mkdir()
-    need(local_storage._syncfs_works(root), "syncfs(2) with write-back errors (Linux 5.8 or later)")
+    need(local_storage.syncfs_works(root), "syncfs(2) with write-back errors (Linux 5.8 or later)")
     events: list[tuple[str, str]] = []
-    real_syncfs, real_link, real_fsync = local_storage._syncfs, os.link, os.fsync
+    real_syncfs, real_link, real_fsync = local_storage.syncfs, os.link, os.fsync
 
     def syncfs(directory: Path) -> None:
         real_syncfs(directory)
@@ -362,10 +365,10 @@ async def test_local_big_batch_flushes_the_file_system_before_naming_and_answeri
         real_fsync(fd)
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
 
-    async with LocalBlockStore(root) as store:
-        big = [(_name(f"many {i}"), os.urandom(500)) for i in range(local_storage._SYNCFS_FROM)]
-        monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: True)  # probed above
-        monkeypatch.setattr(local_storage, "_syncfs", syncfs)
+    async with LocalBlockStore(root, pack_small=False) as store:
+        big = [(_name(f"many {i}"), os.urandom(500)) for i in range(local_storage.SYNCFS_FROM)]
+        monkeypatch.setattr(local_storage, "syncfs_works", lambda _root: True)  # probed above
+        monkeypatch.setattr(local_storage, "syncfs", syncfs)
         monkeypatch.setattr(os, "link", link)
         monkeypatch.setattr(os, "fsync", fsync)
         assert await store.put_many_if_absent(big) == [True] * len(big)
@@ -375,7 +378,7 @@ async def test_local_big_batch_flushes_the_file_system_before_naming_and_answeri
         for name, data in big:
             assert (root / name[:2] / name[2:4] / name).read_bytes() == data
         events.clear()
-        small = [(_name(f"few {i}"), os.urandom(500)) for i in range(local_storage._SYNCFS_FROM - 1)]
+        small = [(_name(f"few {i}"), os.urandom(500)) for i in range(local_storage.SYNCFS_FROM - 1)]
         assert await store.put_many_if_absent(small) == [True] * len(small)
         assert "syncfs" not in [kind for kind, _ in events]
         assert [kind for kind, _ in events].count("fsync") >= 2 * len(small)
@@ -389,8 +392,9 @@ async def test_local_batch_keeps_its_fsyncs_where_syncfs_flushes_nothing(
     """On a FUSE mount (sshfs, rclone, s3fs) syncfs returns without asking the daemon to flush,
     while an fsync is passed on: a big batch there keeps a file and a folder fsync per block."""
     fuse = 0x65735546  # FUSE_SUPER_MAGIC
-    monkeypatch.setattr(local_storage, "_fs_magic", lambda _d: fuse)
-    assert not local_storage._syncfs_works(tmp_path)
+    monkeypatch.setattr(durable, "fs_magic", lambda _d: fuse)
+    monkeypatch.setattr(local_storage, "fs_magic", lambda _d: fuse)
+    assert not durable.syncfs_works(tmp_path)
     calls: list[str] = []
     real_fsync = os.fsync
 
@@ -401,13 +405,14 @@ async def test_local_batch_keeps_its_fsyncs_where_syncfs_flushes_nothing(
     def no_syncfs(directory: Path) -> None:
         raise AssertionError("syncfs called on a file system where it flushes nothing")
 
-    monkeypatch.setattr(local_storage, "_syncfs", no_syncfs)
+    monkeypatch.setattr(local_storage, "syncfs", no_syncfs)
     async with LocalBlockStore(tmp_path / "blocks") as store:
         items = [(_name(f"fuse {i}"), os.urandom(300)) for i in range(40)]
         monkeypatch.setattr(os, "fsync", fsync)
         assert await store.put_many_if_absent(items) == [True] * 40
         monkeypatch.undo()
     assert len(calls) >= 2 * 40
+    assert not (tmp_path / "blocks" / "small.sqlite3").exists()  # SQLite's locks need a local disk
 
 
 @pytest.mark.parametrize("flush", ["fsync", "syncfs"])
@@ -417,26 +422,167 @@ async def test_local_failed_batch_leaves_no_block(
     """A flush that fails (a full disk) fails the whole batch, and no block is left under its
     name: with per-block fsyncs, and with a syncfs of the whole file system."""
     root = tmp_path / "blocks"
-    async with LocalBlockStore(root) as store:
+    async with LocalBlockStore(root, pack_small=False) as store:
         items = [(_name(f"doomed {i}"), os.urandom(2000)) for i in range(20)]
 
         def failing(*_args: Any) -> None:
             raise OSError(28, "No space left on device")
 
         if flush == "fsync":
-            monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: False)
+            monkeypatch.setattr(local_storage, "syncfs_works", lambda _root: False)
             monkeypatch.setattr(os, "fsync", failing)
         else:
-            need(local_storage._syncfs_works(root),
+            need(local_storage.syncfs_works(root),
                  "syncfs(2) with write-back errors (Linux 5.8 or later)")
-            monkeypatch.setattr(local_storage, "_syncfs_works", lambda _root: True)
-            monkeypatch.setattr(local_storage, "_syncfs", failing)
+            monkeypatch.setattr(local_storage, "syncfs_works", lambda _root: True)
+            monkeypatch.setattr(local_storage, "syncfs", failing)
         with pytest.raises(StorageError, match="No space left"):
             await store.put_many_if_absent(items)
         monkeypatch.undo()
         assert await store.exists_many([n for n, _ in items]) == [False] * 20
         assert list((root / ".tmp").iterdir()) == []
         assert await store.put_many_if_absent(items) == [True] * 20
+
+
+async def test_local_small_objects_are_packed_and_large_ones_are_files(tmp_path: Path) -> None:
+    """On a local disk a new store keeps objects up to PACK_MAX in its SQLite file (no inode
+    each) and larger ones as files; both are read, found, timed, listed and deleted alike."""
+    root = tmp_path / "blocks"
+    small = [(_name(f"small {i}"), os.urandom(100 + i)) for i in range(30)]
+    edge = (_name("edge"), os.urandom(PACK_MAX))
+    large = (_name("large"), os.urandom(PACK_MAX + 1))
+    before = time.time()
+    async with LocalBlockStore(root) as store:
+        assert await store.put_many_if_absent([*small, edge, large]) == [True] * 32
+        assert await store.put_if_absent(_name("single"), b"one by one")
+        files = {p.name for p in root.glob("*/*/*")}
+        assert files == {large[0]}
+        packed = {w for w in raw_objects(root) if w.startswith("small.sqlite3:")}
+        assert len(packed) == 32
+        for name, data in [*small, edge, large]:
+            assert await store.get(name) == data
+            assert before - 1 <= (await store.stat_mtime(name) or 0) <= time.time() + 1
+        assert await store.exists(edge[0]) and await store.exists(large[0])
+        assert await store.exists_many([small[3][0], _name("nothing"), large[0]]) == \
+            [True, False, True]
+        assert not await store.put_if_absent(small[0][0], b"a second copy")
+        assert await store.get(small[0][0]) == small[0][1]
+        await store.delete(small[1][0])
+        await store.delete(large[0])
+        assert not await store.exists(small[1][0]) and not await store.exists(large[0])
+        assert await store.stat_mtime(small[1][0]) is None
+        with pytest.raises(BlockNotFound):
+            await store.get(small[1][0])
+        assert sorted(await _names(store)) == sorted(
+            [n for n, _ in small[:1] + small[2:]] + [edge[0], _name("single")]
+        )
+    async with LocalBlockStore(root) as store:  # durable across a restart
+        assert await store.get(small[5][0]) == small[5][1]
+
+
+async def test_local_store_of_files_is_read_as_before_once_packing_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade: a store written by the code before packing (every object a file) opened by
+    today's: each old object is read, found and listed once, a small one stored again is not
+    copied into the pack, new small objects are packed, and the listing pages through both."""
+    root = tmp_path / "blocks"
+    old = [(_name(f"old {i}"), os.urandom(200 + i)) for i in range(12)]
+    async with LocalBlockStore(root, pack_small=False) as store:
+        assert await store.put_many_if_absent(old) == [True] * 12
+    assert not (root / "small.sqlite3").exists()
+    monkeypatch.setattr(local_storage, "_PAGE", 5)  # several pages of packed names
+    new = [(_name(f"new {i}"), os.urandom(300 + i)) for i in range(13)]
+    async with LocalBlockStore(root) as store:
+        assert await store.put_many_if_absent([*old[:4], *new]) == [False] * 4 + [True] * 13
+        assert not await store.put_if_absent(old[5][0], b"again")
+        assert {w for w in raw_objects(root) if w.startswith("small.sqlite3:")} == \
+            {f"small.sqlite3:{n}" for n, _ in new}
+        for name, data in [*old, *new]:
+            assert await store.get(name) == data
+        listed = await _names(store)
+        assert sorted(listed) == sorted(n for n, _ in [*old, *new])  # each once
+        await store.delete(old[0][0])
+        assert not await store.exists(old[0][0])
+    # Not packed where the store did not pack before and packing is off: still files only.
+    async with LocalBlockStore(tmp_path / "other", pack_small=False) as store:
+        assert await store.put_if_absent(_name("x"), b"x")
+    assert not (tmp_path / "other" / "small.sqlite3").exists()
+
+
+async def test_local_two_processes_sharing_a_pack_store_each_name_once(tmp_path: Path) -> None:
+    """Two server processes on one machine share the block directory (docs/scale-out.md): two
+    stores on one pack, each with its own connections and lock, writing the same names at
+    once, store each name once, and each sees the other's objects."""
+    root = tmp_path / "blocks"
+    one, two = LocalBlockStore(root), LocalBlockStore(root)
+    async with one, two:
+        items = [(_name(f"shared {i}"), os.urandom(500)) for i in range(200)]
+        batches = [items[i:i + 20] for i in range(0, 200, 20)]
+        results = await asyncio.gather(
+            *(s.put_many_if_absent(b) for b in batches for s in (one, two))
+        )
+        for k, batch in enumerate(batches):
+            first, second = results[2 * k], results[2 * k + 1]
+            assert [a + b for a, b in zip(first, second, strict=True)] == [1] * len(batch)
+        for name, _ in items:
+            assert await one.get(name) == await two.get(name)
+        assert len(await _names(one)) == 200
+
+
+_KILLED_WRITER = """
+import asyncio, hashlib, os, sys
+from driveserver.storage import LocalBlockStore
+async def main():
+    async with LocalBlockStore(sys.argv[1]) as store:
+        for batch in range(10_000):
+            items = []
+            for i in range(50):
+                data = os.urandom(64 + (batch * 50 + i) % 4000)
+                items.append((hashlib.sha256(data).hexdigest(), data))
+            await store.put_many_if_absent(items)
+            print(" ".join(name for name, _ in items), flush=True)
+asyncio.run(main())
+"""
+
+
+async def test_local_pack_killed_mid_write_keeps_every_reported_object(tmp_path: Path) -> None:
+    """kill -9 of a process writing batches of small objects: every object whose batch returned
+    (printed after put_many_if_absent) is there after a restart, and every object there is
+    whole (its name is the SHA-256 of its bytes, so a torn write would show)."""
+    import sys
+
+    root = tmp_path / "blocks"
+    for round_ in range(3):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _KILLED_WRITER, str(root),
+            stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent,
+        )
+        assert proc.stdout is not None
+        reported: list[str] = []
+        while len(reported) < 50 * (5 + 7 * round_):  # a different moment each round
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "the writer stopped by itself"
+            reported.extend(line.decode().split())
+        proc.kill()
+        await proc.wait()
+        async with LocalBlockStore(root) as store:
+            names = await _names(store)
+            assert set(reported) <= set(names)
+            for name in names:
+                assert block_hash(await store.get(name)) == name
+
+
+async def test_local_pack_fails_clearly_when_its_file_is_unusable(tmp_path: Path) -> None:
+    """A pack that is not a database (damaged, or a file in its place) is a StorageError that
+    names the file at start, not a block read as missing later."""
+    root = tmp_path / "blocks"
+    root.mkdir()
+    (root / "small.sqlite3").write_bytes(b"this is not a database" * 100)
+    store = LocalBlockStore(root)
+    with pytest.raises(StorageError, match="small.sqlite3"):
+        await store.start()
+    await store.close()
 
 
 async def test_local_check_reports_a_missing_directory(tmp_path: Path) -> None:

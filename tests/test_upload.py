@@ -17,6 +17,7 @@ from driveproto.frames import encode_batch
 from driveserver import appkeys
 from driveserver.gc import collect_garbage
 from tests.helpers import ApiClient, RunningServer, content, download_blocks, upload
+from tests.stored_blocks import flip_byte_100, flip_last_bit, raw_objects, tamper
 
 MiB = 1024 * 1024
 
@@ -46,11 +47,10 @@ async def test_stored_bytes_contain_no_plaintext(alice: ApiClient, server: Runni
     await upload(alice, "/secret.txt", marker * 5000)  # compressible: also exercises zstd
     await upload(alice, "/secret2.bin", blob(300_000) + marker + blob(1000, 1))
     hashes = {block_hash(marker * 5000), block_hash(blob(300_000) + marker + blob(1000, 1))}
-    stored = [p for p in server.config.blocks_dir.rglob("*") if p.is_file()]
-    assert len(stored) >= 2
-    for p in stored:  # the storage provider sees neither content nor plaintext hashes
-        data = p.read_bytes()
-        assert marker not in data and not any(h in str(p) or h.encode() in data for h in hashes)
+    stored = raw_objects(server.config.blocks_dir)  # block files and packed small blocks
+    assert len(stored) == 2
+    for where, data in stored.items():  # the storage provider sees neither content nor hashes
+        assert marker not in data and not any(h in where or h.encode() in data for h in hashes)
     for p in server.config.data_dir.rglob("*"):  # nor does anything else on disk hold content
         if p.is_file():
             assert marker not in p.read_bytes(), p
@@ -256,12 +256,7 @@ async def test_tampered_block_is_detected_and_not_served(alice: ApiClient,
     data = b"precious bytes " * 100
     done = await upload(alice, "/p.txt", data)
     name = server.app[appkeys.KEYRING].object_name(block_hash(data))
-    paths = [p for p in server.config.blocks_dir.rglob(name)]
-    assert len(paths) == 1
-    raw = bytearray(paths[0].read_bytes())
-    raw[-1] ^= 0x01
-    paths[0].chmod(0o600)
-    paths[0].write_bytes(bytes(raw))
+    tamper(server.config.blocks_dir, name, flip_last_bit)
     dl = (await alice.get(f"/api/files/{done['file_id']}/download")).body["blocks"][0]
     async with alice.session.get(dl["url"]) as resp:
         assert resp.status == 500
@@ -439,11 +434,7 @@ async def test_corrupt_block_mid_stream_cuts_the_content_response(alice: ApiClie
     data = blob(BLOCK_SIZE, 1) + b"second block, which will be corrupted"
     done = await upload(alice, "/two.bin", data)
     name = server.app[appkeys.KEYRING].object_name(block_hash(data[BLOCK_SIZE:]))
-    (path,) = list(server.config.blocks_dir.rglob(name))
-    raw = bytearray(path.read_bytes())
-    raw[100] ^= 0x01
-    path.chmod(0o600)
-    path.write_bytes(bytes(raw))
+    tamper(server.config.blocks_dir, name, flip_byte_100)
     got = bytearray()
     with pytest.raises(aiohttp.ClientPayloadError):
         async with alice.session.get(f"{server.url}/api/files/{done['file_id']}/content",

@@ -20,6 +20,7 @@ from driveproto.blocks import BLOCK_SIZE, block_hash
 from driveserver import appkeys
 from driveserver.api import zip_routes
 from tests.helpers import ApiClient, HealthzProbe, RunningServer, upload, wait_for
+from tests.stored_blocks import flip_byte_100, tamper
 from tests.test_web_session import cookie_login
 
 MiB = 1 << 20
@@ -268,11 +269,7 @@ async def test_a_corrupt_block_cuts_the_stream(server: RunningServer, alice: Api
     data = os.urandom(BLOCK_SIZE) + b"second block, which will be corrupted"
     done = await upload(alice, "/two.bin", data)
     name = server.app[appkeys.KEYRING].object_name(block_hash(data[BLOCK_SIZE:]))
-    (path,) = list(server.config.blocks_dir.rglob(name))
-    raw = bytearray(path.read_bytes())
-    raw[100] ^= 0x01
-    path.chmod(0o600)
-    path.write_bytes(bytes(raw))
+    tamper(server.config.blocks_dir, name, flip_byte_100)
     got = bytearray()
     with pytest.raises(aiohttp.ClientPayloadError):
         async with alice.session.get(alice.base_url + "/api/files/zip",

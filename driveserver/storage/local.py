@@ -5,6 +5,7 @@ Layout::
     root/
       .tmp/              writes in progress (same file system, so they can be linked)
       ab/cd/abcd1234...  one file per object, fanned out by the first four hex digits
+      small.sqlite3      objects up to 64 KiB, packed (driveserver.storage.packed)
 
 Two levels of 256 directories keep each directory small up to hundreds of
 millions of objects, and the names are uniformly distributed digests.
@@ -41,17 +42,23 @@ systems other than ext4, XFS and Btrfs (on a FUSE mount syncfs returns
 without flushing anything), other systems, and small batches. The cost of a flush grows with what *other*
 programs left unwritten on the same file system, which is why it is used
 only where it replaces many fsyncs.
+
+**Small objects** (up to :data:`~driveserver.storage.packed.PACK_MAX`) are not files: they go
+into one SQLite file in the store (:mod:`driveserver.storage.packed` says why and with which
+guarantees). A store made by earlier code keeps its small files, which are read, found,
+listed and deleted as before; only new small objects are packed. The file is created only on
+a local file system (ext4, XFS, Btrfs, tmpfs), where SQLite's locking holds; elsewhere every
+object stays a file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import functools
 import os
 import secrets
-import sys
+import sqlite3
 import tempfile
 import threading
 import time
@@ -60,6 +67,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from driveproto.durable import SYNCFS_FILE_SYSTEMS, SYNCFS_FROM, fs_magic, syncfs, syncfs_works
 from driveserver.storage.base import (
     AsyncContextStore,
     BlockNotFound,
@@ -68,12 +76,15 @@ from driveserver.storage.base import (
     is_valid_name,
     validate_name,
 )
+from driveserver.storage.packed import PACK_MAX, PackedObjects
 
 __all__ = ["LocalBlockStore"]
 
 _T = TypeVar("_T")
 
 _TMP_DIR = ".tmp"
+_PACK_FILE = "small.sqlite3"
+_PAGE = 1000  # names per page when listing the pack
 _FSYNC_THREADS = 8  # a batch's fsyncs in flight at once (they wait on the disk, not the CPU)
 _HEX2 = frozenset(f"{i:02x}" for i in range(256))
 # Errors that mean "this directory is not usable by us", as opposed to a failed operation.
@@ -93,10 +104,21 @@ class LocalBlockStore(AsyncContextStore):
     :param stale_temp_age: seconds after which a leftover temp file is deemed
         abandoned and removed at start. Not zero, so that a second process
         sharing the directory does not lose a write in progress.
+    :param pack_small: whether to create ``small.sqlite3`` for new small objects; None (the
+        default) creates it on a local file system. A store that has the file uses it.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, stale_temp_age: float = 3600.0) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        stale_temp_age: float = 3600.0,
+        pack_small: bool | None = None,
+    ) -> None:
         self.root = Path(root)
+        # None: pack small objects where the file system is local (or the pack exists already).
+        self._pack_small = pack_small
+        self._packed: PackedObjects | None = None
         self._tmp = self.root / _TMP_DIR
         self._stale_temp_age = stale_temp_age
         self._leaves: set[Path] = set()  # fan-out folders known to exist (and durable)
@@ -120,6 +142,9 @@ class LocalBlockStore(AsyncContextStore):
             pool, self._fsyncs = self._fsyncs, None
         if pool is not None:
             pool.shutdown(wait=False)
+        packed, self._packed = self._packed, None
+        if packed is not None:
+            packed.close()
 
     def _start_sync(self) -> None:
         if not self.root.is_dir():
@@ -134,6 +159,18 @@ class LocalBlockStore(AsyncContextStore):
                         os.unlink(entry.path)
                 except FileNotFoundError:
                     pass  # its writer finished or another process cleaned it
+        pack = self.root / _PACK_FILE
+        use = self._pack_small
+        if use is None:
+            use = fs_magic(self.root) in _PACK_FILE_SYSTEMS
+        if self._packed is None and (use or pack.exists()):
+            packed = PackedObjects(pack)
+            try:
+                packed.open()
+            except BaseException:
+                packed.close()
+                raise
+            self._packed = packed
 
     # -- operations ---------------------------------------------------------
 
@@ -156,8 +193,8 @@ class LocalBlockStore(AsyncContextStore):
     async def exists_many(self, names: Sequence[str]) -> list[bool]:
         for name in names:
             validate_name(name)
-        paths = [self._path(n) for n in names]
-        return await self._run(lambda: [p.is_file() for p in paths], "look up blocks")
+        wanted = list(names)
+        return await self._run(lambda: self._exists_many_sync(wanted), "look up blocks")
 
     async def get(self, name: str) -> bytes:
         validate_name(name)
@@ -165,7 +202,7 @@ class LocalBlockStore(AsyncContextStore):
 
     async def exists(self, name: str) -> bool:
         validate_name(name)
-        return await self._run(self._path(name).is_file, f"look up block {name}")
+        return (await self._run(lambda: self._exists_many_sync([name]), f"look up block {name}"))[0]
 
     async def delete(self, name: str) -> None:
         validate_name(name)
@@ -177,9 +214,26 @@ class LocalBlockStore(AsyncContextStore):
 
     async def iterate(self) -> AsyncIterator[str]:
         """Yield every object name, one fan-out directory (1/256 of the store) at a time."""
+        packed = self._packed
+        if packed is not None:
+            after = ""
+            while True:
+                page = await self._run(
+                    functools.partial(packed.names_after, after, _PAGE), "list store"
+                )
+                for name in page:
+                    if is_valid_name(name):
+                        yield name
+                if len(page) < _PAGE:
+                    break
+                after = page[-1]
         tops = await self._run(lambda: self._list_dirs(self.root), "list store")
         for top in tops:
             names = await self._run(functools.partial(self._names_under, top), "list store")
+            if packed is not None and names:
+                # A small file from before the pack, stored again since into the pack: once.
+                again = await self._run(functools.partial(packed.present, names), "list store")
+                names = [n for n in names if n not in again]
             for name in names:
                 yield name
 
@@ -196,6 +250,8 @@ class LocalBlockStore(AsyncContextStore):
         final = self._path(name)
         if final.exists():
             return False
+        if self._packed is not None and len(data) <= PACK_MAX:
+            return self._packed.put_many([(name, data)])[0]
         self._make_parents(final.parent)
         try:
             fd, tmp_name = tempfile.mkstemp(prefix="put-", dir=self._tmp)
@@ -227,7 +283,27 @@ class LocalBlockStore(AsyncContextStore):
             return self._fsyncs
 
     def _put_many_sync(self, items: list[tuple[str, bytes]]) -> list[bool]:
-        """Write, fsync, link, fsync folders: each step for the whole batch before the next."""
+        """Small objects into the pack, one transaction; the others as files: write, fsync,
+        link, fsync folders, each step for the whole batch before the next."""
+        results = [False] * len(items)
+        packed = self._packed
+        small = [] if packed is None else [
+            i for i, (_, data) in enumerate(items) if len(data) <= PACK_MAX
+        ]
+        if packed is not None and small:
+            # A small file stored by earlier code counts as there (no second copy).
+            fresh = [i for i in small if not self._path(items[i][0]).exists()]
+            for i, stored in zip(fresh, packed.put_many([items[i] for i in fresh]), strict=True):
+                results[i] = stored
+        if len(small) == len(items):
+            return results
+        in_pack = set(small)
+        large = [i for i in range(len(items)) if i not in in_pack]
+        for i, stored in zip(large, self._put_files_sync([items[i] for i in large]), strict=True):
+            results[i] = stored
+        return results
+
+    def _put_files_sync(self, items: list[tuple[str, bytes]]) -> list[bool]:
         results = [False] * len(items)
         todo: list[tuple[int, Path, str, bytes]] = []  # index, final path, temp path, data
         folders: set[Path] = set()  # to fsync once linked: leaves, and parents of new folders
@@ -250,16 +326,16 @@ class LocalBlockStore(AsyncContextStore):
                         # entry is made durable here either way (once per leaf and process).
                         folders.add(directory.parent)
                 todo.append((i, final, str(self._tmp / f"{prefix}{i}"), data))
-            if self._syncfs_ok is None and len(todo) >= _SYNCFS_FROM:
-                self._syncfs_ok = _syncfs_works(self.root)
-            whole = len(todo) >= _SYNCFS_FROM and bool(self._syncfs_ok)
+            if self._syncfs_ok is None and len(todo) >= SYNCFS_FROM:
+                self._syncfs_ok = syncfs_works(self.root)
+            whole = len(todo) >= SYNCFS_FROM and bool(self._syncfs_ok)
             if whole:
                 # Two flushes of the file system instead of a file's and a folder's fsync per
                 # block (see the module docstring): the bytes before any name, the names before
                 # the answer. The order of the guarantees is that of the loop below.
                 for _, _, tmp, data in todo:
                     _write_new(tmp, data)
-                _syncfs(self.root)
+                syncfs(self.root)
             else:
                 pool = self._fsync_pool()
                 list(pool.map(_write_durably, ((tmp, data) for _, _, tmp, data in todo)))
@@ -268,7 +344,7 @@ class LocalBlockStore(AsyncContextStore):
                     results[i] = True
                     folders.add(final.parent)
             if whole:
-                _syncfs(self.root)
+                syncfs(self.root)
             else:
                 list(pool.map(_fsync_dir, folders))
             self._leaves.update(new_leaves)
@@ -304,6 +380,10 @@ class LocalBlockStore(AsyncContextStore):
         return True
 
     def _get_sync(self, name: str) -> bytes:
+        if self._packed is not None:
+            data = self._packed.get(name)
+            if data is not None:
+                return data
         try:
             return self._path(name).read_bytes()
         except FileNotFoundError:
@@ -323,13 +403,23 @@ class LocalBlockStore(AsyncContextStore):
             _fsync_dir(directory.parent)
         self._leaves.add(leaf)
 
+    def _exists_many_sync(self, names: list[str]) -> list[bool]:
+        packed = self._packed.present(names) if self._packed is not None else set()
+        return [name in packed or self._path(name).is_file() for name in names]
+
     def _delete_sync(self, name: str) -> None:
+        if self._packed is not None:
+            self._packed.delete(name)
         try:
             os.unlink(self._path(name))
         except FileNotFoundError:
             pass
 
     def _mtime_sync(self, name: str) -> float | None:
+        if self._packed is not None:
+            stored = self._packed.stored_at(name)
+            if stored is not None:
+                return stored
         try:
             return self._path(name).stat().st_mtime
         except FileNotFoundError:
@@ -372,6 +462,8 @@ class LocalBlockStore(AsyncContextStore):
                 probe.write(b"probe")
                 probe.flush()
                 os.fsync(probe.fileno())
+            if self._packed is not None:
+                self._packed.check()
         except FileNotFoundError:
             raise StorageUnavailable(
                 f"block directory {self.root} is not initialised (missing {_TMP_DIR}/); "
@@ -386,6 +478,13 @@ class LocalBlockStore(AsyncContextStore):
             return await asyncio.to_thread(fn)
         except StorageError:
             raise
+        except sqlite3.Error as exc:
+            detail = f"cannot {action} in {self.root / _PACK_FILE}: {exc}"
+            if isinstance(exc, sqlite3.OperationalError) and any(
+                words in str(exc) for words in ("readonly", "unable to open", "disk is full")
+            ):
+                raise StorageUnavailable(detail) from exc
+            raise StorageError(detail) from exc
         except OSError as exc:
             detail = f"cannot {action} in {self.root}: {exc.strerror or exc}"
             if exc.errno in _UNAVAILABLE_ERRNOS:
@@ -411,72 +510,9 @@ def _write_durably(item: tuple[str, bytes]) -> None:
     _write_new(*item, fsync=True)
 
 
-# syncfs(2): Linux's flush of one whole file system (data and metadata of every file on it),
-# waited for. ctypes, since the os module has only sync(2), which flushes every file system.
-_SYNCFS_FROM = 16  # blocks in a batch from which two syncfs beat a pool of fsyncs
-_libc: ctypes.CDLL | None
-try:
-    _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-    _libc_syncfs = _libc.syncfs if _libc is not None else None
-except (OSError, AttributeError):
-    _libc_syncfs = None
-
-
-def _syncfs(directory: Path) -> None:
-    """Flush the file system ``directory`` is on; OSError if the kernel says it failed (a full
-    disk, an I/O error): then nothing this batch wrote may be reported stored."""
-    assert _libc_syncfs is not None
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _libc_syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def _kernel() -> tuple[int, int]:
-    """The running Linux kernel's (major, minor), (0, 0) if unreadable."""
-    parts = os.uname().release.split(".")
-    try:
-        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return 0, 0
-
-
-# File systems whose syncfs waits for every byte and name, the disk's cache included (their
-# sync_fs commits the journal or transaction with a flush), by statfs magic. Not FUSE (sshfs,
-# rclone or s3fs mounts), where syncfs returns at once without asking the daemon to flush
-# anything, while an fsync is passed on to it; not NFS or SMB either: they keep their fsyncs.
-_SYNCFS_FILE_SYSTEMS = frozenset({
-    0xEF53,  # ext4 (and ext2/ext3 mounted by the ext4 driver; without a journal it flushes too)
-    0x58465342,  # XFS
-    0x9123683E,  # Btrfs
-})
-
-
-def _fs_magic(directory: Path) -> int | None:
-    """statfs(2)'s f_type of ``directory`` (the first field of struct statfs, a C long)."""
-    if _libc is None:
-        return None
-    buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
-    if _libc.statfs(os.fsencode(directory), buf) != 0:
-        return None
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
-
-
-def _syncfs_works(directory: Path) -> bool:
-    """Whether syncfs can stand in for fsyncs in ``directory``: Linux 5.8 or later (earlier
-    kernels do not report write-back errors through syncfs), a file system known to flush
-    everything on it (:data:`_SYNCFS_FILE_SYSTEMS`), and no seccomp filter refusing it."""
-    if _libc_syncfs is None or _kernel() < (5, 8) or \
-            _fs_magic(directory) not in _SYNCFS_FILE_SYSTEMS:
-        return False
-    try:
-        _syncfs(directory)
-    except OSError:
-        return False
-    return True
+# Local file systems, where SQLite's locks and shared memory hold for every process on the
+# machine: those syncfs can stand in for fsyncs on, and tmpfs (not NFS, SMB or FUSE mounts).
+_PACK_FILE_SYSTEMS = SYNCFS_FILE_SYSTEMS | {0x01021994}  # tmpfs
 
 
 def _fsync_dir(directory: Path) -> None:
