@@ -13,6 +13,11 @@ batch is one worker-thread job and one state transaction, in the same order of e
    (``localfs.take_mode``: never wider than it was), recorded as our own write (so the watcher
    does not wake a round for it), then renamed into place;
 3. every folder that gained an entry (and those a new folder was made in) fsynced once;
+
+   a batch of many files on Linux (ext4, XFS, Btrfs: ``driveproto.durable``) replaces the
+   fsyncs of steps 1 and 3 by one ``syncfs`` of the folder's file system each, when every temp
+   file is on that file system (not on a disk mounted inside the folder): the same order of
+   effects with two waits for the disk instead of two per file;
 4. then, and only then, one state transaction records them all: a crash at any point leaves
    each file either as it was or complete under its name, and never a record of a file that
    is not durably there (which the next round would take for a deletion).
@@ -28,6 +33,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from driveproto.durable import SYNCFS_FROM, syncfs, syncfs_works
 
 from .context import RoundResult, SyncContext
 from .localfs import still_as_scanned, take_mode
@@ -113,6 +120,16 @@ def _put_all(ctx: SyncContext, items: list[_Item]) -> None:
                     view = view[os.write(fd, view):]
             except OSError as exc:
                 it.failed = exc
+        if _one_flush(ctx, fds):
+            for _, fd in fds:
+                os.close(fd)
+            fds.clear()
+            _flush_or_fail(ctx.root, items)  # every byte before any name
+            for it in items:
+                if it.failed is None:
+                    _rename_into_place(ctx, it, folders)
+            _flush_or_fail(ctx.root, items)  # every name before the record
+            return
         with ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync") as pool:
             for (it, _), done in zip(fds, pool.map(_fsync, (fd for it, fd in fds)), strict=True):
                 if done is not None and it.failed is None:
@@ -135,6 +152,35 @@ def _put_all(ctx: SyncContext, items: list[_Item]) -> None:
                     os.unlink(it.tmp)
                 except FileNotFoundError:
                     pass
+
+
+def _one_flush(ctx: SyncContext, fds: list[tuple[_Item, int]]) -> bool:
+    """Whether one syncfs of ``root``'s file system can stand in for these files' fsyncs: many
+    of them, all on that file system, and one syncfs can flush (step 3 of the docstring)."""
+    if len(fds) < SYNCFS_FROM:
+        return False
+    root = ctx.root
+    try:
+        device = os.stat(root).st_dev
+        if any(os.fstat(fd).st_dev != device for _, fd in fds):
+            return False
+    except OSError:
+        return False
+    known = ctx.syncfs_ok.get(device)
+    if known is None:
+        known = ctx.syncfs_ok[device] = syncfs_works(root)
+    return known
+
+
+def _flush_or_fail(root: Path, items: list[_Item]) -> None:
+    """syncfs; if it fails (a full disk, an I/O error), no file still going is known durable:
+    each fails with that error, and is neither recorded nor left as a temp file."""
+    try:
+        syncfs(root)
+    except OSError as exc:
+        for it in items:
+            if it.failed is None:
+                it.failed = exc
 
 
 def _rename_into_place(ctx: SyncContext, it: _Item, folders: set[Path]) -> None:

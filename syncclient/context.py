@@ -52,6 +52,9 @@ class SyncContext:
         self.sources: dict[str, tuple[Path, int]] | None = None
         self.single: dict[str, str] = {}  # checksum of a one-block file -> its block hash
         self.prefetched: dict[str, bytes] = {}  # file id -> content, from a batch download
+        # Whether one syncfs flushes the folder's file system (``batch_download``), asked once:
+        # st_dev -> answer.
+        self.syncfs_ok: dict[int, bool] = {}
 
     def os_path(self, path: str, local: Scan | None = None) -> Path:
         """Where tree path ``path`` is on disk (``localfs.os_path``)."""

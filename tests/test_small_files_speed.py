@@ -11,10 +11,12 @@ from typing import Any, cast
 
 import pytest
 
+from driveproto import durable
 from driveproto.blocks import block_hash, content_checksum
 from driveserver.blocks.keys import KeyRing
 from driveserver.blocks.pipeline import INLINE_BYTES, BlockPipeline
 from driveserver.storage import LocalBlockStore, TieredBlockStore
+from syncclient import batch_download
 from syncclient.batch_download import write_prefetched
 from syncclient.batch_upload import BatchItem, upload_batch
 from syncclient.config import MARKER, Config
@@ -26,6 +28,7 @@ from syncclient.remote_api import RemoteApi
 from syncclient.state import State
 from syncclient.transfer import FileChanged, Uploaded
 from tests.helpers import RunningServer
+from tests.needs import need
 from tests.stored_blocks import raw_bytes, stored_names
 
 
@@ -104,8 +107,10 @@ async def test_batch_writer_puts_files_in_place_durably_before_recording_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each file's bytes are fsynced before it is renamed under its name, and its folder
     (and the folders made for it) after, all before the state transaction that records them;
-    the records say what is on disk, and the exec bit arrives."""
+    the records say what is on disk, and the exec bit arrives. (Where one syncfs can flush
+    the batch, the next test; here it cannot, as on a FUSE mount or an old kernel.)"""
     ctx = _ctx(tmp_path)
+    monkeypatch.setattr(batch_download, "syncfs_works", lambda _root: False)
     files = {f"/new/sub{i % 3}/f{i}.txt": os.urandom(500 + i) for i in range(20)}
     for i, (path, data) in enumerate(files.items()):
         _arrived(ctx, path, data, f"id{i}", executable=i == 4)
@@ -153,6 +158,110 @@ async def test_batch_writer_puts_files_in_place_durably_before_recording_them(
         assert ("fsync", str(parent)) in events[:commit]
     assert not [p for p in ctx.root.rglob(".~drive-sync-*")]  # no temp file left
     assert ctx.prefetched == {}
+    ctx.state.close()
+
+
+async def test_batch_writer_flushes_the_file_system_twice_instead_of_fsyncs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of many files on ext4/XFS/Btrfs (Linux 5.8+): every temp file written, one
+    syncfs, the renames, a second syncfs, then the state transaction; no fsync at all. A
+    batch with a temp file on another file system (a disk mounted inside the folder) keeps
+    its fsyncs, since a syncfs of the folder's would not flush it."""
+    ctx = _ctx(tmp_path)
+    need(durable.syncfs_works(ctx.root), "syncfs(2) with write-back errors (Linux 5.8 or later)")
+    files = {f"/new/sub{i % 3}/f{i}.txt": os.urandom(500 + i) for i in range(durable.SYNCFS_FROM)}
+    for i, (path, data) in enumerate(files.items()):
+        _arrived(ctx, path, data, f"id{i}")
+    events: list[tuple[str, str]] = []
+    real_syncfs, real_fsync, real_replace = batch_download.syncfs, os.fsync, os.replace
+    real_tx = ctx.state.transaction
+
+    def syncfs(root: Path) -> None:
+        real_syncfs(root)
+        events.append(("syncfs", str(root)))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", ""))
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        events.append(("rename", str(dst)))
+
+    def transaction() -> Any:
+        events.append(("commit", ""))
+        return real_tx()
+
+    monkeypatch.setattr(batch_download, "syncfs", syncfs)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(ctx.state, "transaction", transaction)
+    out = RoundResult()
+    ops = [Op("download", p, "new on the server") for p in files]
+    assert await write_prefetched(ctx, ops, Scan(), out) == []
+    kinds = [kind for kind, _ in events]
+    assert kinds[:kinds.index("commit") + 1] == \
+        ["syncfs", *["rename"] * len(files), "syncfs", "commit"]
+    assert events[0][1] == str(ctx.root)
+    assert set(ctx.state.synced_entries()) == set(files)
+    for path, data in files.items():
+        assert (ctx.root / path.lstrip("/")).read_bytes() == data
+
+    # One temp file on another device: the fsyncs of the test above, for the whole batch.
+    events.clear()
+    real_fstat, root_dev = os.fstat, os.stat(ctx.root).st_dev
+    moved: list[int] = []
+
+    def fstat(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        if not moved:
+            moved.append(fd)
+            fields = list(st)
+            fields[2] = root_dev + 1  # st_dev
+            return os.stat_result(fields)
+        return st
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    more = {f"/other/f{i}.txt": os.urandom(300 + i) for i in range(durable.SYNCFS_FROM)}
+    for i, (path, data) in enumerate(more.items()):
+        _arrived(ctx, path, data, f"more{i}")
+    assert await write_prefetched(ctx, [Op("download", p, "new") for p in more], Scan(),
+                                  RoundResult()) == []
+    monkeypatch.undo()
+    kinds = [kind for kind, _ in events]
+    assert "syncfs" not in kinds and kinds.count("fsync") >= len(more)
+    assert set(ctx.state.synced_entries()) == set(files) | set(more)
+    ctx.state.close()
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+async def test_batch_writer_records_nothing_when_a_flush_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    """A syncfs that fails (a full disk, an I/O error): no file of the batch is recorded as
+    synced and no temp file is left. Failing before the renames, no target appears; failing
+    after them, the files are in place but unrecorded, so the next round compares them with
+    the server instead of trusting them."""
+    ctx = _ctx(tmp_path)
+    need(durable.syncfs_works(ctx.root), "syncfs(2) with write-back errors (Linux 5.8 or later)")
+    files = {f"/f{i}.txt": os.urandom(400) for i in range(durable.SYNCFS_FROM)}
+    for i, (path, data) in enumerate(files.items()):
+        _arrived(ctx, path, data, f"id{i}")
+    calls: list[str] = []
+    real_syncfs = batch_download.syncfs
+
+    def syncfs(root: Path) -> None:
+        calls.append("syncfs")
+        if len(calls) == (1 if which == "first" else 2):
+            raise OSError(28, "No space left on device")
+        real_syncfs(root)
+
+    monkeypatch.setattr(batch_download, "syncfs", syncfs)
+    out = RoundResult()
+    await write_prefetched(ctx, [Op("download", p, "new") for p in files], Scan(), out)
+    assert ctx.state.synced_entries() == {}
+    assert not [p for p in ctx.root.rglob(".~drive-sync-*")]
+    present = [p for p in files if (ctx.root / p.lstrip("/")).exists()]
+    assert present == ([] if which == "first" else list(files))
     ctx.state.close()
 
 
