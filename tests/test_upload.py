@@ -146,6 +146,24 @@ async def test_forged_and_expired_tokens_are_refused(alice: ApiClient,
             assert resp.status == 200, purpose  # the same payload, fresh, is accepted
 
 
+async def test_a_batch_tells_each_user_only_of_the_blocks_they_may_read(
+        alice: ApiClient, bob: ApiClient) -> None:
+    """upload-init/batch asks once for every block its files name: what Bob already has is
+    known to him in every file that names it, Alice's block in none, as one by one."""
+    hers, his = b"alice's data " * 300, b"bob's data " * 300
+    await upload(alice, "/a.txt", hers)
+    await upload(bob, "/b.txt", his)
+
+    def item(path: str, *datas: bytes) -> dict[str, Any]:
+        return {"path": path, "size": sum(map(len, datas)), "blocks": [
+            {"order": i, "hash": block_hash(d), "size": len(d)} for i, d in enumerate(datas)]}
+
+    r = await bob.post("/api/files/upload-init/batch", {"files": [
+        item("/1", his), item("/2", hers), item("/3", hers, his), {"path": "/4", "size": 1}]})
+    known = [res.get("blocks_already_exist") for res in r.body["results"]]
+    assert known == [[block_hash(his)], [], [block_hash(his)], None]
+
+
 async def test_other_user_cannot_read_or_claim_a_block(alice: ApiClient, bob: ApiClient) -> None:
     data = b"alice's thesis draft " * 1000
     done = await upload(alice, "/thesis.txt", data)
@@ -511,3 +529,66 @@ async def test_a_batch_of_a_thousand_tiny_files(alice: ApiClient) -> None:
         for res, d in zip(r.body["results"], files.values(), strict=True)]})
     assert all(x.get("status") == "created" for x in r.body["results"])
     assert len(await alice.listdir("/tiny")) == 1000
+
+
+async def test_a_refused_file_in_a_batch_leaves_no_trace_and_the_others_stay(
+        alice: ApiClient, server: RunningServer) -> None:
+    """A batch runs first without a savepoint per file (meta.savepoints.optimistic); a file
+    refused after it wrote something (here a folder made for it, then over quota) must still
+    leave nothing, on both routes, while the files around it are kept with their results."""
+    async with server.app[appkeys.DB].transaction() as tx:
+        await tx.execute("UPDATE users SET quota_bytes = 10000 WHERE id = ?", (alice.user_id,))
+    files = {f"/kept/f{i}.txt": f"kept {i}".encode() for i in range(6)}
+    items: list[dict[str, Any]] = [
+        {"path": p, "size": len(d), "blocks": [{"order": 0, "hash": block_hash(d),
+                                                "size": len(d)}]} for p, d in files.items()]
+    items.insert(3, {"path": "/made-for-it/huge.bin", "size": 50_000})
+    r = await alice.post("/api/files/upload-init/batch", {"files": items})
+    assert r.status == 200
+    results = r.body["results"]
+    assert results[3]["error"]["code"] == "over_quota"
+    assert [res.get("file_id") is not None for res in results] == [True] * 3 + [False] + [True] * 3
+    assert "made-for-it" not in await alice.listdir("/")
+    changes = (await alice.get("/api/sync/changes", params={"cursor": "0"})).body
+    assert not [c for c in changes["changes"] if "made-for-it" in c["path"]]
+    assert [c for c in changes["changes"] if c["path"] == "/kept"]  # control: it is the feed
+
+    ok = [res for res in results if "file_id" in res]
+    body = encode_batch([(block_hash(d), d) for d in files.values()])
+    async with alice.session.post(r.body["batch_url"], data=body) as resp:
+        receipts = {b["hash"]: b for b in (await resp.json())["blocks"]}
+    batch = [{"file_id": res["file_id"], "blocks": [receipts[block_hash(d)]]}
+             for res, d in zip(ok, files.values(), strict=True)]
+    batch.insert(2, {"file_id": ok[0]["file_id"], "base_version": 9,
+                     "blocks": [receipts[block_hash(files["/kept/f0.txt"])]]})
+    r = await alice.post("/api/files/complete/batch", {"files": batch})
+    out = r.body["results"]
+    assert out[2]["error"]["code"] == "version_conflict"
+    assert [o.get("status") for o in out[:2] + out[3:]] == ["created"] * 6
+    for res, data in zip(ok, files.values(), strict=True):
+        assert (await content(alice, res["file_id"])).body == data
+    info = (await alice.get(f"/api/files/{ok[0]['file_id']}/download")).body
+    assert info["version"] == 1  # the refused compare-and-swap wrote no version
+
+
+@pytest.mark.sqlite_only("counts statements with SQLite's trace callback")
+async def test_a_batch_without_refusals_runs_no_savepoint(
+        alice: ApiClient, server: RunningServer) -> None:
+    """Each savepoint makes the full-text name index write a segment of its own: a batch where
+    every file is accepted runs none, and one with a refusal runs one per file (its second
+    run), so the savepoints are there exactly when a refusal needs them."""
+    writer = server.app[appkeys.DB]._writer  # type: ignore[attr-defined]
+    seen: list[str] = []
+    writer.set_trace_callback(seen.append)
+    try:
+        items = [{"path": f"/sp/f{i}.txt", "size": 1} for i in range(10)]
+        r = await alice.post("/api/files/upload-init/batch", {"files": items})
+        assert [res.get("version") for res in r.body["results"]] == [0] * 10
+        assert not [s for s in seen if s.startswith("SAVEPOINT")]
+        seen.clear()
+        items.append({"path": "/sp/../bad", "size": 1})
+        r = await alice.post("/api/files/upload-init/batch", {"files": items})
+        assert r.body["results"][-1]["error"]["code"] == "invalid_name"
+        assert len([s for s in seen if s.startswith("SAVEPOINT")]) == 11
+    finally:
+        writer.set_trace_callback(None)

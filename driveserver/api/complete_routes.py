@@ -22,6 +22,7 @@ from ..errors import BadRequest
 from ..meta import blocks as blocks_meta
 from ..meta.db import Tx
 from ..meta.journal import Actor
+from ..meta.savepoints import optimistic
 from ..meta.versions import BlockRef
 from ..permissions import Action, authorize, own_device, readable_block_sizes
 from .common import batch_items, field, in_savepoint, int_field, principal, read_json
@@ -236,5 +237,6 @@ async def complete_batch(request: web.Request) -> web.Response:
             results.append(await in_savepoint(tx, one))
         return results
 
-    results = await with_store_lookup(request, _receipted_hashes(request, items), unit)
+    hashes = _receipted_hashes(request, items)
+    results = await optimistic(lambda fn: with_store_lookup(request, hashes, fn), unit)
     return web.json_response({"results": results})

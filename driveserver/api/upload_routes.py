@@ -18,6 +18,7 @@ from ..blocks.grants import UploadGrant
 from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..meta import accounts, tree, upload_grants
 from ..meta.db import Tx
+from ..meta.savepoints import optimistic
 from ..meta.versions import BlockRef
 from ..paths import split_path
 from ..permissions import Action, authorize, readable_block_sizes, writable_base
@@ -98,10 +99,34 @@ async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitR
                                "this upload would exceed the owner's quota")
     out: dict[str, Any] = {"file_id": file["id"], "version": file["version"]}
     if planned is not None:
-        known = await readable_block_sizes(tx, p.user_id, [b.hash for b in planned])
+        known = await _readable(tx, p.user_id, [b.hash for b in planned])
         out["blocks_already_exist"] = sorted({b.hash for b in planned if b.hash in known})
         out["blocks_to_upload"] = sorted({b.hash for b in planned if b.hash not in known})
     return InitResult(file["id"], file["version"], size, planned, out, file["workspace_id"])
+
+
+# tx.memo key: (block hash -> size of those the user may read, the hashes asked), asked once
+# for every hash a batch names; nothing an upload-init does changes the answer (it makes
+# pending files, which reference no block).
+_READABLE = "upload_init.readable"
+
+
+async def _readable(tx: Tx, user_id: str, hashes: list[str]) -> dict[str, int]:
+    """:func:`readable_block_sizes`, from the batch's one look-up where it asked for these."""
+    memo: tuple[dict[str, int], set[str]] | None = tx.memo.get(_READABLE)
+    if memo is not None and memo[1].issuperset(hashes):
+        return {h: memo[0][h] for h in hashes if h in memo[0]}
+    return await readable_block_sizes(tx, user_id, hashes)
+
+
+def _named_hashes(items: list[Any]) -> set[str]:
+    """Every well-formed block hash the items of a batch name (a malformed item is refused
+    later, by itself)."""
+    return {
+        b["hash"] for item in items if isinstance(item, dict)
+        and isinstance(item.get("blocks"), list) for b in item["blocks"]
+        if isinstance(b, dict) and is_block_hash(b.get("hash"))
+    }
 
 
 async def _grant_urls(request: web.Request, tx: Tx, results: list[InitResult]
@@ -145,6 +170,10 @@ async def upload_init_batch(request: web.Request) -> web.Response:
     async def unit(tx: Tx) -> tuple[list[dict[str, Any]], dict[str, str]]:
         results: list[dict[str, Any]] = []
         ok: list[InitResult] = []
+        asked = _named_hashes(items)
+        if asked:
+            known = await readable_block_sizes(tx, principal(request).user_id, sorted(asked))
+            tx.memo[_READABLE] = (known, asked)
         for item in items:
             async def one(item: Any = item) -> dict[str, Any]:
                 if not isinstance(item, dict):
@@ -160,6 +189,6 @@ async def upload_init_batch(request: web.Request) -> web.Response:
             results.append(await in_savepoint(tx, one))
         return results, await _grant_urls(request, tx, ok)
 
-    results, urls = await request.app[appkeys.DB].write(unit)
+    results, urls = await optimistic(request.app[appkeys.DB].write, unit)
     return web.json_response({"results": results, **urls})
 
