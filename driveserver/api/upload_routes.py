@@ -15,7 +15,7 @@ from driveproto.blocks import BLOCK_SIZE, is_block_hash
 
 from .. import appkeys
 from ..blocks.grants import UploadGrant
-from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from ..errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
 from ..meta import accounts, tree, upload_grants
 from ..meta.db import Tx
 from ..meta.savepoints import optimistic
@@ -65,14 +65,44 @@ class InitResult:
     workspace_id: str = ""
 
 
-async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any]) -> InitResult:
-    """Check one file of an upload-init and create its pending entry if it is new."""
+def _checked_blocks(body: dict[str, Any], max_file_bytes: int) -> tuple[int, list[BlockRef] | None]:
+    """A file's size and planned blocks, checked (the part of an upload-init that needs no
+    database)."""
+    size = int_field(body, "size")
+    if size > max_file_bytes:
+        raise PayloadTooLarge(f"a file may be at most {max_file_bytes} bytes")
+    return size, _planned_blocks(body, size)
+
+
+_Checked = tuple[int, list[BlockRef] | None] | ApiError
+
+
+def _check_all(items: list[Any], max_file_bytes: int) -> dict[int, _Checked]:
+    """:func:`_checked_blocks` of each object in a batch, or the error it raised: done once,
+    before the write transaction (and not again if the batch runs twice, see
+    ``meta.savepoints.optimistic``), so that a hostile item naming many blocks costs its
+    validation once and never holds the single writer."""
+    checked: dict[int, _Checked] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            try:
+                checked[i] = _checked_blocks(item, max_file_bytes)
+            except ApiError as exc:
+                checked[i] = exc
+    return checked
+
+
+async def _init_one(request: web.Request, tx: Tx, body: dict[str, Any],
+                    checked: _Checked | None = None) -> InitResult:
+    """Check one file of an upload-init and create its pending entry if it is new;
+    ``checked``: its :func:`_checked_blocks`, done already."""
     p = principal(request)
     config = request.app[appkeys.CONFIG]
-    size = int_field(body, "size")
-    if size > config.max_file_bytes:
-        raise PayloadTooLarge(f"a file may be at most {config.max_file_bytes} bytes")
-    planned = _planned_blocks(body, size)
+    if checked is None:
+        checked = _checked_blocks(body, config.max_file_bytes)
+    if isinstance(checked, ApiError):
+        raise checked
+    size, planned = checked
     base_version = int_field(body, "base_version", default=None)
     file_id = field(body, "file_id", str, default=None)
     if file_id is not None:
@@ -119,16 +149,6 @@ async def _readable(tx: Tx, user_id: str, hashes: list[str]) -> dict[str, int]:
     return await readable_block_sizes(tx, user_id, hashes)
 
 
-def _named_hashes(items: list[Any]) -> set[str]:
-    """Every well-formed block hash the items of a batch name (a malformed item is refused
-    later, by itself)."""
-    return {
-        b["hash"] for item in items if isinstance(item, dict)
-        and isinstance(item.get("blocks"), list) for b in item["blocks"]
-        if isinstance(b, dict) and is_block_hash(b.get("hash"))
-    }
-
-
 async def _grant_urls(request: web.Request, tx: Tx, results: list[InitResult]
                       ) -> dict[str, str]:
     """Mint the upload grant for ``results`` and record it, in the transaction that created
@@ -166,19 +186,22 @@ async def upload_init(request: web.Request) -> web.Response:
 async def upload_init_batch(request: web.Request) -> web.Response:
     """Many files in one round trip; each gets its own result (or error)."""
     items = batch_items(await read_json(request))
+    checked = _check_all(items, request.app[appkeys.CONFIG].max_file_bytes)
+    # Every block hash the well-formed items name (a malformed one costs no look-up).
+    asked = {b.hash for c in checked.values() if not isinstance(c, ApiError)
+             for b in c[1] or ()}
 
     async def unit(tx: Tx) -> tuple[list[dict[str, Any]], dict[str, str]]:
         results: list[dict[str, Any]] = []
         ok: list[InitResult] = []
-        asked = _named_hashes(items)
         if asked:
             known = await readable_block_sizes(tx, principal(request).user_id, sorted(asked))
             tx.memo[_READABLE] = (known, asked)
-        for item in items:
-            async def one(item: Any = item) -> dict[str, Any]:
+        for i, item in enumerate(items):
+            async def one(item: Any = item, i: int = i) -> dict[str, Any]:
                 if not isinstance(item, dict):
                     raise BadRequest("each file must be an object", code="invalid_field")
-                r = await _init_one(request, tx, item)
+                r = await _init_one(request, tx, item, checked[i])
                 if r.file_id in {o.file_id for o in ok}:
                     # Each file's size counts once in the grant's budget: the same file twice
                     # would add its size again for nothing (a 100-times budget, say).
