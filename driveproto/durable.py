@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["SYNCFS_FILE_SYSTEMS", "SYNCFS_FROM", "fs_magic", "syncfs", "syncfs_works"]
+__all__ = ["SYNCFS_FILE_SYSTEMS", "SYNCFS_FROM", "fs_magic", "open_directory", "syncfs",
+           "syncfs_works"]
 
 SYNCFS_FROM = 16  # files in a batch from which two syncfs beat a pool of fsyncs
 
@@ -34,17 +35,35 @@ except (OSError, AttributeError):
     _libc_syncfs = None
 
 
-def syncfs(directory: Path) -> None:
-    """Flush the file system ``directory`` is on; OSError if the kernel says it failed (a full
-    disk, an I/O error): then nothing written since the last flush may be reported durable."""
+def open_directory(directory: Path) -> int | None:
+    """A descriptor of ``directory`` for :func:`syncfs`, to be opened *before* writing what it
+    is to flush: the kernel reports through a descriptor the write-back errors since it was
+    opened, so one opened after the writes could miss an error that another process's syncfs
+    of the same file system reported first. The caller closes it. None where there is no
+    syncfs (other systems) or the folder cannot be opened."""
+    if _libc_syncfs is None:
+        return None
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+
+
+def syncfs(directory: Path, fd: int | None = None) -> None:
+    """Flush the file system ``directory`` is on, through ``fd`` (:func:`open_directory`) when
+    given; OSError if the kernel says it failed (a full disk, an I/O error): then nothing
+    written since ``fd`` was opened may be reported durable."""
     assert _libc_syncfs is not None
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    own = fd is None
+    if fd is None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if _libc_syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs: {os.strerror(err)}")
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
 
 
 def _kernel() -> tuple[int, int]:

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from driveproto.durable import SYNCFS_FROM, syncfs, syncfs_works
+from driveproto.durable import SYNCFS_FROM, open_directory, syncfs, syncfs_works
 
 from .context import RoundResult, SyncContext
 from .localfs import still_as_scanned, take_mode
@@ -107,6 +107,8 @@ def _put_all(ctx: SyncContext, items: list[_Item]) -> None:
     changed under it, a permission) is kept in its ``failed``; the others go on."""
     folders: set[Path] = set()
     fds: list[tuple[_Item, int]] = []
+    # For a syncfs, opened before the writes so that it reports their errors (durable.py).
+    root_fd = open_directory(ctx.root) if len(items) >= SYNCFS_FROM else None
     try:
         for it in items:
             try:
@@ -120,15 +122,14 @@ def _put_all(ctx: SyncContext, items: list[_Item]) -> None:
                     view = view[os.write(fd, view):]
             except OSError as exc:
                 it.failed = exc
-        if _one_flush(ctx, fds):
-            for _, fd in fds:
-                os.close(fd)
-            fds.clear()
-            _flush_or_fail(ctx.root, items)  # every byte before any name
+        if root_fd is not None and _one_flush(ctx, fds):
+            while fds:
+                os.close(fds.pop()[1])
+            _flush_or_fail(ctx.root, root_fd, items)  # every byte before any name
             for it in items:
                 if it.failed is None:
                     _rename_into_place(ctx, it, folders)
-            _flush_or_fail(ctx.root, items)  # every name before the record
+            _flush_or_fail(ctx.root, root_fd, items)  # every name before the record
             return
         with ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="fsync") as pool:
             for (it, _), done in zip(fds, pool.map(_fsync, (fd for it, fd in fds)), strict=True):
@@ -146,6 +147,8 @@ def _put_all(ctx: SyncContext, items: list[_Item]) -> None:
     finally:
         for _, fd in fds:
             os.close(fd)
+        if root_fd is not None:
+            os.close(root_fd)
         for it in items:
             if it.tmp is not None and (it.failed is not None or it.st is None):
                 try:
@@ -172,11 +175,11 @@ def _one_flush(ctx: SyncContext, fds: list[tuple[_Item, int]]) -> bool:
     return known
 
 
-def _flush_or_fail(root: Path, items: list[_Item]) -> None:
+def _flush_or_fail(root: Path, fd: int, items: list[_Item]) -> None:
     """syncfs; if it fails (a full disk, an I/O error), no file still going is known durable:
     each fails with that error, and is neither recorded nor left as a temp file."""
     try:
-        syncfs(root)
+        syncfs(root, fd=fd)
     except OSError as exc:
         for it in items:
             if it.failed is None:

@@ -176,8 +176,8 @@ async def test_batch_writer_flushes_the_file_system_twice_instead_of_fsyncs(
     real_syncfs, real_fsync, real_replace = batch_download.syncfs, os.fsync, os.replace
     real_tx = ctx.state.transaction
 
-    def syncfs(root: Path) -> None:
-        real_syncfs(root)
+    def syncfs(root: Path, fd: int | None = None) -> None:
+        real_syncfs(root, fd)
         events.append(("syncfs", str(root)))
 
     def fsync(fd: int) -> None:
@@ -249,11 +249,12 @@ async def test_batch_writer_records_nothing_when_a_flush_fails(
     calls: list[str] = []
     real_syncfs = batch_download.syncfs
 
-    def syncfs(root: Path) -> None:
+    def syncfs(root: Path, fd: int | None = None) -> None:
+        assert fd is not None  # opened before the writes
         calls.append("syncfs")
         if len(calls) == (1 if which == "first" else 2):
             raise OSError(28, "No space left on device")
-        real_syncfs(root)
+        real_syncfs(root, fd)
 
     monkeypatch.setattr(batch_download, "syncfs", syncfs)
     out = RoundResult()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -352,9 +353,24 @@ async def test_local_big_batch_flushes_the_file_system_before_naming_and_answeri
     events: list[tuple[str, str]] = []
     real_syncfs, real_link, real_fsync = local_storage.syncfs, os.link, os.fsync
 
-    def syncfs(directory: Path) -> None:
-        real_syncfs(directory)
+    def syncfs(directory: Path, fd: int | None = None) -> None:
+        assert fd is not None and opened == [fd]  # one descriptor, opened before the writes
+        real_syncfs(directory, fd)
         events.append(("syncfs", str(directory)))
+
+    opened: list[int] = []
+    real_open, real_write = local_storage.open_directory, local_storage._write_new
+
+    def open_directory(directory: Path) -> int | None:
+        fd = real_open(directory)
+        assert fd is not None
+        opened.append(fd)
+        events.append(("open", str(directory)))
+        return fd
+
+    def write_new(path: str, data: bytes, fsync: bool = False) -> None:
+        real_write(path, data, fsync)
+        events.append(("write", path))
 
     def link(src: str, dst: Any) -> None:
         assert Path(src).read_bytes(), "a temp file is complete before it is linked"
@@ -369,15 +385,19 @@ async def test_local_big_batch_flushes_the_file_system_before_naming_and_answeri
         big = [(_name(f"many {i}"), os.urandom(500)) for i in range(local_storage.SYNCFS_FROM)]
         monkeypatch.setattr(local_storage, "syncfs_works", lambda _root: True)  # probed above
         monkeypatch.setattr(local_storage, "syncfs", syncfs)
+        monkeypatch.setattr(local_storage, "open_directory", open_directory)
+        monkeypatch.setattr(local_storage, "_write_new", write_new)
         monkeypatch.setattr(os, "link", link)
         monkeypatch.setattr(os, "fsync", fsync)
         assert await store.put_many_if_absent(big) == [True] * len(big)
         kinds = [kind for kind, _ in events]
-        assert kinds == ["syncfs", *["link"] * len(big), "syncfs"], kinds
+        assert kinds == ["open", *["write"] * len(big), "syncfs", *["link"] * len(big),
+                         "syncfs"], kinds
         assert events[0][1] == str(root)
         for name, data in big:
             assert (root / name[:2] / name[2:4] / name).read_bytes() == data
         events.clear()
+        opened.clear()
         small = [(_name(f"few {i}"), os.urandom(500)) for i in range(local_storage.SYNCFS_FROM - 1)]
         assert await store.put_many_if_absent(small) == [True] * len(small)
         assert "syncfs" not in [kind for kind, _ in events]
@@ -402,7 +422,7 @@ async def test_local_batch_keeps_its_fsyncs_where_syncfs_flushes_nothing(
         real_fsync(fd)
         calls.append(os.readlink(f"/proc/self/fd/{fd}"))
 
-    def no_syncfs(directory: Path) -> None:
+    def no_syncfs(directory: Path, fd: int | None = None) -> None:
         raise AssertionError("syncfs called on a file system where it flushes nothing")
 
     monkeypatch.setattr(local_storage, "syncfs", no_syncfs)
@@ -425,7 +445,7 @@ async def test_local_failed_batch_leaves_no_block(
     async with LocalBlockStore(root, pack_small=False) as store:
         items = [(_name(f"doomed {i}"), os.urandom(2000)) for i in range(20)]
 
-        def failing(*_args: Any) -> None:
+        def failing(*_args: Any, **_kwargs: Any) -> None:
             raise OSError(28, "No space left on device")
 
         if flush == "fsync":
@@ -459,6 +479,8 @@ async def test_local_small_objects_are_packed_and_large_ones_are_files(tmp_path:
         assert files == {large[0]}
         packed = {w for w in raw_objects(root) if w.startswith("small.sqlite3:")}
         assert len(packed) == 32
+        for made in root.glob("small.sqlite3*"):  # the file, its -wal and -shm
+            assert made.stat().st_mode & 0o777 == 0o600, made
         for name, data in [*small, edge, large]:
             assert await store.get(name) == data
             assert before - 1 <= (await store.stat_mtime(name) or 0) <= time.time() + 1
@@ -478,6 +500,47 @@ async def test_local_small_objects_are_packed_and_large_ones_are_files(tmp_path:
         )
     async with LocalBlockStore(root) as store:  # durable across a restart
         assert await store.get(small[5][0]) == small[5][1]
+
+
+async def test_local_pack_reads_at_once_share_thread_jobs(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads of packed objects asked for together (a batch download reads several ahead) are
+    served a batch per thread job, each reader getting its own bytes; a name not in the pack
+    falls through to its file; a reader cancelled while waiting does not disturb the others;
+    a failing job fails the reads it was serving with a StorageError, and the next works."""
+    root = tmp_path / "blocks"
+    small = [(_name(f"read {i}"), os.urandom(200 + i)) for i in range(60)]
+    large = (_name("big"), os.urandom(PACK_MAX + 10))
+    async with LocalBlockStore(root) as store:
+        await store.put_many_if_absent([*small, large])
+        assert store._packed is not None
+        jobs: list[int] = []
+        real = store._packed.get_many
+
+        def counted(names: Any) -> dict[str, bytes]:
+            jobs.append(len(names))
+            return real(names)
+
+        monkeypatch.setattr(store._packed, "get_many", counted)
+        got = await asyncio.gather(*(store.get(n) for n, _ in [*small, large]))
+        assert got == [d for _, d in [*small, large]]
+        assert sum(jobs) == 61 and len(jobs) <= 3, jobs  # not one job per read
+
+        victim = asyncio.ensure_future(store.get(small[0][0]))
+        others = [asyncio.ensure_future(store.get(n)) for n, _ in small[1:20]]
+        await asyncio.sleep(0)
+        victim.cancel()
+        assert await asyncio.gather(*others) == [d for _, d in small[1:20]]
+
+        def broken(names: Any) -> dict[str, bytes]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(store._packed, "get_many", broken)
+        failed = await asyncio.gather(*(store.get(n) for n, _ in small[:5]),
+                                      return_exceptions=True)
+        assert all(isinstance(f, StorageError) and "disk I/O error" in str(f) for f in failed)
+        monkeypatch.setattr(store._packed, "get_many", real)
+        assert await store.get(small[3][0]) == small[3][1]
 
 
 async def test_local_store_of_files_is_read_as_before_once_packing_starts(
@@ -571,6 +634,57 @@ async def test_local_pack_killed_mid_write_keeps_every_reported_object(tmp_path:
             assert set(reported) <= set(names)
             for name in names:
                 assert block_hash(await store.get(name)) == name
+
+
+_CLOSED_UNDER_LOAD = """
+import asyncio, hashlib, os, sys
+from driveserver.storage import LocalBlockStore, StorageUnavailable
+async def main():
+    store = LocalBlockStore(sys.argv[1])
+    await store.start()
+    items = [(hashlib.sha256(b).hexdigest(), b) for b in (os.urandom(30000) for _ in range(200))]
+    await store.put_many_if_absent(items)
+    names = [n for n, _ in items]
+    async def busy():
+        while True:
+            await store.exists_many(names)
+            await store.put_if_absent(os.urandom(32).hex(), b"y" * 100)
+            async for _ in store.iterate():
+                pass
+    tasks = [asyncio.create_task(busy()) for _ in range(16)]
+    await asyncio.sleep(0.3)
+    for task in tasks:  # what a server's shutdown does: handlers cancelled, then the store closed
+        task.cancel()
+    await store.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0.3)  # the cancelled calls' threads finish their statements
+    for call in (store.get(names[0]), store.put_if_absent(names[0], items[0][1])):
+        try:
+            await call
+        except StorageUnavailable:
+            continue
+        raise SystemExit("a closed store answered")
+    print("ok")
+asyncio.run(main())
+"""
+
+
+async def test_local_pack_closed_while_threads_use_it(tmp_path: Path) -> None:
+    """Closing the store at shutdown while threads of cancelled requests are still inside
+    statements on the pack: close waits for them (closing a connection under a running
+    statement crashed the process, SIGSEGV, in most runs), and a call after close is refused
+    with StorageUnavailable rather than answered from the block files alone (which called
+    every packed block missing, and stored a second copy of one already packed)."""
+    import sys
+
+    for run in range(3):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CLOSED_UNDER_LOAD, str(tmp_path / f"blocks{run}"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=Path(__file__).parent.parent,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0 and out.decode().strip().endswith("ok"), out.decode()
 
 
 async def test_local_pack_fails_clearly_when_its_file_is_unusable(tmp_path: Path) -> None:

@@ -62,12 +62,19 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from driveproto.durable import SYNCFS_FILE_SYSTEMS, SYNCFS_FROM, fs_magic, syncfs, syncfs_works
+from driveproto.durable import (
+    SYNCFS_FILE_SYSTEMS,
+    SYNCFS_FROM,
+    fs_magic,
+    open_directory,
+    syncfs,
+    syncfs_works,
+)
 from driveserver.storage.base import (
     AsyncContextStore,
     BlockNotFound,
@@ -119,6 +126,7 @@ class LocalBlockStore(AsyncContextStore):
         # None: pack small objects where the file system is local (or the pack exists already).
         self._pack_small = pack_small
         self._packed: PackedObjects | None = None
+        self._reads: _PackReads | None = None  # reads of the pack, coalesced (made on first use)
         self._tmp = self.root / _TMP_DIR
         self._stale_temp_age = stale_temp_age
         self._leaves: set[Path] = set()  # fan-out folders known to exist (and durable)
@@ -142,9 +150,9 @@ class LocalBlockStore(AsyncContextStore):
             pool, self._fsyncs = self._fsyncs, None
         if pool is not None:
             pool.shutdown(wait=False)
-        packed, self._packed = self._packed, None
-        if packed is not None:
-            packed.close()
+        if self._packed is not None:
+            # Kept, closed: a call after this is refused, not answered from block files alone.
+            await asyncio.to_thread(self._packed.close)
 
     def _start_sync(self) -> None:
         if not self.root.is_dir():
@@ -163,7 +171,7 @@ class LocalBlockStore(AsyncContextStore):
         use = self._pack_small
         if use is None:
             use = fs_magic(self.root) in _PACK_FILE_SYSTEMS
-        if self._packed is None and (use or pack.exists()):
+        if (self._packed is None or self._packed.closed) and (use or pack.exists()):
             packed = PackedObjects(pack)
             try:
                 packed.open()
@@ -198,7 +206,20 @@ class LocalBlockStore(AsyncContextStore):
 
     async def get(self, name: str) -> bytes:
         validate_name(name)
-        return await self._run(lambda: self._get_sync(name), f"read block {name}")
+        if self._packed is not None:
+            data = await self._pack_reads().read(name)
+            if data is not None:
+                return data
+        return await self._run(lambda: self._file_sync(name), f"read block {name}")
+
+    def _pack_reads(self) -> _PackReads:
+        if self._reads is None:
+            assert self._packed is not None
+            packed = self._packed
+            self._reads = _PackReads(
+                lambda names: self._run(lambda: packed.get_many(names), "read blocks")
+            )
+        return self._reads
 
     async def exists(self, name: str) -> bool:
         validate_name(name)
@@ -309,6 +330,7 @@ class LocalBlockStore(AsyncContextStore):
         folders: set[Path] = set()  # to fsync once linked: leaves, and parents of new folders
         new_leaves: set[Path] = set()
         prefix = f"put-{secrets.token_hex(6)}-"
+        root_fd: int | None = None
         try:
             self._tmp.mkdir(mode=0o700, parents=True, exist_ok=True)  # removed under us?
             for i, (name, data) in enumerate(items):
@@ -332,10 +354,12 @@ class LocalBlockStore(AsyncContextStore):
             if whole:
                 # Two flushes of the file system instead of a file's and a folder's fsync per
                 # block (see the module docstring): the bytes before any name, the names before
-                # the answer. The order of the guarantees is that of the loop below.
+                # the answer. The order of the guarantees is that of the loop below. The
+                # descriptor is opened before the writes, so it reports their errors.
+                root_fd = open_directory(self.root)
                 for _, _, tmp, data in todo:
                     _write_new(tmp, data)
-                syncfs(self.root)
+                syncfs(self.root, fd=root_fd)
             else:
                 pool = self._fsync_pool()
                 list(pool.map(_write_durably, ((tmp, data) for _, _, tmp, data in todo)))
@@ -344,12 +368,14 @@ class LocalBlockStore(AsyncContextStore):
                     results[i] = True
                     folders.add(final.parent)
             if whole:
-                syncfs(self.root)
+                syncfs(self.root, fd=root_fd)
             else:
                 list(pool.map(_fsync_dir, folders))
             self._leaves.update(new_leaves)
             return results
         finally:
+            if root_fd is not None:
+                os.close(root_fd)
             for _, _, tmp, _ in todo:
                 try:
                     os.unlink(tmp)
@@ -379,11 +405,7 @@ class LocalBlockStore(AsyncContextStore):
             os.rename(tmp_name, final)
         return True
 
-    def _get_sync(self, name: str) -> bytes:
-        if self._packed is not None:
-            data = self._packed.get(name)
-            if data is not None:
-                return data
+    def _file_sync(self, name: str) -> bytes:
         try:
             return self._path(name).read_bytes()
         except FileNotFoundError:
@@ -490,6 +512,59 @@ class LocalBlockStore(AsyncContextStore):
             if exc.errno in _UNAVAILABLE_ERRNOS:
                 raise StorageUnavailable(detail) from exc
             raise StorageError(detail) from exc
+
+
+class _PackReads:
+    """Reads of the pack, coalesced: at most one thread job at a time, and every read asked
+    for while one runs is served by the next, with one query. A batch download reads its
+    small blocks a few at a time and each read alone cost a thread hand-off (10,000 of them,
+    most of the server's thread time for a 10,000-file download); under load the reads now
+    queue up and share them. A name not in the pack reads as None (then the caller looks for
+    a file)."""
+
+    def __init__(self, read_many: Callable[[list[str]], Awaitable[dict[str, bytes]]]) -> None:
+        self._read_many = read_many
+        self._waiting: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        self._job: asyncio.Task[None] | None = None
+
+    async def read(self, name: str) -> bytes | None:
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(name, []).append(future)
+        if self._job is None:
+            self._job = asyncio.ensure_future(self._serve())
+        return await future
+
+    async def _serve(self) -> None:
+        batch: dict[str, list[asyncio.Future[bytes | None]]] = {}
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    found = await self._read_many(list(batch))
+                except Exception as exc:  # each waiting read fails with the store's error
+                    _settle(batch, exc)
+                    continue
+                for name, futures in batch.items():
+                    for future in futures:
+                        if not future.done():  # a reader cancelled meanwhile is skipped
+                            future.set_result(found.get(name))
+        finally:
+            self._job = None
+            _settle(batch, None)  # cancelled (the loop closing) with reads in flight or queued
+            _settle(self._waiting, None)
+            self._waiting = {}
+
+
+def _settle(waiting: dict[str, list[asyncio.Future[bytes | None]]],
+            exc: Exception | None) -> None:
+    """Fail every read still open in ``waiting`` with ``exc``, or cancel it."""
+    for futures in waiting.values():
+        for future in futures:
+            if not future.done():
+                if exc is None:
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
 
 
 def _write_new(path: str, data: bytes, fsync: bool = False) -> None:

@@ -26,11 +26,15 @@ by later inserts; the file does not shrink.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+from driveserver.storage.base import StorageUnavailable
 
 __all__ = ["PACK_MAX", "PackedObjects"]
 
@@ -58,19 +62,54 @@ class PackedObjects:
         self.path = path
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()  # guards _connections
+        # Guards _connections, _active and _closed; notified when the last operation ends.
+        self._cond = threading.Condition()
+        self._active = 0  # operations running now, in any thread
         self._write_lock = threading.Lock()
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for one operation, counted so that :meth:`close` waits for
+        it; after close, StorageUnavailable (never a quiet fall-back to block files, which
+        would call every packed block missing)."""
+        with self._cond:
+            if self._closed:
+                raise StorageUnavailable(f"the block store's pack {self.path} is closed")
+            self._active += 1
+        try:
+            yield self._con()
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._cond.notify_all()
+
     def open(self) -> None:
-        """Create the file and its table if missing (idempotent), so that errors show at start."""
-        con = self._con()
-        with self._write_lock:
+        """Create the file and its table if missing (idempotent), so that errors show at start.
+        The file is made 0600 before SQLite would make it 0644 (its -wal and -shm take its
+        mode), like every block file; one that exists is never opened here, since closing any
+        descriptor of it would drop this process's SQLite locks on it."""
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        with self._use() as con, self._write_lock:
             con.execute(_SCHEMA)
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, wait: float = 30.0) -> None:
+        """Refuse new operations, wait for those running (a thread a cancelled request left
+        behind may still be in a statement), then close every connection. Closing a
+        connection under a running statement can crash the process, so if some operation is
+        still running after ``wait`` seconds the connections are left to the process's exit."""
+        with self._cond:
             self._closed = True
+            if not self._cond.wait_for(lambda: self._active == 0, timeout=wait):
+                return
             connections, self._connections = self._connections, []
         for con in connections:
             con.close()
@@ -90,10 +129,7 @@ class PackedObjects:
         except BaseException:
             con.close()
             raise
-        with self._lock:
-            if self._closed:
-                con.close()
-                raise sqlite3.ProgrammingError("the packed store is closed")
+        with self._cond:
             self._connections.append(con)
         self._local.con = con
         return con
@@ -103,10 +139,9 @@ class PackedObjects:
         One transaction: when this returns, all of them are durable."""
         if not items:
             return []
-        con = self._con()
         now = time.time()
         results: list[bool] = []
-        with self._write_lock:
+        with self._use() as con, self._write_lock:
             con.execute("BEGIN IMMEDIATE")
             try:
                 for name, data in items:
@@ -123,45 +158,61 @@ class PackedObjects:
         return results
 
     def get(self, name: str) -> bytes | None:
-        row = self._con().execute("SELECT data FROM objects WHERE name = ?", (name,)).fetchone()
+        with self._use() as con:
+            row = con.execute("SELECT data FROM objects WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def get_many(self, names: Sequence[str]) -> dict[str, bytes]:
+        """The stored bytes of those of ``names`` that are here."""
+        found: dict[str, bytes] = {}
+        with self._use() as con:
+            for start in range(0, len(names), _IN_CHUNK):
+                chunk = list(names[start : start + _IN_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    (row[0], bytes(row[1]))
+                    for row in con.execute(
+                        f"SELECT name, data FROM objects WHERE name IN ({marks})", chunk
+                    )
+                )
+        return found
 
     def present(self, names: Iterable[str]) -> set[str]:
         """Which of ``names`` are stored here."""
-        con = self._con()
         wanted = list(names)
         found: set[str] = set()
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                row[0]
-                for row in con.execute(f"SELECT name FROM objects WHERE name IN ({marks})", chunk)
-            )
+        with self._use() as con:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    row[0] for row in
+                    con.execute(f"SELECT name FROM objects WHERE name IN ({marks})", chunk)
+                )
         return found
 
     def stored_at(self, name: str) -> float | None:
-        row = self._con().execute("SELECT stored FROM objects WHERE name = ?", (name,)).fetchone()
+        with self._use() as con:
+            row = con.execute("SELECT stored FROM objects WHERE name = ?", (name,)).fetchone()
         return None if row is None else float(row[0])
 
     def delete(self, name: str) -> None:
-        con = self._con()
-        with self._write_lock:
+        with self._use() as con, self._write_lock:
             con.execute("DELETE FROM objects WHERE name = ?", (name,))
 
     def names_after(self, after: str, limit: int) -> list[str]:
         """Up to ``limit`` names greater than ``after``, in order (a page of an iteration that
         holds no lock between pages)."""
-        return [
-            row[0]
-            for row in self._con().execute(
-                "SELECT name FROM objects WHERE name > ? ORDER BY name LIMIT ?", (after, limit)
-            )
-        ]
+        with self._use() as con:
+            return [
+                row[0]
+                for row in con.execute(
+                    "SELECT name FROM objects WHERE name > ? ORDER BY name LIMIT ?", (after, limit)
+                )
+            ]
 
     def check(self) -> None:
         """Take and release the write lock, so that a read-only or locked file shows up now."""
-        con = self._con()
-        with self._write_lock:
+        with self._use() as con, self._write_lock:
             con.execute("BEGIN IMMEDIATE")
             con.execute("ROLLBACK")
