@@ -500,6 +500,13 @@ async def test_local_small_objects_are_packed_and_large_ones_are_files(tmp_path:
         )
     async with LocalBlockStore(root) as store:  # durable across a restart
         assert await store.get(small[5][0]) == small[5][1]
+    # The same store started again after close: reads from its reopened pack.
+    await store.start()
+    try:
+        assert await store.get(small[6][0]) == small[6][1]
+        assert await store.put_if_absent(_name("after restart"), b"new")
+    finally:
+        await store.close()
 
 
 async def test_local_pack_reads_at_once_share_thread_jobs(tmp_path: Path,

@@ -214,12 +214,15 @@ class LocalBlockStore(AsyncContextStore):
 
     def _pack_reads(self) -> _PackReads:
         if self._reads is None:
-            assert self._packed is not None
-            packed = self._packed
             self._reads = _PackReads(
-                lambda names: self._run(lambda: packed.get_many(names), "read blocks")
+                lambda names: self._run(lambda: self._read_pack(names), "read blocks")
             )
         return self._reads
+
+    def _read_pack(self, names: list[str]) -> dict[str, bytes]:
+        """The pack's objects among ``names``; the pack of now (a restart opens a new one)."""
+        assert self._packed is not None
+        return self._packed.get_many(names)
 
     async def exists(self, name: str) -> bool:
         validate_name(name)
