@@ -103,18 +103,11 @@ def _arrived(ctx: SyncContext, path: str, data: bytes, file_id: str,
     ctx.prefetched[file_id] = data
 
 
-async def test_batch_writer_puts_files_in_place_durably_before_recording_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each file's bytes are fsynced before it is renamed under its name, and its folder
-    (and the folders made for it) after, all before the state transaction that records them;
-    the records say what is on disk, and the exec bit arrives. (Where one syncfs can flush
-    the batch, the next test; here it cannot, as on a FUSE mount or an old kernel.)"""
-    ctx = _ctx(tmp_path)
-    monkeypatch.setattr(batch_download, "syncfs_works", lambda _root: False)
-    files = {f"/new/sub{i % 3}/f{i}.txt": os.urandom(500 + i) for i in range(20)}
-    for i, (path, data) in enumerate(files.items()):
-        _arrived(ctx, path, data, f"id{i}", executable=i == 4)
-    events: list[tuple[str, str]] = []
+def _spy_effects(monkeypatch: pytest.MonkeyPatch, ctx: SyncContext,
+                 events: list[tuple[str, str]]) -> None:
+    """Record the batch writer's effects in ``events``, in order: each fsync (with the path
+    fsynced), each rename (its source, then its destination as renamed) and each state
+    transaction begun (commit)."""
     real_fsync, real_replace, real_tx = os.fsync, os.replace, ctx.state.transaction
 
     def fsync(fd: int) -> None:
@@ -133,6 +126,21 @@ async def test_batch_writer_puts_files_in_place_durably_before_recording_them(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(ctx.state, "transaction", transaction)
+
+
+async def test_batch_writer_puts_files_in_place_durably_before_recording_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file's bytes are fsynced before it is renamed under its name, and its folder
+    (and the folders made for it) after, all before the state transaction that records them;
+    the records say what is on disk, and the exec bit arrives. (Where one syncfs can flush
+    the batch, the next test; here it cannot, as on a FUSE mount or an old kernel.)"""
+    ctx = _ctx(tmp_path)
+    monkeypatch.setattr(batch_download, "syncfs_works", lambda _root: False)
+    files = {f"/new/sub{i % 3}/f{i}.txt": os.urandom(500 + i) for i in range(20)}
+    for i, (path, data) in enumerate(files.items()):
+        _arrived(ctx, path, data, f"id{i}", executable=i == 4)
+    events: list[tuple[str, str]] = []
+    _spy_effects(monkeypatch, ctx, events)
     out = RoundResult()
     ops = [Op("download", p, "new on the server") for p in files]
     assert await write_prefetched(ctx, ops, Scan(), out) == []
@@ -173,33 +181,18 @@ async def test_batch_writer_flushes_the_file_system_twice_instead_of_fsyncs(
     for i, (path, data) in enumerate(files.items()):
         _arrived(ctx, path, data, f"id{i}")
     events: list[tuple[str, str]] = []
-    real_syncfs, real_fsync, real_replace = batch_download.syncfs, os.fsync, os.replace
-    real_tx = ctx.state.transaction
+    real_syncfs = batch_download.syncfs
 
     def syncfs(root: Path, fd: int | None = None) -> None:
         real_syncfs(root, fd)
         events.append(("syncfs", str(root)))
 
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        events.append(("fsync", ""))
-
-    def replace(src: Any, dst: Any) -> None:
-        real_replace(src, dst)
-        events.append(("rename", str(dst)))
-
-    def transaction() -> Any:
-        events.append(("commit", ""))
-        return real_tx()
-
     monkeypatch.setattr(batch_download, "syncfs", syncfs)
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(ctx.state, "transaction", transaction)
+    _spy_effects(monkeypatch, ctx, events)
     out = RoundResult()
     ops = [Op("download", p, "new on the server") for p in files]
     assert await write_prefetched(ctx, ops, Scan(), out) == []
-    kinds = [kind for kind, _ in events]
+    kinds = [kind for kind, _ in events if kind != "renamed"]
     assert kinds[:kinds.index("commit") + 1] == \
         ["syncfs", *["rename"] * len(files), "syncfs", "commit"]
     assert events[0][1] == str(ctx.root)

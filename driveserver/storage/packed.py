@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from driveserver.storage.base import StorageUnavailable
 
@@ -164,32 +165,24 @@ class PackedObjects:
 
     def get_many(self, names: Sequence[str]) -> dict[str, bytes]:
         """The stored bytes of those of ``names`` that are here."""
-        found: dict[str, bytes] = {}
+        return {row[0]: bytes(row[1]) for row in self._rows_named("name, data", names)}
+
+    def present(self, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` are stored here."""
+        return {row[0] for row in self._rows_named("name", list(names))}
+
+    def _rows_named(self, columns: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
+        """``SELECT columns`` of the rows whose name is among ``names``, a chunk of names a
+        query (below SQLite's bound on parameters). ``columns`` is a fixed string, never
+        input."""
+        rows: list[tuple[Any, ...]] = []
         with self._use() as con:
             for start in range(0, len(names), _IN_CHUNK):
                 chunk = list(names[start : start + _IN_CHUNK])
                 marks = ",".join("?" * len(chunk))
-                found.update(
-                    (row[0], bytes(row[1]))
-                    for row in con.execute(
-                        f"SELECT name, data FROM objects WHERE name IN ({marks})", chunk
-                    )
-                )
-        return found
-
-    def present(self, names: Iterable[str]) -> set[str]:
-        """Which of ``names`` are stored here."""
-        wanted = list(names)
-        found: set[str] = set()
-        with self._use() as con:
-            for start in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[start : start + _IN_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    row[0] for row in
-                    con.execute(f"SELECT name FROM objects WHERE name IN ({marks})", chunk)
-                )
-        return found
+                rows.extend(con.execute(
+                    f"SELECT {columns} FROM objects WHERE name IN ({marks})", chunk))
+        return rows
 
     def stored_at(self, name: str) -> float | None:
         with self._use() as con:
